@@ -1,0 +1,57 @@
+"""narration_core: human-readable events whose routing follows context.
+
+    NARRATE = Narrator("queen")
+    NARRATE.action("start").target("7833").human("Queen starting on port 7833").emit()
+
+No job in context: the line goes to stdout. Inside `narration_context(job_id=...)`: to
+stdout and to that job's sinks. Under a capturing parent: stdout, flushed per event.
+"""
+
+from narration_core.context import (
+    clear_job_context,
+    current_correlation_id,
+    current_job_id,
+    narration_context,
+    set_job_context,
+)
+from narration_core.event import LEVELS, Level, NarrationEvent
+from narration_core.format import format_line, parse_line
+from narration_core.narrator import NarrationBuilder, Narrator, emit_event, narrate
+from narration_core.redact import redact
+from narration_core.sanitize import strip_control
+from narration_core.sinks import (
+    CAPTURE_ENV,
+    Sink,
+    add_observer,
+    is_captured,
+    register_job_sink,
+    set_stdout_sink,
+)
+from narration_core.testing import CapturedNarration, capture_narration
+
+__all__ = [
+    "CAPTURE_ENV",
+    "LEVELS",
+    "CapturedNarration",
+    "Level",
+    "NarrationBuilder",
+    "NarrationEvent",
+    "Narrator",
+    "Sink",
+    "add_observer",
+    "capture_narration",
+    "clear_job_context",
+    "current_correlation_id",
+    "current_job_id",
+    "emit_event",
+    "format_line",
+    "is_captured",
+    "narrate",
+    "narration_context",
+    "parse_line",
+    "redact",
+    "register_job_sink",
+    "set_job_context",
+    "set_stdout_sink",
+    "strip_control",
+]

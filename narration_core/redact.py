@@ -1,0 +1,67 @@
+"""Secret redaction, applied to every event before any sink sees it.
+
+Upstream rbee had this and removed it; a narration line ends up in terminals, CI logs
+and job logs on disk, so a token that reaches `human` leaks three ways at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "[REDACTED]"
+
+# One cheap scan decides whether the full set of patterns needs to run at all:
+# nearly every message holds none of these words.
+_TRIGGER = re.compile(r"(?i)bearer|authorization|key|token|passw|pwd|secret|://|private")
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(
+            r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)",
+            re.DOTALL,
+        ),
+        "[REDACTED PRIVATE KEY]",
+    ),
+    (
+        re.compile(r"(?i)\b(authorization\s*[:=]\s*)(?:(?:bearer|basic|token|digest)\s+)?[^\s,;]+"),
+        r"\g<1>" + REDACTED,
+    ),
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\g<1>" + REDACTED),
+    (
+        re.compile(
+            r"(?i)([\"']?\b(?:api[_-]?key|apikey|access[_-]?token|auth[_-]?token|token|"
+            r"password|passwd|pwd|secret|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?)"
+            r"[^\s\"'&,;]+"
+        ),
+        r"\g<1>" + REDACTED,
+    ),
+    (
+        re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"),
+        r"\g<1>" + REDACTED + "@",
+    ),
+)
+
+_SECRET_KEY = re.compile(r"(?i)(api[_-]?key|token|password|passwd|pwd|secret|authorization)")
+
+
+def redact(text: str) -> str:
+    """Replace credentials in free text with `[REDACTED]`, keeping the surrounding words."""
+    if not _TRIGGER.search(text):
+        return text
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Redact structured fields: whole values under secret-looking keys, patterns elsewhere."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if _SECRET_KEY.search(key) and not key.endswith(("_out", "_in", "_count")):
+            out[key] = REDACTED if value is not None else None
+        elif isinstance(value, str):
+            out[key] = redact(value)
+        else:
+            out[key] = value
+    return out
