@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from narration_core.proctree import STOP_GRACE_S  # noqa: F401 - re-exported: defined once
+
 HOME_ENV = "RBEE_HOME"  # one folder for everything rbee writes
 TOKEN_ENV = "RBEE_TOKEN"  # bearer token the servers require when bound beyond loopback
 QUEEN_URL_ENV = "RBEE_QUEEN_URL"  # where the keeper finds the queen
@@ -21,7 +23,6 @@ QUEEN_PORT = 7833  # queen-rbee's default HTTP port
 HIVE_PORT = 7835  # rbee-hive's default HTTP port
 WORKER_PORT_BASE = 8080  # first port a hive tries for its workers
 LOOPBACK = "127.0.0.1"  # every server's default bind address
-STOP_GRACE_S = 5.0  # seconds between SIGTERM and SIGKILL when stopping a process
 
 
 @dataclass(frozen=True, slots=True)

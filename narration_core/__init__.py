@@ -29,14 +29,41 @@ from narration_core.sinks import (
 )
 from narration_core.testing import CapturedNarration, capture_narration
 
+# Process capture pulls in anyio and psutil; programs that only narrate should not pay
+# for them at import, so these names load on first use (PEP 562).
+_LAZY = {
+    "CapturedProcess": "narration_core.capture",
+    "ProcessNarrationCapture": "narration_core.capture",
+    "LineSplitter": "narration_core._lines",
+    "relay_line": "narration_core._lines",
+    "relay_lines": "narration_core._lines",
+    "STOP_GRACE_S": "narration_core.proctree",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'narration_core' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "CAPTURE_ENV",
     "LEVELS",
+    "STOP_GRACE_S",
     "CapturedNarration",
+    "CapturedProcess",
     "Level",
+    "LineSplitter",
     "NarrationBuilder",
     "NarrationEvent",
     "Narrator",
+    "ProcessNarrationCapture",
     "Sink",
     "add_observer",
     "capture_narration",
@@ -51,6 +78,8 @@ __all__ = [
     "parse_line",
     "redact",
     "register_job_sink",
+    "relay_line",
+    "relay_lines",
     "set_job_context",
     "set_stdout_sink",
     "strip_control",

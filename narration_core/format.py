@@ -9,12 +9,16 @@ hold anything; backslash, CR and LF are escaped so every event stays one line.
 from __future__ import annotations
 
 import re
+import time
 
 from narration_core.event import NarrationEvent
 
 ACTOR_WIDTH = 10  # columns the actor is padded to, as the seed prints it
 ACTION_WIDTH = 15  # columns the action is padded to
 
+# Actor: no whitespace or brackets, padded with spaces; action: no whitespace or colon.
+# "[a] b:" (empty message, trailing space trimmed by some transport) is narration too.
+_LINE = re.compile(r"\[([^\s\[\]]+) *\] ([^\s:]+) *:(?: (.*))?", re.DOTALL).fullmatch
 _UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
 
@@ -40,27 +44,19 @@ def format_line(event: NarrationEvent) -> str:
 def parse_line(line: str) -> NarrationEvent | None:
     """Read a line printed by `format_line`; None when it is not narration.
 
-    A trailing newline (LF or CRLF) is ignored. Plain output must never be mistaken
-    for narration needlessly, so the actor and action are checked for whitespace.
+    A trailing newline (LF or CRLF) is ignored. The parsed event has no job and is
+    stamped with the time it was read, since the line carries neither.
     """
-    if not line or line[0] != "[":
+    if line[:1] != "[":  # most plain output is rejected here, before the regex
         return None
-    if line[-1] == "\n":
-        line = line[:-2] if line.endswith("\r\n") else line[:-1]
-    close = line.find("] ", 1)
-    if close < 0:
+    if line[-1:] == "\n":
+        line = line[:-2] if line[-2:] == "\r\n" else line[:-1]
+    match = _LINE(line)
+    if match is None:
         return None
-    actor = line[1:close].rstrip(" ")
-    if not actor or " " in actor or "[" in actor or "\t" in actor:
-        return None
-    start = close + 2
-    sep = line.find(": ", start)
-    if sep < 0:
-        # "[a] b:" is an event with an empty message whose trailing space was trimmed.
-        if not line.endswith(":"):
-            return None
-        sep = len(line) - 1
-    action = line[start:sep].rstrip(" ")
-    if not action or " " in action or "\t" in action or ":" in action:
-        return None
-    return NarrationEvent(actor=actor, action=action, human=unescape_human(line[sep + 2 :]))
+    actor, action, human = match.groups()
+    if human is None:
+        human = ""
+    elif "\\" in human:
+        human = unescape_human(human)
+    return NarrationEvent(actor, action, human, None, None, None, "info", time.time(), {})

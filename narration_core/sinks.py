@@ -12,6 +12,7 @@ emitting never fails whatever state the sinks are in.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -118,7 +119,6 @@ def _call(sink: Sink, event: NarrationEvent) -> None:
     except Exception as exc:  # a broken sink must never break the code that narrates
         if id(sink) not in _complained:
             _complained.add(id(sink))
-            try:
+            # If stderr itself is gone there is nobody left to tell.
+            with contextlib.suppress(Exception):
                 sys.stderr.write(f"narration: sink {sink!r} failed and was skipped: {exc!r}\n")
-            except Exception:  # stderr itself is gone; nothing left to tell
-                pass

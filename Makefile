@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine (see README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Start the queen (its startup narration streams live), show status, stop it.
+demo: install
+	$(BIN)/keeper queen start
+	$(BIN)/keeper status
+	$(BIN)/keeper queen stop
+
+# The whole suite, exactly as CI runs it (.ci/run calls this).
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	for script in bench/bench_*.py; do $(BIN)/python $$script --quick || exit 1; done

@@ -1,0 +1,164 @@
+"""narration_core hot paths against the stdlib, measured in the same run.
+
+1. emit to a pipe, no job       vs logging.info through a StreamHandler (same pipe,
+                                   equivalent formatter)           goal ratio <= 1.0
+2. emit with one job sink       vs the same logging baseline       goal ratio <= 1.5
+3. parse_line on mixed lines    vs a compiled regex match of the seed's fixed-width
+                                   pattern (lines/s)               goal ratio >= 1.0
+
+Ratios are narration cost / baseline cost for 1-2 and narration speed / baseline speed
+for 3. Run: python bench/bench_narration.py [--quick]
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections import deque
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _common import conditions, median_seconds
+
+from narration_core import (
+    NarrationEvent,
+    Narrator,
+    format_line,
+    narration_context,
+    parse_line,
+    register_job_sink,
+)
+from narration_core.sinks import set_stdout_sink
+
+N = 20_000 if "--quick" in sys.argv else 200_000
+
+
+def _pipe_writer() -> tuple[io.TextIOWrapper, subprocess.Popen[bytes]]:
+    """A text stream onto a real pipe that another process drains, as a parent would.
+
+    A process, not a thread: a draining thread would fight the writer for the GIL on
+    every flush and inflate the flushing baseline.
+    """
+    drain = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert drain.stdin is not None
+    return io.TextIOWrapper(drain.stdin, encoding="utf-8", line_buffering=False), drain
+
+
+def main() -> None:
+    print(f"bench_narration: N={N} events per run, median of 5 runs; {conditions()}")
+    stream, drain = _pipe_writer()
+
+    logger = logging.getLogger("bench")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("[%(name)-10s] %(funcName)-15s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def with_logging() -> None:
+        for i in range(N):
+            logger.info("Queen starting on port %d", i)
+
+    narrate = Narrator("queen")
+    real_stdout = sys.stdout
+
+    def with_narration() -> None:
+        for i in range(N):
+            narrate.action("start").target("7833").human(f"Queen starting on port {i}").emit()
+
+    sys.stdout = stream
+    try:
+        base = median_seconds(with_logging)
+        plain = median_seconds(with_narration)
+        sink_events: deque[NarrationEvent] = deque(maxlen=1024)
+        unregister = register_job_sink("bench-job", sink_events.append)
+        with narration_context(job_id="bench-job"):
+            with_job = median_seconds(with_narration)
+        unregister()
+        os.environ["RBEE_NARRATION_CAPTURED"] = "1"
+        set_stdout_sink(None)  # re-read the capture variable
+        captured = median_seconds(with_narration)
+        del os.environ["RBEE_NARRATION_CAPTURED"]
+        set_stdout_sink(None)
+    finally:
+        sys.stdout = real_stdout
+        stream.close()
+        drain.wait(timeout=10)
+
+    us = 1e6 / N
+
+    def row(label: str, figure: str, note: str = "") -> None:
+        print(f"  {label:<48} {figure}  {note}")
+
+    row("logging.info (StreamHandler, flush per record)", f"{base * us:7.2f} µs/event", "baseline")
+    row("emit, no job", f"{plain * us:7.2f} µs/event", f"ratio {plain / base:.2f} (goal <= 1.0)")
+    row(
+        "emit, one job sink",
+        f"{with_job * us:7.2f} µs/event",
+        f"ratio {with_job / base:.2f} (goal <= 1.5)",
+    )
+    row(
+        "emit, captured child (flush per event)",
+        f"{captured * us:7.2f} µs/event",
+        f"ratio {captured / base:.2f} (flushes like logging)",
+    )
+
+    # parse_line on a realistic mix: narration from several actors, plain output, noise.
+    lines = []
+    for i in range(N):
+        kind = i % 4
+        if kind == 0:
+            lines.append(
+                format_line(
+                    NarrationEvent("llm-worker-rbee", "token_stream", f"token {i} [x] y: z")
+                )
+            )
+        elif kind == 1:
+            lines.append(
+                format_line(NarrationEvent("queen", "start", f"Queen starting on port {i}"))
+            )
+        elif kind == 2:
+            lines.append(f"Downloading model... {i % 100}% done")
+        else:
+            lines.append(f'  File "/usr/lib/python3/x.py", line {i}, in <module>')
+    seed = re.compile(r"^\[(.{10})\] (.{15}): (.*)$")
+
+    def with_regex() -> None:
+        match = seed.match
+        for line in lines:
+            match(line)
+
+    def with_parse() -> None:
+        for line in lines:
+            parse_line(line)
+
+    def with_regex_and_events() -> None:
+        match = seed.match
+        for line in lines:
+            m = match(line)
+            if m is not None:
+                a, b, h = m.groups()
+                NarrationEvent(a.rstrip(), b.rstrip(), h)
+
+    regex_s = median_seconds(with_regex)
+    equal_s = median_seconds(with_regex_and_events)
+    parse_s = median_seconds(with_parse)
+    row("seed fixed-width regex match", f"{N / regex_s / 1e6:7.2f} M lines/s", "baseline")
+    row(
+        "seed regex + building the same events",
+        f"{N / equal_s / 1e6:7.2f} M lines/s",
+        f"ratio {regex_s / equal_s:.2f} (equal work, fixed widths only)",
+    )
+    row(
+        "parse_line (builds events, any width)",
+        f"{N / parse_s / 1e6:7.2f} M lines/s",
+        f"ratio {regex_s / parse_s:.2f} (goal >= 1.0)",
+    )
+
+
+if __name__ == "__main__":
+    main()

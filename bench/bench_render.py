@@ -1,0 +1,88 @@
+"""Live view cost: the bench_capture child rendered on a pseudo-terminal, live vs plain.
+
+    .venv/bin/python bench/bench_render.py [--lines N] [--quick]
+
+Both runs capture the same child and write to the slave end of a pty whose master is
+drained by a thread, as a terminal would. Goal (DESIGN section 6): live >= 0.5 x plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import conditions
+from bench_capture import child_argv, child_env
+from rich.console import Console
+
+from keeper.render import Renderer
+from keeper.settings import KeeperSettings
+from narration_core.capture import ProcessNarrationCapture
+
+
+def render_on_pty(argv: list[str], *, live: bool) -> tuple[float, int]:
+    """Seconds to capture and render the child's output; and bytes the terminal got."""
+    master, slave = os.openpty()
+    received = 0
+
+    def drain() -> None:
+        nonlocal received
+        while True:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:  # slave closed: EIO on Linux
+                return
+            if not chunk:
+                return
+            received += len(chunk)
+
+    reader = threading.Thread(target=drain, name="pty-drain")
+    reader.start()
+
+    async def main() -> None:
+        proc = await ProcessNarrationCapture().spawn(argv, env=child_env())
+        async with proc:
+            await proc.wait()
+
+    terminal = open(slave, "w", encoding="utf-8", closefd=True)  # noqa: SIM115
+    console = Console(file=terminal, force_terminal=True, width=120, color_system="truecolor")
+    start = time.perf_counter()
+    with Renderer(
+        KeeperSettings(), console=console, file=terminal, mode="live" if live else "plain"
+    ) as renderer:
+        renderer.status("Running the benchmark child")
+        anyio.run(main)
+    took = time.perf_counter() - start
+    terminal.close()
+    reader.join()
+    os.close(master)
+    return took, received
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=500_000)
+    parser.add_argument("--quick", action="store_true", help="100k lines")
+    args = parser.parse_args()
+    lines = 100_000 if args.quick else args.lines
+    print(f"bench_render: {lines:,} lines on a pty; {conditions()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = child_argv(Path(tmp), narrate=False, lines=lines)
+        plain_s, plain_bytes = render_on_pty(argv, live=False)
+        print(f"  plain: {lines / plain_s:>10,.0f} lines/s ({plain_s:.2f} s, {plain_bytes:,} B)")
+        live_s, live_bytes = render_on_pty(argv, live=True)
+        print(f"  live : {lines / live_s:>10,.0f} lines/s ({live_s:.2f} s, {live_bytes:,} B)")
+        print(f"  live / plain: {plain_s / live_s:.2f} (goal >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()

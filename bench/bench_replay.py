@@ -1,0 +1,75 @@
+"""Replaying a finished 100k-event job from disk: time to first byte, total, server RSS.
+
+    .venv/bin/python bench/bench_replay.py [--quick]
+
+The child job server keeps no finished log in memory (--keep-finished 0), so every replay
+streams the JSONL file back in chunks. Baseline (same run): reading and splitting that
+same file locally, the floor any replay has to pay. RSS is the server's, before the first
+replay and after each of three, to show memory stays flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_sse_server import bench_server, header
+
+from jobs.client import JobClient
+
+
+def mib(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+async def replay(port: int, pid: int, n: int) -> None:
+    url = f"http://127.0.0.1:{port}"
+    async with JobClient(url) as client:
+        job_id = await client.submit({"operation": "model_list"})
+        while (await client.get_job(job_id))["state"] != "completed":  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    # The log file lives in the server's temporary state folder; find it through /proc.
+    files = [f.path for f in psutil.Process(pid).open_files() if f.path.endswith(".sqlite3")]
+    log = Path(files[0]).parent / "joblogs" / f"{job_id}.jsonl"
+    start = time.perf_counter()
+    lines = log.read_bytes().count(b"\n")
+    local = time.perf_counter() - start
+    print(f"log file: {log.stat().st_size / 2**20:.1f} MiB, {lines} lines")
+    print(f"baseline  local read+split of the file:    {local:8.3f} s  = 1.00")
+    print(f"server RSS before replay: {mib(pid):7.1f} MiB")
+    async with httpx.AsyncClient(timeout=120) as http:
+        for attempt in range(3):
+            start = time.perf_counter()
+            first = None
+            frames = 0
+            async with http.stream("GET", f"{url}/v1/jobs/{job_id}/stream") as response:
+                async for chunk in response.aiter_bytes(1 << 18):
+                    if first is None:
+                        first = time.perf_counter() - start
+                    frames += chunk.count(b"\nevent: ")
+            total = time.perf_counter() - start
+            print(
+                f"replay {attempt + 1}: first byte {first:6.3f} s, total {total:6.3f} s "
+                f"= {total / local:5.1f}x baseline, {frames / total:10,.0f} ev/s, "
+                f"server RSS {mib(pid):7.1f} MiB"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="10k events instead of 100k")
+    n = 10_000 if parser.parse_args().quick else 100_000
+    header(f"bench_replay: replay of a finished {n}-event job from disk")
+    with bench_server(n, keep_finished=0) as (port, pid):
+        anyio.run(replay, port, pid, n)
+
+
+if __name__ == "__main__":
+    main()

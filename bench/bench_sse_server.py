@@ -1,0 +1,142 @@
+"""A job server for the SSE benchmarks, run as its own process (`python bench_sse_server.py`).
+
+Serves the real `jobs` routes with two bench handlers: `model_list` narrates --events
+events at once; `model_download` narrates them only after `POST /bench/go` (so many
+subscribers can connect first). Prints `PORT <n>` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from jobs.routes import EXCEPTION_HANDLERS, create_job_routes
+from jobs.service import Job, JobService
+from narration_core import Narrator, set_stdout_sink
+
+NARRATE = Narrator("bench")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--keep-finished", type=int, default=16)
+    args = parser.parse_args()
+    # The bench measures the stream, not the server's own console: 100k lines on a
+    # discarded stdout would only add noise.
+    set_stdout_sink(lambda event: None)
+    with tempfile.TemporaryDirectory() as state:
+        anyio.run(_serve, Path(state), args.events, args.keep_finished)
+
+
+async def _serve(state: Path, n: int, keep_finished: int) -> None:
+    go = anyio.Event()
+
+    def burst() -> None:
+        for i in range(n):
+            NARRATE.action("tick").human(f"event {i} of the benchmark stream").emit()
+
+    async def model_list(op: object, job: Job) -> None:
+        burst()
+
+    async def model_download(op: object, job: Job) -> None:
+        await go.wait()
+        burst()
+
+    service = JobService(
+        state, {"model_list": model_list, "model_download": model_download}, actor="bench"
+    )
+    service.store.keep_finished = keep_finished
+
+    async def release(request: Request) -> Response:
+        go.set()
+        return JSONResponse({"ok": True})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with service.running():
+            yield
+
+    app = Starlette(
+        routes=[
+            *create_job_routes(service, version="bench"),
+            Route("/bench/go", release, methods=["POST"]),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            print(f"PORT {sock.getsockname()[1]}", flush=True)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    config = uvicorn.Config(app, log_config=None, log_level="error", access_log=False,
+                            timeout_graceful_shutdown=1)  # fmt: skip
+    server = Server(config)
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            import signal
+
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    await service.cancel_all()
+                    server.should_exit = True
+
+        tg.start_soon(stop_on_signal)
+        await server.serve(sockets=[sock])
+        tg.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def bench_server(events: int, keep_finished: int = 16) -> Iterator[tuple[int, int]]:
+    """Start this server as a child; yields (port, pid) and stops it on exit."""
+    import subprocess
+
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--events", str(events), "--keep-finished", str(keep_finished)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"bench server did not start: {line!r}")
+        yield int(line.split()[1]), child.pid
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def header(title: str) -> None:
+    import os
+
+    unbuffered = os.environ.get("PYTHONUNBUFFERED")
+    print(f"== {title}")
+    print(f"PYTHONUNBUFFERED={'set (' + unbuffered + ')' if unbuffered else 'not set'}; "
+          f"python {sys.version.split()[0]}; cores {os.cpu_count()}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

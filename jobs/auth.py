@@ -1,0 +1,44 @@
+"""Bearer-token check for job servers bound beyond loopback (ASGI middleware).
+
+`/health` stays open so a supervisor can tell "up but locked" from "down"; it reveals only
+the version. Everything else needs `Authorization: Bearer <token>` or gets 401 JSON.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from jobs.errors import AuthRequired
+
+OPEN_PATHS = frozenset({"/health"})  # reachable without a token
+
+
+class BearerAuth:
+    """Rejects HTTP requests whose bearer token differs from `token` (constant-time compare)."""
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        if not token:
+            raise ValueError("BearerAuth needs a non-empty token")
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self._expected):
+            await self.app(scope, receive, send)
+            return
+        exc = AuthRequired()
+        body = json.dumps({"error": str(exc), "detail": None}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"www-authenticate", b"Bearer"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,184 @@
+"""JobClient: submit jobs to a job server (queen or hive) and follow their streams.
+
+    async with JobClient("http://127.0.0.1:7833") as client:
+        state = await client.submit_and_stream({"operation": "queen_status"}, print)
+
+httpx errors are translated here, at one boundary: a refused or timed-out connection is
+DaemonUnreachable(url); error responses become the JobError leaf their status names. A
+stream that drops mid-way is resumed with `Last-Event-ID`, so the caller sees every
+event exactly once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx
+from httpx_sse import aconnect_sse
+from pydantic import BaseModel
+
+from jobs.errors import (
+    AuthRequired,
+    DaemonUnreachable,
+    InvalidRequest,
+    JobError,
+    JobFinished,
+    JobNotFound,
+)
+from jobs.events import CANCELLED, DONE, ERROR, EVENT_KINDS, JobEvent, JobState
+
+TIMEOUT_S = 10.0  # connect/write/pool timeout for every request
+STREAM_READ_TIMEOUT_S = 60.0  # silence tolerated on a stream (servers send keep-alives every 15 s)
+MAX_RECONNECTS = 5  # consecutive failed reconnects before a stream gives up
+RECONNECT_BACKOFF_S = 0.1  # first wait before reconnecting; doubles per failure
+
+EventHandler = Callable[[JobEvent], Awaitable[None] | None]
+
+
+class JobClient:
+    """A job server's HTTP API. Use as `async with`, or call `aclose()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = TIMEOUT_S,
+        max_reconnects: int = MAX_RECONNECTS,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.max_reconnects = max_reconnects
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, read=STREAM_READ_TIMEOUT_S),
+        )
+
+    async def __aenter__(self) -> JobClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def health(self) -> dict[str, Any]:
+        """`{"status": "ok", "version"}`; raises DaemonUnreachable if nothing answers."""
+        return await self._json("GET", "/health")
+
+    async def submit(self, operation: BaseModel | dict[str, Any]) -> str:
+        """Create a job (it starts at once); returns its id."""
+        body = operation.model_dump(mode="json") if isinstance(operation, BaseModel) else operation
+        reply = await self._json("POST", "/v1/jobs", json=body)
+        return str(reply["job_id"])
+
+    async def list_jobs(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        reply = await self._json("GET", "/v1/jobs", params={"limit": limit})
+        return list(reply["jobs"])
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        """State, error and transitions; raises JobNotFound."""
+        return await self._json("GET", f"/v1/jobs/{job_id}")
+
+    async def cancel(self, job_id: str) -> JobState:
+        """Cancel a running job; returns its state. Raises JobNotFound or JobFinished."""
+        reply = await self._json("DELETE", f"/v1/jobs/{job_id}")
+        return reply["state"]  # type: ignore[no-any-return]
+
+    async def stream(self, job_id: str, *, after: int | None = None) -> AsyncIterator[JobEvent]:
+        """Every event after seq `after` until the job ends; the last one is its final
+        `state` event. Reconnects with Last-Event-ID if the connection drops."""
+        last = after or 0
+        failures = 0
+        url = f"/v1/jobs/{job_id}/stream"
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            try:
+                async with aconnect_sse(self._http, "GET", url, headers=headers) as source:
+                    if source.response.status_code != 200:
+                        await source.response.aread()
+                        raise _error_from(source.response)
+                    async for sse in source.aiter_sse():
+                        if sse.event == "message":
+                            if sse.data.startswith((DONE, ERROR, CANCELLED)):
+                                return
+                            continue
+                        if sse.event not in EVENT_KINDS or not sse.id:
+                            continue  # a kind from a newer server: skip, keep the stream
+                        event = JobEvent(int(sse.id), sse.event, json.loads(sse.data))  # type: ignore[arg-type]
+                        if event.seq <= last:
+                            continue
+                        last, failures = event.seq, 0
+                        yield event
+            except httpx.ConnectError as exc:
+                if last == 0 and failures == 0:
+                    raise DaemonUnreachable(self.base_url, reason=str(exc) or None) from exc
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout):
+                pass  # dropped mid-stream: reconnect below
+            failures += 1
+            if failures > self.max_reconnects:
+                raise DaemonUnreachable(self.base_url, reason="the event stream kept dropping")
+            await anyio.sleep(RECONNECT_BACKOFF_S * 2 ** (failures - 1))
+
+    async def submit_and_stream(
+        self, operation: BaseModel | dict[str, Any], handler: EventHandler
+    ) -> JobState:
+        """Submit, pass every event to `handler` (sync or async), return the final state."""
+        job_id = await self.submit(operation)
+        final: JobState = "failed"
+        async for event in self.stream(job_id):
+            outcome = handler(event)
+            if inspect.isawaitable(outcome):
+                await outcome
+            if event.is_final:
+                final = event.data["state"]
+        return final
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise DaemonUnreachable(self.base_url, reason=str(exc) or None) from exc
+        except httpx.TransportError as exc:
+            raise DaemonUnreachable(self.base_url, reason=repr(exc)) from exc
+        if response.is_success:
+            return response.json()
+        raise _error_from(response)
+
+
+def _error_from(response: httpx.Response) -> JobError:
+    """The JobError leaf an error response stands for (servers send {"error", "detail"})."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    message = str(body.get("error") or f"HTTP {response.status_code} from {response.url}")
+    detail = body.get("detail")
+    info = detail if isinstance(detail, dict) else {}
+    status = response.status_code
+    if status == 404 and "job_id" in info:
+        return JobNotFound(info["job_id"])
+    if status == 409 and "job_id" in info:
+        return JobFinished(info["job_id"], info.get("state", "ended"))
+    if status == 401:
+        return AuthRequired(str(response.url.copy_with(path="/", query=None)).rstrip("/"))
+    if status in (400, 422):
+        return InvalidRequest(message, detail=detail, status=status)
+    if status == 502:
+        return DaemonUnreachable(info.get("url") or str(response.url), reason=info.get("reason"))
+    error = JobError(message)
+    error.status = status
+    return error

@@ -1,0 +1,115 @@
+"""Errors the job plumbing raises; servers map them to `{"error", "detail"}` responses.
+
+JobError
+├── JobNotFound           no job with that id (404)
+├── JobFinished           the job already ended, so it cannot be cancelled (409)
+├── InvalidRequest        the body or a parameter is wrong (400 / 422)
+├── AuthRequired          the server wants a bearer token (401)
+├── OperationUnavailable  this server has no handler for the operation (the job fails)
+└── DaemonUnreachable     the queen, hive or worker at a URL did not answer (502)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobError(Exception):
+    """Root of every error raised by `jobs`; `status` is the HTTP status servers answer with."""
+
+    status = 500
+
+    @property
+    def detail(self) -> Any:
+        return None
+
+
+class JobNotFound(JobError):
+    """Raised when a job id is unknown (never created, or pruned by retention)."""
+
+    status = 404
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r} on this server; list jobs with GET /v1/jobs")
+
+    @property
+    def detail(self) -> Any:
+        return {"job_id": self.job_id}
+
+
+class JobFinished(JobError):
+    """Raised when cancelling a job that has already ended."""
+
+    status = 409
+
+    def __init__(self, job_id: str, state: str) -> None:
+        self.job_id = job_id
+        self.state = state
+        super().__init__(f"job {job_id} already ended ({state}); there is nothing to cancel")
+
+    @property
+    def detail(self) -> Any:
+        return {"job_id": self.job_id, "state": self.state}
+
+
+class InvalidRequest(JobError):
+    """Raised for a malformed body (400) or a well-formed one that is not a valid request (422)."""
+
+    def __init__(self, message: str, *, detail: Any = None, status: int = 422) -> None:
+        self.status = status
+        self._detail = detail
+        super().__init__(message)
+
+    @property
+    def detail(self) -> Any:
+        return self._detail
+
+
+class AuthRequired(JobError):
+    """Raised when a request lacks the server's bearer token, or carries a wrong one."""
+
+    status = 401
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url
+        where = f"the server at {url}" if url else "this server"
+        super().__init__(
+            f"{where} requires a bearer token; send `Authorization: Bearer <token>` "
+            "(keeper: --token or RBEE_TOKEN)"
+        )
+
+
+class OperationUnavailable(JobError):
+    """Raised (and recorded as the job's failure) when no handler serves the operation."""
+
+    status = 501
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(
+            f"operation {operation!r} is not available yet (lands with the hive/inference issue)"
+        )
+
+    @property
+    def detail(self) -> Any:
+        return {"operation": self.operation}
+
+
+class DaemonUnreachable(JobError):
+    """Raised when a daemon (queen, hive, worker) cannot be reached at its URL."""
+
+    status = 502
+
+    def __init__(self, url: str, *, reason: str | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        because = f" ({reason})" if reason else ""
+        super().__init__(
+            f"nothing answers at {url}{because}; start that daemon "
+            "(e.g. `keeper queen start` / `keeper hive start`) or fix its URL"
+        )
+
+    @property
+    def detail(self) -> Any:
+        return {"url": self.url, "reason": self.reason}

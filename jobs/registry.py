@@ -1,0 +1,230 @@
+"""The job table: every job's operation, state and state history, in SQLite.
+
+States move `queued` -> `running` -> `completed | failed | cancelled`; every transition is
+stored with its time. SQLite (WAL) lives in the state folder, so a restarted server still
+knows every job. Calls run in a worker thread (`anyio.to_thread`) because a commit can
+wait on the disk; one lock serialises them on the single connection.
+
+Invariant: a job row is `queued` or `running` only while the process that created it is
+alive. `open()` turns any such row left by a crash into `failed` with CRASH_REASON.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from jobs.errors import JobNotFound
+from jobs.events import FINAL_STATES, JobState
+
+CRASH_REASON = "the server stopped while the job was running (crash or kill)"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    operation TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    state TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+"""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    state: JobState
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as the table knows it; `transitions` is filled only by `get`."""
+
+    id: str
+    operation: dict[str, Any]
+    state: JobState
+    created_at: float
+    updated_at: float
+    error: str | None = None
+    transitions: tuple[Transition, ...] = field(default=())
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "job_id": self.id,
+            "operation": self.operation.get("operation"),
+            "params": self.operation,
+            "state": self.state,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "error": self.error,
+        }
+        if self.transitions:
+            d["transitions"] = [{"state": t.state, "at": t.at} for t in self.transitions]
+        return d
+
+
+class JobRegistry:
+    """The SQLite job table. Open with `await JobRegistry.open(path)`; close with `aclose()`."""
+
+    def __init__(self, conn: sqlite3.Connection, recovered: list[JobRecord]) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.recovered = recovered  # jobs `open()` found unfinished and marked failed
+
+    @classmethod
+    async def open(cls, path: Path) -> JobRegistry:
+        return await anyio.to_thread.run_sync(cls._open_sync, path)
+
+    @classmethod
+    def _open_sync(cls, path: Path) -> JobRegistry:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(_SCHEMA)
+        now = time.time()
+        stale = conn.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running')").fetchall()
+        with conn:
+            for (job_id,) in stale:
+                _set_state(conn, job_id, "failed", now, CRASH_REASON)
+        registry = cls(conn, [])
+        registry.recovered = [registry._get_sync(job_id) for (job_id,) in stale]
+        return registry
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(*args)
+
+        return await anyio.to_thread.run_sync(locked)
+
+    async def create(self, job_id: str, operation: dict[str, Any]) -> JobRecord:
+        return await self._call(self._create_sync, job_id, operation)
+
+    def _create_sync(self, job_id: str, operation: dict[str, Any]) -> JobRecord:
+        now = time.time()
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO jobs (id, operation, state, created_at, updated_at)"
+                " VALUES (?, ?, 'queued', ?, ?)",
+                (job_id, json.dumps(operation), now, now),
+            )
+            self._conn.execute(
+                "INSERT INTO transitions (job_id, state, at) VALUES (?, 'queued', ?)",
+                (job_id, now),
+            )
+        return JobRecord(job_id, operation, "queued", now, now)
+
+    async def transition(self, job_id: str, state: JobState, error: str | None = None) -> None:
+        """Record that `job_id` entered `state` now (with the error text for `failed`)."""
+        await self._call(self._transition_sync, job_id, state, error)
+
+    def _transition_sync(self, job_id: str, state: JobState, error: str | None) -> None:
+        with self._conn:
+            _set_state(self._conn, job_id, state, time.time(), error)
+
+    async def get(self, job_id: str) -> JobRecord:
+        """The job with its transitions; raises JobNotFound."""
+        return await self._call(self._get_sync, job_id)
+
+    def _get_sync(self, job_id: str) -> JobRecord:
+        row = self._conn.execute(
+            "SELECT id, operation, state, created_at, updated_at, error FROM jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        steps = self._conn.execute(
+            "SELECT state, at FROM transitions WHERE job_id = ? ORDER BY rowid", (job_id,)
+        ).fetchall()
+        return _record(row, tuple(Transition(s, at) for s, at in steps))
+
+    async def list(self, *, limit: int = 100) -> list[JobRecord]:
+        """The newest `limit` jobs, newest first."""
+        return await self._call(self._list_sync, limit)
+
+    def _list_sync(self, limit: int) -> list[JobRecord]:
+        rows = self._conn.execute(
+            "SELECT id, operation, state, created_at, updated_at, error FROM jobs"
+            " ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_record(row, ()) for row in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        rows = await self._call(
+            lambda: self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        )
+        return {state: n for state, n in rows}
+
+    async def prune(self, *, max_age_s: float | None, max_jobs: int | None) -> list[str]:
+        """Delete finished jobs older than `max_age_s` or beyond the newest `max_jobs`;
+        returns their ids so their logs can go too."""
+        return await self._call(self._prune_sync, max_age_s, max_jobs)
+
+    def _prune_sync(self, max_age_s: float | None, max_jobs: int | None) -> list[str]:
+        doomed: set[str] = set()
+        final = "state IN ('completed', 'failed', 'cancelled')"
+        if max_age_s is not None:
+            cutoff = time.time() - max_age_s
+            rows = self._conn.execute(
+                f"SELECT id FROM jobs WHERE {final} AND updated_at < ?", (cutoff,)
+            ).fetchall()
+            doomed.update(r[0] for r in rows)
+        if max_jobs is not None:
+            rows = self._conn.execute(
+                f"SELECT id FROM jobs WHERE {final} ORDER BY created_at DESC, rowid DESC"
+                " LIMIT -1 OFFSET ?",
+                (max_jobs,),
+            ).fetchall()
+            doomed.update(r[0] for r in rows)
+        if doomed:
+            with self._conn:
+                self._conn.executemany("DELETE FROM jobs WHERE id = ?", [(j,) for j in doomed])
+        return sorted(doomed)
+
+    async def aclose(self) -> None:
+        await self._call(self._conn.close)
+
+
+def _set_state(
+    conn: sqlite3.Connection, job_id: str, state: str, at: float, error: str | None
+) -> None:
+    conn.execute(
+        "UPDATE jobs SET state = ?, updated_at = ?, error = COALESCE(?, error) WHERE id = ?",
+        (state, at, error, job_id),
+    )
+    conn.execute(
+        "INSERT INTO transitions (job_id, state, at) VALUES (?, ?, ?)", (job_id, state, at)
+    )
+
+
+def _record(row: tuple[Any, ...], transitions: tuple[Transition, ...]) -> JobRecord:
+    job_id, operation, state, created_at, updated_at, error = row
+    return JobRecord(
+        job_id, json.loads(operation), state, created_at, updated_at, error, transitions
+    )

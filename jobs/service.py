@@ -1,0 +1,263 @@
+"""The job service: creates jobs, runs each under its handler, and owns their tasks.
+
+A job runs as soon as it is created, inside `narration_context(job_id=...)`, as a task
+in the service's task group (entered with `async with service.running()`, e.g. from an
+ASGI lifespan). Its log is a view the SSE route reads; nothing waits for a subscriber.
+Handlers are `async def handler(operation, job) -> result`, chosen by operation name from
+the router the program passes in; an operation without a handler fails its job with
+OperationUnavailable, so nothing succeeds silently.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from jobs.errors import JobFinished, OperationUnavailable
+from jobs.eventlog import EventStore, JobLog, LogReader
+from jobs.events import JobState
+from jobs.operations import Operation, operation_json
+from jobs.registry import CRASH_REASON, JobRecord, JobRegistry
+from narration_core import NarrationEvent, Narrator, narration_context, register_job_sink
+
+Handler = Callable[[Any, "Job"], Awaitable[Any]]  # Any: each handler takes its own model
+
+PRUNE_INTERVAL_S = 600.0  # how often retention runs while serving
+CANCEL_WAIT_S = 5.0  # how long cancel_all waits for jobs to reach a final state
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Which finished jobs (row and log) to keep: newer than `max_age_s`, at most `max_jobs`."""
+
+    max_age_s: float | None = 7 * 24 * 3600.0
+    max_jobs: int | None = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Marks a handler that contacts another daemon first: `POST /v1/jobs` waits until it
+    calls `job.mark_ready()`, so an unreachable upstream can still answer 502."""
+
+    fn: Handler
+
+    async def __call__(self, operation: Any, job: Job) -> Any:
+        return await self.fn(operation, job)
+
+
+@dataclass(eq=False)
+class Job:
+    """A running job as its handler sees it: emit events, mark readiness."""
+
+    id: str
+    operation: Operation
+    log: JobLog
+    state: JobState = "queued"
+    error: BaseException | None = None
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    def token(self, text: str, index: int) -> int:
+        """Append an inference token event `{"t", "i"}`; returns its seq."""
+        return self.log.append("token", {"t": text, "i": index})
+
+    def mark_ready(self) -> None:
+        """Tell a waiting `POST /v1/jobs` that the upstream accepted the work."""
+        self.ready.set()
+
+    def _sink(self, event: NarrationEvent) -> None:
+        self.log.append("output" if event.stream is not None else "narration", event.to_dict())
+
+
+class JobService:
+    """Jobs of one server: registry, event logs and the tasks that run them."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        handlers: Mapping[str, Handler],
+        *,
+        actor: str,
+        flush_interval_s: float | None = None,
+        retention: Retention | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.handlers = dict(handlers)
+        self.retention = retention or Retention()
+        self.store = EventStore(
+            state_dir / "joblogs",
+            **({"flush_interval_s": flush_interval_s} if flush_interval_s else {}),
+        )
+        self.started_at = time.time()
+        self._narrate = Narrator(actor)
+        self._registry: JobRegistry | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._jobs: dict[str, Job] = {}
+        self.open_streams: set[Any] = set()  # SSE responses being served (see statistics())
+
+    @property
+    def is_running(self) -> bool:
+        """True between entering and leaving `running()`: jobs can be submitted."""
+        return self._tg is not None
+
+    @property
+    def registry(self) -> JobRegistry:
+        if self._registry is None:
+            raise RuntimeError("the job service is not running; enter `service.running()` first")
+        return self._registry
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[JobService]:
+        """Open the registry, recover crashed jobs, serve; on exit cancel and record every
+        running job, flush every log and close the registry."""
+        self._registry = await JobRegistry.open(self.state_dir / "jobs.sqlite3")
+        try:
+            for record in self._registry.recovered:
+                data = {"ts": record.updated_at, "error": CRASH_REASON}
+                await self.store.append_final(record.id, "failed", data)
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.store.run)
+                tg.start_soon(self._prune_forever)
+                self._tg = tg
+                try:
+                    yield self
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.cancel_all()
+                    self._tg = None
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._registry.aclose()
+            self._registry = None
+
+    async def submit(self, operation: Operation) -> Job:
+        """Create the job and start running it now; returns once it is recorded."""
+        if self._tg is None:
+            raise RuntimeError("the job service is not running; enter `service.running()` first")
+        job_id = f"job-{secrets.token_hex(8)}"
+        await self.registry.create(job_id, operation_json(operation))
+        job = Job(job_id, operation, self.store.create(job_id))
+        self._jobs[job_id] = job
+        unregister = register_job_sink(job_id, job._sink)
+        self._tg.start_soon(self._run, job, unregister, name=f"job {job_id}")
+        return job
+
+    def statistics(self) -> dict[str, int]:
+        """Running jobs and open SSE streams, for tests and the status page."""
+        return {"running_jobs": len(self._jobs), "open_streams": len(self.open_streams)}
+
+    def live(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def _run(self, job: Job, unregister: Callable[[], None]) -> None:
+        state: JobState = "failed"
+        result: Any = None
+        try:
+            with job.cancel_scope:
+                await self._enter(job, "running")
+                async with narration_context(job_id=job.id):
+                    name = job.operation.operation
+                    self._narrate.action("job_start").target(name).human(
+                        f"Running {name} as job {job.id}"
+                    ).emit()
+                    handler = self.handlers.get(name)
+                    if handler is None:
+                        raise OperationUnavailable(name)
+                    if not isinstance(handler, Upstream):
+                        job.mark_ready()
+                    result = await handler(job.operation, job)
+                    state = "completed"
+            if job.cancel_scope.cancelled_caught:
+                state = "cancelled"
+        except anyio.get_cancelled_exc_class():
+            state = "cancelled"
+            raise
+        except Exception as exc:
+            job.error = _root_cause(exc)
+            self._narrate.action("job_failed").human(str(job.error)).level("error").job_id(
+                job.id
+            ).emit()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish(job, state, result)
+                unregister()
+
+    async def _enter(self, job: Job, state: JobState) -> None:
+        job.state = state
+        job.log.append("state", {"state": state, "ts": time.time()})
+        await self.registry.transition(job.id, state)
+
+    async def _finish(self, job: Job, state: JobState, result: Any) -> None:
+        error = None if job.error is None else (str(job.error) or repr(job.error))
+        if state == "cancelled":
+            self._narrate.action("job_cancelled").human(f"Job {job.id} cancelled").job_id(
+                job.id
+            ).emit()
+        data: dict[str, Any] = {"state": state, "ts": time.time()}
+        if error is not None:
+            data["error"] = error
+        if result is not None:
+            data["result"] = result
+        job.state = state
+        job.log.close(state, data)
+        await self.registry.transition(job.id, state, error)
+        await self.store.finish(job.log)
+        self._jobs.pop(job.id, None)
+        job.ready.set()
+        job.finished.set()
+
+    async def cancel(self, job_id: str) -> Job:
+        """Ask a running job to stop; raises JobNotFound, or JobFinished if it has ended."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            record = await self.registry.get(job_id)
+            raise JobFinished(job_id, record.state)
+        job.cancel_scope.cancel()
+        return job
+
+    async def cancel_all(self, *, wait_s: float = CANCEL_WAIT_S) -> None:
+        """Cancel every running job and wait (bounded) until each has recorded its end."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancel_scope.cancel()
+        with anyio.move_on_after(wait_s):
+            for job in jobs:
+                await job.finished.wait()
+
+    async def get(self, job_id: str) -> JobRecord:
+        return await self.registry.get(job_id)
+
+    async def list(self, *, limit: int = 100) -> list[JobRecord]:
+        return await self.registry.list(limit=limit)
+
+    async def reader(self, job_id: str, after: int) -> LogReader:
+        """A reader of the job's events after seq `after`; raises JobNotFound."""
+        if self.store.memory(job_id) is not None:
+            return self.store.reader(job_id, after, None)
+        record = await self.registry.get(job_id)
+        return self.store.reader(job_id, after, (record.state, record.error))
+
+    async def _prune_forever(self) -> None:
+        while True:
+            removed = await self.registry.prune(
+                max_age_s=self.retention.max_age_s, max_jobs=self.retention.max_jobs
+            )
+            await self.store.delete(removed)
+            await anyio.sleep(PRUNE_INTERVAL_S)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The single error inside nested one-member exception groups (task groups wrap)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,41 @@
+"""`keeper` entry point: runs the command tree and maps errors to exit codes in one place."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    from keeper import cli
+    from keeper.errors import EXIT_INTERRUPTED, EXIT_USAGE, KeeperError
+
+    try:
+        result = cli.app(args=argv, prog_name="keeper", standalone_mode=False)
+    except KeeperError as err:
+        _report(err, verbose=cli.current.verbose)
+        return err.exit_code
+    except click.exceptions.Exit as done:  # Typer turns Ctrl-C into Exit(130)
+        if done.exit_code == EXIT_INTERRUPTED:
+            sys.stderr.write("keeper: interrupted\n")
+        return done.exit_code
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code if err.exit_code else EXIT_USAGE
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        sys.stderr.write("keeper: interrupted\n")
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) else 0
+
+
+def _report(err: BaseException, *, verbose: bool) -> None:
+    if verbose:
+        import traceback
+
+        traceback.print_exception(err)
+    sys.stderr.write(f"keeper: {err}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

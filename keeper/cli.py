@@ -1,0 +1,316 @@
+"""The keeper command tree (DESIGN section 5).
+
+Commands here only parse arguments and hand over to `keeper.commands.*`, imported
+inside each command: `keeper --help` must not pay for HTTP clients, servers or SSH.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from keeper.errors import NotAvailableYet
+from keeper.settings import KeeperSettings
+
+HIVE_ISSUE = "hive issue (rbee-hive daemon)"
+INFER_ISSUE = "inference issue (llm-worker-rbee)"
+
+app = typer.Typer(
+    name="keeper",
+    help="rbee keeper: start the queen and hives, run jobs, and watch everything they narrate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+queen_app = typer.Typer(
+    help="Start, stop and watch the queen (the job server).", no_args_is_help=True
+)
+hive_app = typer.Typer(
+    help="Start, stop and list hives (one daemon per machine).", no_args_is_help=True
+)
+worker_app = typer.Typer(help="Spawn, list and stop inference workers.", no_args_is_help=True)
+model_app = typer.Typer(help="Download, list and delete models on a hive.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="List, inspect, follow and cancel jobs on the queen.", no_args_is_help=True
+)
+app.add_typer(queen_app, name="queen")
+app.add_typer(hive_app, name="hive")
+app.add_typer(worker_app, name="worker")
+app.add_typer(model_app, name="model")
+app.add_typer(jobs_app, name="jobs")
+
+# The settings of the running invocation, for the error handler in __main__ (-v).
+current: KeeperSettings = KeeperSettings()
+
+
+def _settings(ctx: typer.Context) -> KeeperSettings:
+    settings = ctx.find_root().obj
+    return settings if isinstance(settings, KeeperSettings) else KeeperSettings()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per event per line.")
+    ] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="Plain lines, no colours or live view.")
+    ] = False,
+    queen_url: Annotated[
+        str | None,
+        typer.Option(
+            "--queen-url",
+            help="Queen base URL (env RBEE_QUEEN_URL; default http://127.0.0.1:7833).",
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks on errors.")] = False,
+) -> None:
+    global current
+    current = KeeperSettings.build(
+        json=json, no_color=no_color, verbose=verbose, queen_url=queen_url
+    )
+    ctx.obj = current
+
+
+# -- queen -------------------------------------------------------------------------
+
+
+@queen_app.command("start")
+def queen_start(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Port the queen listens on.")] = 7833,
+    bind: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs a token.")
+    ] = "127.0.0.1",
+    token: Annotated[
+        str | None,
+        typer.Option(help="Bearer token the queen requires (env RBEE_TOKEN).", envvar="RBEE_TOKEN"),
+    ] = None,
+    foreground: Annotated[
+        bool,
+        typer.Option("--foreground", help="Stay attached and stream until Ctrl-C, then stop it."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the queen to become healthy.")
+    ] = 30.0,
+) -> None:
+    """Start queen-rbee, show its startup narration, and leave it running once healthy."""
+    from keeper.commands import queen
+
+    queen.start(
+        _settings(ctx), port=port, bind=bind, token=token, foreground=foreground, timeout=timeout
+    )
+
+
+@queen_app.command("stop")
+def queen_stop(ctx: typer.Context) -> None:
+    """Stop the queen: SIGTERM, then SIGKILL if it has not exited after the grace period."""
+    from keeper.commands import queen
+
+    queen.stop(_settings(ctx))
+
+
+@queen_app.command("status")
+def queen_status(ctx: typer.Context) -> None:
+    """Is the queen running? Its pid, port, uptime and version."""
+    from keeper.commands import queen
+
+    queen.status(_settings(ctx))
+
+
+@queen_app.command("logs")
+def queen_logs(
+    ctx: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines to show.")] = 50,
+) -> None:
+    """Show the queen's log file (its stdout and stderr since the last start)."""
+    from keeper.commands import queen
+
+    queen.logs(_settings(ctx), follow=follow, lines=lines)
+
+
+# -- hive (lands with the hive issue) ----------------------------------------------
+
+
+@hive_app.command("start")
+def hive_start(
+    alias: Annotated[
+        str, typer.Argument(help="Hive alias from hives.toml; localhost is local.")
+    ] = "localhost",
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Stay attached until Ctrl-C.")
+    ] = False,
+) -> None:
+    """Start a hive, locally or over SSH, streaming its startup narration."""
+    raise NotAvailableYet("hive start", HIVE_ISSUE)
+
+
+@hive_app.command("stop")
+def hive_stop(alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost") -> None:
+    """Stop a hive by its pidfile."""
+    raise NotAvailableYet("hive stop", HIVE_ISSUE)
+
+
+@hive_app.command("status")
+def hive_status(alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost") -> None:
+    """Is the hive running, and what are its workers doing?"""
+    raise NotAvailableYet("hive status", HIVE_ISSUE)
+
+
+@hive_app.command("logs")
+def hive_logs(
+    alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost",
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+    ] = False,
+) -> None:
+    """Show a hive's log file."""
+    raise NotAvailableYet("hive logs", HIVE_ISSUE)
+
+
+@hive_app.command("list")
+def hive_list() -> None:
+    """List the hives from the config and what the queen knows of them."""
+    raise NotAvailableYet("hive list", HIVE_ISSUE)
+
+
+@hive_app.command("install")
+def hive_install(alias: Annotated[str, typer.Argument(help="Hive alias.")]) -> None:
+    """Install rbee on a remote host over SSH."""
+    raise NotAvailableYet("hive install", HIVE_ISSUE)
+
+
+# -- worker and model (land with the hive issue) -----------------------------------
+
+
+@worker_app.command("spawn")
+def worker_spawn(
+    model: Annotated[
+        str, typer.Option(help="Model ref: path, URL, hf:org/repo/file.gguf, builtin:tiny.")
+    ],
+    hive: Annotated[str, typer.Option(help="Hive alias.")] = "localhost",
+    device: Annotated[str, typer.Option(help="cpu or cuda:N.")] = "cpu",
+) -> None:
+    """Spawn a worker with a model on a hive."""
+    raise NotAvailableYet("worker spawn", HIVE_ISSUE)
+
+
+@worker_app.command("list")
+def worker_list() -> None:
+    """List workers across hives."""
+    raise NotAvailableYet("worker list", HIVE_ISSUE)
+
+
+@worker_app.command("stop")
+def worker_stop(worker_id: Annotated[str, typer.Argument(metavar="ID", help="Worker id.")]) -> None:
+    """Stop a worker."""
+    raise NotAvailableYet("worker stop", HIVE_ISSUE)
+
+
+@model_app.command("download")
+def model_download(
+    ref: Annotated[str, typer.Argument(help="Model ref.")],
+    hive: Annotated[str, typer.Option(help="Hive alias.")] = "localhost",
+) -> None:
+    """Download a model into a hive's catalog, with progress."""
+    raise NotAvailableYet("model download", HIVE_ISSUE)
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """List the models in a hive's catalog."""
+    raise NotAvailableYet("model list", HIVE_ISSUE)
+
+
+@model_app.command("delete")
+def model_delete(ref: Annotated[str, typer.Argument(help="Model ref.")]) -> None:
+    """Delete a model from a hive's catalog."""
+    raise NotAvailableYet("model delete", HIVE_ISSUE)
+
+
+@app.command("infer")
+def infer(
+    prompt: Annotated[str, typer.Argument(help="The prompt.")],
+    model: Annotated[str, typer.Option(help="Model ref, e.g. builtin:tiny.")],
+    max_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed for repeatable output.")] = None,
+) -> None:
+    """Run a prompt on a worker and stream the tokens."""
+    raise NotAvailableYet("infer", INFER_ISSUE)
+
+
+# -- jobs --------------------------------------------------------------------------
+
+
+@jobs_app.command("list")
+def jobs_list(ctx: typer.Context) -> None:
+    """List the queen's jobs with their state and times."""
+    from keeper.commands import jobs
+
+    jobs.list_jobs(_settings(ctx))
+
+
+@jobs_app.command("show")
+def jobs_show(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show one job's state and its transitions."""
+    from keeper.commands import jobs
+
+    jobs.show(_settings(ctx), job_id)
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep streaming until the job ends.")
+    ] = False,
+) -> None:
+    """Print a job's events from the start (and follow it while it runs with -f)."""
+    from keeper.commands import jobs
+
+    jobs.logs(_settings(ctx), job_id, follow=follow)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Cancel a running job."""
+    from keeper.commands import jobs
+
+    jobs.cancel(_settings(ctx), job_id)
+
+
+@app.command("status")
+def status(ctx: typer.Context) -> None:
+    """The queen, its hives and their workers at a glance."""
+    from keeper.commands import queen
+
+    queen.overview(_settings(ctx))
+
+
+@app.command(
+    "run",
+    context_settings={"allow_interspersed_args": False},
+)
+def run(
+    ctx: typer.Context,
+    command: Annotated[
+        list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="The command to run.")
+    ],
+    actor: Annotated[
+        str, typer.Option(help="Actor name for the command's plain output lines.")
+    ] = "run",
+    job: Annotated[
+        str | None, typer.Option(help="Also send everything into this queen job id.")
+    ] = None,
+) -> None:
+    """Run any command under narration capture; exit with its exit code."""
+    from keeper.commands import run as run_cmd
+
+    run_cmd.run(_settings(ctx), command, actor=actor, job_id=job)

@@ -1,0 +1,199 @@
+"""`keeper jobs …` and the one renderer every job-submitting command reuses.
+
+`stream_operation` submits an operation to the queen and renders the job's events live;
+Ctrl-C cancels the job on the queen before the keeper exits 130. Queen errors are
+translated into keeper errors (and so exit codes) in `queen_errors`, in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+
+from jobs.paths import TOKEN_ENV
+from keeper.errors import DaemonUnreachable, JobFailed, KeeperError, UsageError
+from keeper.render import Renderer, make_renderer
+from keeper.settings import KeeperSettings
+from narration_core import Narrator
+
+CANCEL_TIMEOUT_S = 5.0  # how long Ctrl-C waits for the queen to confirm a cancel
+
+NARRATE = Narrator("keeper")
+
+
+def stream_operation(settings: KeeperSettings, operation: dict[str, Any]) -> None:
+    """Submit `operation`, render its events until the job ends; raise if it did not complete."""
+    with make_renderer(settings) as out:
+        anyio.run(_stream_operation, settings, operation, out)
+
+
+async def _stream_operation(
+    settings: KeeperSettings, operation: dict[str, Any], out: Renderer
+) -> None:
+    name = operation.get("operation", "job")
+    out.status(f"Submitting {name} to the queen")
+    async with _client(settings) as client:
+        job_id = await client.submit(operation)
+        NARRATE.action("submitted").target(job_id).level("debug").human(
+            f"Job {job_id} ({name}) submitted to {settings.queen_url}"
+        ).emit()
+        out.status(f"Running {name} ({job_id})")
+        await _follow(client, job_id, out, cancel_on_interrupt=True)
+
+
+async def _follow(
+    client: Any, job_id: str, out: Renderer, *, cancel_on_interrupt: bool, until: int | None = None
+) -> None:
+    """Render a job's events; raise JobFailed if it ends failed or cancelled."""
+    final: dict[str, Any] | None = None
+    try:
+        async for event in client.stream(job_id):
+            out.job_event(event.kind, event.data)
+            if event.is_final:
+                final = event.data
+            if until is not None and event.seq >= until:
+                return
+    except anyio.get_cancelled_exc_class():
+        if cancel_on_interrupt:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_TIMEOUT_S):
+                await _cancel_quietly(client, job_id)
+        raise
+    if final is None:
+        return
+    state = final.get("state")
+    if state == "failed":
+        raise JobFailed(f"job {job_id} failed: {final.get('error') or 'no reason given'}")
+    if state == "cancelled":
+        raise JobFailed(f"job {job_id} was cancelled")
+
+
+async def _cancel_quietly(client: Any, job_id: str) -> None:
+    from jobs.errors import JobError
+
+    try:
+        await client.cancel(job_id)
+        NARRATE.action("cancel").target(job_id).human(f"Cancelled job {job_id} on the queen").emit()
+    except JobError:
+        pass  # it ended on its own meanwhile, or the queen is gone: nothing left to cancel
+
+
+@contextlib.asynccontextmanager
+async def _client(settings: KeeperSettings) -> AsyncIterator[Any]:
+    from jobs.client import JobClient
+
+    with queen_errors(settings):
+        async with JobClient(settings.queen_url, token=os.environ.get(TOKEN_ENV)) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def queen_errors(settings: KeeperSettings) -> Iterator[None]:
+    """Translate the job client's errors into keeper errors with their exit codes."""
+    from jobs import errors
+
+    try:
+        yield
+    except errors.DaemonUnreachable as exc:
+        raise DaemonUnreachable(
+            f"queen is not reachable at {settings.queen_url}; "
+            "start it with `keeper queen start` or pass --queen-url"
+        ) from exc
+    except errors.AuthRequired as exc:
+        raise DaemonUnreachable(
+            f"the queen at {settings.queen_url} requires a token; set {TOKEN_ENV}"
+        ) from exc
+    except errors.JobNotFound as exc:
+        raise UsageError(f"{exc}") from exc
+    except errors.JobFinished as exc:
+        raise KeeperError(f"{exc}") from exc
+    except errors.JobError as exc:
+        raise KeeperError(f"the queen refused the request: {exc}") from exc
+
+
+def _run(settings: KeeperSettings, fn: Any, *args: Any) -> Any:
+    async def call() -> Any:
+        async with _client(settings) as client:
+            return await fn(client, *args)
+
+    with queen_errors(settings):
+        return anyio.run(call)
+
+
+# -- jobs list / show / logs / cancel -------------------------------------------------
+
+
+def list_jobs(settings: KeeperSettings) -> None:
+    jobs = _run(settings, lambda c: c.list_jobs())
+    if settings.json:
+        sys.stdout.writelines(json.dumps(job) + "\n" for job in jobs)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("JOB", "STATE", "OPERATION", "CREATED", "TOOK"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(
+            job["job_id"],
+            job["state"],
+            str(job.get("operation", {}).get("operation", "?")),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"])),
+            f"{job['updated_at'] - job['created_at']:.1f}s",
+        )
+    console = Console(no_color=settings.no_color, highlight=False)
+    if jobs:
+        console.print(table)
+    else:
+        console.print("No jobs yet.", markup=False)
+
+
+def show(settings: KeeperSettings, job_id: str) -> None:
+    job = _run(settings, lambda c: c.get_job(job_id))
+    if settings.json:
+        sys.stdout.write(json.dumps(job) + "\n")
+        return
+    out = sys.stdout
+    out.write(f"job        {job['job_id']}\n")
+    out.write(f"state      {job['state']}\n")
+    out.write(f"operation  {json.dumps(job.get('operation'))}\n")
+    if job.get("error"):
+        out.write(f"error      {job['error']}\n")
+    for step in job.get("transitions", []):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(step["at"]))
+        out.write(f"  {stamp}  {step['state']}\n")
+
+
+def logs(settings: KeeperSettings, job_id: str, *, follow: bool) -> None:
+    """Every event of the job from the start; without -f stop at what exists now."""
+
+    async def show_log(client: Any, out: Renderer) -> None:
+        until = None
+        if not follow:
+            job = await client.get_job(job_id)
+            until = job.get("events")
+            if until == 0:
+                return
+        await _follow(client, job_id, out, cancel_on_interrupt=False, until=until)
+
+    with make_renderer(settings) as out:
+
+        async def call() -> None:
+            async with _client(settings) as client:
+                await show_log(client, out)
+
+        with queen_errors(settings):
+            anyio.run(call)
+
+
+def cancel(settings: KeeperSettings, job_id: str) -> None:
+    state = _run(settings, lambda c: c.cancel(job_id))
+    with make_renderer(settings):
+        NARRATE.action("cancel").target(job_id).human(f"Job {job_id} is {state}").emit()

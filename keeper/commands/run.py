@@ -1,0 +1,70 @@
+"""`keeper run -- CMD ARGS...`: any command under narration capture, rendered live.
+
+Exit codes follow the shell, so `keeper run` can stand in for the command in scripts:
+the command's own code; 127 when the program does not exist and 126 when it cannot be
+executed (as sh and bash report them); 130 on Ctrl-C, after the command's whole process
+tree has been stopped.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import anyio
+
+from keeper.errors import JobFailed, UsageError
+from keeper.settings import KeeperSettings
+
+EXIT_NOT_FOUND = 127  # the shell's code for "command not found"
+EXIT_NOT_EXECUTABLE = 126  # the shell's code for "found but cannot be executed"
+
+
+def run(
+    settings: KeeperSettings, argv: list[str], *, actor: str = "run", job_id: str | None = None
+) -> None:
+    """Run `argv`, show everything it prints, and return when it exits with 0.
+
+    Raises:
+        UsageError: no command was given.
+        JobFailed: the command exited nonzero (`exit_code` is its code) or could not start.
+        KeyboardInterrupt: Ctrl-C; the command's tree is stopped first.
+    """
+    if not argv:
+        raise UsageError("`keeper run` needs a command after --, e.g. `keeper run -- make test`")
+    anyio.run(_run, settings, list(argv), actor, job_id)
+
+
+async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: str | None) -> None:
+    from keeper.render import make_renderer
+    from narration_core import Narrator, narration_context
+    from narration_core.capture import ProcessNarrationCapture
+
+    narrate = Narrator("keeper")
+    command = shlex.join(argv)
+    with make_renderer(settings) as renderer, narration_context(job_id=job_id):
+        capture = ProcessNarrationCapture(job_id, actor=actor)
+        try:
+            proc = await capture.spawn(argv)
+        except FileNotFoundError as exc:
+            raise JobFailed(
+                f"command not found: {argv[0]!r}; check the name or give its full path",
+                exit_code=EXIT_NOT_FOUND,
+            ) from exc
+        except PermissionError as exc:
+            raise JobFailed(
+                f"cannot execute {argv[0]!r}: permission denied; check that it is executable",
+                exit_code=EXIT_NOT_EXECUTABLE,
+            ) from exc
+        narrate.action("run").target(proc.pid).human(f"Running {command} (pid {proc.pid})").emit()
+        renderer.status(f"Running {command}")
+        async with proc:
+            code = await proc.wait()
+        renderer.status(None)
+        level = "info" if code == 0 else "error"
+        narrate.action("exit").target(proc.pid).level(level).human(
+            f"{command} exited with code {code}"
+        ).emit()
+    if code != 0:
+        # A child killed by signal N reports -N; the shell convention is 128 + N.
+        exit_code = code if code > 0 else 128 - code
+        raise JobFailed(f"{command} exited with code {code}", exit_code=exit_code)

@@ -1,0 +1,50 @@
+"""The keeper's errors, each carrying the exit code the CLI ends with.
+
+Library code raises; `keeper.__main__` prints the one-sentence message (a traceback
+only with -v) and exits with `exit_code`, in one place.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+
+class KeeperError(Exception):
+    """Something the user can act on; `str(err)` is the sentence to show."""
+
+    exit_code = EXIT_JOB_FAILED
+
+
+class UsageError(KeeperError):
+    """The command line asked for something that cannot be done as asked."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotAvailableYet(UsageError):
+    """The command exists in the contract but its capability has not landed."""
+
+    def __init__(self, command: str, issue: str) -> None:
+        self.command = command
+        super().__init__(
+            f"`keeper {command}` is not available yet: it lands with the {issue}; "
+            "see `keeper --help` for what works today"
+        )
+
+
+class DaemonUnreachable(KeeperError):
+    """A daemon (queen, hive) did not answer, or its port is taken by something else."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class JobFailed(KeeperError):
+    """A job or a child command ended unsuccessfully; `exit_code` is what keeper exits with."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_JOB_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

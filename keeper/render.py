@@ -1,0 +1,431 @@
+"""The keeper's output: a live Rich view on a terminal, plain lines, or JSON lines.
+
+    with make_renderer(settings) as renderer:
+        renderer.status("Starting queen")
+        ...                                  # anything narrated lands on the screen
+
+While active, the renderer is narration's stdout sink, so the keeper's own narration
+and lines re-emitted from captured children take one path (emit -> sinks -> here).
+Events from a queen job stream arrive through `job_event`.
+
+Emitting never waits for the terminal: events are queued and a frame thread owned by
+the renderer writes everything that arrived since the last frame in one call (Rich
+costs ~80 µs per `print`, so per-line printing would cap the keeper a hundred times
+below the pipe). Only when the queue passes MAX_PENDING does the emitter write the
+batch itself, which is the back-pressure that keeps memory bounded.
+
+Text from other processes is untrusted: it is printed with control sequences
+neutralised (`strip_control`) and never parsed as Rich markup. JSON keeps the raw text;
+the encoder escapes control characters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import zlib
+from collections import deque
+from types import TracebackType
+from typing import IO, Any
+
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.live import Live
+from rich.segment import Segment
+from rich.spinner import Spinner
+from rich.style import Style
+from rich.text import Text
+
+from keeper.settings import KeeperSettings, OutputMode
+from narration_core import NarrationEvent, format_line, set_stdout_sink, strip_control
+from narration_core.sinks import Sink
+
+FRAME_S = 0.125  # live view: seconds per frame (8 fps), lines coalesced per frame
+FLUSH_DELAY_S = 0.02  # plain/json: seconds to gather a batch after the first queued event
+MAX_PENDING = 20_000  # queued events beyond which the emitter writes the batch itself
+
+ACTOR_STYLES = {  # fixed colours for rbee's own components
+    "keeper": "bold cyan",
+    "queen-rbee": "bold magenta",
+    "rbee-hive": "bold yellow",
+    "llm-worker-rbee": "bold green",
+}
+_PALETTE = ("blue", "cyan", "magenta", "green", "yellow", "bright_blue", "bright_magenta")
+_LEVEL_STYLES = {"error": Style(color="red", bold=True), "warn": Style(color="yellow")}
+_ACTION_STYLE = Style(dim=True)
+_STDERR_STYLE = Style(dim=True)
+# Control characters other than tab and LF: a batch without any skips per-line sanitising.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# JSON allows C1 controls raw, but a terminal may act on them: escape those too.
+_C1 = re.compile(r"[\x7f-\x9f]")
+
+
+class _Token:
+    __slots__ = ("data", "text")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.text = str(data.get("t", ""))
+
+
+class _State:
+    __slots__ = ("data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+
+_Item = NarrationEvent | _Token | _State
+
+
+class Renderer:
+    """Renders narration and job events in one of three modes; a context manager.
+
+    Args:
+        settings: decides the mode with `output_mode` (json, live on a terminal, plain).
+        console: the Rich console for the live view (tests pass one on StringIO).
+        file: where plain and JSON lines go; default the console's file, else stdout.
+        mode: force a mode instead of asking `settings`.
+
+    Entering installs `event` as narration's stdout sink and starts the frame thread;
+    leaving writes everything still queued, stops the thread and restores the old sink.
+    """
+
+    def __init__(
+        self,
+        settings: KeeperSettings,
+        *,
+        console: Console | None = None,
+        file: IO[str] | None = None,
+        mode: OutputMode | None = None,
+    ) -> None:
+        self._file: IO[str] = file or (console.file if console is not None else sys.stdout)
+        if mode is None:
+            is_terminal = console.is_terminal if console is not None else _isatty(self._file)
+            mode = settings.output_mode(is_terminal=is_terminal)
+        self.mode: OutputMode = mode
+        self._console = console
+        self._pending: deque[_Item] = deque()
+        self._write_lock = threading.Lock()  # one batch at a time, in queue order
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = True
+        self._thread: threading.Thread | None = None
+        self._previous_sink: Sink | None = None
+        self._live: Live | None = None
+        self._status: str | None = None
+        self._partial = ""  # tokens since the last newline (live: shown in the live area)
+        self._in_tokens = False  # plain: the cursor sits after inline tokens
+        self._broken = False
+        self._styles: dict[str, Style] = {}
+
+    # -- the public surface -------------------------------------------------------
+
+    def event(self, ev: NarrationEvent) -> None:
+        """Queue one narration or output event; the narration stdout sink. Never raises."""
+        self._enqueue(ev)
+
+    def job_event(self, kind: str, data: dict[str, Any]) -> None:
+        """Render one event off a queen job stream (`narration`, `output`, `token`, `state`).
+
+        Malformed events are shown as output rather than dropped.
+        """
+        if kind in ("narration", "output"):
+            try:
+                item: _Item = NarrationEvent.from_dict(data)
+            except ValueError:
+                item = NarrationEvent("keeper", "output", json.dumps(data), stream="stdout")
+        elif kind == "token":
+            item = _Token(data)
+        elif kind == "state":
+            item = _State(data)
+        else:
+            item = NarrationEvent("keeper", kind, json.dumps(data, default=str), stream="stdout")
+        self._enqueue(item)
+
+    def status(self, text: str | None) -> None:
+        """What the live view's spinner says the keeper is doing; None hides it.
+
+        Plain and JSON output print nothing for it: the narration already says it.
+        """
+        self._status = None if text is None else strip_control(text)
+
+    def flush(self) -> None:
+        """Write everything queued so far, in order, in one call."""
+        with self._write_lock:
+            # Only the holder of the write lock pops, so `len` items are surely there.
+            pop = self._pending.popleft
+            items = [pop() for _ in range(len(self._pending))]
+            if items and not self._broken:
+                try:
+                    self._write(items)
+                except BrokenPipeError:
+                    self._pipe_broke()
+            elif self._live is not None:
+                self._live.refresh()
+
+    def __enter__(self) -> Renderer:
+        if self.mode == "live":
+            console = self._console or Console(file=self._file)
+            self._console = console
+            self._live = Live(
+                get_renderable=self._live_view,
+                console=console,
+                auto_refresh=False,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start()
+        self._previous_sink = set_stdout_sink(self.event)
+        self._thread = threading.Thread(target=self._frames, name="keeper-render")
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        set_stdout_sink(self._previous_sink)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._partial or self._in_tokens:
+            self._enqueue(_State({}))  # ends an unterminated token line
+        self._status = None
+        self.flush()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    # -- queueing and frames --------------------------------------------------------
+
+    def _enqueue(self, item: _Item) -> None:
+        pending = self._pending
+        pending.append(item)  # deque.append is atomic: emitters take no lock
+        backlog = len(pending)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+        if backlog > MAX_PENDING:
+            self.flush()
+
+    def _frames(self) -> None:
+        live = self.mode == "live"
+        while not self._stop.is_set():
+            if live:
+                self._stop.wait(FRAME_S)
+            else:
+                self._wake.wait()
+                self._stop.wait(FLUSH_DELAY_S)
+                self._wake.clear()
+                self._idle = True
+            if self._stop.is_set():
+                return
+            self.flush()
+
+    def _pipe_broke(self) -> None:
+        # The reader went away (`keeper run ... | head`): stop writing, and point stdout
+        # at /dev/null so Python's exit-time flush does not complain about it either.
+        self._broken = True
+        if self._file is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+    def _write(self, items: list[_Item]) -> None:
+        if self.mode == "json":
+            _write_text(self._file, self._json_batch(items))
+        elif self.mode == "plain":
+            _write_text(self._file, self._plain_batch(items))
+        else:
+            self._live_batch(items)
+
+    # -- plain ----------------------------------------------------------------------
+
+    def _plain_batch(self, items: list[_Item]) -> str:
+        out: list[str] = []
+        add = out.append
+        for item in items:
+            if type(item) is NarrationEvent:
+                if self._in_tokens:
+                    add("\n")
+                    self._in_tokens = False
+                add(item.human if item.stream is not None else format_line(item))
+                add("\n")
+            elif type(item) is _Token:
+                add(item.text)
+                self._in_tokens = not item.text.endswith("\n")
+            elif type(item) is _State:
+                if self._in_tokens:
+                    add("\n")
+                    self._in_tokens = False
+                if item.data:
+                    add(format_line(_state_event(item.data)))
+                    add("\n")
+        text = "".join(out)
+        if _UNSAFE.search(text) is not None:
+            text = "\n".join(map(strip_control, text.split("\n")))
+        return text
+
+    # -- json -----------------------------------------------------------------------
+
+    def _json_batch(self, items: list[_Item]) -> str:
+        out: list[str] = []
+        add = out.append
+        for item in items:
+            if type(item) is NarrationEvent:
+                add(_event_json(item))
+            elif type(item) is _Token:
+                add(_dumps({"event": "token", **item.data}) + "\n")
+            elif type(item) is _State and item.data:
+                add(_dumps({"event": "state", **item.data}) + "\n")
+        text = "".join(out)
+        if _C1.search(text) is not None:
+            text = _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return text
+
+    # -- live -----------------------------------------------------------------------
+
+    def _live_batch(self, items: list[_Item]) -> None:
+        lines: list[list[Segment]] = []
+        for item in items:
+            if type(item) is _Token:
+                self._partial += _strip_keep_newlines(item.text)
+                if "\n" in self._partial:
+                    done, _, self._partial = self._partial.rpartition("\n")
+                    lines.extend([Segment(part)] for part in done.split("\n"))
+                continue
+            if self._partial:
+                lines.append([Segment(self._partial)])
+                self._partial = ""
+            if type(item) is NarrationEvent:
+                lines.append(self._segments(item))
+            elif type(item) is _State and item.data:
+                lines.append(self._segments(_state_event(item.data)))
+        console = self._console
+        if lines and console is not None:
+            console.print(_Lines(lines), soft_wrap=True)
+        if self._live is not None and not lines:
+            self._live.refresh()
+
+    def _segments(self, ev: NarrationEvent) -> list[Segment]:
+        human = strip_control(ev.human)
+        if ev.stream is not None:
+            return [Segment(human, _STDERR_STYLE if ev.stream == "stderr" else None)]
+        actor = strip_control(ev.actor)
+        return [
+            Segment(f"[{actor:<10}] ", self._actor_style(actor)),
+            Segment(f"{strip_control(ev.action):<15}: ", _ACTION_STYLE),
+            Segment(human, _LEVEL_STYLES.get(ev.level)),
+        ]
+
+    def _actor_style(self, actor: str) -> Style:
+        style = self._styles.get(actor)
+        if style is None:
+            name = ACTOR_STYLES.get(actor) or _PALETTE[zlib.crc32(actor.encode()) % len(_PALETTE)]
+            style = self._styles[actor] = Style.parse(name)
+        return style
+
+    def _live_view(self) -> Group:
+        parts: list[Any] = []
+        if self._partial:
+            parts.append(Text(self._partial))
+        if self._status:
+            parts.append(Spinner("dots", text=Text(self._status)))
+        return Group(*parts)
+
+
+class _Lines:
+    """Pre-styled lines as Rich segments: no markup, no wrapping, no measuring."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: list[list[Segment]]) -> None:
+        self.lines = lines
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        newline = Segment.line()
+        for line in self.lines:
+            yield from line
+            yield newline
+
+
+def make_renderer(
+    settings: KeeperSettings,
+    *,
+    console: Console | None = None,
+    file: IO[str] | None = None,
+) -> Renderer:
+    """The renderer `settings` asks for; use it as `with make_renderer(settings) as r:`."""
+    return Renderer(settings, console=console, file=file)
+
+
+def _strip_keep_newlines(text: str) -> str:
+    """`strip_control` for text whose newlines are meaningful (streamed tokens)."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return "\n".join(map(strip_control, text.split("\n")))
+
+
+def _state_event(data: dict[str, Any]) -> NarrationEvent:
+    state = str(data.get("state", "unknown"))
+    error = data.get("error")
+    human = f"job {state}: {error}" if error else f"job {state}"
+    return NarrationEvent("keeper", "state", human, level="error" if error else "info")
+
+
+_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C-accelerated
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _str(value)
+
+
+def _event_json(ev: NarrationEvent) -> str:
+    """`{"event": ..., **ev.to_dict()}` as one line, without building the dict.
+
+    The hot path of `--json`: json.dumps per event costs more than capture itself.
+    tests/keeper/test_render.py checks it matches `to_dict` key for key.
+    """
+    kind = "narration" if ev.stream is None else "output"
+    tail = ""
+    if ev.fields:
+        tail += f',"fields":{_dumps(ev.fields)}'
+    if ev.origin is not None:
+        tail += f',"origin":{_str(ev.origin)}'
+    if ev.stream is not None:
+        tail += f',"stream":{_str(ev.stream)}'
+    return (
+        f'{{"event":"{kind}","actor":{_str(ev.actor)},"action":{_str(ev.action)},'
+        f'"target":{_opt(ev.target)},"human":{_str(ev.human)},"job_id":{_opt(ev.job_id)},'
+        f'"correlation_id":{_opt(ev.correlation_id)},"level":{_str(ev.level)},'
+        f'"ts":{float(ev.ts)!r}{tail}}}\n'
+    )
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _write_text(file: IO[str], text: str) -> None:
+    if not text:
+        return
+    try:
+        file.write(text)
+    except UnicodeEncodeError:  # a non-UTF-8 terminal: show what it can
+        encoding = getattr(file, "encoding", None) or "ascii"
+        file.write(text.encode(encoding, "replace").decode(encoding))
+    file.flush()
+
+
+def _isatty(file: IO[str]) -> bool:
+    try:
+        return file.isatty()
+    except (AttributeError, ValueError):  # closed or not a real file
+        return False

@@ -1,0 +1,151 @@
+"""Bytes in, text lines out: the transport-agnostic half of process capture.
+
+`LineSplitter` turns the chunks a pipe, a socket or an SSH channel delivers into lines,
+and `relay_lines` re-emits them as narration, so a local child and a remote one read alike.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+from narration_core.event import NarrationEvent
+from narration_core.format import parse_line
+from narration_core.narrator import emit_event
+from narration_core.sanitize import strip_control
+
+MAX_LINE = 64 * 1024  # characters per emitted piece: longer lines arrive as several pieces
+
+# Control characters other than tab and LF; a chunk without any skips per-line sanitising.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ACTOR_UNSAFE = re.compile(r"[\s\[\]]+")
+
+
+class LineSplitter:
+    """Split a byte stream into text lines, keeping the unfinished tail for the next chunk.
+
+    Decodes UTF-8 with replacement, drops the LF (and a CR before it), and never holds
+    more than `max_line` bytes of an unfinished line: a longer line is handed out in
+    pieces of at most `max_line` characters, cut on character boundaries, so memory
+    stays bounded whatever the peer sends.
+    """
+
+    __slots__ = ("_tail", "max_line")
+
+    def __init__(self, *, max_line: int = MAX_LINE) -> None:
+        if max_line < 4:
+            raise ValueError(f"max_line must be at least 4 bytes, got {max_line}")
+        self.max_line = max_line
+        self._tail = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        """The complete lines `data` finishes (and pieces of an over-long one)."""
+        if self._tail:
+            data = self._tail + data
+        nl = data.rfind(b"\n")
+        if nl < 0:
+            self._tail = data
+            return self._cut_tail([]) if len(data) > self.max_line else []
+        self._tail = data[nl + 1 :]
+        # One decode per chunk: LF never occurs inside a UTF-8 sequence, so decoding the
+        # whole block and splitting equals splitting and decoding each line.
+        text = data[: nl + 1].decode("utf-8", "replace")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        lines = text[:-1].split("\n")
+        if len(text) > self.max_line and max(map(len, lines)) > self.max_line:
+            lines = self._split_long(lines)
+        return self._cut_tail(lines) if len(self._tail) > self.max_line else lines
+
+    def flush(self) -> list[str]:
+        """What is left at end of stream: the last line that had no newline, if any."""
+        tail, self._tail = self._tail, b""
+        if not tail:
+            return []
+        text = tail.decode("utf-8", "replace")
+        return [text[:-1] if text.endswith("\r") else text]
+
+    def _cut_tail(self, lines: list[str]) -> list[str]:
+        tail, limit = self._tail, self.max_line
+        start = 0
+        while len(tail) - start > limit:
+            cut = start + limit
+            # Back up to the first byte of a UTF-8 sequence so no character is split.
+            while cut > start + limit - 3 and (tail[cut] & 0xC0) == 0x80:
+                cut -= 1
+            lines.append(tail[start:cut].decode("utf-8", "replace"))
+            start = cut
+        self._tail = tail[start:]
+        return lines
+
+    def _split_long(self, lines: list[str]) -> list[str]:
+        limit = self.max_line
+        out: list[str] = []
+        for line in lines:
+            if len(line) <= limit:
+                out.append(line)
+            else:
+                out.extend(line[i : i + limit] for i in range(0, len(line), limit))
+        return out
+
+
+def program_actor(argv0: str) -> str:
+    """An actor name for a program's plain output: its file name, made a valid actor."""
+    name = _ACTOR_UNSAFE.sub("_", os.path.basename(argv0)) or "proc"
+    return name
+
+
+def relay_line(
+    line: str,
+    stream: str,
+    *,
+    actor: str,
+    origin: str | None = None,
+    job_id: str | None = None,
+) -> NarrationEvent:
+    """Re-emit one line a process printed, and return the emitted event.
+
+    A narration line keeps its actor, action and message; anything else becomes an
+    `output` event under `actor` with its stream name. `job_id` None leaves the job to
+    the context (as `emit_event` does). Control characters are neutralised here, where
+    lines are parsed: `human` holds the sanitised text and, when that differs from what
+    was printed, `fields["raw"]` keeps the printed line for JSON consumers.
+    """
+    return _relay(line, stream, actor, origin, job_id)
+
+
+def relay_lines(
+    lines: Sequence[str],
+    stream: str,
+    *,
+    actor: str,
+    origin: str | None = None,
+    job_id: str | None = None,
+) -> None:
+    """`relay_line` for each of a batch of lines, in order."""
+    # One scan of the whole batch spares clean batches (nearly all) a scan per line.
+    check = _CONTROL.search("\n".join(lines)) is not None
+    for line in lines:
+        _relay(line, stream, actor, origin, job_id, check)
+
+
+def _relay(
+    line: str,
+    stream: str,
+    actor: str,
+    origin: str | None,
+    job_id: str | None,
+    check: bool = True,
+) -> NarrationEvent:
+    raw = None
+    if check and _CONTROL.search(line) is not None:
+        raw, line = line, strip_control(line)
+    event = parse_line(line) if line[:1] == "[" else None
+    if event is None:
+        event = NarrationEvent(actor, "output", line, stream=stream)
+    event.origin = origin
+    event.job_id = job_id
+    if raw is not None:
+        event.fields = {"raw": raw}
+    return emit_event(event)

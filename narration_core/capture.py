@@ -1,0 +1,288 @@
+"""Run a child process and turn everything it prints into narration (DESIGN section 3).
+
+    capture = ProcessNarrationCapture(job_id)
+    proc = await capture.spawn(["rbee-hive", "--port", "7835"])
+    code = await proc.wait()        # relays every line until exit and drained pipes
+
+Each line of stdout and stderr is parsed: narration keeps its actor, action and message,
+gains `origin` ("pid 1234") and lands in the capture's job (else the context's job);
+anything else becomes an `output` event with its stream name. Nothing is dropped: a
+last line without a newline is delivered at EOF, a line of megabytes arrives in pieces
+of at most `MAX_LINE` characters, invalid UTF-8 is replaced.
+
+Terminal control sequences are neutralised here, where lines are parsed, so no sink
+(a daemon's stdout, a job log, a renderer) ever receives a live escape sequence; the
+printed text survives in `fields["raw"]` whenever sanitising changed it, which JSON
+output keeps (escaped). Renderers of remote events still sanitise, since those may not
+have passed through a capture.
+
+The child runs in its own session, hence its own process group: stopping it signals
+the whole group (SIGTERM, `grace` seconds, then SIGKILL), plus any descendant psutil
+finds outside the group. Cancelling `wait()` stops the tree in a shielded scope, keeps
+relaying what the tree prints while it stops, reaps the child and re-raises.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+
+import anyio
+import psutil
+from anyio.abc import ByteReceiveStream, Process
+
+from narration_core._lines import MAX_LINE, LineSplitter, program_actor, relay_lines
+from narration_core.event import NarrationEvent
+from narration_core.narrator import emit_event
+from narration_core.proctree import (
+    KILL_WAIT_S,
+    STOP_GRACE_S,
+    any_alive,
+    signal_tree,
+    tree_members,
+)
+from narration_core.sinks import CAPTURE_ENV
+
+READ_SIZE = 256 * 1024  # bytes per pipe read: one split and decode per chunk, not per line
+DRAIN_AFTER_STOP_S = 0.5  # seconds to keep reading pipes a stray process still holds open
+_POLL_S = 0.02  # seconds between checks that the stopped tree is gone
+
+
+class ProcessNarrationCapture:
+    """Spawns children whose output is re-emitted as narration.
+
+    Args:
+        job_id: job the re-emitted events belong to; None uses the caller's context.
+        actor: actor for plain output lines; default the program's file name.
+        origin: recorded on every event; default "pid N".
+        grace: seconds between SIGTERM and SIGKILL when the tree is stopped.
+    """
+
+    def __init__(
+        self,
+        job_id: str | None = None,
+        *,
+        actor: str | None = None,
+        origin: str | None = None,
+        grace: float = STOP_GRACE_S,
+        max_line: int = MAX_LINE,
+    ) -> None:
+        self.job_id = job_id
+        self.actor = actor
+        self.origin = origin
+        self.grace = grace
+        self.max_line = max_line
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> CapturedProcess:
+        """Start `argv` with piped stdout/stderr and stdin from /dev/null.
+
+        Output is read while `wait()` runs. Raises FileNotFoundError/PermissionError
+        (OSError) directly when the program cannot be started.
+        """
+        if not argv:
+            raise ValueError("spawn needs a program to run; argv is empty")
+        child_env = dict(os.environ if env is None else env)
+        child_env[CAPTURE_ENV] = "1"
+        process = await anyio.open_process(
+            list(argv),
+            # A child in its own session cannot read the terminal (SIGTTIN), so no stdin.
+            stdin=subprocess.DEVNULL,
+            env=child_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        return CapturedProcess(
+            process,
+            job_id=self.job_id,
+            actor=self.actor or program_actor(argv[0]),
+            origin=self.origin or f"pid {process.pid}",
+            grace=self.grace,
+            max_line=self.max_line,
+        )
+
+
+class CapturedProcess:
+    """A running child whose output is relayed while `wait()` runs.
+
+    Use `async with` (or call `aclose()`) so the tree is stopped if the block exits early.
+    """
+
+    def __init__(
+        self,
+        process: Process,
+        *,
+        job_id: str | None,
+        actor: str,
+        origin: str,
+        grace: float,
+        max_line: int,
+    ) -> None:
+        self._process = process
+        self.pid: int = process.pid
+        self.job_id = job_id
+        self.actor = actor
+        self.origin = origin
+        self.grace = grace
+        self._splitters = {
+            "stdout": LineSplitter(max_line=max_line),
+            "stderr": LineSplitter(max_line=max_line),
+        }
+        self._eof: dict[str, anyio.Event] = {"stdout": anyio.Event(), "stderr": anyio.Event()}
+        self._done = anyio.Event()
+        self._driving = False
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once `wait()` has returned (negative: killed by that signal)."""
+        return self._process.returncode if self._done.is_set() else None
+
+    async def wait(self) -> int:
+        """Relay output until the child has exited and both pipes are drained.
+
+        Returns the exit code. If cancelled, stops the whole tree first (shielded),
+        then re-raises. A second concurrent caller just waits for the first.
+        """
+        if self._driving or self._done.is_set():
+            await self._done.wait()
+            return self._returncode()
+        self._driving = True
+        try:
+            async with anyio.create_task_group() as tg:
+                self._start_pumps(tg)
+                await self._process.wait()
+            await self._process.aclose()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._stop_and_drain()
+            raise
+        finally:
+            self._done.set()
+        return self._returncode()
+
+    def terminate(self) -> None:
+        """Ask the whole tree to stop (SIGTERM to the group); `wait()` reports the exit."""
+        signal_tree(self.pid, tree_members(self.pid), signal.SIGTERM)
+
+    async def aclose(self) -> None:
+        """Stop the tree (SIGTERM, grace, SIGKILL), relay its last words and reap it."""
+        if self._done.is_set():
+            return
+        if self._driving:
+            self.terminate()
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self.grace):
+                    await self._done.wait()
+                if not self._done.is_set():
+                    _warn_kill(self.pid, self.grace)
+                    signal_tree(self.pid, tree_members(self.pid), signal.SIGKILL)
+                    await self._done.wait()
+            return
+        self._driving = True
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._stop_and_drain()
+        finally:
+            self._done.set()
+
+    async def __aenter__(self) -> CapturedProcess:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _returncode(self) -> int:
+        code = self._process.returncode
+        if code is None:  # pragma: no cover - wait() only returns after the child exited
+            raise RuntimeError(f"process {self.pid} has no exit code yet")
+        return code
+
+    def _start_pumps(self, tg: anyio.abc.TaskGroup) -> None:
+        process = self._process
+        for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
+            if stream is not None and not self._eof[name].is_set():
+                tg.start_soon(self._pump, stream, name, name=f"capture {self.pid} {name}")
+
+    async def _pump(self, stream: ByteReceiveStream, name: str) -> None:
+        splitter = self._splitters[name]
+        args = (self.actor, self.origin, self.job_id)
+        try:
+            while True:
+                try:
+                    data = await stream.receive(READ_SIZE)
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+                lines = splitter.feed(data)
+                if lines:
+                    relay_lines(lines, name, actor=args[0], origin=args[1], job_id=args[2])
+            relay_lines(splitter.flush(), name, actor=args[0], origin=args[1], job_id=args[2])
+        finally:
+            self._eof[name].set()
+
+    async def _stop_and_drain(self) -> None:
+        """Stop the tree while still relaying its output, then reap the child.
+
+        Must run shielded. Pipes still held open by a process outside the tree are read
+        for at most DRAIN_AFTER_STOP_S after the tree is gone, then abandoned.
+        """
+        async with anyio.create_task_group() as tg:
+            self._start_pumps(tg)
+            await self._stop_tree()
+            with anyio.move_on_after(DRAIN_AFTER_STOP_S):
+                for eof in self._eof.values():
+                    await eof.wait()
+            tg.cancel_scope.cancel()
+        for name in ("stdout", "stderr"):
+            if not self._eof[name].is_set():
+                relay_lines(
+                    self._splitters[name].flush(),
+                    name,
+                    actor=self.actor,
+                    origin=self.origin,
+                    job_id=self.job_id,
+                )
+        await self._process.aclose()
+
+    async def _stop_tree(self) -> None:
+        # Snapshot descendants before signalling: once the child dies they are
+        # re-parented and psutil can no longer tell they were ours.
+        members = tree_members(self.pid)
+        if self._process.returncode is None or any_alive(members):
+            signal_tree(self.pid, members, signal.SIGTERM)
+            with anyio.move_on_after(self.grace):
+                await self._wait_gone(members)
+        if self._process.returncode is None or any_alive(members):
+            _warn_kill(self.pid, self.grace)
+            signal_tree(self.pid, members, signal.SIGKILL)
+            with anyio.move_on_after(KILL_WAIT_S):
+                await self._wait_gone(members)
+
+    async def _wait_gone(self, members: list[psutil.Process]) -> None:
+        await self._process.wait()
+        # Polled: psutil has no event to await, and this runs only while a tree stops.
+        while any_alive(members):  # noqa: ASYNC110
+            await anyio.sleep(_POLL_S)
+
+
+def _warn_kill(pid: int, grace: float) -> None:
+    emit_event(
+        NarrationEvent(
+            "narration",
+            "kill",
+            f"pid {pid} did not stop within {grace:g} s of SIGTERM; sending SIGKILL to its tree",
+            level="warn",
+        )
+    )

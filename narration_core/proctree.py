@@ -1,0 +1,100 @@
+"""Stopping a process tree: its process group plus descendants that left the group.
+
+Shared by the async capture (a child it spawned) and the keeper (a detached daemon it
+finds by pidfile), so both stop a tree the same way: SIGTERM to the group, a grace
+period, then SIGKILL. psutil is imported when a tree is stopped, not at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
+
+STOP_GRACE_S = 5.0  # seconds between SIGTERM and SIGKILL when stopping a process tree
+KILL_WAIT_S = 2.0  # seconds to wait for the tree to vanish after SIGKILL
+
+
+def tree_members(pid: int) -> list[psutil.Process]:
+    """The process's descendants and its process group's members, wherever they moved.
+
+    Scans the process table, which costs a few milliseconds: only done when stopping.
+    Take the snapshot before signalling: once the leader dies its children are
+    re-parented and psutil can no longer tell they were ours.
+    """
+    import psutil
+
+    members: dict[int, psutil.Process] = {}
+    with contextlib.suppress(psutil.Error):  # the leader is gone; its group may live on
+        members.update((p.pid, p) for p in psutil.Process(pid).children(recursive=True))
+    for proc in psutil.process_iter():
+        if proc.pid == pid or proc.pid in members:
+            continue
+        with contextlib.suppress(OSError):  # exited during the scan
+            if os.getpgid(proc.pid) == pid:
+                members[proc.pid] = proc
+    return list(members.values())
+
+
+def any_alive(members: list[psutil.Process]) -> bool:
+    import psutil
+
+    for member in members:
+        try:
+            if member.is_running() and member.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:  # vanished between the two calls
+            continue
+    return False
+
+
+def signal_tree(pid: int, members: list[psutil.Process], sig: signal.Signals) -> None:
+    """Signal the process group led by `pid` and every member that left it."""
+    import psutil
+
+    # ESRCH: the group is empty (all exited); EPERM: its id was reused by someone else.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    for member in members:
+        try:
+            # is_running() compares create times, so a reused pid is never signalled.
+            if member.is_running() and os.getpgid(member.pid) != pid:
+                member.send_signal(sig)
+        except (psutil.Error, ProcessLookupError):  # exited meanwhile
+            continue
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """How a stop went: `killed` is True when SIGTERM was not enough."""
+
+    pid: int
+    killed: bool
+    seconds: float
+
+
+def stop_tree(leader: psutil.Process, *, grace: float = STOP_GRACE_S) -> StopResult:
+    """Stop a group leader and its tree, blocking: SIGTERM, `grace` seconds, SIGKILL.
+
+    For a process this one did not spawn (a daemon found by pidfile); a spawned child
+    is stopped by the capture, which also reaps it.
+    """
+    import psutil
+
+    start = time.monotonic()
+    family = [leader, *tree_members(leader.pid)]
+    signal_tree(leader.pid, family, signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=grace)
+    if alive:
+        signal_tree(leader.pid, alive, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=KILL_WAIT_S)
+    # If the leader is our own child after all, reap it: no zombie left behind.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(leader.pid, os.WNOHANG)
+    return StopResult(pid=leader.pid, killed=bool(alive), seconds=time.monotonic() - start)

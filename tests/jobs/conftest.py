@@ -1,0 +1,168 @@
+"""Serving a job server built from `jobs` alone, with handlers the tests define."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from jobs.routes import EXCEPTION_HANDLERS, create_job_routes
+from jobs.service import Handler, JobService
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that tells us when it accepts connections and leaves signals alone."""
+
+    def __init__(self, app: Starlette) -> None:
+        super().__init__(
+            uvicorn.Config(
+                app,
+                lifespan="on",
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=2,
+            )
+        )
+        self.ready = anyio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.ready.set()
+
+
+@dataclass
+class Served:
+    url: str
+    service: JobService
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def serve_jobs(
+    state_dir: Path,
+    handlers: Mapping[str, Handler],
+    *,
+    keepalive_s: float = 15.0,
+    flush_interval_s: float = 0.05,
+) -> AsyncIterator[Served]:
+    """A real uvicorn job server on a socket bound here (no port race), until the block ends."""
+    service = JobService(
+        state_dir, handlers, actor="test-server", flush_interval_s=flush_interval_s
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with service.running():
+            yield
+
+    app = Starlette(
+        routes=create_job_routes(service, version="test", keepalive_s=keepalive_s),
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    port = sock.getsockname()[1]
+    server = _Server(app)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        with anyio.fail_after(10):
+            await server.ready.wait()
+        try:
+            yield Served(f"http://127.0.0.1:{port}", service, port)
+        finally:
+            await service.cancel_all()
+            server.should_exit = True
+
+
+@dataclass
+class Stream:
+    """An SSE response read to its end: events as (seq, kind, data), comments, terminator."""
+
+    events: list[tuple[int, str, dict]]
+    comments: list[str]
+    terminator: str | None
+
+    @property
+    def seqs(self) -> list[int]:
+        return [seq for seq, _, _ in self.events]
+
+
+def parse_sse(text: str) -> Stream:
+    """Parse raw SSE text strictly: every frame is id/event/data, a comment, or a terminator."""
+    import json
+
+    events: list[tuple[int, str, dict]] = []
+    comments: list[str] = []
+    terminator = None
+    for frame in text.split("\n\n"):
+        if not frame:
+            continue
+        assert terminator is None, f"frame after the terminator: {frame!r}"
+        lines = frame.split("\n")
+        if lines[0].startswith(":"):
+            comments.append(lines[0])
+            continue
+        fields = dict(line.split(": ", 1) for line in lines)
+        if set(fields) == {"data"}:
+            terminator = fields["data"]
+            continue
+        assert set(fields) == {"id", "event", "data"}, frame
+        events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+    return Stream(events, comments, terminator)
+
+
+async def read_stream(url: str, **kwargs: object) -> Stream:
+    """GET an SSE url with httpx and parse everything until the server ends the stream."""
+    import httpx
+
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("GET", url, **kwargs) as response,  # type: ignore[arg-type]
+    ):
+        assert response.status_code == 200, await response.aread()
+        body = (await response.aread()).decode()
+    return parse_sse(body)
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool] | bool], *, deadline_s: float = 10
+) -> None:
+    """Poll `predicate` until true; fail after `deadline_s` (waits on a condition, not a clock)."""
+    with anyio.fail_after(deadline_s):
+        while True:
+            result = predicate()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await anyio.sleep(0.005)
+
+
+@dataclass(frozen=True)
+class JobsKit:
+    """Helpers for job-server tests, handed out as one fixture (conftest is not importable)."""
+
+    serve = staticmethod(serve_jobs)
+    read_stream = staticmethod(read_stream)
+    parse_sse = staticmethod(parse_sse)
+    wait_until = staticmethod(wait_until)
+
+
+@pytest.fixture
+def kit() -> JobsKit:
+    return JobsKit()

@@ -1,0 +1,147 @@
+"""`keeper queen start|status|stop|logs` against a real queen-rbee process."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import psutil
+
+from narration_core import parse_line
+
+
+def _queen_processes(home) -> list[psutil.Process]:
+    """queen-rbee processes started for this test's RBEE_HOME."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            environ = proc.info["environ"] or {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "queen" in cmdline and environ.get("RBEE_HOME") == str(home):
+            found.append(proc)
+    return found
+
+
+def test_start_status_jobs_stop_three_times(keeper, rbee_home, free_tcp_port: int) -> None:
+    """start → status running → jobs list → stop leaves no queen process, three times over."""
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    for round_ in range(3):
+        started = keeper("--queen-url", url, "queen", "start", "--port", str(free_tcp_port))
+        assert started.returncode == 0, started.stderr
+        status = keeper("--json", "--queen-url", url, "queen", "status")
+        assert status.returncode == 0, status.stderr
+        info = json.loads(status.stdout)
+        assert info["running"] and info["healthy"] and info["url"] == url
+        assert psutil.pid_exists(info["pid"])
+        listed = keeper("--queen-url", url, "jobs", "list")
+        assert listed.returncode == 0, listed.stderr
+        stopped = keeper("--queen-url", url, "queen", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "Queen stopped" in stopped.stdout, f"round {round_}: {stopped.stdout}"
+        assert (
+            not psutil.pid_exists(info["pid"])
+            or psutil.Process(info["pid"]).status() == psutil.STATUS_ZOMBIE
+        )
+        assert _queen_processes(rbee_home) == []
+        after = keeper("--queen-url", url, "queen", "status")
+        assert after.returncode == 3
+        assert "not running" in after.stdout
+
+
+def test_startup_narration_reaches_keeper_output(keeper, free_tcp_port: int) -> None:
+    """The queen's own startup narration appears in keeper's plain output, in the format."""
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    started = keeper("--queen-url", url, "queen", "start", "--port", str(free_tcp_port))
+    try:
+        assert started.returncode == 0, started.stderr
+        events = [e for e in map(parse_line, started.stdout.splitlines()) if e is not None]
+        queen_actions = [e.action for e in events if e.actor == "queen-rbee"]
+        assert {"start", "listen", "ready"} <= set(queen_actions), started.stdout
+        assert [e.action for e in events if e.actor == "keeper"][-1] == "ready"
+    finally:
+        keeper("queen", "stop")
+
+
+def test_second_start_says_already_running(keeper, free_tcp_port: int) -> None:
+    """Starting a running queen says so and exits 0 without a second process."""
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    args = ("--queen-url", url, "queen", "start", "--port", str(free_tcp_port))
+    assert keeper(*args).returncode == 0
+    try:
+        again = keeper(*args)
+        assert again.returncode == 0, again.stderr
+        assert "already running" in again.stdout
+    finally:
+        keeper("queen", "stop")
+
+
+def test_port_taken_by_another_program_exits_3(keeper, free_tcp_port: int) -> None:
+    """A port held by something that is not a queen gives one sentence and exit 3."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", free_tcp_port))
+        squatter.listen()
+        result = keeper("queen", "start", "--port", str(free_tcp_port), timeout=30)
+    assert result.returncode == 3
+    assert f"port {free_tcp_port}" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_stale_pidfile_is_cleaned_up(keeper, rbee_home, free_tcp_port: int) -> None:
+    """A pidfile naming a dead process is removed on start, and the queen starts."""
+    run = rbee_home / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "queen.pid").write_text(
+        json.dumps(
+            {
+                "name": "queen",
+                "pid": 999_999,
+                "create_time": 1.0,
+                "url": "http://127.0.0.1:1",
+                "log": "x",
+                "argv": [],
+            }
+        )
+    )
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    started = keeper("--queen-url", url, "queen", "start", "--port", str(free_tcp_port))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "stale pidfile" in started.stdout
+        record = json.loads((run / "queen.pid").read_text())
+        assert record["pid"] != 999_999 and psutil.pid_exists(record["pid"])
+    finally:
+        keeper("queen", "stop")
+
+
+def test_queen_that_dies_at_startup_is_reported(keeper, free_tcp_port: int) -> None:
+    """A queen that cannot start: its last lines are shown and keeper exits 1 in one sentence."""
+    result = keeper("queen", "start", "--port", str(free_tcp_port), "--bind", "0.0.0.0")
+    assert result.returncode == 1
+    assert "exited with code" in result.stderr
+    assert "token" in result.stdout.lower()  # the queen's own reason, relayed
+    assert "Traceback" not in result.stderr
+
+
+def test_logs_show_the_queen_log(keeper, free_tcp_port: int) -> None:
+    """`keeper queen logs` prints the daemon's log lines, narration included."""
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    assert (
+        keeper("--queen-url", url, "queen", "start", "--port", str(free_tcp_port)).returncode == 0
+    )
+    try:
+        logs = keeper("queen", "logs", "-n", "200")
+        assert logs.returncode == 0, logs.stderr
+        assert any(
+            (e := parse_line(line)) and e.actor == "queen-rbee" for line in logs.stdout.splitlines()
+        )
+    finally:
+        keeper("queen", "stop")
+
+
+def test_stop_when_not_running_says_so(keeper) -> None:
+    """Stopping a queen that is not running is not an error."""
+    result = keeper("queen", "stop")
+    assert result.returncode == 0
+    assert "not running" in result.stdout

@@ -1,0 +1,140 @@
+"""`keeper run` as users run it: a real keeper process around a real child."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from narration_core import NarrationEvent, format_line
+
+DEADLINE_S = 30.0  # seconds any single wait may take on a slow 2-core machine
+KEEPER = [sys.executable, "-m", "keeper"]
+
+
+def run_keeper(*args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess[bytes]:
+    """`keeper ARGS...` to completion, stdout and stderr captured as bytes."""
+    return subprocess.run([*KEEPER, *args], capture_output=True, timeout=timeout, check=False)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def all_gone(pids: list[int]) -> bool:
+    """True when none of `pids` runs. An orphan zombie counts as gone: PID 1 in these
+    containers does not reap, and a zombie holds nothing but its table entry."""
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+NASTY_CHILD = """
+import sys
+from narration_core import narrate
+narrate("queen-rbee", "start", "Queen starting on port 7833")
+print("plain text line")
+sys.stdout.write("y" * 10_000_000 + "\\n")
+sys.stdout.flush()
+sys.stdout.buffer.write(b"bad \\xff\\xfe utf8\\n")
+print("\\x1b]0;owned\\x07title")
+print("\\x1b[2Jcleared")
+sys.stderr.write("a diagnostic\\n")
+sys.exit(7)
+"""
+
+
+def test_run_shows_everything_neutralised_and_exits_with_code(
+    write_script: Callable[[str], list[str]],
+) -> None:
+    """keeper survives a hostile child, shows every line without an ESC byte, exits 7."""
+    result = run_keeper("run", "--", *write_script(NASTY_CHILD))
+    assert result.returncode == 7, result.stderr
+    assert b"\x1b" not in result.stdout
+    lines = result.stdout.decode().splitlines()
+    starting = NarrationEvent("queen-rbee", "start", "Queen starting on port 7833")
+    assert format_line(starting) in lines
+    assert "plain text line" in lines
+    assert sum(len(line) for line in lines if set(line) == {"y"}) == 10_000_000
+    assert "bad \ufffd\ufffd utf8" in lines
+    assert "title" in lines and "cleared" in lines and "a diagnostic" in lines
+    assert "exited with code 7" in result.stderr.decode()
+
+
+def test_run_json_parses_line_by_line(write_script: Callable[[str], list[str]]) -> None:
+    """--json prints one JSON event per line, every one tagged with the --job id."""
+    result = run_keeper("--json", "run", "--job", "job-42", "--", *write_script(NASTY_CHILD))
+    assert result.returncode == 7, result.stderr
+    assert b"\x1b" not in result.stdout
+    events = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert {e["event"] for e in events} == {"narration", "output"}
+    assert all(e["job_id"] == "job-42" for e in events)
+    title = next(e for e in events if e["human"] == "title")
+    assert title["fields"]["raw"] == "\x1b]0;owned\x07title"
+    start = next(e for e in events if e["action"] == "start")
+    assert start["actor"] == "queen-rbee" and start["origin"].startswith("pid ")
+
+
+def test_run_success_exits_zero(write_script: Callable[[str], list[str]]) -> None:
+    """A command that succeeds makes keeper exit 0 with nothing on stderr."""
+    result = run_keeper("run", "--", *write_script("print('fine')"))
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert "fine" in result.stdout.decode().splitlines()
+
+
+def test_run_command_not_found(tmp_path: Path) -> None:
+    """A missing program exits 127, like a shell, with a one-line error on stderr."""
+    result = run_keeper("run", "--", str(tmp_path / "no-such-tool"))
+    assert result.returncode == 127
+    (line,) = result.stderr.decode().splitlines()
+    assert "command not found" in line
+
+
+def test_ctrl_c_stops_the_tree_and_exits_130(
+    tmp_path: Path, write_script: Callable[[str], list[str]]
+) -> None:
+    """SIGINT to keeper stops the child and its grandchild, then keeper exits 130."""
+    pids_file = tmp_path / "pids"
+    child = write_script(
+        f"""
+        import os, subprocess, sys, time
+        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        tmp = {str(pids_file)!r} + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{{os.getpid()}} {{grandchild.pid}}")
+        os.rename(tmp, {str(pids_file)!r})
+        time.sleep(600)
+        """
+    )
+    keeper = subprocess.Popen(
+        [*KEEPER, "run", "--", *child],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so SIGINT reaches keeper alone, as a terminal's would
+    )
+    try:
+        wait_until(pids_file.exists, "the child to report its pids")
+        pids = [int(p) for p in pids_file.read_text().split()]
+        keeper.send_signal(signal.SIGINT)
+        assert keeper.wait(timeout=DEADLINE_S) == 130
+        wait_until(lambda: all_gone(pids), "the child's tree to be gone")
+    finally:
+        if keeper.poll() is None:
+            keeper.kill()
+            keeper.wait()

@@ -1,0 +1,121 @@
+"""The stdout line format and its parser."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from narration_core import NarrationEvent, format_line, parse_line
+
+ACTOR = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="[]"),
+    min_size=1,
+    max_size=30,
+).filter(lambda s: s.split() == [s])  # no whitespace of any kind
+ACTION = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=":"),
+    min_size=1,
+    max_size=30,
+).filter(lambda s: s.split() == [s])
+HUMAN = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
+
+
+def test_format_matches_the_seed_layout() -> None:
+    """Short actors and actions are padded to 10 and 15 columns, as the seed prints them."""
+    event = NarrationEvent(actor="queen", action="start", human="Queen starting on port 7833")
+    assert format_line(event) == "[queen     ] start          : Queen starting on port 7833"
+
+
+def test_long_actor_and_action_are_printed_whole() -> None:
+    """Nothing is truncated: an actor over 10 and an action over 15 characters stay whole."""
+    event = NarrationEvent(actor="llm-worker-rbee", action="model_load_complete", human="y")
+    assert format_line(event) == "[llm-worker-rbee] model_load_complete: y"
+
+
+@pytest.mark.parametrize(
+    ("line", "actor", "action", "human"),
+    [
+        ("[queen-rbee] start          : x", "queen-rbee", "start", "x"),
+        ("[llm-worker-rbee] model_load: y", "llm-worker-rbee", "model_load", "y"),
+        ("[hive      ] spawn          : [a] b: c", "hive", "spawn", "[a] b: c"),
+        ("[keeper    ] note           : a ] b : c", "keeper", "note", "a ] b : c"),
+        ("[keeper    ] empty          : ", "keeper", "empty", ""),
+        ("[keeper    ] empty          :", "keeper", "empty", ""),
+        ("[keeper    ] crlf           : windows\r\n", "keeper", "crlf", "windows"),
+    ],
+)
+def test_parse_reads_lines_of_any_width(line: str, actor: str, action: str, human: str) -> None:
+    """The parser finds actor, action and message without assuming fixed widths."""
+    event = parse_line(line)
+    assert event is not None
+    assert (event.actor, event.action, event.human) == (actor, action, human)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "plain output",
+        "Traceback (most recent call last):",
+        "[2026-11-22 10:00] INFO started: yes",
+        "[ ] x: y",
+        "[a] : y",
+        "[a]b: y",
+        "[a] b c: y",
+        "[unterminated actor x: y",
+    ],
+)
+def test_non_narration_lines_are_not_parsed(line: str) -> None:
+    """Lines that are not in the narration format come back as None (plain output)."""
+    assert parse_line(line) is None
+
+
+def test_newlines_and_backslashes_are_escaped_onto_one_line() -> None:
+    """A multi-line message prints as one line and parses back to the original text."""
+    human = "first\nsecond\r\nC:\\temp\\new"
+    line = format_line(NarrationEvent(actor="a", action="b", human=human))
+    assert "\n" not in line and "\r" not in line
+    parsed = parse_line(line)
+    assert parsed is not None and parsed.human == human
+
+
+@given(actor=ACTOR, action=ACTION, human=HUMAN)
+def test_round_trip(actor: str, action: str, human: str) -> None:
+    """parse_line(format_line(e)) restores actor, action and message for every event."""
+    line = format_line(NarrationEvent(actor=actor, action=action, human=human))
+    parsed = parse_line(line)
+    assert parsed is not None
+    assert (parsed.actor, parsed.action, parsed.human) == (actor, action, human)
+    assert parse_line(line + "\n") is not None
+
+
+def test_json_form_round_trips() -> None:
+    """The JSON form used on job streams carries every field and reads back identically."""
+    event = NarrationEvent(
+        actor="queen",
+        action="listen",
+        human="ok",
+        target="7833",
+        job_id="job-1",
+        correlation_id="c-1",
+        level="warn",
+        fields={"port": 7833},
+        origin="pid 12",
+    )
+    assert NarrationEvent.from_json(event.to_json()) == event
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"actor": "a"}',
+        "[1, 2]",
+        "not json",
+        '{"actor":"a","action":"b","human":"c","level":"loud"}',
+    ],
+)
+def test_malformed_json_records_raise_value_error(bad: str) -> None:
+    """A record that is not a narration event is refused with ValueError, not a crash."""
+    with pytest.raises(ValueError):
+        NarrationEvent.from_json(bad)
