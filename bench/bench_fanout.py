@@ -33,7 +33,7 @@ async def subscriber(port: int, path: str, connected: asyncio.Event | None = Non
         chunk = await reader.read(1 << 18)
         if not chunk:
             break
-        frames += chunk.count(b"\nevent: ")
+        frames += (tail[-7:] + chunk).count(b"\nevent: ")  # markers split across reads too
         tail = (tail + chunk)[-64:]
         if b"data: [" in tail and b"]\n\n" in tail.split(b"data: [")[-1]:
             break

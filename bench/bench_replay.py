@@ -50,10 +50,12 @@ async def replay(port: int, pid: int, n: int) -> None:
             first = None
             frames = 0
             async with http.stream("GET", f"{url}/v1/jobs/{job_id}/stream") as response:
+                tail = b""
                 async for chunk in response.aiter_bytes(1 << 18):
                     if first is None:
                         first = time.perf_counter() - start
-                    frames += chunk.count(b"\nevent: ")
+                    frames += (tail + chunk).count(b"\nevent: ")
+                    tail = chunk[-7:]  # a marker split across chunks is counted once
             total = time.perf_counter() - start
             print(
                 f"replay {attempt + 1}: first byte {first:6.3f} s, total {total:6.3f} s "

@@ -110,9 +110,14 @@ def queen_errors(settings: KeeperSettings) -> Iterator[None]:
             f"the queen at {settings.queen_url} requires a token; set {TOKEN_ENV}"
         ) from exc
     except errors.JobNotFound as exc:
-        raise UsageError(f"{exc}") from exc
+        raise UsageError(
+            f"the queen at {settings.queen_url} has no job {exc.job_id!r}; "
+            "`keeper jobs list` shows its jobs"
+        ) from exc
     except errors.JobFinished as exc:
-        raise KeeperError(f"{exc}") from exc
+        raise KeeperError(
+            f"job {exc.job_id} already ended ({exc.state}); there is nothing to cancel"
+        ) from exc
     except errors.JobError as exc:
         raise KeeperError(f"the queen refused the request: {exc}") from exc
 
@@ -144,7 +149,7 @@ def list_jobs(settings: KeeperSettings) -> None:
         table.add_row(
             job["job_id"],
             job["state"],
-            str(job.get("operation", {}).get("operation", "?")),
+            _operation_name(job.get("operation")),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"])),
             f"{job['updated_at'] - job['created_at']:.1f}s",
         )
@@ -153,6 +158,12 @@ def list_jobs(settings: KeeperSettings) -> None:
         console.print(table)
     else:
         console.print("No jobs yet.", markup=False)
+
+
+def _operation_name(operation: Any) -> str:
+    if isinstance(operation, dict):
+        return str(operation.get("operation", "?"))
+    return str(operation or "?")
 
 
 def show(settings: KeeperSettings, job_id: str) -> None:
