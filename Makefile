@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench docs
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,8 @@ lint: install
 
 bench: install
 	for script in bench/bench_*.py; do $(BIN)/python $$script --quick || exit 1; done
+
+# docs/cli.md is generated from the Typer app plus docs/cli-notes.md; a test keeps it current.
+docs: install
+	$(BIN)/python -m typer keeper.cli utils docs --name keeper --output docs/cli.md
+	cat docs/cli-notes.md >> docs/cli.md

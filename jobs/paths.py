@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from narration_core.proctree import STOP_GRACE_S  # noqa: F401 - re-exported: defined once
-
 HOME_ENV = "RBEE_HOME"  # one folder for everything rbee writes
 TOKEN_ENV = "RBEE_TOKEN"  # bearer token the servers require when bound beyond loopback
 QUEEN_URL_ENV = "RBEE_QUEEN_URL"  # where the keeper finds the queen

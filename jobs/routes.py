@@ -61,7 +61,11 @@ def create_job_routes(
 
     async def get_job(request: Request) -> Response:
         record = await service.get(request.path_params["job_id"])
-        return JSONResponse(record.to_dict())
+        body = record.to_dict()
+        count = service.live_event_count(record.id)
+        if count is not None:
+            body["events"] = count  # lets a client print "what exists now" and stop
+        return JSONResponse(body)
 
     async def cancel_job(request: Request) -> Response:
         job = await service.cancel(request.path_params["job_id"])

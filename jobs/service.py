@@ -240,6 +240,11 @@ class JobService:
     async def list(self, *, limit: int = 100) -> list[JobRecord]:
         return await self.registry.list(limit=limit)
 
+    def live_event_count(self, job_id: str) -> int | None:
+        """How many events a job still held in memory has logged so far; None otherwise."""
+        log = self.store.memory(job_id)
+        return None if log is None else len(log)
+
     async def reader(self, job_id: str, after: int) -> LogReader:
         """A reader of the job's events after seq `after`; raises JobNotFound."""
         if self.store.memory(job_id) is not None:

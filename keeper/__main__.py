@@ -6,7 +6,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    import click
+    import typer
 
     from keeper import cli
     from keeper.errors import EXIT_INTERRUPTED, EXIT_USAGE, KeeperError
@@ -16,16 +16,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeeperError as err:
         _report(err, verbose=cli.current.verbose)
         return err.exit_code
-    except click.exceptions.Exit as done:  # Typer turns Ctrl-C into Exit(130)
+    except typer.Exit as done:  # Typer turns Ctrl-C inside a command into Exit(130)
         if done.exit_code == EXIT_INTERRUPTED:
             sys.stderr.write("keeper: interrupted\n")
         return done.exit_code
-    except click.ClickException as err:
-        err.show()
-        return err.exit_code if err.exit_code else EXIT_USAGE
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("keeper: interrupted\n")
         return EXIT_INTERRUPTED
+    except typer.TyperException as err:  # usage errors: Typer prints them with the usage line
+        show = getattr(err, "show", None)
+        if show is not None:
+            show()
+        else:
+            sys.stderr.write(f"keeper: {err.format_message()}\n")
+        return EXIT_USAGE
+    if result == EXIT_INTERRUPTED:  # Ctrl-C: Typer returns 130 when not standalone
+        sys.stderr.write("keeper: interrupted\n")
     return result if isinstance(result, int) else 0
 
 

@@ -18,6 +18,9 @@ INFER_ISSUE = "inference issue (llm-worker-rbee)"
 
 app = typer.Typer(
     name="keeper",
+    # Typer's Rich help formatter imports rich.markdown and markdown-it on every --help
+    # (~80 ms, more than Typer itself); click's plain formatter keeps help instant.
+    rich_markup_mode=None,
     help="rbee keeper: start the queen and hives, run jobs, and watch everything they narrate.",
     no_args_is_help=True,
     add_completion=False,
@@ -287,11 +290,17 @@ def jobs_cancel(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metava
 
 
 @app.command("status")
-def status(ctx: typer.Context) -> None:
-    """The queen, its hives and their workers at a glance."""
+def status(
+    ctx: typer.Context,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Keep showing fresh status until Ctrl-C.")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between updates with --watch.")] = 2.0,
+) -> None:
+    """The queen, its hives and their workers at a glance (a queen_status job)."""
     from keeper.commands import queen
 
-    queen.overview(_settings(ctx))
+    queen.overview(_settings(ctx), watch=watch, interval=interval)
 
 
 @app.command(
@@ -301,16 +310,25 @@ def status(ctx: typer.Context) -> None:
 def run(
     ctx: typer.Context,
     command: Annotated[
-        list[str], typer.Argument(metavar="-- CMD [ARGS]...", help="The command to run.")
+        list[str],
+        typer.Argument(
+            metavar="CMD",
+            help="The command and its arguments; put them after `--`: keeper run -- make test.",
+        ),
     ],
     actor: Annotated[
         str, typer.Option(help="Actor name for the command's plain output lines.")
     ] = "run",
     job: Annotated[
-        str | None, typer.Option(help="Also send everything into this queen job id.")
+        str | None,
+        typer.Option(help="Tag every event with this job id (shows in --json output)."),
     ] = None,
 ) -> None:
-    """Run any command under narration capture; exit with its exit code."""
+    """Run any command under narration capture; exit with its exit code.
+
+    Narration lines the command prints are shown as narration, everything else as its
+    output; Ctrl-C stops the command and everything it started.
+    """
     from keeper.commands import run as run_cmd
 
     run_cmd.run(_settings(ctx), command, actor=actor, job_id=job)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 STOP_GRACE_S = 5.0  # seconds between SIGTERM and SIGKILL when stopping a process tree
 KILL_WAIT_S = 2.0  # seconds to wait for the tree to vanish after SIGKILL
+_POLL_S = 0.02  # seconds between checks that a stopping tree is gone
 
 
 def tree_members(pid: int) -> list[psutil.Process]:
@@ -85,16 +86,28 @@ def stop_tree(leader: psutil.Process, *, grace: float = STOP_GRACE_S) -> StopRes
     For a process this one did not spawn (a daemon found by pidfile); a spawned child
     is stopped by the capture, which also reaps it.
     """
-    import psutil
-
     start = time.monotonic()
     family = [leader, *tree_members(leader.pid)]
     signal_tree(leader.pid, family, signal.SIGTERM)
-    _, alive = psutil.wait_procs(family, timeout=grace)
-    if alive:
-        signal_tree(leader.pid, alive, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=KILL_WAIT_S)
+    killed = not wait_gone(family, timeout=grace)
+    if killed:
+        signal_tree(leader.pid, family, signal.SIGKILL)
+        wait_gone(family, timeout=KILL_WAIT_S)
     # If the leader is our own child after all, reap it: no zombie left behind.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(leader.pid, os.WNOHANG)
-    return StopResult(pid=leader.pid, killed=bool(alive), seconds=time.monotonic() - start)
+    return StopResult(pid=leader.pid, killed=killed, seconds=time.monotonic() - start)
+
+
+def wait_gone(members: list[psutil.Process], *, timeout: float) -> bool:
+    """Block until every member has exited (a zombie counts as exited); False on timeout.
+
+    Polled rather than `psutil.wait_procs`: for a process that is not our child that
+    waits until the zombie is reaped, which a container's init may do only seconds later.
+    """
+    deadline = time.monotonic() + timeout
+    while any_alive(members):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True

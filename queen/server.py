@@ -16,8 +16,8 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 
-from jobs.paths import STOP_GRACE_S
 from jobs.service import JobService
+from narration_core.proctree import STOP_GRACE_S
 
 
 class QueenServer(uvicorn.Server):

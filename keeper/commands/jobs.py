@@ -189,9 +189,10 @@ def logs(settings: KeeperSettings, job_id: str, *, follow: bool) -> None:
         until = None
         if not follow:
             job = await client.get_job(job_id)
-            until = job.get("events")
-            if until == 0:
-                return
+            if job["state"] not in ("completed", "failed", "cancelled"):
+                until = job.get("events")
+                if until == 0:
+                    return
         await _follow(client, job_id, out, cancel_on_interrupt=False, until=until)
 
     with make_renderer(settings) as out:

@@ -365,8 +365,13 @@ def logs(settings: KeeperSettings, *, follow: bool, lines: int) -> None:
             time.sleep(POLL_S * 4)
 
 
-def overview(settings: KeeperSettings) -> None:
+def overview(settings: KeeperSettings, *, watch: bool = False, interval: float = 2.0) -> None:
     """`keeper status`: submits a queen_status job and renders what the queen says."""
     from keeper.commands.jobs import stream_operation
 
-    stream_operation(settings, {"operation": "queen_status"})
+    if interval <= 0:
+        raise UsageError(f"--interval {interval:g} must be a positive number of seconds")
+    operation: dict[str, object] = {"operation": "queen_status"}
+    if watch:
+        operation |= {"watch": True, "interval_s": interval}
+    stream_operation(settings, operation)

@@ -1,0 +1,73 @@
+"""Keeper start-up costs, measured in the same run.
+
+1. `keeper --help` wall time   vs `python -c "import typer"`    goal ratio <= 1.5
+2. `keeper queen start` until the queen is healthy: median seconds (start and stop
+   repeated in a throw-away RBEE_HOME on a free port).
+
+Run: python bench/bench_keeper.py [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _common import conditions
+
+RUNS = 5 if "--quick" in sys.argv else 15
+
+
+def _wall(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True, env=env)
+    return time.perf_counter() - start
+
+
+def _median_wall(argv: list[str], env: dict[str, str] | None = None) -> float:
+    _wall(argv, env)  # warm the page cache
+    return statistics.median(_wall(argv, env) for _ in range(RUNS))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> None:
+    print(f"bench_keeper: median of {RUNS} runs; {conditions()}")
+    py = sys.executable
+    typer_s = _median_wall([py, "-c", "import typer"])
+    help_s = _median_wall([py, "-m", "keeper", "--help"])
+    print(f"  python -c 'import typer'     {typer_s * 1e3:7.1f} ms  baseline")
+    ratio = help_s / typer_s
+    print(f"  keeper --help                {help_s * 1e3:7.1f} ms  ratio {ratio:.2f} (goal <= 1.5)")
+
+    starts = []
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "RBEE_HOME": home, "NO_COLOR": "1"}
+        for _ in range(RUNS):
+            port = str(_free_port())
+            url = f"http://127.0.0.1:{port}"
+            starts.append(
+                _wall(
+                    [py, "-m", "keeper", "--queen-url", url, "queen", "start", "--port", port], env
+                )
+            )
+            subprocess.run(
+                [py, "-m", "keeper", "queen", "stop"], check=True, capture_output=True, env=env
+            )
+    median = statistics.median(starts)
+    spread = f"min {min(starts):.2f}, max {max(starts):.2f}"
+    print(f"  keeper queen start → healthy {median:7.2f} s   median ({spread})")
+
+
+if __name__ == "__main__":
+    main()
