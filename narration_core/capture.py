@@ -219,18 +219,18 @@ class CapturedProcess:
     async def _pump(self, stream: ByteReceiveStream, name: str) -> None:
         splitter = self._splitters[name]
         args = (self.actor, self.origin, self.job_id)
-        try:
-            while True:
-                try:
-                    data = await stream.receive(READ_SIZE)
-                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    break
-                lines = splitter.feed(data)
-                if lines:
-                    relay_lines(lines, name, actor=args[0], origin=args[1], job_id=args[2])
-            relay_lines(splitter.flush(), name, actor=args[0], origin=args[1], job_id=args[2])
-        finally:
-            self._eof[name].set()
+        while True:
+            try:
+                data = await stream.receive(READ_SIZE)
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                break
+            lines = splitter.feed(data)
+            if lines:
+                relay_lines(lines, name, actor=args[0], origin=args[1], job_id=args[2])
+        relay_lines(splitter.flush(), name, actor=args[0], origin=args[1], job_id=args[2])
+        # Only a real end of stream counts: a pump cancelled mid-read is restarted by
+        # _stop_and_drain, so what the tree prints while it stops is still relayed.
+        self._eof[name].set()
 
     async def _stop_and_drain(self) -> None:
         """Stop the tree while still relaying its output, then reap the child.

@@ -145,3 +145,76 @@ def test_stop_when_not_running_says_so(keeper) -> None:
     result = keeper("queen", "stop")
     assert result.returncode == 0
     assert "not running" in result.stdout
+
+
+def test_foreground_streams_until_ctrl_c_then_stops_the_queen(
+    keeper, rbee_home, free_tcp_port: int
+) -> None:
+    """`queen start --foreground` shows the queen live; Ctrl-C stops it and exits 130."""
+    import signal
+    import subprocess
+    import sys
+
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    argv = [sys.executable, "-m", "keeper", "--queen-url", url, "queen", "start"]
+    argv += ["--port", str(free_tcp_port), "--foreground"]
+    with subprocess.Popen(
+        argv,
+        env=keeper.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    ) as fg:
+        assert fg.stdout is not None
+        seen = []
+        for line in fg.stdout:  # ends at EOF if keeper dies: the assert below then fails
+            event = parse_line(line)
+            seen.append(line)
+            if event is not None and event.actor == "keeper" and event.action == "ready":
+                break
+        assert any("[queen-rbee] listen" in line for line in seen), seen
+        status = keeper("--json", "--queen-url", url, "queen", "status")
+        assert json.loads(status.stdout)["running"]
+        fg.send_signal(signal.SIGINT)
+        assert fg.wait(timeout=30) == 130
+        rest = fg.stdout.read()
+    assert "[queen-rbee] stopped" in rest  # the queen's own shutdown narration, relayed
+    assert _queen_processes(rbee_home) == []
+    assert keeper("queen", "status").returncode == 3
+
+
+def test_logs_follow_prints_new_lines_until_ctrl_c(keeper, free_tcp_port: int) -> None:
+    """`queen logs -f` keeps printing what the queen appends; Ctrl-C ends it with 130."""
+    import signal
+    import subprocess
+    import sys
+
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    assert (
+        keeper("--queen-url", url, "queen", "start", "--port", str(free_tcp_port)).returncode == 0
+    )
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "keeper", "queen", "logs", "-f", "-n", "0"],
+            env=keeper.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        ) as follower:
+            assert follower.stdout is not None
+            # A status job makes the queen narrate into its log while we follow it.
+            assert keeper("--queen-url", url, "status").returncode == 0
+            for line in follower.stdout:
+                event = parse_line(line)
+                if event is not None and event.action == "status":
+                    break
+            else:
+                raise AssertionError("logs -f ended without showing the new status line")
+            follower.send_signal(signal.SIGINT)
+            assert follower.wait(timeout=30) == 130
+    finally:
+        keeper("queen", "stop")

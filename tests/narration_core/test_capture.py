@@ -227,6 +227,33 @@ async def test_cancelled_parent_leaves_no_orphan_or_zombie(tmp_path: Path, seen:
     await wait_gone(pids)
 
 
+async def test_last_words_relayed_when_parent_is_cancelled(tmp_path: Path, seen: Seen) -> None:
+    """What the child prints while it stops (its SIGTERM handler) still reaches the parent."""
+    argv = script(
+        tmp_path,
+        """
+        import signal, sys, time
+        from narration_core import narrate
+        def stop(*_):
+            narrate("child", "stopping", "got SIGTERM, cleaning up")
+            narrate("child", "stopped", "bye")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, stop)
+        narrate("child", "ready", "up")
+        while True:
+            time.sleep(1)
+        """,
+    )
+    proc = await ProcessNarrationCapture().spawn(argv)
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(proc.wait)
+            await seen.wait_for(lambda e: e.action == "ready")
+            scope.cancel()
+    assert proc.returncode == 0
+    assert [e.action for e in seen.events if e.actor == "child"] == ["ready", "stopping", "stopped"]
+
+
 async def test_narration_reemitted_into_parent_job(tmp_path: Path, seen: Seen) -> None:
     """A child's narration lands in the sink of the capture's job, actor and message kept."""
     received: list[NarrationEvent] = []
