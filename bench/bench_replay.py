@@ -38,6 +38,11 @@ async def replay(port: int, pid: int, n: int) -> None:
     # The log file lives in the server's temporary state folder; find it through /proc.
     files = [f.path for f in psutil.Process(pid).open_files() if f.path.endswith(".sqlite3")]
     log = Path(files[0]).parent / "joblogs" / f"{job_id}.jsonl"
+    # The registry says "completed" a moment before the final flush lands on disk (readers
+    # are served from memory until it has); wait for the whole file before measuring.
+    with anyio.fail_after(60):
+        while not log.exists() or log.read_bytes().count(b"\n") < n:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
     start = time.perf_counter()
     lines = log.read_bytes().count(b"\n")
     local = time.perf_counter() - start

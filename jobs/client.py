@@ -76,7 +76,8 @@ class JobClient:
 
     async def health(self) -> dict[str, Any]:
         """`{"status": "ok", "version"}`; raises DaemonUnreachable if nothing answers."""
-        return await self._json("GET", "/health")
+        reply: dict[str, Any] = await self._json("GET", "/health")
+        return reply
 
     async def submit(self, operation: BaseModel | dict[str, Any]) -> str:
         """Create a job (it starts at once); returns its id."""
@@ -90,7 +91,8 @@ class JobClient:
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         """State, error and transitions; raises JobNotFound."""
-        return await self._json("GET", f"/v1/jobs/{job_id}")
+        reply: dict[str, Any] = await self._json("GET", f"/v1/jobs/{job_id}")
+        return reply
 
     async def cancel(self, job_id: str) -> JobState:
         """Cancel a running job; returns its state. Raises JobNotFound or JobFinished."""
@@ -117,7 +119,7 @@ class JobClient:
                             continue
                         if sse.event not in EVENT_KINDS or not sse.id:
                             continue  # a kind from a newer server: skip, keep the stream
-                        event = JobEvent(int(sse.id), sse.event, json.loads(sse.data))  # type: ignore[arg-type]
+                        event = JobEvent(int(sse.id), sse.event, json.loads(sse.data))
                         if event.seq <= last:
                             continue
                         last, failures = event.seq, 0

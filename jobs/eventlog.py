@@ -310,9 +310,13 @@ class EventStore:
         """Forget logs pruned by retention."""
         for job_id in job_ids:
             self._finished.pop(job_id, None)
-        await anyio.to_thread.run_sync(
-            lambda: [self.path(j).unlink(missing_ok=True) for j in job_ids]
-        )
+        paths = [self.path(job_id) for job_id in job_ids]
+        await anyio.to_thread.run_sync(_unlink_all, paths)
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _write(log: JobLog, batch: list[LogEntry], close: bool) -> None:

@@ -111,4 +111,4 @@ def parse_jsonl(line: str) -> LogEntry | None:
     kind = line[k + len(_KIND) : d]
     if kind not in EVENT_KINDS:
         return None
-    return LogEntry(seq, kind, line[d + len(_DATA) : -1])  # type: ignore[arg-type]
+    return LogEntry(seq, kind, line[d + len(_DATA) : -1])

@@ -158,7 +158,7 @@ def parse_operation(body: bytes | str | dict[str, Any]) -> Operation:
         return OPERATION_ADAPTER.validate_python(body)
     except ValidationError as exc:
         detail = exc.errors(include_url=False, include_context=False, include_input=False)
-        first = detail[0] if detail else {}
+        first: dict[str, Any] = dict(detail[0]) if detail else {}
         loc = first.get("loc", ())[1:]  # the first element is the operation tag
         where = ".".join(str(p) for p in loc) or "operation"
         raise InvalidRequest(

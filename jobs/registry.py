@@ -11,6 +11,7 @@ alive. `open()` turns any such row left by a crash into `failed` with CRASH_REAS
 
 from __future__ import annotations
 
+import builtins  # the class defines list(); annotations inside it need the builtin
 import json
 import sqlite3
 import threading
@@ -162,11 +163,11 @@ class JobRegistry:
         ).fetchall()
         return _record(row, tuple(Transition(s, at) for s, at in steps))
 
-    async def list(self, *, limit: int = 100) -> list[JobRecord]:
+    async def list(self, *, limit: int = 100) -> builtins.list[JobRecord]:
         """The newest `limit` jobs, newest first."""
         return await self._call(self._list_sync, limit)
 
-    def _list_sync(self, limit: int) -> list[JobRecord]:
+    def _list_sync(self, limit: int) -> builtins.list[JobRecord]:
         rows = self._conn.execute(
             "SELECT id, operation, state, created_at, updated_at, error FROM jobs"
             " ORDER BY created_at DESC, rowid DESC LIMIT ?",
@@ -181,12 +182,12 @@ class JobRegistry:
         )
         return {state: n for state, n in rows}
 
-    async def prune(self, *, max_age_s: float | None, max_jobs: int | None) -> list[str]:
+    async def prune(self, *, max_age_s: float | None, max_jobs: int | None) -> builtins.list[str]:
         """Delete finished jobs older than `max_age_s` or beyond the newest `max_jobs`;
         returns their ids so their logs can go too."""
         return await self._call(self._prune_sync, max_age_s, max_jobs)
 
-    def _prune_sync(self, max_age_s: float | None, max_jobs: int | None) -> list[str]:
+    def _prune_sync(self, max_age_s: float | None, max_jobs: int | None) -> builtins.list[str]:
         doomed: set[str] = set()
         final = "state IN ('completed', 'failed', 'cancelled')"
         if max_age_s is not None:

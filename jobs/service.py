@@ -93,9 +93,10 @@ class JobService:
         self.state_dir = state_dir
         self.handlers = dict(handlers)
         self.retention = retention or Retention()
-        self.store = EventStore(
-            state_dir / "joblogs",
-            **({"flush_interval_s": flush_interval_s} if flush_interval_s else {}),
+        self.store = (
+            EventStore(state_dir / "joblogs", flush_interval_s=flush_interval_s)
+            if flush_interval_s
+            else EventStore(state_dir / "joblogs")
         )
         self.started_at = time.time()
         self._narrate = Narrator(actor)

@@ -11,8 +11,6 @@ generator yields inside that group (anyio's cancel-scope rule).
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import anyio.lowlevel
 from starlette.types import Receive, Scope, Send
@@ -79,7 +77,7 @@ async def _body(send: Send, body: bytes, *, more: bool = True) -> None:
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     while True:
-        message: dict[str, Any] = await receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             scope.cancel()
             return

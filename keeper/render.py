@@ -380,7 +380,7 @@ def _state_event(data: dict[str, Any]) -> NarrationEvent:
     return NarrationEvent("keeper", "state", human, level="error" if error else "info")
 
 
-_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C-accelerated
+_str = json.encoder.encode_basestring  # C-accelerated
 
 
 def _opt(value: str | None) -> str:

@@ -7,6 +7,8 @@ No job in context: the line goes to stdout. Inside `narration_context(job_id=...
 stdout and to that job's sinks. Under a capturing parent: stdout, flushed per event.
 """
 
+import typing
+
 from narration_core.context import (
     clear_job_context,
     current_correlation_id,
@@ -28,6 +30,11 @@ from narration_core.sinks import (
     set_stdout_sink,
 )
 from narration_core.testing import CapturedNarration, capture_narration
+
+if typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers
+    from narration_core._lines import LineSplitter, relay_line, relay_lines
+    from narration_core.capture import CapturedProcess, ProcessNarrationCapture
+    from narration_core.proctree import STOP_GRACE_S
 
 # Process capture pulls in anyio and psutil; programs that only narrate should not pay
 # for them at import, so these names load on first use (PEP 562).

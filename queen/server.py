@@ -30,7 +30,7 @@ class QueenServer(uvicorn.Server):
             log_config=None,
             log_level="warning",
             access_log=False,
-            timeout_graceful_shutdown=STOP_GRACE_S,
+            timeout_graceful_shutdown=int(STOP_GRACE_S),
         )
         super().__init__(config)
         self.app = app

@@ -286,33 +286,37 @@ def status(settings: KeeperSettings) -> None:
     paths = RbeePaths.resolve()
     record = daemons.PidFile(paths.run, NAME).read()
     proc = daemons.live_process(record) if record is not None else None
+    ours = record if proc is not None else None  # the pidfile names a live queen
     url = record.url if record is not None else settings.queen_url
-    health = _health(url) if proc is not None or record is None else None
-    info = {
-        "running": proc is not None or health is not None,
-        "pid": record.pid if proc is not None and record is not None else None,
-        "url": url,
-        "uptime_s": round(time.time() - record.create_time, 1) if proc and record else None,
-        "version": (health or {}).get("version"),
-        "healthy": health is not None,
-        "log": record.log if record is not None else str(paths.logs / f"{NAME}.log"),
-    }
+    health = _health(url) if ours is not None or record is None else None
+    running = ours is not None or health is not None
+    uptime_s = round(time.time() - ours.create_time, 1) if ours is not None else None
+    version = (health or {}).get("version")
     if settings.json:
+        info = {
+            "running": running,
+            "pid": ours.pid if ours is not None else None,
+            "url": url,
+            "uptime_s": uptime_s,
+            "version": version,
+            "healthy": health is not None,
+            "log": record.log if record is not None else str(paths.logs / f"{NAME}.log"),
+        }
         sys.stdout.write(json.dumps(info) + "\n")
     else:
         with make_renderer(settings):
-            if info["running"]:
-                uptime = _duration(info["uptime_s"]) if info["uptime_s"] is not None else "?"
-                pid = info["pid"] if info["pid"] is not None else "not ours"
+            if running:
+                uptime = _duration(uptime_s) if uptime_s is not None else "?"
+                pid = ours.pid if ours is not None else "not ours"
                 NARRATE.action("status").target(url).human(
-                    f"Queen is running: pid {pid}, {url}, up {uptime}, version {info['version']}"
-                    + ("" if info["healthy"] else ", NOT answering /health")
+                    f"Queen is running: pid {pid}, {url}, up {uptime}, version {version}"
+                    + ("" if health is not None else ", NOT answering /health")
                 ).emit()
             else:
                 NARRATE.action("status").target(url).human(
                     "Queen is not running; start it with `keeper queen start`"
                 ).emit()
-    if not info["running"]:
+    if not running:
         raise DaemonUnreachable(
             f"queen is not running at {url}; start it with `keeper queen start`"
         )

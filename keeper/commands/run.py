@@ -14,6 +14,7 @@ import anyio
 
 from keeper.errors import JobFailed, UsageError
 from keeper.settings import KeeperSettings
+from narration_core import Level
 
 EXIT_NOT_FOUND = 127  # the shell's code for "command not found"
 EXIT_NOT_EXECUTABLE = 126  # the shell's code for "found but cannot be executed"
@@ -60,7 +61,7 @@ async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: st
         async with proc:
             code = await proc.wait()
         renderer.status(None)
-        level = "info" if code == 0 else "error"
+        level: Level = "info" if code == 0 else "error"
         narrate.action("exit").target(proc.pid).level(level).human(
             f"{command} exited with code {code}"
         ).emit()
