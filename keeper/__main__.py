@@ -8,6 +8,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     import typer
 
+    _treat_term_and_hup_as_ctrl_c()
+
     from keeper import cli
     from keeper.errors import EXIT_INTERRUPTED, EXIT_USAGE, KeeperError
 
@@ -35,12 +37,32 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def _treat_term_and_hup_as_ctrl_c() -> None:
+    """SIGTERM (CI timeouts, systemd) and SIGHUP (closed terminal) take the Ctrl-C path.
+
+    Children run in their own sessions and never see the terminal's signals, so dying
+    without cleanup would leave their trees running and a streamed job running on the
+    queen. Re-raising as SIGINT reuses the one cancellation path asyncio already has.
+    """
+    import signal
+
+    def as_interrupt(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, as_interrupt)
+
+
 def _report(err: BaseException, *, verbose: bool) -> None:
     if verbose:
         import traceback
 
         traceback.print_exception(err)
-    sys.stderr.write(f"keeper: {err}\n")
+    from narration_core import redact, strip_control
+
+    # Messages can quote a command line or an upstream's error: same care as narration.
+    sys.stderr.write(f"keeper: {strip_control(redact(str(err)))}\n")
 
 
 if __name__ == "__main__":

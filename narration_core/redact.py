@@ -14,7 +14,16 @@ REDACTED = "[REDACTED]"
 # A cheap check decides whether the patterns need to run at all: nearly every message
 # holds none of these words. Substring tests on the lowered text are ~10x faster than
 # one case-insensitive regex alternation (measured: 0.45 µs against 4.8 µs).
-_TRIGGERS = ("key", "token", "pass", "pwd", "secret", "bearer", "authoriz", "://", "private")
+_TRIGGERS = (
+    "key", "token", "pass", "pwd", "secret", "bearer", "authoriz", "://", "private", "cookie",
+    "credential",
+)  # fmt: skip
+
+# A secret-looking name: `token`, `api_key`, and env-style `HF_TOKEN`, `AWS_SECRET_ACCESS_KEY`.
+_NAME = (
+    r"(?<![A-Za-z0-9_-])(?:[A-Za-z0-9]+[_-])*"
+    r"(?:api[_-]?key|apikey|key|token|password|passwd|pwd|secret|credentials?)"
+)
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
@@ -28,19 +37,27 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"(?i)\b(authorization\s*[:=]\s*)(?:(?:bearer|basic|token|digest)\s+)?[^\s,;]+"),
         r"\g<1>" + REDACTED,
     ),
+    (re.compile(r"(?i)\b((?:set-)?cookie\s*:\s*).+"), r"\g<1>" + REDACTED),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\g<1>" + REDACTED),
+    # Command-line flags: `--token X`, `--api-key=X`, `--db-password X`.
     (
         re.compile(
-            r"(?i)([\"']?\b(?:api[_-]?key|apikey|access[_-]?token|auth[_-]?token|token|"
-            r"password|passwd|pwd|secret|client[_-]?secret)[\"']?\s*[:=]\s*[\"']?)"
-            r"[^\s\"'&,;]+"
+            r"(?i)(--(?:[a-z0-9]+-)*(?:api-?key|key|token|password|passwd|secret)(?:=|\s+))"
+            r"[^\s\"']+"
         ),
         r"\g<1>" + REDACTED,
     ),
+    # name=value, name: value, "name": "value", in any case and env-var style.
     (
-        re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"),
+        re.compile(r"(?i)([\"']?" + _NAME + r"[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;]+"),
+        r"\g<1>" + REDACTED,
+    ),
+    # URL credentials: user:password@ (the password may hold '/'), or a bare token@.
+    (
+        re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@]+@"),
         r"\g<1>" + REDACTED + "@",
     ),
+    (re.compile(r"(?i)\b(https?://)[^\s:/@]{16,}@"), r"\g<1>" + REDACTED + "@"),
 )
 
 _SECRET_KEY = re.compile(r"(?i)(api[_-]?key|token|password|passwd|pwd|secret|authorization)")

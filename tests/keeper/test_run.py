@@ -106,10 +106,12 @@ def test_run_command_not_found(tmp_path: Path) -> None:
     assert "command not found" in line
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_ctrl_c_stops_the_tree_and_exits_130(
-    tmp_path: Path, write_script: Callable[[str], list[str]]
+    tmp_path: Path, write_script: Callable[[str], list[str]], sig: signal.Signals
 ) -> None:
-    """SIGINT to keeper stops the child and its grandchild, then keeper exits 130."""
+    """SIGINT (and SIGTERM, SIGHUP) to keeper stops the child and its grandchild, then
+    keeper exits 130."""
     pids_file = tmp_path / "pids"
     child = write_script(
         f"""
@@ -131,7 +133,7 @@ def test_ctrl_c_stops_the_tree_and_exits_130(
     try:
         wait_until(pids_file.exists, "the child to report its pids")
         pids = [int(p) for p in pids_file.read_text().split()]
-        keeper.send_signal(signal.SIGINT)
+        keeper.send_signal(sig)
         assert keeper.wait(timeout=DEADLINE_S) == 130
         wait_until(lambda: all_gone(pids), "the child's tree to be gone")
     finally:

@@ -31,6 +31,15 @@ PEM = (
         ),
         (f"key file:\n{PEM}\nend", "b3BlbnNzaC1rZXktdjEAAAAA", "[REDACTED PRIVATE KEY]\nend"),
         ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow truncated", "MIIEow", "[REDACTED PRIVATE KEY]"),
+        ("export HF_TOKEN=hf_abc123", "hf_abc123", "HF_TOKEN=[REDACTED]"),
+        ("OPENAI_API_KEY=sk-x1 run", "sk-x1", "OPENAI_API_KEY=[REDACTED] run"),
+        ("AWS_SECRET_ACCESS_KEY=wJalr", "wJalr", "AWS_SECRET_ACCESS_KEY=[REDACTED]"),
+        ("private_key: abc", "abc", "private_key: [REDACTED]"),
+        ("run --token s3cret --port 1", "s3cret", "--token [REDACTED] --port 1"),
+        ("run --api-key=k3y", "k3y", "--api-key=[REDACTED]"),
+        ("https://user:pa/ss@h.example/x", "pa/ss", "https://user:[REDACTED]@h.example/x"),
+        ("https://ghp_0123456789abcdefXYZ@github.com/o/r", "ghp_0123", "https://[REDACTED]@github"),
+        ("Cookie: session=abc; id=2", "session=abc", "Cookie: [REDACTED]"),
     ],
 )
 def test_each_secret_kind_is_redacted(text: str, secret: str, kept: str) -> None:
@@ -47,6 +56,9 @@ def test_each_secret_kind_is_redacted(text: str, secret: str, kept: str) -> None
         "max_tokens=64 tokens_out=12",
         "see https://example.org/x",
         "keyboard",
+        "keeper run --max-tokens 64",
+        "git clone https://git@example.org/r",
+        "sort by monkey=banana",
     ],
 )
 def test_ordinary_text_is_untouched(text: str) -> None:
