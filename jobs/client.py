@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -31,6 +32,7 @@ from jobs.errors import (
     JobNotFound,
 )
 from jobs.events import CANCELLED, DONE, ERROR, EVENT_KINDS, JobEvent, JobState
+from narration_core.sanitize import strip_control
 
 TIMEOUT_S = 10.0  # connect/write/pool timeout for every request
 STREAM_READ_TIMEOUT_S = 60.0  # silence tolerated on a stream (servers send keep-alives every 15 s)
@@ -58,6 +60,9 @@ class JobClient:
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout_s, read=STREAM_READ_TIMEOUT_S),
+            # rbee daemons are addressed directly: a proxy from the environment would
+            # only break loopback calls, and would be handed the bearer token.
+            trust_env=False,
         )
 
     async def __aenter__(self) -> JobClient:
@@ -91,12 +96,12 @@ class JobClient:
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         """State, error and transitions; raises JobNotFound."""
-        reply: dict[str, Any] = await self._json("GET", f"/v1/jobs/{job_id}")
+        reply: dict[str, Any] = await self._json("GET", f"/v1/jobs/{_quote(job_id)}")
         return reply
 
     async def cancel(self, job_id: str) -> JobState:
         """Cancel a running job; returns its state. Raises JobNotFound or JobFinished."""
-        reply = await self._json("DELETE", f"/v1/jobs/{job_id}")
+        reply = await self._json("DELETE", f"/v1/jobs/{_quote(job_id)}")
         return reply["state"]  # type: ignore[no-any-return]
 
     async def stream(self, job_id: str, *, after: int | None = None) -> AsyncIterator[JobEvent]:
@@ -104,7 +109,7 @@ class JobClient:
         `state` event. Reconnects with Last-Event-ID if the connection drops."""
         last = after or 0
         failures = 0
-        url = f"/v1/jobs/{job_id}/stream"
+        url = f"/v1/jobs/{_quote(job_id)}/stream"
         while True:
             headers = {"Last-Event-ID": str(last)} if last else {}
             try:
@@ -124,11 +129,11 @@ class JobClient:
                             continue
                         last, failures = event.seq, 0
                         yield event
-            except httpx.ConnectError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last == 0 and failures == 0:
                     raise DaemonUnreachable(self.base_url, reason=str(exc) or None) from exc
-            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout):
-                pass  # dropped mid-stream: reconnect below
+            except httpx.TransportError:
+                pass  # dropped mid-stream (read error, timeout, protocol): reconnect below
             failures += 1
             if failures > self.max_reconnects:
                 raise DaemonUnreachable(self.base_url, reason="the event stream kept dropping")
@@ -160,6 +165,11 @@ class JobClient:
         raise _error_from(response)
 
 
+def _quote(job_id: str) -> str:
+    """A job id as one path segment, whatever the user typed (`../x`, `?a`)."""
+    return quote(job_id, safe="")
+
+
 def _error_from(response: httpx.Response) -> JobError:
     """The JobError leaf an error response stands for (servers send {"error", "detail"})."""
     try:
@@ -167,7 +177,10 @@ def _error_from(response: httpx.Response) -> JobError:
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = {}
     body = body if isinstance(body, dict) else {}
-    message = str(body.get("error") or f"HTTP {response.status_code} from {response.url}")
+    # The text may come from another daemon or a remote host: never let it drive a terminal.
+    message = strip_control(
+        str(body.get("error") or f"HTTP {response.status_code} from {response.url}")
+    )
     detail = body.get("detail")
     info = detail if isinstance(detail, dict) else {}
     status = response.status_code

@@ -11,6 +11,7 @@ JobError
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -76,7 +77,7 @@ class AuthRequired(JobError):
         where = f"the server at {url}" if url else "this server"
         super().__init__(
             f"{where} requires a bearer token; send `Authorization: Bearer <token>` "
-            "(keeper: --token or RBEE_TOKEN)"
+            "(keeper: set RBEE_TOKEN)"
         )
 
 
@@ -113,3 +114,14 @@ class DaemonUnreachable(JobError):
     @property
     def detail(self) -> Any:
         return {"url": self.url, "reason": self.reason}
+
+
+class StateFolderBusy(JobError):
+    """Raised at start-up when another server already serves jobs from the same folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        super().__init__(
+            f"another rbee server already uses the state folder {folder}; stop it, "
+            "or give this one its own folder with RBEE_HOME"
+        )

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from narration_core.sanitize import strip_control
+
 EventKind = Literal["narration", "token", "output", "state"]
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 
@@ -33,7 +35,8 @@ def terminator(state: JobState, error: str | None = None) -> str:
         return DONE
     if state == "cancelled":
         return CANCELLED
-    text = " ".join((error or "the job failed").split())  # one line, whatever the error held
+    # One line, whatever the error held, and no control sequences for a terminal to obey.
+    text = strip_control(" ".join((error or "the job failed").split()))
     return f"{ERROR} {text}"
 
 

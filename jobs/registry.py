@@ -12,6 +12,7 @@ alive. `open()` turns any such row left by a crash into `failed` with CRASH_REAS
 from __future__ import annotations
 
 import builtins  # the class defines list(); annotations inside it need the builtin
+import fcntl
 import json
 import sqlite3
 import threading
@@ -19,11 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import anyio.to_thread
 
-from jobs.errors import JobNotFound
+from jobs.errors import JobNotFound, StateFolderBusy
 from jobs.events import FINAL_STATES, JobState
 
 CRASH_REASON = "the server stopped while the job was running (crash or kill)"
@@ -215,13 +216,33 @@ class JobRegistry:
 def _set_state(
     conn: sqlite3.Connection, job_id: str, state: str, at: float, error: str | None
 ) -> None:
-    conn.execute(
-        "UPDATE jobs SET state = ?, updated_at = ?, error = COALESCE(?, error) WHERE id = ?",
+    # Invariant: a final state is final; a late transition (a cancel racing the end)
+    # changes nothing and records nothing.
+    changed = conn.execute(
+        "UPDATE jobs SET state = ?, updated_at = ?, error = COALESCE(?, error)"
+        " WHERE id = ? AND state NOT IN ('completed', 'failed', 'cancelled')",
         (state, at, error, job_id),
-    )
-    conn.execute(
-        "INSERT INTO transitions (job_id, state, at) VALUES (?, ?, ?)", (job_id, state, at)
-    )
+    ).rowcount
+    if changed:
+        conn.execute(
+            "INSERT INTO transitions (job_id, state, at) VALUES (?, ?, ?)", (job_id, state, at)
+        )
+
+
+def lock_state_folder(folder: Path) -> IO[bytes]:
+    """Hold an exclusive lock on `folder` for this process's life; returns the open lock file.
+
+    Two servers on one state folder would each take the other's running jobs for
+    crashed ones. Raises StateFolderBusy when another process holds the lock.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = (folder / "server.lock").open("wb")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StateFolderBusy(folder) from None
+    return handle
 
 
 def _record(row: tuple[Any, ...], transitions: tuple[Transition, ...]) -> JobRecord:

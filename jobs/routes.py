@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from jobs.errors import DaemonUnreachable, InvalidRequest, JobError
+from jobs.errors import DaemonUnreachable, InvalidRequest, JobError, JobFinished
 from jobs.operations import parse_operation
 from jobs.service import JobService
 from jobs.sse import KEEPALIVE_S, EventStreamResponse
@@ -71,6 +71,8 @@ def create_job_routes(
         job = await service.cancel(request.path_params["job_id"])
         with anyio.move_on_after(CANCEL_REPLY_WAIT_S):
             await job.finished.wait()
+        if job.finished.is_set() and job.state != "cancelled":
+            raise JobFinished(job.id, job.state)  # it ended on its own before the cancel bit
         status = 200 if job.finished.is_set() else 202
         return JSONResponse({"job_id": job.id, "state": job.state}, status_code=status)
 

@@ -28,9 +28,16 @@ EXIT_USAGE = 2  # bad flags or unsafe settings
 EXIT_BIND = 1  # the address could not be bound
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port; use 0 to 65535")
+    return port
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="queen-rbee", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=QUEEN_PORT, help="port (0: any free port)")
+    parser.add_argument("--port", type=_port, default=QUEEN_PORT, help="port (0: any free port)")
     parser.add_argument("--bind", default=LOOPBACK, help="address to listen on")
     parser.add_argument("--token", default=None, help=f"bearer token required (env {TOKEN_ENV})")
     parser.add_argument(
@@ -48,7 +55,15 @@ def main(argv: list[str] | None = None) -> None:
     except QueenConfigError as exc:
         print(f"queen-rbee: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    from jobs.errors import StateFolderBusy
+    from jobs.registry import lock_state_folder
     from queen.server import bind_socket  # uvicorn and the app load only past the checks
+
+    try:
+        state_lock = lock_state_folder(settings.paths.state)  # held until the process exits
+    except StateFolderBusy as exc:
+        print(f"queen-rbee: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
 
     NARRATE.action("start").target(settings.port).human(
         f"Queen starting on {settings.bind}:{settings.port} (state in {settings.paths.state})"
@@ -62,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_BIND)
-    anyio.run(_serve, settings, sock)
+    with state_lock:
+        anyio.run(_serve, settings, sock)
 
 
 async def _serve(settings: QueenSettings, sock: socket.socket) -> None:

@@ -166,7 +166,17 @@ def _operation_name(operation: Any) -> str:
     return str(operation or "?")
 
 
+def _check_id(settings: KeeperSettings, job_id: str) -> str:
+    """Job ids are one URL path segment (`job-…`); anything else cannot name a job."""
+    if not job_id or "/" in job_id or not job_id.isprintable():
+        raise UsageError(
+            f"{job_id!r} is not a job id; `keeper jobs list` shows the jobs on {settings.queen_url}"
+        )
+    return job_id
+
+
 def show(settings: KeeperSettings, job_id: str) -> None:
+    _check_id(settings, job_id)
     job = _run(settings, lambda c: c.get_job(job_id))
     if settings.json:
         sys.stdout.write(json.dumps(job) + "\n")
@@ -184,6 +194,7 @@ def show(settings: KeeperSettings, job_id: str) -> None:
 
 def logs(settings: KeeperSettings, job_id: str, *, follow: bool) -> None:
     """Every event of the job from the start; without -f stop at what exists now."""
+    _check_id(settings, job_id)
 
     async def show_log(client: Any, out: Renderer) -> None:
         until = None
@@ -206,6 +217,7 @@ def logs(settings: KeeperSettings, job_id: str, *, follow: bool) -> None:
 
 
 def cancel(settings: KeeperSettings, job_id: str) -> None:
+    _check_id(settings, job_id)
     state = _run(settings, lambda c: c.cancel(job_id))
     with make_renderer(settings):
         NARRATE.action("cancel").target(job_id).human(f"Job {job_id} is {state}").emit()

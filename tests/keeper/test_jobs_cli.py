@@ -165,3 +165,10 @@ def _wait_for_line(proc: subprocess.Popen[str], action: str, timeout: float = 30
             if event is not None and event.action == action:
                 return
     raise AssertionError(f"keeper printed no {action!r} line within {timeout} s")
+
+
+def test_job_ids_are_one_path_segment(keeper, queen_url: str) -> None:
+    """An id like `../jobs` is looked up as a job, never sent to another route."""
+    result = keeper("--queen-url", queen_url, "jobs", "cancel", "../jobs")
+    assert result.returncode == 2
+    assert "'../jobs'" in result.stderr and "keeper jobs list" in result.stderr

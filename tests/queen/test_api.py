@@ -126,6 +126,8 @@ async def test_token_required_when_set(rbee_home: Path) -> None:
         missing = await http.get("/v1/jobs")
         wrong = await http.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
         right = await http.get("/v1/jobs", headers={"Authorization": "Bearer s3cret"})
+        lower = await http.get("/v1/jobs", headers={"Authorization": "bearer s3cret"})
+        other_scheme = await http.get("/v1/jobs", headers={"Authorization": "Basic s3cret"})
         health = await http.get("/health")
         async with JobClient(queen.url) as anonymous:
             with pytest.raises(AuthRequired):
@@ -133,11 +135,11 @@ async def test_token_required_when_set(rbee_home: Path) -> None:
         async with JobClient(queen.url, token="s3cret") as client:
             events = []
             await client.submit_and_stream({"operation": "queen_status"}, events.append)
-    for response in (missing, wrong):
+    for response in (missing, wrong, other_scheme):
         assert response.status_code == 401
         assert set(response.json()) == {"error", "detail"}
         assert "requires a bearer token" in response.json()["error"]
-    assert right.status_code == 200 and health.status_code == 200
+    assert right.status_code == lower.status_code == health.status_code == 200
     assert events[-1].state == "completed"
 
 

@@ -100,3 +100,36 @@ async def test_kill_9_then_restart_fails_job_and_serves_its_log(rbee_home: Path)
     assert [e.seq for e in replay] == list(range(1, len(replay) + 1))
     assert len(replay) == len(on_disk) + 1  # everything flushed before the kill, plus the end
     assert replay[-1].state == "failed" and replay[-1].data["error"] == CRASH_REASON
+
+
+def test_second_queen_on_one_state_folder_refuses_to_start(rbee_home) -> None:
+    """A second queen on a state folder already in use exits 2 with one sentence."""
+    import subprocess
+    import sys
+
+    lock_holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, jobs.registry as r; from pathlib import Path;"
+            " h = r.lock_state_folder(Path(sys.argv[1])); print('locked', flush=True);"
+            " sys.stdin.read()",
+            str(rbee_home / "state"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert lock_holder.stdout is not None and lock_holder.stdout.readline() == "locked\n"
+        second = subprocess.run(
+            [sys.executable, "-m", "queen", "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        assert "already uses the state folder" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        lock_holder.communicate("")
