@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from keeper.errors import UsageError
 from narration_core import CAPTURE_ENV
 from narration_core.proctree import STOP_GRACE_S, StopResult, stop_tree
 
@@ -85,7 +86,10 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 return True
-            raise
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "pass an address of this machine with --bind"
+            ) from exc
     return False
 
 

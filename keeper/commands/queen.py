@@ -44,6 +44,11 @@ def start(
 ) -> None:
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
+    if bind not in (LOOPBACK, "localhost", "::1") and not token:
+        raise UsageError(
+            f"binding the queen to {bind} exposes it beyond this machine and needs a token; "
+            "pass --token or set RBEE_TOKEN"
+        )
     paths = RbeePaths.resolve().ensure()
     url = f"http://{_client_host(bind)}:{port}"
     argv = [sys.executable, "-m", "queen", "--port", str(port), "--bind", bind]

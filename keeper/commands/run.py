@@ -56,6 +56,12 @@ async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: st
                 f"cannot execute {argv[0]!r}: permission denied; check that it is executable",
                 exit_code=EXIT_NOT_EXECUTABLE,
             ) from exc
+        except OSError as exc:  # e.g. ENOEXEC: a script without a #! line, a foreign binary
+            raise JobFailed(
+                f"cannot execute {argv[0]!r}: {exc.strerror or exc}; "
+                "check that it is a program or a script starting with #!",
+                exit_code=EXIT_NOT_EXECUTABLE,
+            ) from exc
         narrate.action("run").target(proc.pid).human(f"Running {command} (pid {proc.pid})").emit()
         renderer.status(f"Running {command}")
         async with proc:

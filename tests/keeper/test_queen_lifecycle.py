@@ -6,6 +6,7 @@ import json
 import socket
 
 import psutil
+import pytest
 
 from narration_core import parse_line
 
@@ -115,13 +116,28 @@ def test_stale_pidfile_is_cleaned_up(keeper, rbee_home, free_tcp_port: int) -> N
         keeper("queen", "stop")
 
 
-def test_queen_that_dies_at_startup_is_reported(keeper, free_tcp_port: int) -> None:
+def test_queen_that_dies_at_startup_is_reported(keeper, rbee_home, free_tcp_port: int) -> None:
     """A queen that cannot start: its last lines are shown and keeper exits 1 in one sentence."""
-    result = keeper("queen", "start", "--port", str(free_tcp_port), "--bind", "0.0.0.0")
+    from jobs.registry import lock_state_folder
+
+    with lock_state_folder(rbee_home / "state"):  # as if another queen served this folder
+        result = keeper("queen", "start", "--port", str(free_tcp_port))
     assert result.returncode == 1
-    assert "exited with code" in result.stderr
-    assert "token" in result.stdout.lower()  # the queen's own reason, relayed
+    assert "exited with code 2 before it was ready" in result.stderr
+    assert "already uses the state folder" in result.stdout  # the queen's own reason, relayed
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "203.0.113.9"])
+def test_unsafe_or_foreign_bind_is_a_usage_error(keeper, free_tcp_port: int, bind: str) -> None:
+    """Binding beyond loopback without a token, or to a foreign address, exits 2 in a sentence."""
+    args = ["queen", "start", "--port", str(free_tcp_port), "--bind", bind]
+    if bind != "0.0.0.0":
+        args += ["--token", "t0k"]
+    result = keeper(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert ("needs a token" if bind == "0.0.0.0" else "--bind") in result.stderr
 
 
 def test_logs_show_the_queen_log(keeper, free_tcp_port: int) -> None:

@@ -140,3 +140,14 @@ def test_ctrl_c_stops_the_tree_and_exits_130(
         if keeper.poll() is None:
             keeper.kill()
             keeper.wait()
+
+
+def test_run_file_that_is_not_a_program(tmp_path: Path) -> None:
+    """An executable file with no #! line exits 126 with one sentence, no traceback."""
+    bogus = tmp_path / "no-shebang"
+    bogus.write_text("echo hi\n")
+    bogus.chmod(0o755)
+    result = run_keeper("run", "--", str(bogus))
+    assert result.returncode == 126
+    (line,) = result.stderr.decode().splitlines()
+    assert "cannot execute" in line
