@@ -15,6 +15,10 @@ from narration_core.format import parse_line
 from narration_core.narrator import emit_event
 from narration_core.sanitize import strip_control
 
+KEY_BLOCK_MAX_LINES = 200  # a PEM key is ~50 lines; past this an unterminated block shows again
+_KEY_MARK = "PRIVATE KEY-----"
+_KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
 MAX_LINE = 64 * 1024  # characters per emitted piece: longer lines arrive as several pieces
 
 # Control characters other than tab and LF; a chunk without any skips per-line sanitising.
@@ -29,15 +33,20 @@ class LineSplitter:
     more than `max_line` bytes of an unfinished line: a longer line is handed out in
     pieces of at most `max_line` characters, cut on character boundaries, so memory
     stays bounded whatever the peer sends.
+
+    A private key printed over several lines is collapsed into one
+    `[REDACTED PRIVATE KEY]` line here, since redaction of single events cannot see a
+    block that spans lines (at most KEY_BLOCK_MAX_LINES are hidden if END never comes).
     """
 
-    __slots__ = ("_tail", "max_line")
+    __slots__ = ("_key_lines", "_tail", "max_line")
 
     def __init__(self, *, max_line: int = MAX_LINE) -> None:
         if max_line < 4:
             raise ValueError(f"max_line must be at least 4 bytes, got {max_line}")
         self.max_line = max_line
         self._tail = b""
+        self._key_lines = -1  # lines hidden so far inside a private key block; -1: outside
 
     def feed(self, data: bytes) -> list[str]:
         """The complete lines `data` finishes (and pieces of an over-long one)."""
@@ -56,6 +65,8 @@ class LineSplitter:
         lines = text[:-1].split("\n")
         if len(text) > self.max_line and max(map(len, lines)) > self.max_line:
             lines = self._split_long(lines)
+        if self._key_lines >= 0 or _KEY_MARK in text:
+            lines = self._hide_key_blocks(lines)
         return self._cut_tail(lines) if len(self._tail) > self.max_line else lines
 
     def flush(self) -> list[str]:
@@ -65,6 +76,22 @@ class LineSplitter:
             return []
         text = tail.decode("utf-8", "replace")
         return [text[:-1] if text.endswith("\r") else text]
+
+    def _hide_key_blocks(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        for line in lines:
+            if self._key_lines >= 0:
+                self._key_lines += 1
+                if _KEY_END.search(line) or self._key_lines > KEY_BLOCK_MAX_LINES:
+                    self._key_lines = -1
+                continue
+            begin = _KEY_BEGIN.search(line)
+            if begin is not None and not _KEY_END.search(line, begin.end()):
+                self._key_lines = 0
+                out.append(line[: begin.start()] + "[REDACTED PRIVATE KEY]")
+            else:
+                out.append(line)
+        return out
 
     def _cut_tail(self, lines: list[str]) -> list[str]:
         tail, limit = self._tail, self.max_line

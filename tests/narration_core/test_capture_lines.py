@@ -71,3 +71,15 @@ def test_program_actor_is_valid() -> None:
     """Program names with spaces or brackets still make a usable actor."""
     assert program_actor("/usr/bin/my tool[1]") == "my_tool_1_"
     assert program_actor("/usr/bin/python3") == "python3"
+
+
+def test_private_key_over_many_lines_is_collapsed() -> None:
+    """A PEM private key printed line by line never comes out; one marker line stands for it."""
+    splitter = LineSplitter()
+    body = b"".join(b"MIIEpAIBAAKCAQEA%02d\n" % i for i in range(30))
+    chunks = [
+        b"before\n-----BEGIN RSA PRIVATE KEY-----\n" + body[:100],
+        body[100:] + b"-----END RSA PRIVATE KEY-----\nafter\n",
+    ]
+    lines = [line for chunk in chunks for line in splitter.feed(chunk)]
+    assert lines == ["before", "[REDACTED PRIVATE KEY]", "after"]
