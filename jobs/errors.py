@@ -89,7 +89,8 @@ class OperationUnavailable(JobError):
     def __init__(self, operation: str) -> None:
         self.operation = operation
         super().__init__(
-            f"operation {operation!r} is not available yet (lands with the hive/inference issue)"
+            f"operation {operation!r} is not available yet (it lands with the hive/inference "
+            "issue); `GET /openapi.json` lists what this server runs today"
         )
 
     @property

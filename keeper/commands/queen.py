@@ -95,7 +95,9 @@ async def _start_detached(
     paths: RbeePaths, argv: list[str], env: dict[str, str], url: str, startup_s: float
 ) -> None:
     log_path = paths.logs / f"{NAME}.log"
-    offset = log_path.stat().st_size if log_path.exists() else 0
+    if log_path.exists():  # one log per start; the previous run's stays as queen.log.1
+        log_path.replace(log_path.with_suffix(".log.1"))
+    offset = 0
     NARRATE.action("spawn").target(PROGRAM).human(f"Starting {PROGRAM}; log: {log_path}").emit()
     pid = daemons.spawn_detached(argv, log_path=log_path, env=env)
     pidfile = daemons.PidFile(paths.run, NAME)
@@ -346,7 +348,7 @@ def _duration(seconds: float) -> str:
 
 def logs(settings: KeeperSettings, *, follow: bool, lines: int) -> None:
     """Print the last `lines` lines of the queen's log, sanitised; -f keeps following."""
-    from narration_core import strip_control
+    from narration_core import NarrationEvent, parse_line, strip_control
 
     path = RbeePaths.resolve().logs / f"{NAME}.log"
     if not path.exists():
@@ -354,21 +356,37 @@ def logs(settings: KeeperSettings, *, follow: bool, lines: int) -> None:
     data = path.read_bytes()
     tail = data.splitlines()[-lines:] if lines > 0 else []
     out = sys.stdout
+
+    def show(line: str) -> None:
+        if settings.json:  # same shape as every other --json output: one event per line
+            event = parse_line(line)
+            if event is None:
+                event = NarrationEvent(PROGRAM, "output", line, stream="stdout")
+            record = {"event": "output" if event.stream else "narration", **event.to_dict()}
+            out.write(json.dumps(record) + "\n")
+        else:
+            out.write(strip_control(line) + "\n")
+
     for raw in tail:
-        out.write(strip_control(raw.decode("utf-8", "replace")) + "\n")
+        show(raw.decode("utf-8", "replace"))
     out.flush()
     if not follow:
         return
     offset = len(data)
     splitter = LineSplitter()
     while True:  # until Ctrl-C (exit 130)
-        with path.open("rb") as f:
-            f.seek(offset)
-            chunk = f.read(TAIL_CHUNK)
+        try:
+            with path.open("rb") as f:
+                if os.fstat(f.fileno()).st_size < offset:  # a new start rotated the log
+                    offset = 0
+                f.seek(offset)
+                chunk = f.read(TAIL_CHUNK)
+        except FileNotFoundError:  # between the rotation and the new queen's first line
+            chunk = b""
         if chunk:
             offset += len(chunk)
             for line in splitter.feed(chunk):
-                out.write(strip_control(line) + "\n")
+                show(line)
             out.flush()
         else:
             time.sleep(POLL_S * 4)

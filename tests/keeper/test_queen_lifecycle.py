@@ -234,3 +234,25 @@ def test_logs_follow_prints_new_lines_until_ctrl_c(keeper, free_tcp_port: int) -
             assert follower.wait(timeout=30) == 130
     finally:
         keeper("queen", "stop")
+
+
+def test_each_start_gets_a_fresh_log_and_json_logs_are_events(
+    keeper, rbee_home, free_tcp_port: int
+) -> None:
+    """A restart keeps the previous log as queen.log.1; `--json queen logs` prints events."""
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    for _ in range(2):
+        assert (
+            keeper("--queen-url", url, "queen", "start", "--port", str(free_tcp_port)).returncode
+            == 0
+        )
+        assert keeper("queen", "stop").returncode == 0
+    log = (rbee_home / "logs" / "queen.log").read_text()
+    assert log.count("[queen-rbee] start") == 1
+    assert (rbee_home / "logs" / "queen.log.1").exists()
+    logs = keeper("--json", "queen", "logs", "-n", "100")
+    assert logs.returncode == 0, logs.stderr
+    events = [json.loads(line) for line in logs.stdout.splitlines()]
+    assert {"event": "narration", "actor": "queen-rbee", "action": "start"}.items() <= events[
+        0
+    ].items()
