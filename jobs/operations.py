@@ -32,7 +32,7 @@ class QueenStatus(_Op):
 
     operation: Literal["queen_status"] = "queen_status"
     watch: bool = False
-    interval_s: float = Field(default=2.0, ge=0.1, le=3600)  # >= 0.1: no busy loop
+    interval_s: float = Field(default=2.0, ge=0.01, le=3600)  # a floor: no busy loop
 
 
 class HiveStart(_Op):
