@@ -39,6 +39,7 @@ from narration_core.event import NarrationEvent
 from narration_core.narrator import emit_event
 from narration_core.proctree import (
     KILL_WAIT_S,
+    POLL_S,
     STOP_GRACE_S,
     any_alive,
     signal_tree,
@@ -48,7 +49,6 @@ from narration_core.sinks import CAPTURE_ENV
 
 READ_SIZE = 256 * 1024  # bytes per pipe read: one split and decode per chunk, not per line
 DRAIN_AFTER_STOP_S = 0.5  # seconds to keep reading pipes a stray process still holds open
-_POLL_S = 0.02  # seconds between checks that the stopped tree is gone
 
 
 class ProcessNarrationCapture:
@@ -274,7 +274,7 @@ class CapturedProcess:
         await self._process.wait()
         # Polled: psutil has no event to await, and this runs only while a tree stops.
         while any_alive(members):  # noqa: ASYNC110
-            await anyio.sleep(_POLL_S)
+            await anyio.sleep(POLL_S)
 
 
 def _warn_kill(pid: int, grace: float) -> None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 STOP_GRACE_S = 5.0  # seconds between SIGTERM and SIGKILL when stopping a process tree
 KILL_WAIT_S = 2.0  # seconds to wait for the tree to vanish after SIGKILL
-_POLL_S = 0.02  # seconds between checks that a stopping tree is gone
+POLL_S = 0.02  # seconds between checks that a stopping tree is gone
 
 
 def tree_members(pid: int) -> list[psutil.Process]:
@@ -109,5 +109,5 @@ def wait_gone(members: list[psutil.Process], *, timeout: float) -> bool:
     while any_alive(members):
         if time.monotonic() >= deadline:
             return False
-        time.sleep(_POLL_S)
+        time.sleep(POLL_S)
     return True

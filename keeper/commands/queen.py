@@ -80,7 +80,7 @@ def _already_running(paths: RbeePaths, url: str, bind: str, port: int) -> bool:
             f"Removed a stale pidfile: pid {record.pid} is no longer the queen"
         ).emit()
     if daemons.port_in_use(bind, port):
-        if _healthy(url):
+        if _health(url) is not None:
             NARRATE.action("already_running").target(url).human(
                 f"A queen is already answering at {url} (not started by this keeper)"
             ).emit()
@@ -246,15 +246,6 @@ def _client_host(bind: str) -> str:
     return f"[{bind}]" if ":" in bind else bind
 
 
-def _healthy(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/health", timeout=1.0, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 # -- stop / status / logs ------------------------------------------------------------
 
 
@@ -330,6 +321,7 @@ def status(settings: KeeperSettings) -> None:
 
 
 def _health(url: str) -> dict[str, object] | None:
+    """The queen's /health answer, or None when nothing (or no queen) answers there."""
     import httpx
 
     try:
