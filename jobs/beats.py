@@ -1,0 +1,48 @@
+"""Heartbeats: what a hive tells the queen about itself and its workers, every few seconds.
+
+    POST /v1/heartbeats   (hive -> queen)   HiveBeat JSON   -> 204
+
+The queen's hive registry is rebuilt from these alone, so a restarted queen knows every
+live hive again after one interval, and a hive that stops beating is marked stale after
+STALE_AFTER_BEATS missed beats rather than forgotten.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BEAT_INTERVAL_S = 2.0  # seconds between a hive's heartbeats
+STALE_AFTER_BEATS = 3  # missed beats after which the queen calls a hive stale
+BEAT_BACKOFF_MAX_S = 30.0  # longest pause between beats while the queen is unreachable
+
+WorkerState = Literal["starting", "loading", "ready", "busy", "stopping", "failed"]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkerInfo(_Wire):
+    """One worker as its hive reports it."""
+
+    worker_id: str = Field(min_length=1, max_length=128)
+    pid: int = Field(ge=1)
+    port: int = Field(ge=1, le=65535)
+    url: str
+    model: str  # the catalog id of the loaded model
+    device: str = "cpu"
+    state: WorkerState = "starting"
+    rss_bytes: int | None = Field(default=None, ge=0)
+    started_at: float | None = None  # wall time the worker process started
+
+
+class HiveBeat(_Wire):
+    """A hive's heartbeat: who it is, where it listens, and its workers right now."""
+
+    hive_id: str = Field(min_length=1, max_length=128)
+    url: str  # base URL the queen should use to reach this hive
+    version: str
+    workers: list[WorkerInfo] = Field(default_factory=list)
+    ts: float  # the hive's wall clock when it sent the beat
