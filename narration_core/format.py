@@ -1,9 +1,15 @@
-"""The stdout line format `[{actor:<10}] {action:<15}: {human}` and its exact inverse.
+r"""The stdout line format `[{actor:<10}] {action:<15}: {human}` and its exact inverse.
 
-Actors and actions longer than their pad are printed whole, so `parse_line` never
-assumes fixed widths: the actor ends at the first `]` (actors cannot hold one), the
-action at the first `: ` after it (actions hold no space or colon). The human text may
-hold anything; backslash, CR and LF are escaped so every event stays one line.
+Two readings, tried in order:
+- the seed's own: `\[(.{10})\] (.{15}): (.+)` at the start of the line, actor and action
+  trimmed. Every line that regex reads is read the same way (upstream actors such as
+  `🐝 hive` hold an emoji and a space), and it costs a few slices, not a regex;
+- any width: actors and actions longer than their pad are printed whole, so the actor
+  ends at the first `]` (actors hold no bracket; inner spaces are fine) and the action at
+  the first `:` after it (actions hold no whitespace or colon).
+The human text may hold anything; backslash, CR and LF are escaped so every event stays
+one line. A line someone else printed with backslashes in it is unescaped all the same:
+the line does not say who wrote it.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from narration_core.event import NarrationEvent
 ACTOR_WIDTH = 10  # columns the actor is padded to, as the seed prints it
 ACTION_WIDTH = 15  # columns the action is padded to
 
-# Actor: no whitespace or brackets, padded with spaces; action: no whitespace or colon.
-# "[a] b:" (empty message, trailing space trimmed by some transport) is narration too.
-_LINE = re.compile(r"\[([^\s\[\]]+) *\] ([^\s:]+) *:(?: (.*))?", re.DOTALL).fullmatch
+# Any width. Actor: no brackets, no outer whitespace, padded with spaces; action: no
+# whitespace or colon. "[a] b:" (empty message, trailing space trimmed by some
+# transport) is narration too.
+_LINE = re.compile(
+    r"\[([^\s\[\]](?:[^\[\]]*[^\s\[\]])?) *\] ([^\s:]+) *:(?: (.*))?", re.DOTALL
+).fullmatch
 _UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
 
@@ -41,22 +50,30 @@ def format_line(event: NarrationEvent) -> str:
     return f"[{event.actor:<10}] {event.action:<15}: {escape_human(event.human)}"
 
 
-def parse_line(line: str) -> NarrationEvent | None:
-    """Read a line printed by `format_line`; None when it is not narration.
+def parse_line(line: str, ts: float | None = None) -> NarrationEvent | None:
+    """Read a narration line (see the module docstring); None when it is not narration.
 
-    A trailing newline (LF or CRLF) is ignored. The parsed event has no job and is
-    stamped with the time it was read, since the line carries neither.
+    `line` is one line: a trailing newline (LF or CRLF) is ignored. The parsed event has
+    no job and is stamped `ts`, else the time it was read, since the line carries neither.
     """
-    if line[:1] != "[":  # most plain output is rejected here, before the regex
+    if line[:1] != "[":  # most plain output is rejected here, before any slicing
         return None
     if line[-1:] == "\n":
         line = line[:-2] if line[-2:] == "\r\n" else line[:-1]
-    match = _LINE(line)
-    if match is None:
-        return None
-    actor, action, human = match.groups()
-    if human is None:
-        human = ""
-    elif "\\" in human:
+    if line[11:13] == "] " and line[28:30] == ": " and len(line) > 30:
+        # The seed's widths (`.` is anything but LF, which a line does not hold).
+        actor = line[1:11].strip()
+        action = line[13:28].strip()
+        human = line[30:]
+    else:
+        match = _LINE(line)
+        if match is None:
+            return None
+        actor, action, human = match.groups()
+        if human is None:
+            human = ""
+    if "\\" in human:
         human = unescape_human(human)
-    return NarrationEvent(actor, action, human, None, None, None, "info", time.time(), {})
+    return NarrationEvent(
+        actor, action, human, None, None, None, "info", time.time() if ts is None else ts
+    )

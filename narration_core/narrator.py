@@ -15,9 +15,11 @@ from narration_core.event import LEVELS, Level, NarrationEvent
 from narration_core.redact import redact, redact_fields
 from narration_core.sinks import dispatch
 
-# Actors end at the first "]" and actions at the first ": " of a line, so neither may
-# hold whitespace, and actors no brackets, actions no colon (see format.py).
-_ACTOR = re.compile(r"[^\s\[\]]+")
+# Actors end at the first "]" of a line and are trimmed when read, so they hold no
+# brackets, control characters or outer whitespace (inner spaces and emoji are fine:
+# `🐝 llm-worker-rbee`); actions end at the first ":", so they hold no whitespace or
+# colon (see format.py).
+_ACTOR = re.compile(r"[^\s\[\]](?:[^\[\]\x00-\x1f\x7f-\x9f]*[^\s\[\]])?")
 _ACTION = re.compile(r"[^\s:]+")
 _valid_actions: set[str] = set()
 
@@ -37,7 +39,10 @@ class Narrator:
 
     def __init__(self, actor: str) -> None:
         if not _ACTOR.fullmatch(actor):
-            raise ValueError(f"narration actor {actor!r} must be non-empty, no spaces or brackets")
+            raise ValueError(
+                f"narration actor {actor!r} must be non-empty, with no brackets, control "
+                "characters or leading/trailing spaces"
+            )
         self.actor = actor
 
     def action(self, name: str) -> NarrationBuilder:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from narration_core import NarrationEvent, format_line, parse_line
+from narration_core import NarrationEvent, Narrator, format_line, parse_line
+from narration_core.format import unescape_human
 
 ACTOR = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="[]"),
@@ -43,6 +46,12 @@ def test_long_actor_and_action_are_printed_whole() -> None:
         ("[keeper    ] empty          : ", "keeper", "empty", ""),
         ("[keeper    ] empty          :", "keeper", "empty", ""),
         ("[keeper    ] crlf           : windows\r\n", "keeper", "crlf", "windows"),
+        # Upstream actors: an emoji and inner spaces, in seed widths or longer.
+        ("[🐝 hive    ] start          : x", "🐝 hive", "start", "x"),
+        ("[🐝 hive   ] start          : x", "🐝 hive", "start", "x"),  # as issue 7 typed it
+        ("[a b c     ] act ion        : y", "a b c", "act ion", "y"),
+        ("[🐝 llm-worker-rbee] model_load: y", "🐝 llm-worker-rbee", "model_load", "y"),
+        ("[ queen    ] a:b            : [x] y: z", "queen", "a:b", "[x] y: z"),
     ],
 )
 def test_parse_reads_lines_of_any_width(line: str, actor: str, action: str, human: str) -> None:
@@ -119,3 +128,63 @@ def test_malformed_json_records_raise_value_error(bad: str) -> None:
     """A record that is not a narration event is refused with ValueError, not a crash."""
     with pytest.raises(ValueError):
         NarrationEvent.from_json(bad)
+
+
+SEED = re.compile(r"\[(.{10})\] (.{15}): (.+)")  # the seed's own parser (Rust `captures`)
+# Characters a line is made of: brackets, colons, spaces, padding and emoji are the
+# interesting ones; LF never occurs inside a line.
+LINE_CHAR = st.one_of(
+    st.sampled_from("[]: \\abn\t🐝\u3000\r"),
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"),
+)
+
+
+@st.composite
+def seed_width_lines(draw: st.DrawFn) -> str:
+    """Lines the seed's regex matches: exact widths, anything inside them."""
+    actor = draw(st.text(LINE_CHAR, min_size=10, max_size=10))
+    action = draw(st.text(LINE_CHAR, min_size=15, max_size=15))
+    human = draw(st.text(LINE_CHAR, min_size=1, max_size=40))
+    return f"[{actor}] {action}: {human}"
+
+
+@given(line=st.one_of(seed_width_lines(), st.text(LINE_CHAR, max_size=60)))
+def test_parser_reads_every_line_the_seed_regex_reads(line: str) -> None:
+    """Whatever the seed's fixed-width regex reads at the start of a line parses to the
+    same trimmed actor and action and the same (unescaped) message."""
+    match = SEED.match(line)
+    if match is None:
+        return
+    parsed = parse_line(line)
+    assert parsed is not None, line
+    actor, action, human = match.groups()
+    assert (parsed.actor, parsed.action) == (actor.strip(), action.strip())
+    assert parsed.human == unescape_human(human)
+
+
+SPACED_ACTOR = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(" 🐝"),
+        st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="[]"),
+    ),
+    min_size=1,
+    max_size=30,
+).filter(lambda s: s.strip() == s and s != "")
+
+
+@given(actor=SPACED_ACTOR, action=ACTION, human=HUMAN)
+def test_narrator_actor_with_spaces_and_emoji_round_trips(
+    actor: str, action: str, human: str
+) -> None:
+    """A Narrator actor may hold inner spaces and emoji, and its lines parse back to it."""
+    event = Narrator(actor).action(action).human(human).build()
+    parsed = parse_line(format_line(event))
+    assert parsed is not None
+    assert (parsed.actor, parsed.action, parsed.human) == (actor, action, event.human)
+
+
+@pytest.mark.parametrize("actor", ["", " queen", "queen ", "a]b", "a[b", "a\tb", "a\nb", "a\x1bb"])
+def test_narrator_refuses_actors_that_cannot_round_trip(actor: str) -> None:
+    """Actors with brackets, control characters or outer whitespace are refused at once."""
+    with pytest.raises(ValueError):
+        Narrator(actor)
