@@ -6,7 +6,9 @@ JobError
 ├── InvalidRequest        the body or a parameter is wrong (400 / 422)
 ├── AuthRequired          the server wants a bearer token (401)
 ├── OperationUnavailable  this server has no handler for the operation (the job fails)
-└── DaemonUnreachable     the queen, hive or worker at a URL did not answer (502)
+├── DaemonUnreachable     the queen, hive or worker at a URL did not answer (502)
+├── StateFolderBusy       another server already serves this state folder (start-up)
+└── CannotListen          the server's address cannot be bound (start-up)
 """
 
 from __future__ import annotations
@@ -125,4 +127,17 @@ class StateFolderBusy(JobError):
         super().__init__(
             f"another rbee server already uses the state folder {folder}; stop it, "
             "or give this one its own folder with RBEE_HOME"
+        )
+
+
+class CannotListen(JobError):
+    """Raised at start-up when the server's address cannot be bound (port taken, bad address)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(
+            f"cannot listen on {host}:{port} ({reason}); "
+            "stop whatever holds the port or pass --port"
         )

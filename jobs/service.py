@@ -29,6 +29,8 @@ from jobs.registry import CRASH_REASON, JobRecord, JobRegistry
 from narration_core import NarrationEvent, Narrator, narration_context, register_job_sink
 
 Handler = Callable[[Any, "Job"], Awaitable[Any]]  # Any: each handler takes its own model
+# A program whose handlers read the service itself (the queen's status) passes a factory.
+HandlerFactory = Callable[["JobService"], Mapping[str, Handler]]
 
 PRUNE_INTERVAL_S = 600.0  # how often retention runs while serving
 CANCEL_WAIT_S = 5.0  # how long cancel_all waits for jobs to reach a final state
@@ -84,14 +86,13 @@ class JobService:
     def __init__(
         self,
         state_dir: Path,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, Handler] | HandlerFactory,
         *,
         actor: str,
         flush_interval_s: float | None = None,
         retention: Retention | None = None,
     ) -> None:
         self.state_dir = state_dir
-        self.handlers = dict(handlers)
         self.retention = retention or Retention()
         self.store = (
             EventStore(state_dir / "joblogs", flush_interval_s=flush_interval_s)
@@ -104,6 +105,7 @@ class JobService:
         self._tg: anyio.abc.TaskGroup | None = None
         self._jobs: dict[str, Job] = {}
         self.open_streams: set[Any] = set()  # SSE responses being served (see statistics())
+        self.handlers = dict(handlers(self) if callable(handlers) else handlers)
 
     @property
     def is_running(self) -> bool:

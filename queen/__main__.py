@@ -8,10 +8,8 @@ a second signal stops waiting for open connections.
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
 import sys
-from typing import TYPE_CHECKING
 
 import anyio
 
@@ -19,9 +17,6 @@ from jobs.paths import LOOPBACK, QUEEN_PORT, TOKEN_ENV
 from narration_core import Narrator
 from queen.errors import QueenConfigError
 from queen.settings import QueenSettings
-
-if TYPE_CHECKING:
-    from queen.server import QueenServer
 
 NARRATE = Narrator("queen-rbee")
 EXIT_USAGE = 2  # bad flags or unsafe settings
@@ -55,60 +50,36 @@ def main(argv: list[str] | None = None) -> None:
     except QueenConfigError as exc:
         print(f"queen-rbee: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    from jobs.errors import StateFolderBusy
-    from jobs.registry import lock_state_folder
-    from queen.server import bind_socket  # uvicorn and the app load only past the checks
-
-    try:
-        state_lock = lock_state_folder(settings.paths.state)  # held until the process exits
-    except StateFolderBusy as exc:
-        print(f"queen-rbee: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    from jobs.errors import CannotListen, StateFolderBusy
+    from jobs.server import claim  # uvicorn and the app load only past the checks
 
     NARRATE.action("start").target(settings.port).human(
         f"Queen starting on {settings.bind}:{settings.port} (state in {settings.paths.state})"
     ).emit()
     try:
-        sock = bind_socket(settings.bind, settings.port)
-    except OSError as exc:
-        print(
-            f"queen-rbee: cannot listen on {settings.bind}:{settings.port} ({exc.strerror}); "
-            "stop whatever holds the port or pass --port",
-            file=sys.stderr,
-        )
+        state_lock, sock = claim(settings.paths.state, settings.bind, settings.port)
+    except StateFolderBusy as exc:
+        print(f"queen-rbee: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except CannotListen as exc:
+        print(f"queen-rbee: {exc}", file=sys.stderr)
         sys.exit(EXIT_BIND)
-    with state_lock:
+    with state_lock:  # held until the process exits
         anyio.run(_serve, settings, sock)
 
 
 async def _serve(settings: QueenSettings, sock: socket.socket) -> None:
+    from jobs.server import serve, socket_url
     from queen.app import create_app
-    from queen.server import QueenServer
 
-    host, port = sock.getsockname()[:2]
-    url = f"http://{host}:{port}"
-    NARRATE.action("listen").target(port).human(f"Listening on {url}").emit()
-    server = QueenServer(create_app(settings))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, server)
-        tg.start_soon(_announce_ready, server, url)
-        await server.serve(sockets=[sock])
-        tg.cancel_scope.cancel()
+    url = socket_url(sock)
+    NARRATE.action("listen").target(url.rsplit(":", 1)[-1]).human(f"Listening on {url}").emit()
+
+    async def announce_ready(url: str) -> None:
+        NARRATE.action("ready").target(url).human(f"Queen ready on {url}").emit()
+
+    await serve(create_app(settings), sock, on_ready=announce_ready)
     NARRATE.action("stopped").human("Queen stopped").emit()
-
-
-async def _announce_ready(server: QueenServer, url: str) -> None:
-    await server.ready.wait()
-    NARRATE.action("ready").target(url).human(f"Queen ready on {url}").emit()
-
-
-async def _stop_on_signal(server: QueenServer) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            NARRATE.action("stop").human(
-                f"{signal.Signals(signum).name}: cancelling running jobs and stopping"
-            ).emit()
-            await server.stop()
 
 
 if __name__ == "__main__":

@@ -3,44 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 
-from jobs.routes import EXCEPTION_HANDLERS, create_job_routes
+from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
 from jobs.service import Handler, JobService
-
-
-class _Server(uvicorn.Server):
-    """uvicorn that tells us when it accepts connections and leaves signals alone."""
-
-    def __init__(self, app: Starlette) -> None:
-        super().__init__(
-            uvicorn.Config(
-                app,
-                lifespan="on",
-                log_config=None,
-                log_level="warning",
-                access_log=False,
-                timeout_graceful_shutdown=2,
-            )
-        )
-        self.ready = anyio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self.ready.set()
 
 
 @dataclass
@@ -59,34 +30,14 @@ async def serve_jobs(
     flush_interval_s: float = 0.05,
 ) -> AsyncIterator[Served]:
     """A real uvicorn job server on a socket bound here (no port race), until the block ends."""
-    service = JobService(
-        state_dir, handlers, actor="test-server", flush_interval_s=flush_interval_s
+    config = ServerConfig(
+        "test-server", "test", state_dir, keepalive_s=keepalive_s, flush_interval_s=flush_interval_s
     )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with service.running():
-            yield
-
-    app = Starlette(
-        routes=create_job_routes(service, version="test", keepalive_s=keepalive_s),
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(512)
+    job_app = create_app(config, handlers)
+    sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = _Server(app)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(10):
-            await server.ready.wait()
-        try:
-            yield Served(f"http://127.0.0.1:{port}", service, port)
-        finally:
-            await service.cancel_all()
-            server.should_exit = True
+    async with open_job_server(job_app, sock):
+        yield Served(f"http://127.0.0.1:{port}", job_app.service, port)
 
 
 @dataclass

@@ -25,9 +25,9 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from jobs.paths import RbeePaths
+from jobs.server import JobServer, bind_socket, open_job_server
 from narration_core import CAPTURE_ENV, parse_line
 from queen.app import create_app
-from queen.server import QueenServer, bind_socket
 from queen.settings import QueenSettings
 
 READY_DEADLINE_S = 20.0  # a cold interpreter importing uvicorn+pydantic on a busy 2-core box
@@ -36,7 +36,7 @@ READY_DEADLINE_S = 20.0  # a cold interpreter importing uvicorn+pydantic on a bu
 @dataclass
 class RunningQueen:
     url: str
-    server: QueenServer
+    server: JobServer
     settings: QueenSettings
 
 
@@ -45,15 +45,8 @@ async def start_queen(settings: QueenSettings) -> AsyncIterator[RunningQueen]:
     """Serve a queen in this process until the block ends (jobs cancelled, then shutdown)."""
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = QueenServer(create_app(settings))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(READY_DEADLINE_S):
-            await server.ready.wait()
-        try:
-            yield RunningQueen(f"http://127.0.0.1:{port}", server, settings)
-        finally:
-            await server.stop()
+    async with open_job_server(create_app(settings), sock) as server:
+        yield RunningQueen(f"http://127.0.0.1:{port}", server, settings)
 
 
 def queen_settings(home: Path, **overrides: object) -> QueenSettings:

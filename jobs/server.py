@@ -1,0 +1,286 @@
+"""The one job-server shell queen, hive and worker are built on.
+
+    job_app = create_app(ServerConfig("rbee-hive", version, state_dir), handlers, routes=[...])
+    lock, sock = claim(state_dir, host, port)     # the state-folder lock, then the socket
+    with lock:
+        anyio.run(serve, job_app, sock)            # until SIGTERM/SIGINT
+
+A program supplies its handlers (or a factory that receives the JobService, when a
+handler reads the service itself), extra routes, middleware and a lifespan for its own
+resources; the shell adds the job routes, /health, /openapi.json, the error mapper and
+bearer auth when a token is set.
+
+uvicorn's own signal handlers re-raise the signal after shutdown (exit 143) and wait for
+open streams before the app can cancel its jobs, so a running job's SSE stream would hold
+shutdown up. `JobServer.stop()` cancels the jobs first (their streams then end with
+`[CANCELLED]`), and only then asks uvicorn to exit; a second signal stops waiting for
+open connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from jobs.auth import BearerAuth
+from jobs.errors import CannotListen
+from jobs.openapi import openapi_schema
+from jobs.registry import lock_state_folder
+from jobs.routes import EXCEPTION_HANDLERS, create_job_routes
+from jobs.service import Handler, HandlerFactory, JobService, Retention
+from jobs.sse import KEEPALIVE_S
+from narration_core import Narrator
+from narration_core.proctree import STOP_GRACE_S
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # stop: cancel jobs, then exit 0
+LISTEN_BACKLOG = 2048  # pending connections; SSE fan-out tests open hundreds at once
+READY_WAIT_S = 30.0  # how long open_job_server waits for the server to accept connections
+LIFESPAN_STOP_S = STOP_GRACE_S  # bound on the lifespan's shutdown after a forced exit
+
+Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """What every job server has: a name (actor, OpenAPI title), a version, a state folder."""
+
+    name: str
+    version: str
+    state_dir: Path
+    token: str | None = None
+    keepalive_s: float = KEEPALIVE_S
+    flush_interval_s: float | None = None
+    retention: Retention | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobApp:
+    """The ASGI app and the JobService it serves; the server needs both to stop cleanly."""
+
+    asgi: Starlette
+    service: JobService
+    name: str
+
+
+def create_app(
+    config: ServerConfig,
+    handlers: Mapping[str, Handler] | HandlerFactory,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    middleware: Sequence[Middleware] = (),
+    lifespan: Lifespan | None = None,
+    openapi_paths: dict[str, Any] | None = None,
+) -> JobApp:
+    """A job server for `config` running `handlers`.
+
+    `routes` come before the job routes, so a program may answer a path itself (the
+    worker's /health). `lifespan` is entered inside the running service and left before
+    it stops. Bearer auth wraps everything (outermost) when `config.token` is set.
+    """
+    service = JobService(
+        config.state_dir,
+        handlers,
+        actor=config.name,
+        flush_interval_s=config.flush_interval_s,
+        retention=config.retention,
+    )
+    schema = openapi_schema(title=config.name, version=config.version, extra_paths=openapi_paths)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(schema)
+
+    @asynccontextmanager
+    async def run(app: Starlette) -> AsyncIterator[None]:
+        async with service.running():
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan():
+                    yield
+
+    all_routes = [
+        *routes,
+        *create_job_routes(service, version=config.version, keepalive_s=config.keepalive_s),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    auth = [Middleware(BearerAuth, token=config.token)] if config.token else []
+    asgi = Starlette(
+        routes=all_routes,
+        middleware=[*auth, *middleware],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=run,
+    )
+    return JobApp(asgi, service, config.name)
+
+
+def rbee_version() -> str:
+    """The installed rbee distribution's version (every program reports the same one)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rbee")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+class JobServer(uvicorn.Server):
+    """uvicorn serving a JobApp: `ready` is set once it accepts connections; it leaves
+    signals to `serve()`, and `stop()` cancels jobs before the connections close."""
+
+    def __init__(self, app: JobApp, *, log_level: str = "warning") -> None:
+        config = uvicorn.Config(
+            app.asgi,
+            lifespan="on",
+            log_config=None,
+            log_level=log_level,
+            access_log=False,
+            timeout_graceful_shutdown=int(STOP_GRACE_S),
+        )
+        super().__init__(config)
+        self.job_app = app
+        self.ready = anyio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # signals are handled by serve(), inside the task group
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.ready.set()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        if self.force_exit:
+            # uvicorn skips the lifespan on a forced exit; ours flushes the job logs and
+            # stops the program's children, so it still runs, bounded.
+            with anyio.move_on_after(LIFESPAN_STOP_S):
+                await self.lifespan.shutdown()
+
+    async def stop(self) -> None:
+        """Cancel running jobs (bounded wait), then let uvicorn finish and close.
+
+        Called again while stopping, it stops waiting for open connections.
+        """
+        if self.should_exit:
+            self.force_exit = True
+            return
+        service = self.job_app.service
+        if service.is_running:
+            await service.cancel_all()
+        self.should_exit = True
+
+    def force_stop(self) -> None:
+        """Exit now: do not wait for jobs to record their end or connections to close."""
+        self.should_exit = True
+        self.force_exit = True
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (SO_REUSEADDR); raises CannotListen (e.g. the port is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise CannotListen(host, port, exc.strerror or str(exc)) from exc
+    return sock
+
+
+def claim(state_dir: Path, host: str, port: int) -> tuple[IO[bytes], socket.socket]:
+    """Lock the state folder, then bind the socket: what a server does before serving.
+
+    Returns the open lock file (hold it, e.g. `with lock:`, until the process exits) and
+    the listening socket. Raises StateFolderBusy or CannotListen.
+    """
+    lock = lock_state_folder(state_dir)
+    try:
+        return lock, bind_socket(host, port)
+    except CannotListen:
+        lock.close()
+        raise
+
+
+def socket_url(sock: socket.socket) -> str:
+    """The http:// URL a client uses to reach `sock` (IPv6 hosts bracketed)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(
+    app: JobApp,
+    sock: socket.socket,
+    *,
+    on_ready: Callable[[str], Awaitable[None]] | None = None,
+) -> None:
+    """Serve `app` on `sock` until SIGTERM or SIGINT.
+
+    `on_ready(url)` runs once connections are accepted (a program narrates `ready`, starts
+    its heartbeats). The first signal cancels running jobs (recorded `cancelled`), then
+    stops the server; a second forces the exit. Returns once the lifespan has ended.
+    """
+    server = JobServer(app)
+    narrate = Narrator(app.name)
+    url = socket_url(sock)
+
+    async def stop_on_signal() -> None:
+        with anyio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if stopping.is_set():
+                    narrate.action("stop").level("warn").human(
+                        f"{name} again: exiting without waiting for jobs or connections"
+                    ).emit()
+                    server.force_stop()
+                    continue
+                stopping.set()
+                narrate.action("stop").human(f"{name}: cancelling running jobs and stopping").emit()
+                tg.start_soon(server.stop)
+
+    async def announce_ready() -> None:
+        await server.ready.wait()
+        if on_ready is not None:
+            await on_ready(url)
+
+    stopping = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signal)
+        tg.start_soon(announce_ready)
+        await server.serve(sockets=[sock])
+        tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_job_server(app: JobApp, sock: socket.socket) -> AsyncIterator[JobServer]:
+    """Serve `app` on `sock` in this task until the block ends (jobs cancelled, then shutdown).
+
+    For tests and benchmarks: no signal handling. Yields once connections are accepted.
+    """
+    server = JobServer(app)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        with anyio.fail_after(READY_WAIT_S):
+            await server.ready.wait()
+        try:
+            yield server
+        finally:
+            with anyio.CancelScope(shield=True):
+                await server.stop()
