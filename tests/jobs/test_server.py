@@ -1,0 +1,78 @@
+"""The job-server shell: program routes and lifespan, auth, the state lock and the socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from jobs.errors import CannotListen, StateFolderBusy
+from jobs.server import ServerConfig, bind_socket, claim, create_app, open_job_server
+from jobs.service import Job, JobService
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_program_routes_lifespan_and_token(tmp_path: Path) -> None:
+    """A program's route overrides /health, its lifespan runs inside the service, and a
+    token guards every route but /health."""
+    seen: list[str] = []
+    services: list[JobService] = []
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "loading"})
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        seen.append(f"enter running={services[0].is_running}")
+        yield
+        seen.append(f"exit running={services[0].is_running}")
+
+    async def model_list(op: object, job: Job) -> str:
+        return "listed"
+
+    def handlers(service: JobService) -> dict[str, object]:
+        services.append(service)
+        return {"model_list": model_list}
+
+    config = ServerConfig("test-server", "1.2.3", tmp_path, token="s3cret")
+    job_app = create_app(
+        config,
+        handlers,  # type: ignore[arg-type]
+        routes=[Route("/health", health, methods=["GET"])],
+        lifespan=lifespan,
+    )
+    assert services == [job_app.service]
+    sock = bind_socket("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with open_job_server(job_app, sock), httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/health")).json() == {"status": "loading"}
+        denied = await http.post("/v1/jobs", json={"operation": "model_list"})
+        assert denied.status_code == 401 and "bearer token" in denied.json()["error"]
+        headers = {"Authorization": "Bearer s3cret"}
+        created = await http.post("/v1/jobs", json={"operation": "model_list"}, headers=headers)
+        assert created.status_code == 201
+        spec = (await http.get("/openapi.json", headers=headers)).json()
+        assert spec["info"] == {"title": "test-server", "version": "1.2.3"}
+    assert seen == ["enter running=True", "exit running=True"]
+
+
+def test_claim_locks_the_folder_and_says_when_the_port_is_taken(tmp_path: Path) -> None:
+    """claim() refuses a busy state folder and a taken port with one sentence each, and a
+    failed bind releases the lock it took."""
+    lock, sock = claim(tmp_path / "a", "127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    with lock, sock:
+        with pytest.raises(StateFolderBusy):
+            claim(tmp_path / "a", "127.0.0.1", 0)
+        with pytest.raises(CannotListen, match=rf"cannot listen on 127.0.0.1:{port} \(.+\); "):
+            claim(tmp_path / "b", "127.0.0.1", port)
+        second_lock, second_sock = claim(tmp_path / "b", "127.0.0.1", 0)  # not left locked
+        second_lock.close()
+        second_sock.close()
