@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -15,6 +16,16 @@ def conditions() -> str:
     return (
         f"python {platform.python_version()}, {os.cpu_count()} cores, PYTHONUNBUFFERED {unbuffered}"
     )
+
+
+def quick_flag(doc: str | None, quick_help: str) -> bool:
+    """Parse the bench's command line (`--quick`, `--help`); True when --quick was given.
+
+    Every bench_*.py takes --quick because `make bench` runs them all with it.
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    return bool(parser.parse_args().quick)
 
 
 def median_seconds(fn: Callable[[], None], *, repeat: int = 5) -> float:

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import conditions
+from _common import conditions, quick_flag
 
 RUNS = 5 if "--quick" in sys.argv else 15
 
@@ -70,4 +70,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    quick_flag(__doc__, "5 runs instead of 15")  # module constants above already read it
     main()

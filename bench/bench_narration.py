@@ -22,7 +22,7 @@ from collections import deque
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import conditions, median_seconds
+from _common import conditions, median_seconds, quick_flag
 
 from narration_core import (
     NarrationEvent,
@@ -161,4 +161,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    quick_flag(__doc__, "20k events instead of 200k")  # module constants above already read it
     main()

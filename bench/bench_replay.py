@@ -20,7 +20,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_sse_server import bench_server, header
+from _sse_server import bench_server, header
 
 from jobs.client import JobClient
 

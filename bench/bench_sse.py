@@ -19,7 +19,7 @@ import anyio
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_sse_server import bench_server, header
+from _sse_server import bench_server, header
 
 from jobs.client import JobClient
 from jobs.eventlog import EventStore, MemoryReader

@@ -1,4 +1,4 @@
-"""A job server for the SSE benchmarks, run as its own process (`python bench_sse_server.py`).
+"""A job server for the SSE benchmarks, run as its own process (`python bench/_sse_server.py`).
 
 Serves the real `jobs` routes with two bench handlers: `model_list` narrates --events
 events at once; `model_download` narrates them only after `POST /bench/go` (so many
