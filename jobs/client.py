@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 import anyio
 import httpx
-from httpx_sse import aconnect_sse
 from pydantic import BaseModel
 
+from jobs.decoder import SSEDecoder
 from jobs.errors import (
     AuthRequired,
     DaemonUnreachable,
@@ -31,7 +31,7 @@ from jobs.errors import (
     JobFinished,
     JobNotFound,
 )
-from jobs.events import CANCELLED, DONE, ERROR, EVENT_KINDS, JobEvent, JobState
+from jobs.events import JobEvent, JobState, LogEntry
 from narration_core.sanitize import strip_control
 
 TIMEOUT_S = 10.0  # connect/write/pool timeout for every request
@@ -107,28 +107,41 @@ class JobClient:
     async def stream(self, job_id: str, *, after: int | None = None) -> AsyncIterator[JobEvent]:
         """Every event after seq `after` until the job ends; the last one is its final
         `state` event. Reconnects with Last-Event-ID if the connection drops."""
+        async for batch in self.stream_entries(job_id, after=after):
+            for entry in batch:
+                yield entry.to_event()
+
+    async def stream_entries(
+        self, job_id: str, *, after: int | None = None
+    ) -> AsyncIterator[list[LogEntry]]:
+        """`stream` in batches of still-encoded events (what a relay hop passes on).
+
+        Each batch is what one network read completed. Reconnects with Last-Event-ID if
+        the connection drops, so every event arrives exactly once; raises
+        DaemonUnreachable if the server cannot be reached or the stream keeps dropping.
+        """
         last = after or 0
         failures = 0
         url = f"/v1/jobs/{_quote(job_id)}/stream"
         while True:
-            headers = {"Last-Event-ID": str(last)} if last else {}
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+            if last:
+                headers["Last-Event-ID"] = str(last)
+            decoder = SSEDecoder()
             try:
-                async with aconnect_sse(self._http, "GET", url, headers=headers) as source:
-                    if source.response.status_code != 200:
-                        await source.response.aread()
-                        raise _error_from(source.response)
-                    async for sse in source.aiter_sse():
-                        if sse.event == "message":
-                            if sse.data.startswith((DONE, ERROR, CANCELLED)):
-                                return
-                            continue
-                        if sse.event not in EVENT_KINDS or not sse.id:
-                            continue  # a kind from a newer server: skip, keep the stream
-                        event = JobEvent(int(sse.id), sse.event, json.loads(sse.data))
-                        if event.seq <= last:
-                            continue
-                        last, failures = event.seq, 0
-                        yield event
+                async with self._http.stream("GET", url, headers=headers) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        raise _error_from(response)
+                    async for chunk in response.aiter_bytes():
+                        batch = decoder.feed(chunk)
+                        if batch and batch[0].seq <= last:  # replayed after a reconnect
+                            batch = [entry for entry in batch if entry.seq > last]
+                        if batch:
+                            last, failures = batch[-1].seq, 0
+                            yield batch
+                        if decoder.terminator is not None:
+                            return
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last == 0 and failures == 0:
                     raise DaemonUnreachable(self.base_url, reason=str(exc) or None) from exc

@@ -117,6 +117,7 @@ class Renderer:
         self._live: Live | None = None
         self._status: str | None = None
         self._partial = ""  # tokens since the last newline (live: shown in the live area)
+        self._progress: str | None = None  # a child's unfinished `\r` line (live area)
         self._in_tokens = False  # plain: the cursor sits after inline tokens
         self._broken = False
         self._styles: dict[str, Style] = {}
@@ -151,6 +152,12 @@ class Renderer:
         Plain and JSON output print nothing for it: the narration already says it.
         """
         self._status = None if text is None else strip_control(text)
+
+    def progress(self, stream: str, text: str | None) -> None:
+        r"""What a child's `\r` progress bar shows now (None: its line ended); a capture's
+        `on_progress`. The live view draws it in place; plain and JSON output print only
+        the finished line, which the capture relays as its final state."""
+        self._progress = None if text is None else strip_control(text)
 
     def flush(self) -> None:
         """Write everything queued so far, in order, in one call."""
@@ -336,6 +343,8 @@ class Renderer:
         parts: list[Any] = []
         if self._partial:
             parts.append(Text(self._partial))
+        if self._progress:
+            parts.append(Text(self._progress, no_wrap=True, overflow="ellipsis"))
         if self._status:
             parts.append(Spinner("dots", text=Text(self._status)))
         return Group(*parts)

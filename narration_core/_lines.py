@@ -54,15 +54,20 @@ class LineSplitter:
             data = self._tail + data
         nl = data.rfind(b"\n")
         if nl < 0:
-            self._tail = data
-            return self._cut_tail([]) if len(data) > self.max_line else []
-        self._tail = data[nl + 1 :]
+            self._tail = _drop_overwritten(data) if b"\r" in data else data
+            return self._cut_tail([]) if len(self._tail) > self.max_line else []
+        tail = data[nl + 1 :]
+        self._tail = _drop_overwritten(tail) if b"\r" in tail else tail
         # One decode per chunk: LF never occurs inside a UTF-8 sequence, so decoding the
         # whole block and splitting equals splitting and decoding each line.
         text = data[: nl + 1].decode("utf-8", "replace")
         if "\r" in text:
             text = text.replace("\r\n", "\n")
-        lines = text[:-1].split("\n")
+            lines = text[:-1].split("\n")
+            if "\r" in text:
+                lines = [_overwritten(line) if "\r" in line else line for line in lines]
+        else:
+            lines = text[:-1].split("\n")
         if len(text) > self.max_line and max(map(len, lines)) > self.max_line:
             lines = self._split_long(lines)
         if self._key_lines >= 0 or _KEY_MARK in text:
@@ -72,10 +77,20 @@ class LineSplitter:
     def flush(self) -> list[str]:
         """What is left at end of stream: the last line that had no newline, if any."""
         tail, self._tail = self._tail, b""
-        if not tail:
-            return []
         text = tail.decode("utf-8", "replace")
-        return [text[:-1] if text.endswith("\r") else text]
+        if "\r" in text:
+            text = _overwritten(text)
+        return [text] if text else []
+
+    @property
+    def progress(self) -> str | None:
+        r"""What a progress bar on the unfinished line shows now: its latest non-empty
+        `\r` segment, or None when that line holds no CR (or nothing is pending)."""
+        tail = self._tail
+        if b"\r" not in tail:
+            return None
+        # "ignore": the segment may end inside a character still being written.
+        return _overwritten(tail.decode("utf-8", "ignore")) or None
 
     def _hide_key_blocks(self, lines: list[str]) -> list[str]:
         out: list[str] = []
@@ -101,7 +116,8 @@ class LineSplitter:
             # Back up to the first byte of a UTF-8 sequence so no character is split.
             while cut > start + limit - 3 and (tail[cut] & 0xC0) == 0x80:
                 cut -= 1
-            lines.append(tail[start:cut].decode("utf-8", "replace"))
+            piece = tail[start:cut].decode("utf-8", "replace")
+            lines.append(_overwritten(piece) if "\r" in piece else piece)
             start = cut
         self._tail = tail[start:]
         return lines
@@ -115,6 +131,25 @@ class LineSplitter:
             else:
                 out.extend(line[i : i + limit] for i in range(0, len(line), limit))
         return out
+
+
+def _overwritten(line: str) -> str:
+    r"""What a terminal last drew on a line of `\r` updates (`\r20%\r40%` -> `40%`): the
+    last non-empty segment. Shown instead of the CRs, which would print as U+FFFD."""
+    for segment in reversed(line.split("\r")):
+        if segment:
+            return segment
+    return ""
+
+
+def _drop_overwritten(tail: bytes) -> bytes:
+    """An unfinished line with only what `_overwritten` will keep, so a progress bar that
+    redraws for hours without a newline holds one segment, not every redraw. A final CR
+    stays, since it may be the first half of CRLF."""
+    body = tail.rstrip(b"\r")
+    end = tail[len(body) : len(body) + 1]
+    _, cr, last = body.rpartition(b"\r")
+    return cr + last + end
 
 
 def program_actor(argv0: str) -> str:

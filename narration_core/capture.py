@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 import anyio
@@ -47,18 +47,24 @@ from narration_core.proctree import (
 )
 from narration_core.sinks import CAPTURE_ENV
 
+# Called with (stream name, what a `\r` progress bar shows now, or None once its line ends).
+ProgressHook = Callable[[str, str | None], None]
+
 READ_SIZE = 256 * 1024  # bytes per pipe read: one split and decode per chunk, not per line
 DRAIN_AFTER_STOP_S = 0.5  # seconds to keep reading pipes a stray process still holds open
 
 
 class ProcessNarrationCapture:
-    """Spawns children whose output is re-emitted as narration.
+    r"""Spawns children whose output is re-emitted as narration.
 
     Args:
         job_id: job the re-emitted events belong to; None uses the caller's context.
         actor: actor for plain output lines; default the program's file name.
         origin: recorded on every event; default "pid N".
         grace: seconds between SIGTERM and SIGKILL when the tree is stopped.
+        on_progress: called with (stream name, text) whenever the unfinished line of a
+            `\r` progress bar shows something new, and with (name, None) once it ends;
+            the finished line itself is relayed as usual (its last `\r` segment).
     """
 
     def __init__(
@@ -69,12 +75,14 @@ class ProcessNarrationCapture:
         origin: str | None = None,
         grace: float = STOP_GRACE_S,
         max_line: int = MAX_LINE,
+        on_progress: ProgressHook | None = None,
     ) -> None:
         self.job_id = job_id
         self.actor = actor
         self.origin = origin
         self.grace = grace
         self.max_line = max_line
+        self.on_progress = on_progress
 
     async def spawn(
         self,
@@ -107,6 +115,7 @@ class ProcessNarrationCapture:
             origin=self.origin or f"pid {process.pid}",
             grace=self.grace,
             max_line=self.max_line,
+            on_progress=self.on_progress,
         )
 
 
@@ -125,8 +134,10 @@ class CapturedProcess:
         origin: str,
         grace: float,
         max_line: int,
+        on_progress: ProgressHook | None = None,
     ) -> None:
         self._process = process
+        self._on_progress = on_progress
         self.pid: int = process.pid
         self.job_id = job_id
         self.actor = actor
@@ -219,6 +230,7 @@ class CapturedProcess:
     async def _pump(self, stream: ByteReceiveStream, name: str) -> None:
         splitter = self._splitters[name]
         args = (self.actor, self.origin, self.job_id)
+        progress: str | None = None
         while True:
             try:
                 data = await stream.receive(READ_SIZE)
@@ -227,7 +239,12 @@ class CapturedProcess:
             lines = splitter.feed(data)
             if lines:
                 relay_lines(lines, name, actor=args[0], origin=args[1], job_id=args[2])
+            if self._on_progress is not None and splitter.progress != progress:
+                progress = splitter.progress
+                self._on_progress(name, progress)
         relay_lines(splitter.flush(), name, actor=args[0], origin=args[1], job_id=args[2])
+        if self._on_progress is not None and progress is not None:
+            self._on_progress(name, None)
         # Only a real end of stream counts: a pump cancelled mid-read is restarted by
         # _stop_and_drain, so what the tree prints while it stops is still relayed.
         self._eof[name].set()

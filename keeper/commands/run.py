@@ -43,7 +43,7 @@ async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: st
     narrate = Narrator("keeper")
     command = shlex.join(argv)
     with make_renderer(settings) as renderer, narration_context(job_id=job_id):
-        capture = ProcessNarrationCapture(job_id, actor=actor)
+        capture = ProcessNarrationCapture(job_id, actor=actor, on_progress=renderer.progress)
         try:
             proc = await capture.spawn(argv)
         except FileNotFoundError as exc:

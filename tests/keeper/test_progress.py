@@ -1,0 +1,101 @@
+"""`\r` progress bars under `keeper run`: final state in plain/JSON, live in place on a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+from rich.console import Console
+
+from keeper.render import Renderer
+from keeper.settings import KeeperSettings
+from narration_core.capture import ProcessNarrationCapture
+
+DEADLINE_S = 30.0  # seconds any single wait may take on a slow 2-core machine
+
+BAR = """
+import sys
+for percent in (20, 40, 60, 80, 100):
+    sys.stdout.write(f"\\r{percent}%")
+    sys.stdout.flush()
+sys.stdout.write("\\n")
+print("done")
+"""
+
+
+def test_plain_shows_the_final_state_only(keeper, tmp_path: Path) -> None:
+    """Plain output shows the bar's final state as one line, with no CR or U+FFFD."""
+    (tmp_path / "bar.py").write_text(BAR)
+    result = keeper("run", "--", sys.executable, str(tmp_path / "bar.py"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[lines.index("100%") + 1] == "done"
+    assert "\ufffd" not in result.stdout and "\r" not in result.stdout
+    assert "20%" not in result.stdout
+
+
+def test_json_carries_the_final_state_only(keeper, tmp_path: Path) -> None:
+    """--json carries one output event with the final state; no CR or U+FFFD anywhere."""
+    (tmp_path / "bar.py").write_text(BAR)
+    result = keeper("--json", "run", "--", sys.executable, str(tmp_path / "bar.py"))
+    assert result.returncode == 0, result.stderr
+    humans = [json.loads(line)["human"] for line in result.stdout.splitlines()]
+    assert "100%" in humans and "done" in humans
+    assert "\ufffd" not in result.stdout and "\\r" not in result.stdout
+    assert not any("20%" in human for human in humans)
+
+
+GATED_BAR = """
+import os, sys, time
+go = sys.argv[1]
+for percent in (20, 40):
+    sys.stdout.write(f"\\r{percent}%")
+    sys.stdout.flush()
+while not os.path.exists(go):
+    time.sleep(0.01)
+sys.stdout.write("\\r100%\\n")
+"""
+
+
+class _Screen(io.StringIO):
+    """A terminal on StringIO that signals once `text` has been drawn on it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.drawn = threading.Event()
+
+    def write(self, s: str) -> int:
+        written = super().write(s)
+        if self.text in self.getvalue():
+            self.drawn.set()
+        return written
+
+
+@pytest.mark.anyio
+async def test_live_view_shows_progress_in_place(tmp_path: Path) -> None:
+    """On a terminal the bar's latest state is drawn before its line ends, then the final
+    state is printed as a line."""
+    screen = _Screen("40%")
+    console = Console(file=screen, force_terminal=True, width=80, color_system=None)
+    go = tmp_path / "go"
+    argv = [sys.executable, "-c", GATED_BAR, str(go)]
+    with Renderer(KeeperSettings(), console=console, mode="live") as renderer:
+        capture = ProcessNarrationCapture(on_progress=renderer.progress)
+        async with await capture.spawn(argv) as proc, anyio.create_task_group() as tg:
+            tg.start_soon(proc.wait)  # relays output while it runs
+            with anyio.fail_after(DEADLINE_S):
+                await anyio.to_thread.run_sync(screen.drawn.wait, abandon_on_cancel=True)
+            assert "100%" not in screen.getvalue()
+            go.touch()
+            with anyio.fail_after(DEADLINE_S):
+                await proc.wait()
+        assert proc.returncode == 0
+    shown = screen.getvalue()
+    assert "100%" in shown and "\ufffd" not in shown
+    assert "\r100%\r" not in shown  # printed as a line of its own, not drawn over
