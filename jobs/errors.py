@@ -7,6 +7,8 @@ JobError
 ├── AuthRequired          the server wants a bearer token (401)
 ├── OperationUnavailable  this server has no handler for the operation (the job fails)
 ├── DaemonUnreachable     the queen, hive or worker at a URL did not answer (502)
+│   └── UpstreamUnreachable   …while a job was forwarding to it (names the hop)
+├── UpstreamFailed        the upstream job a job forwarded to failed or was lost
 ├── StateFolderBusy       another server already serves this state folder (start-up)
 └── CannotListen          the server's address cannot be bound (start-up)
 """
@@ -117,6 +119,38 @@ class DaemonUnreachable(JobError):
     @property
     def detail(self) -> Any:
         return {"url": self.url, "reason": self.reason}
+
+
+class UpstreamUnreachable(DaemonUnreachable):
+    """Raised by a forwarding job when its upstream (`hive gpu1`) cannot be reached, or its
+    stream vanished; a 502 for a waiting `POST /v1/jobs`, like any DaemonUnreachable."""
+
+    def __init__(self, name: str, url: str, *, reason: str | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.name = name
+        JobError.__init__(
+            self,
+            f"{name} unreachable at {url}: {reason or 'no answer'}; "
+            f"check that the {name.split()[0]} is running and its URL is right",
+        )
+
+
+class UpstreamFailed(JobError):
+    """Raised by a forwarding job when the job it forwarded to failed, was cancelled there,
+    or cannot be read (e.g. it is unknown); the upstream's own error is quoted."""
+
+    status = 502
+
+    def __init__(self, name: str, job_id: str | None, reason: str) -> None:
+        self.name = name
+        self.job_id = job_id
+        self.reason = reason
+        super().__init__(f"{name} job {job_id} {reason}" if job_id else f"{name} {reason}")
+
+    @property
+    def detail(self) -> Any:
+        return {"upstream": self.name, "job_id": self.job_id, "reason": self.reason}
 
 
 class StateFolderBusy(JobError):

@@ -76,6 +76,21 @@ class JobLog:
         (a straggler after the job ended: stdout has it, the stream has ended)."""
         return self._append(kind, data, None)
 
+    def extend(self, entries: list[LogEntry]) -> int:
+        """Append already encoded events (a relay hop's batch) from any thread, numbering
+        them in order; returns the last seq, or 0 if the log is closed. The entries become
+        the log's own, so pass fresh ones (e.g. straight from an `SSEDecoder`)."""
+        with self._lock:
+            if self._final is not None:
+                return 0
+            seq = len(self._entries)
+            for entry in entries:
+                seq += 1
+                entry.seq = seq
+            self._entries.extend(entries)
+        self._wake()
+        return seq
+
     def close(self, state: JobState, data: dict[str, Any]) -> int:
         """Append the final `state` event and end the log; later appends are dropped."""
         return self._append("state", data, (state, data.get("error")))

@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import threading
+import time
 import zlib
 from collections import deque
 from types import TracebackType
@@ -115,7 +116,11 @@ class Renderer:
         self._thread: threading.Thread | None = None
         self._previous_sink: Sink | None = None
         self._live: Live | None = None
-        self._status: str | None = None
+        # What the live view says the keeper waits for, and since when (monotonic s).
+        self._status: tuple[str, float] | None = None
+        # One spinner for the whole run: Rich picks its frame from the time since its
+        # first render, so a spinner built per frame would show its first frame forever.
+        self._spinner = Spinner("dots", style="cyan")
         self._partial = ""  # tokens since the last newline (live: shown in the live area)
         self._progress: str | None = None  # a child's unfinished `\r` line (live area)
         self._in_tokens = False  # plain: the cursor sits after inline tokens
@@ -147,11 +152,17 @@ class Renderer:
         self._enqueue(item)
 
     def status(self, text: str | None) -> None:
-        """What the live view's spinner says the keeper is doing; None hides it.
+        """What the keeper waits for, shown by the live view's spinner with the time
+        since it was set; None clears it (call that when the wait ends).
 
         Plain and JSON output print nothing for it: the narration already says it.
         """
-        self._status = None if text is None else strip_control(text)
+        if text is None:
+            self._status = None
+            return
+        text = strip_control(text)
+        if self._status is None or self._status[0] != text:
+            self._status = (text, time.monotonic())  # one assignment: the frame thread reads it
 
     def progress(self, stream: str, text: str | None) -> None:
         r"""What a child's `\r` progress bar shows now (None: its line ended); a capture's
@@ -345,8 +356,11 @@ class Renderer:
             parts.append(Text(self._partial))
         if self._progress:
             parts.append(Text(self._progress, no_wrap=True, overflow="ellipsis"))
-        if self._status:
-            parts.append(Spinner("dots", text=Text(self._status)))
+        status = self._status
+        if status is not None:
+            text, since = status
+            self._spinner.update(text=Text(f"{text} · {_elapsed(time.monotonic() - since)}"))
+            parts.append(self._spinner)
         return Group(*parts)
 
 
@@ -373,6 +387,14 @@ def make_renderer(
 ) -> Renderer:
     """The renderer `settings` asks for; use it as `with make_renderer(settings) as r:`."""
     return Renderer(settings, console=console, file=file)
+
+
+def _elapsed(seconds: float) -> str:
+    """`4.2s`, or `3m07s` past a minute: tenths show a short wait is moving."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
 
 
 def _strip_keep_newlines(text: str) -> str:
