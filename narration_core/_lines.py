@@ -10,15 +10,12 @@ import os
 import re
 from collections.abc import Sequence
 
+from narration_core._keyblock import KEY_MARK, KeyBlocks
 from narration_core.event import NarrationEvent
 from narration_core.format import parse_line
 from narration_core.narrator import emit_event
 from narration_core.sanitize import strip_control
 
-KEY_BLOCK_MAX_LINES = 200  # a PEM key is ~50 lines; past this an unterminated block shows again
-_KEY_MARK = "PRIVATE KEY-----"
-_KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-_KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
 MAX_LINE = 64 * 1024  # characters per emitted piece: longer lines arrive as several pieces
 
 # Control characters other than tab and LF; a chunk without any skips per-line sanitising.
@@ -35,18 +32,18 @@ class LineSplitter:
     stays bounded whatever the peer sends.
 
     A private key printed over several lines is collapsed into one
-    `[REDACTED PRIVATE KEY]` line here, since redaction of single events cannot see a
-    block that spans lines (at most KEY_BLOCK_MAX_LINES are hidden if END never comes).
+    `[REDACTED PRIVATE KEY]` line here (see `_keyblock`), since redaction of single
+    events cannot see a block that spans lines.
     """
 
-    __slots__ = ("_key_lines", "_tail", "max_line")
+    __slots__ = ("_keys", "_tail", "max_line")
 
     def __init__(self, *, max_line: int = MAX_LINE) -> None:
         if max_line < 4:
             raise ValueError(f"max_line must be at least 4 bytes, got {max_line}")
         self.max_line = max_line
         self._tail = b""
-        self._key_lines = -1  # lines hidden so far inside a private key block; -1: outside
+        self._keys = KeyBlocks()
 
     def feed(self, data: bytes) -> list[str]:
         """The complete lines `data` finishes (and pieces of an over-long one)."""
@@ -70,8 +67,8 @@ class LineSplitter:
             lines = text[:-1].split("\n")
         if len(text) > self.max_line and max(map(len, lines)) > self.max_line:
             lines = self._split_long(lines)
-        if self._key_lines >= 0 or _KEY_MARK in text:
-            lines = self._hide_key_blocks(lines)
+        if self._keys.active or KEY_MARK in text:
+            lines = self._keys.filter(lines)
         return self._cut_tail(lines) if len(self._tail) > self.max_line else lines
 
     def flush(self) -> list[str]:
@@ -80,7 +77,10 @@ class LineSplitter:
         text = tail.decode("utf-8", "replace")
         if "\r" in text:
             text = _overwritten(text)
-        return [text] if text else []
+        lines = [text] if text else []
+        if self._keys.active or KEY_MARK in text:
+            lines = self._keys.filter(lines) + self._keys.finish()
+        return lines
 
     @property
     def progress(self) -> str | None:
@@ -91,22 +91,6 @@ class LineSplitter:
             return None
         # "ignore": the segment may end inside a character still being written.
         return _overwritten(tail.decode("utf-8", "ignore")) or None
-
-    def _hide_key_blocks(self, lines: list[str]) -> list[str]:
-        out: list[str] = []
-        for line in lines:
-            if self._key_lines >= 0:
-                self._key_lines += 1
-                if _KEY_END.search(line) or self._key_lines > KEY_BLOCK_MAX_LINES:
-                    self._key_lines = -1
-                continue
-            begin = _KEY_BEGIN.search(line)
-            if begin is not None and not _KEY_END.search(line, begin.end()):
-                self._key_lines = 0
-                out.append(line[: begin.start()] + "[REDACTED PRIVATE KEY]")
-            else:
-                out.append(line)
-        return out
 
     def _cut_tail(self, lines: list[str]) -> list[str]:
         tail, limit = self._tail, self.max_line
