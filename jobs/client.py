@@ -15,7 +15,7 @@ import functools
 import inspect
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -44,6 +44,17 @@ RECONNECT_BACKOFF_S = 0.1  # first wait before reconnecting; doubles per failure
 EventHandler = Callable[[JobEvent], Awaitable[None] | None]
 
 
+class BearerToken(httpx.Auth):
+    """`Authorization: Bearer <token>` on every request that does not opt out (`auth=None`)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+
 class JobClient:
     """A job server's HTTP API. Use as `async with`, or call `aclose()`."""
 
@@ -57,10 +68,9 @@ class JobClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_reconnects = max_reconnects
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers=headers,
+            auth=BearerToken(token) if token else None,
             timeout=httpx.Timeout(timeout_s, read=STREAM_READ_TIMEOUT_S),
             # rbee daemons are addressed directly: a proxy from the environment would
             # only break loopback calls, and would be handed the bearer token.
@@ -83,8 +93,11 @@ class JobClient:
         await self._http.aclose()
 
     async def health(self) -> dict[str, Any]:
-        """`{"status": "ok", "version"}`; raises DaemonUnreachable if nothing answers."""
-        reply: dict[str, Any] = await self._json("GET", "/health")
+        """`{"status": "ok", "version"}`; raises DaemonUnreachable if nothing answers.
+
+        Sent without the token: /health is open, and a probe should not hand a credential
+        to whatever happens to answer on that port."""
+        reply: dict[str, Any] = await self._json("GET", "/health", auth=None)
         return reply
 
     async def submit(self, operation: BaseModel | dict[str, Any]) -> str:

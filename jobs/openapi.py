@@ -9,12 +9,61 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.operations import OPERATION_ADAPTER
+from jobs.routes import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_PARAM_INT
 
 _ERROR = {
     "type": "object",
     "required": ["error", "detail"],
     "properties": {"error": {"type": "string"}, "detail": {}},
 }
+_STATES = ["queued", "running", "completed", "failed", "cancelled"]
+_NUMBER = {"type": "number"}
+_JOB = {
+    "type": "object",
+    "required": ["job_id", "operation", "params", "state", "created_at", "updated_at", "error"],
+    "properties": {
+        "job_id": {"type": "string"},
+        "operation": {"type": ["string", "null"]},
+        "params": {"type": "object"},
+        "state": {"enum": _STATES},
+        "created_at": _NUMBER,
+        "updated_at": _NUMBER,
+        "error": {"type": ["string", "null"]},
+        "transitions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["state", "at"],
+                "properties": {"state": {"enum": _STATES}, "at": _NUMBER},
+            },
+        },
+        "events": {"type": "integer", "minimum": 0},
+    },
+}
+_RESPONSES = {
+    "Job": _JOB,
+    "JobList": {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}},
+    },
+    "JobCreated": {
+        "type": "object",
+        "required": ["job_id", "sse_url"],
+        "properties": {"job_id": {"type": "string"}, "sse_url": {"type": "string"}},
+    },
+    "JobCancel": {
+        "type": "object",
+        "required": ["job_id", "state"],
+        "properties": {"job_id": {"type": "string"}, "state": {"enum": _STATES}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version"],
+        "properties": {"status": {"type": "string"}, "version": {"type": "string"}},
+    },
+}
+_UNAUTHORIZED = "the server has a token and the request's bearer token is missing or wrong"
 
 
 def _err(description: str) -> dict[str, Any]:
@@ -22,8 +71,11 @@ def _err(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
-def _ok(description: str, media: str = "application/json") -> dict[str, Any]:
-    return {"description": description, "content": {media: {"schema": {}}}}
+def _ok(
+    description: str, schema: str | None = None, media: str = "application/json"
+) -> dict[str, Any]:
+    body = {"$ref": f"#/components/schemas/{schema}"} if schema else {}
+    return {"description": description, "content": {media: {"schema": body}}}
 
 
 def openapi_schema(
@@ -33,13 +85,26 @@ def openapi_schema(
     body_schema = OPERATION_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
     defs = body_schema.pop("$defs", {})
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    seq = {"type": "integer", "minimum": 0, "maximum": MAX_PARAM_INT}
     stream_params = [
         job_id,
-        {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "after", "in": "query", "schema": seq},
+        {"name": "Last-Event-ID", "in": "header", "schema": seq},
     ]
+    limit = {
+        "name": "limit",
+        "in": "query",
+        "schema": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": LIST_LIMIT_MAX,
+            "default": LIST_LIMIT_DEFAULT,
+        },
+    }
     paths: dict[str, Any] = {
-        "/health": {"get": {"summary": "Liveness and version", "responses": {"200": _ok("ok")}}},
+        "/health": {
+            "get": {"summary": "Liveness and version", "responses": {"200": _ok("ok", "Health")}}
+        },
         "/v1/jobs": {
             "post": {
                 "summary": "Create a job; it starts running at once",
@@ -48,26 +113,42 @@ def openapi_schema(
                     "content": {"application/json": {"schema": body_schema}},
                 },
                 "responses": {
-                    "201": _ok("{job_id, sse_url}"),
-                    "400": _err("malformed JSON"),
-                    "422": _err("unknown operation, missing or extra field"),
+                    "201": _ok("{job_id, sse_url}", "JobCreated"),
+                    "400": _err("malformed JSON (or nested too deep)"),
+                    "401": _err(_UNAUTHORIZED),
+                    "408": _err("the body did not arrive within the read deadline"),
+                    "413": _err("the body is larger than the server's limit (1 MiB by default)"),
+                    "422": _err("unknown operation, missing or extra field, wrong type or id"),
                     "502": _err("an upstream daemon is unreachable; the job log says more"),
                 },
             },
-            "get": {"summary": "List jobs, newest first", "responses": {"200": _ok("{jobs}")}},
+            "get": {
+                "summary": "List jobs, newest first",
+                "parameters": [limit],
+                "responses": {
+                    "200": _ok("{jobs}", "JobList"),
+                    "400": _err("limit is not an integer from 1 to the maximum"),
+                    "401": _err(_UNAUTHORIZED),
+                },
+            },
         },
         "/v1/jobs/{job_id}": {
             "get": {
                 "summary": "A job's state and transition history",
                 "parameters": [job_id],
-                "responses": {"200": _ok("job"), "404": _err("unknown job")},
+                "responses": {
+                    "200": _ok("job", "Job"),
+                    "401": _err(_UNAUTHORIZED),
+                    "404": _err("unknown job"),
+                },
             },
             "delete": {
                 "summary": "Cancel a running job",
                 "parameters": [job_id],
                 "responses": {
-                    "200": _ok("{job_id, state}"),
-                    "202": _ok("cancelling"),
+                    "200": _ok("{job_id, state}", "JobCancel"),
+                    "202": _ok("cancelling", "JobCancel"),
+                    "401": _err(_UNAUTHORIZED),
                     "404": _err("unknown job"),
                     "409": _err("the job has already ended"),
                 },
@@ -77,7 +158,12 @@ def openapi_schema(
             "get": {
                 "summary": "The job's events as SSE, ending with [DONE], [ERROR] … or [CANCELLED]",
                 "parameters": stream_params,
-                "responses": {"200": _ok("event stream", "text/event-stream")},
+                "responses": {
+                    "200": _ok("event stream", media="text/event-stream"),
+                    "400": _err("after or Last-Event-ID is not a plain non-negative integer"),
+                    "401": _err(_UNAUTHORIZED),
+                    "404": _err("unknown job"),
+                },
             }
         },
     }
@@ -87,7 +173,7 @@ def openapi_schema(
         "info": {"title": title, "version": version},
         "paths": paths,
         "components": {
-            "schemas": {**defs, "Error": _ERROR},
+            "schemas": {**defs, **_RESPONSES, "Error": _ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -3,23 +3,68 @@
     {"operation": "worker_spawn", "hive_id": "localhost", "model": "builtin:tiny", "device": "cpu"}
 
 Unknown fields are rejected (422): queen, hive and keeper ship in one distribution, so an
-unknown field is a typo (`max_token`) that would otherwise be silently ignored.
+unknown field is a typo (`max_token`) that would otherwise be silently ignored. Types are
+strict (`"watch": "yes"` is not a boolean, `"5"` not an integer) and ids have one small
+alphabet, so nothing a job stores can break a listing or a terminal later.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import from_json
 
 from jobs.errors import InvalidRequest
 
 DEFAULT_HIVE = "localhost"  # the hive on the queen's own machine
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # hive and worker ids: TOML bare keys, host names
+ID_MAX_CHARS = 64  # longer than any alias or host name people type
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"  # one line, no C0/C1 control characters
+TEXT_MAX_CHARS = 4096  # a model path or URL; prompts are bounded by the body limit
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX_CHARS, pattern=ID_PATTERN)]
+"""A hive or worker id. The pattern is plain enough for Python, Rust (pydantic) and JSON
+Schema regex engines alike, so /openapi.json states exactly what the server accepts."""
+
+Text = Annotated[
+    str, StringConstraints(min_length=1, max_length=TEXT_MAX_CHARS, pattern=TEXT_PATTERN)
+]
+"""A one-line value such as a model reference or a device: any characters but controls."""
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer, so the server does too (strict mode alone
+    would refuse it); strings and booleans are still refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_whole_number)]
+"""An integer as JSON Schema means it: 5 or 5.0, never "5" or true."""
+
+
+def _operation_is_required(schema: dict[str, Any]) -> None:
+    """The tag has a default for Python callers, but on the wire it is required."""
+    required = schema.setdefault("required", [])
+    if "operation" not in required:
+        required.insert(0, "operation")
 
 
 class _Op(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: JSON types are taken as they are ("yes" is not a bool, "5" not an int).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, json_schema_extra=_operation_is_required
+    )
 
 
 class QueenStatus(_Op):
@@ -37,12 +82,12 @@ class QueenStatus(_Op):
 
 class HiveStart(_Op):
     operation: Literal["hive_start"] = "hive_start"
-    hive_id: str = DEFAULT_HIVE
+    hive_id: Id = DEFAULT_HIVE
 
 
 class HiveStop(_Op):
     operation: Literal["hive_stop"] = "hive_stop"
-    hive_id: str = DEFAULT_HIVE
+    hive_id: Id = DEFAULT_HIVE
 
 
 class HiveList(_Op):
@@ -51,42 +96,42 @@ class HiveList(_Op):
 
 class HiveStatus(_Op):
     operation: Literal["hive_status"] = "hive_status"
-    hive_id: str = DEFAULT_HIVE
+    hive_id: Id = DEFAULT_HIVE
 
 
 class WorkerSpawn(_Op):
     operation: Literal["worker_spawn"] = "worker_spawn"
-    hive_id: str = DEFAULT_HIVE
-    model: str = Field(min_length=1)
-    device: str = "cpu"
+    hive_id: Id = DEFAULT_HIVE
+    model: Text
+    device: Text = "cpu"
 
 
 class WorkerList(_Op):
     operation: Literal["worker_list"] = "worker_list"
-    hive_id: str = DEFAULT_HIVE
+    hive_id: Id = DEFAULT_HIVE
 
 
 class WorkerStop(_Op):
     operation: Literal["worker_stop"] = "worker_stop"
-    hive_id: str = DEFAULT_HIVE
-    worker_id: str = Field(min_length=1)
+    hive_id: Id = DEFAULT_HIVE
+    worker_id: Id
 
 
 class ModelDownload(_Op):
     operation: Literal["model_download"] = "model_download"
-    hive_id: str = DEFAULT_HIVE
-    model: str = Field(min_length=1)
+    hive_id: Id = DEFAULT_HIVE
+    model: Text
 
 
 class ModelList(_Op):
     operation: Literal["model_list"] = "model_list"
-    hive_id: str = DEFAULT_HIVE
+    hive_id: Id = DEFAULT_HIVE
 
 
 class ModelDelete(_Op):
     operation: Literal["model_delete"] = "model_delete"
-    hive_id: str = DEFAULT_HIVE
-    model: str = Field(min_length=1)
+    hive_id: Id = DEFAULT_HIVE
+    model: Text
 
 
 class Infer(_Op):
@@ -94,14 +139,14 @@ class Infer(_Op):
 
     operation: Literal["infer"] = "infer"
     prompt: str
-    model: str = Field(min_length=1)
-    max_tokens: int = Field(default=128, ge=1, le=32768)
+    model: Text
+    max_tokens: Int = Field(default=128, ge=1, le=32768)
     temperature: float = Field(default=0.7, ge=0, le=5)
     top_p: float = Field(default=0.95, gt=0, le=1)
-    top_k: int = Field(default=40, ge=0)
-    seed: int | None = None
+    top_k: Int = Field(default=40, ge=0)
+    seed: Int | None = None
     stop: list[str] = Field(default_factory=list)
-    hive_id: str | None = None  # None: any hive with the model loaded
+    hive_id: Id | None = None  # None: any hive with the model loaded
 
 
 Operation = Annotated[
@@ -142,14 +187,7 @@ OPERATION_NAMES: tuple[str, ...] = tuple(
 def parse_operation(body: bytes | str | dict[str, Any]) -> Operation:
     """Validate a request body; raises InvalidRequest (400 malformed JSON, 422 invalid)."""
     if isinstance(body, bytes | str):
-        try:
-            body = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(
-                f"the body is not valid JSON ({exc}); send an object such as "
-                '{"operation": "queen_status"}',
-                status=400,
-            ) from None
+        body = _json_value(body)
     if not isinstance(body, dict):
         raise InvalidRequest(
             'the body must be a JSON object with an "operation" field', detail=None, status=422
@@ -165,6 +203,21 @@ def parse_operation(body: bytes | str | dict[str, Any]) -> Operation:
             f"invalid operation at {where}: {first.get('msg', 'invalid')}; "
             "see GET /openapi.json for the accepted shapes",
             detail=detail,
+        ) from None
+
+
+def _json_value(body: bytes | str) -> Any:
+    """Parse with pydantic's JSON reader: unlike `json.loads` it bounds nesting (a
+    1,000-deep body is an error, not a RecursionError) and refuses lone surrogates and
+    invalid UTF-8, which would otherwise be stored and break every later listing."""
+    try:
+        raw = body.encode() if isinstance(body, str) else body
+        return from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:  # UnicodeEncodeError is one too
+        raise InvalidRequest(
+            f"the body is not valid JSON ({exc}); send an object such as "
+            '{"operation": "queen_status"}',
+            status=400,
         ) from None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 HOME_ENV = "RBEE_HOME"  # one folder for everything rbee writes
 TOKEN_ENV = "RBEE_TOKEN"  # bearer token the servers require when bound beyond loopback
 QUEEN_URL_ENV = "RBEE_QUEEN_URL"  # where the keeper finds the queen
+HIVES_CONFIG = "hives.toml"  # in the config folder: each hive's host, url and token
 
 APP_NAME = "rbee"
 QUEEN_PORT = 7833  # queen-rbee's default HTTP port

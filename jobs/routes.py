@@ -12,13 +12,15 @@ Every error answers `{"error": <one sentence>, "detail": <anything>}`.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from jobs.errors import DaemonUnreachable, InvalidRequest, JobError, JobFinished
 from jobs.operations import parse_operation
@@ -28,6 +30,18 @@ from jobs.sse import KEEPALIVE_S, EventStreamResponse
 READY_WAIT_S = 10.0  # how long POST waits for an upstream handler to confirm (then 201)
 CANCEL_REPLY_WAIT_S = 3.0  # how long DELETE waits to report the final state (then 202)
 LIST_LIMIT_MAX = 1000  # most jobs one GET /v1/jobs returns
+LIST_LIMIT_DEFAULT = 100  # jobs GET /v1/jobs returns without ?limit
+UINT_PATTERN = re.compile(r"[0-9]{1,18}")  # ASCII digits only, below 2**63 (int() takes more)
+MAX_PARAM_INT = 10**18 - 1  # the largest value UINT_PATTERN admits
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: a lone surrogate stored by an older server (or read from
+    a damaged row) becomes `?` instead of turning every listing into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", errors="replace")
 
 
 def error_body(message: str, detail: Any = None) -> dict[str, Any]:
@@ -55,9 +69,15 @@ def create_job_routes(
         return JSONResponse(body, status_code=201)
 
     async def list_jobs(request: Request) -> Response:
-        limit = _int_param(request.query_params.get("limit"), "limit", default=100)
-        records = await service.list(limit=min(max(limit, 1), LIST_LIMIT_MAX))
-        return JSONResponse({"jobs": [r.to_dict() for r in records]})
+        limit = _int_param(_query(request, "limit"), "limit", default=LIST_LIMIT_DEFAULT)
+        if not 1 <= limit <= LIST_LIMIT_MAX:
+            raise InvalidRequest(
+                f"limit must be 1 to {LIST_LIMIT_MAX}, got {limit}",
+                detail={"limit": limit},
+                status=400,
+            )
+        records = await service.list(limit=limit)
+        return SafeJSONResponse({"jobs": [r.to_dict() for r in records]})
 
     async def get_job(request: Request) -> Response:
         record = await service.get(request.path_params["job_id"])
@@ -65,7 +85,7 @@ def create_job_routes(
         count = service.live_event_count(record.id)
         if count is not None:
             body["events"] = count  # lets a client print "what exists now" and stop
-        return JSONResponse(body)
+        return SafeJSONResponse(body)
 
     async def cancel_job(request: Request) -> Response:
         job = await service.cancel(request.path_params["job_id"])
@@ -94,42 +114,72 @@ def create_job_routes(
 
 
 def _resume_point(request: Request) -> int:
-    """Last-Event-ID (what a reconnecting EventSource sends) wins over ?after=N."""
+    """Last-Event-ID (what a reconnecting EventSource sends) wins over ?after=N; an empty
+    one is what EventSource sends before it has seen an id, so it means "from the start"."""
     header = request.headers.get("last-event-id")
-    if header is not None and header.strip():
+    if header:
         return _int_param(header, "Last-Event-ID", default=0)
-    return _int_param(request.query_params.get("after"), "after", default=0)
+    return _int_param(_query(request, "after"), "after", default=0)
+
+
+def _query(request: Request, name: str) -> str | None:
+    """The one value of query parameter `name`; given twice it is ambiguous, so a 400."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise InvalidRequest(
+            f"{name} is given {len(values)} times; give it once",
+            detail={name: values},
+            status=400,
+        )
+    return values[0] if values else None
 
 
 def _int_param(raw: str | None, name: str, *, default: int) -> int:
-    if raw is None or raw == "":
+    """A non-negative integer written plainly: `int()` would also take " 5 ", "1_000",
+    "+3" and non-ASCII digits, which no client sends on purpose."""
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
+    if not UINT_PATTERN.fullmatch(raw):
         raise InvalidRequest(
-            f"{name} must be a non-negative integer, got {raw!r}", detail={name: raw}, status=400
+            f"{name} must be a non-negative integer written in digits 0-9, got {raw!r}",
+            detail={name: raw},
+            status=400,
         )
-    return value
+    return int(raw)
 
 
 async def job_error_response(request: Request, exc: Exception) -> Response:
     """The one mapper from errors to `{"error", "detail"}` responses."""
     if isinstance(exc, JobError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(str(exc), exc.detail), exc.status, headers=headers)
+        return SafeJSONResponse(error_body(str(exc), exc.detail), exc.status, headers=headers)
     if isinstance(exc, HTTPException):
-        message = {
-            404: f"no route {request.url.path}; see GET /openapi.json for the routes",
-            405: f"{request.method} is not allowed on {request.url.path}",
-        }.get(exc.status_code, str(exc.detail))
-        return JSONResponse(error_body(message), exc.status_code, headers=exc.headers)
-    return JSONResponse(
+        headers = dict(exc.headers or {})
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.url.path}; see GET /openapi.json for the routes"
+        elif exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = (
+                f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+            )
+        return SafeJSONResponse(error_body(message), exc.status_code, headers=headers)
+    return SafeJSONResponse(
         error_body(f"internal error ({type(exc).__name__}: {exc}); see the server's stderr"),
         500,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path. Starlette's own `Allow` names only the
+    first route that matched the path, and the job routes are one route per method."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

@@ -1,18 +1,31 @@
 """queen-rbee's settings: built once at the entry point and passed down.
 
-Precedence: command-line flag > RBEE_* environment > default. Folders come from
-`jobs.paths` (RBEE_HOME or the platform's folders).
+Precedence: command-line flag > RBEE_* environment > hives config > default. Folders come
+from `jobs.paths` (RBEE_HOME or the platform's folders).
+
+The hives config (`<config>/hives.toml`, shared with the keeper) gives each hive its URL
+and its own token; the queen never sends its own token upstream:
+
+    [hives.gpu1]
+    url = "http://10.0.0.5:7835"
+    token = "the token gpu1 was started with"   # omit for a hive on loopback
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from jobs.eventlog import FLUSH_INTERVAL_S
-from jobs.paths import HIVE_PORT, LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
+from jobs.limits import BODY_READ_TIMEOUT_S, MAX_BODY_BYTES, MAX_BODY_ENV
+from jobs.operations import ID_PATTERN
+from jobs.paths import HIVE_PORT, HIVES_CONFIG, LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
 from jobs.service import Retention
 from jobs.sse import KEEPALIVE_S
 from queen.errors import QueenConfigError
@@ -38,6 +51,9 @@ class QueenSettings:
     bind: str = LOOPBACK
     token: str | None = None
     hives: Mapping[str, str] = field(default_factory=lambda: {"localhost": LOCAL_HIVE_URL})
+    hive_tokens: Mapping[str, str] = field(default_factory=dict)  # hive id -> its own token
+    max_body_bytes: int = MAX_BODY_BYTES
+    body_read_timeout_s: float = BODY_READ_TIMEOUT_S
     keepalive_s: float = KEEPALIVE_S
     flush_interval_s: float = FLUSH_INTERVAL_S
     retention: Retention = field(default_factory=Retention)
@@ -56,12 +72,18 @@ class QueenSettings:
         """Settings from flags and environment; raises QueenConfigError when unsafe."""
         env = os.environ if env is None else env
         token = token or env.get(TOKEN_ENV) or None
+        if token is not None and not token.strip():
+            raise QueenConfigError(
+                f"the token (--token or {TOKEN_ENV}) is only whitespace; set a real token"
+            )
         if not is_loopback(bind) and not token:
             raise QueenConfigError(
                 f"refusing to listen on {bind} without a token; pass --token or set "
                 f"{TOKEN_ENV}, or bind {LOOPBACK}"
             )
-        known = {"localhost": LOCAL_HIVE_URL}
+        paths = (paths or RbeePaths.resolve()).ensure()
+        configured, hive_tokens = read_hives_config(paths.config / HIVES_CONFIG)
+        known = {"localhost": LOCAL_HIVE_URL, **configured}
         for spec in hives or []:
             hive_id, sep, url = spec.partition("=")
             if not sep or not hive_id or not url.startswith(("http://", "https://")):
@@ -70,9 +92,69 @@ class QueenSettings:
                 )
             known[hive_id] = url.rstrip("/")
         return cls(
-            paths=(paths or RbeePaths.resolve()).ensure(),
+            paths=paths,
             port=port,
             bind=bind,
             token=token,
             hives=known,
+            hive_tokens=hive_tokens,
+            max_body_bytes=_positive_int(env, MAX_BODY_ENV, MAX_BODY_BYTES),
         )
+
+
+def read_hives_config(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(hive id -> URL, hive id -> token) from the hives config; no file means no hives.
+
+    Keys the queen does not use (the keeper's `host`, `ssh_user`, ...) are ignored; a hive
+    without `url` is reached once its heartbeats say where. Raises QueenConfigError.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise QueenConfigError(
+            f"cannot read the hives config {path} ({exc}); fix or remove it"
+        ) from None
+    section = data.get("hives", {})
+    if not isinstance(section, dict):
+        raise QueenConfigError(f"{path}: `hives` must be a table of [hives.ID] sections")
+    urls: dict[str, str] = {}
+    tokens: dict[str, str] = {}
+    for hive_id, entry in section.items():
+        where = f"{path} [hives.{hive_id}]"
+        if not isinstance(entry, dict) or not re.fullmatch(ID_PATTERN, hive_id):
+            raise QueenConfigError(
+                f"{where} is not a hive: name it with letters, digits, '.', '_' or '-' "
+                "and give it keys such as url and token"
+            )
+        url = _str_key(entry, "url", where)
+        if url is not None:
+            if not url.startswith(("http://", "https://")):
+                raise QueenConfigError(
+                    f"{where} url {url!r} is not an http(s) URL; "
+                    f'write e.g. url = "http://10.0.0.5:{HIVE_PORT}"'
+                )
+            urls[hive_id] = url.rstrip("/")
+        token = _str_key(entry, "token", where)
+        if token is not None:
+            if not token.strip():
+                raise QueenConfigError(f"{where} token is empty; set the hive's token or drop it")
+            tokens[hive_id] = token
+    return urls, tokens
+
+
+def _str_key(entry: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = entry.get(key)
+    if value is not None and not isinstance(value, str):
+        raise QueenConfigError(f"{where} {key} must be a string")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise QueenConfigError(f"{name}={raw!r} is not a positive whole number of bytes")
+    return int(raw)

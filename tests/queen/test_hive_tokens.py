@@ -1,0 +1,186 @@
+"""Credentials are per hop: the queen's own token never goes to a hive (issue 7 item 3).
+
+The "hive" here is a tiny real HTTP server on loopback that records every request head
+it receives and answers like a hive would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from jobs.client import JobClient
+from jobs.paths import HIVES_CONFIG, RbeePaths
+from queen.errors import QueenConfigError
+from queen.settings import QueenSettings
+from tests.queen.conftest import queen_settings, spawn_queen, start_queen
+
+QUEEN_TOKEN = "s3cr3t"
+HIVE_TOKEN = "hive-own-token"
+COMPLETED_STREAM = b'id: 1\nevent: state\ndata: {"state":"completed","ts":1}\n\ndata: [DONE]\n\n'
+HEAD_MAX_BYTES = 65536  # a request head larger than this is not one a client of ours sends
+
+
+@dataclass
+class RecordingHive:
+    url: str
+    heads: list[bytes] = field(default_factory=list)  # every request head, in order
+
+    def headers_of(self, path: bytes) -> list[dict[bytes, bytes]]:
+        """The lower-cased headers of each request to `path`."""
+        found = []
+        for head in self.heads:
+            request_line, *lines = head.split(b"\r\n")
+            if request_line.split(b" ")[1] == path:
+                pairs = (line.split(b":", 1) for line in lines if b":" in line)
+                found.append({k.strip().lower(): v.strip() for k, v in pairs})
+        return found
+
+
+@asynccontextmanager
+async def recording_hive() -> AsyncIterator[RecordingHive]:
+    """A loopback HTTP/1.1 server that records request heads; /health answers like a hive,
+    POST /v1/jobs like a job server that created a job."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    hive = RecordingHive(f"http://127.0.0.1:{port}")
+
+    async def handle(stream: anyio.abc.ByteStream) -> None:
+        async with stream:
+            reader = BufferedByteReceiveStream(stream)
+            try:
+                head = await reader.receive_until(b"\r\n\r\n", HEAD_MAX_BYTES)
+                hive.heads.append(head)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if length:
+                    await reader.receive_exactly(length)
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound):
+                return
+            kind = b"application/json"
+            if head.startswith(b"POST /v1/jobs "):
+                status, body = (
+                    b"201 Created",
+                    {"job_id": "job-1", "sse_url": "/v1/jobs/job-1/stream"},
+                )
+            elif head.startswith(b"GET /v1/jobs/job-1/stream "):  # the queen relays the job
+                status, body, kind = b"200 OK", None, b"text/event-stream"
+            else:
+                status, body = b"200 OK", {"status": "ok", "version": "9.9.9"}
+            payload = json.dumps(body).encode() if body is not None else COMPLETED_STREAM
+            await stream.send(
+                b"HTTP/1.1 " + status + b"\r\ncontent-type: " + kind + b"\r\n"
+                b"content-length: " + str(len(payload)).encode() + b"\r\n"
+                b"connection: close\r\n\r\n" + payload
+            )
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        yield hive
+        tg.cancel_scope.cancel()
+
+
+def ignore(event: object) -> None:
+    """An event handler for tests that only need the final state."""
+
+
+def write_hives_config(home: Path, text: str) -> None:
+    config = RbeePaths.resolve(home).ensure().config
+    (config / HIVES_CONFIG).write_text(text)
+
+
+@pytest.mark.anyio
+async def test_queen_token_never_reaches_a_hive(rbee_home: Path) -> None:
+    """A queen guarded by its own token hands hive_status to the hive with the hive's own
+    token, never its own."""
+    async with recording_hive() as hive:
+        settings = queen_settings(
+            rbee_home,
+            token=QUEEN_TOKEN,
+            hives={"gpu1": hive.url},
+            hive_tokens={"gpu1": HIVE_TOKEN},
+        )
+        async with start_queen(settings) as queen, JobClient(queen.url, token=QUEEN_TOKEN) as c:
+            state = await c.submit_and_stream(
+                {"operation": "hive_status", "hive_id": "gpu1"}, ignore
+            )
+    assert state == "completed"
+    (submit,) = hive.headers_of(b"/v1/jobs")
+    assert submit[b"authorization"] == f"Bearer {HIVE_TOKEN}".encode()
+    for head in hive.heads:
+        assert QUEEN_TOKEN.encode() not in head
+
+
+@pytest.mark.anyio
+async def test_client_sends_its_token_to_jobs_but_not_to_health() -> None:
+    """JobClient carries its token on job calls and leaves it off /health probes."""
+    async with recording_hive() as hive, JobClient(hive.url, token=HIVE_TOKEN) as client:
+        await client.health()
+        assert await client.submit({"operation": "hive_list"}) == "job-1"
+    (health,) = hive.headers_of(b"/health")
+    (submit,) = hive.headers_of(b"/v1/jobs")
+    assert b"authorization" not in health
+    assert submit[b"authorization"] == f"Bearer {HIVE_TOKEN}".encode()
+
+
+def test_hives_config_gives_urls_and_tokens(rbee_home: Path) -> None:
+    """hives.toml gives each hive its URL and its own token; --hive overrides the URL only,
+    and keys for the keeper (host) are ignored."""
+    write_hives_config(
+        rbee_home,
+        '[hives.gpu1]\nurl = "http://10.0.0.5:7835/"\ntoken = "t1"\nhost = "gpu1-ssh"\n'
+        '[hives.gpu2]\nhost = "gpu2"\n',
+    )
+    settings = QueenSettings.build(env={}, hives=["gpu1=http://127.0.0.1:9"])
+    assert settings.hives["gpu1"] == "http://127.0.0.1:9"
+    assert "gpu2" not in settings.hives  # no url yet: learned from its heartbeats
+    assert settings.hive_tokens == {"gpu1": "t1"}
+    assert settings.hives["localhost"].startswith("http://127.0.0.1:")
+    assert "localhost" not in settings.hive_tokens  # none on loopback unless configured
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[hives.gpu1\n", "cannot read the hives config"),
+        ('[hives.gpu1]\nurl = "10.0.0.5:7835"\n', "not an http(s) URL"),
+        ('[hives.gpu1]\ntoken = "  "\n', "token is empty"),
+        ("[hives.gpu1]\ntoken = 5\n", "token must be a string"),
+        ('[hives."bad id"]\nurl = "http://x"\n', "is not a hive"),
+    ],
+)
+def test_bad_hives_config_is_a_config_error(rbee_home: Path, text: str, fragment: str) -> None:
+    """A hives config the queen cannot use is refused with one sentence naming the file."""
+    write_hives_config(rbee_home, text)
+    with pytest.raises(QueenConfigError) as info:
+        QueenSettings.build(env={})
+    assert fragment in str(info.value) and HIVES_CONFIG in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_real_queen_on_all_interfaces_keeps_its_token(rbee_home: Path) -> None:
+    """The issue's drill: `queen-rbee --bind 0.0.0.0 --token s3cr3t` with a hive from
+    hives.toml; the hive's listener never sees s3cr3t, only the hive's own token."""
+    async with recording_hive() as hive:
+        write_hives_config(rbee_home, f'[hives.gpu1]\nurl = "{hive.url}"\ntoken = "{HIVE_TOKEN}"\n')
+        async with spawn_queen(rbee_home, "--bind", "0.0.0.0", "--token", QUEEN_TOKEN) as queen:
+            port = queen.url.rsplit(":", 1)[1]
+            async with JobClient(f"http://127.0.0.1:{port}", token=QUEEN_TOKEN) as client:
+                state = await client.submit_and_stream(
+                    {"operation": "hive_status", "hive_id": "gpu1"}, ignore
+                )
+    assert state == "completed"
+    assert hive.heads and all(QUEEN_TOKEN.encode() not in head for head in hive.heads)
+    own = f"Bearer {HIVE_TOKEN}".encode()
+    assert all(h[b"authorization"] == own for h in hive.headers_of(b"/v1/jobs"))
