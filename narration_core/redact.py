@@ -68,17 +68,25 @@ def _is_secret(value: str, *, strict: bool, quoted: bool = False) -> bool:
     `strict` (a `:` or spaced separator, as in prose and source) also lets plain words
     and small numbers pass.
     """
+    value = value.strip("`")  # `flag` in prose names a thing
     if not value or value[0] in _PLACEHOLDER_START or _PLACEHOLDER.fullmatch(value):
         return False
     if value.lower() in _NOT_SECRETS or value.startswith(("/", "./", "../", "~/")):
         return False
-    if not quoted and _CALL.fullmatch(value):
+    if not quoted and (_CALL.fullmatch(value) or _is_attribute(value)):
         return False
     if not strict:
         return True
     if _SHORT_NUMBER.fullmatch(value) or _DOTTED.fullmatch(value):
         return False
     return len(value) > _LONGEST_WORD or not _PLAIN_WORD.fullmatch(value)
+
+
+def _is_attribute(value: str) -> bool:
+    """`args.token`, `settings.queen_token`: code reading a secret, not the secret."""
+    return _DOTTED.fullmatch(value) is not None and bool(
+        _SECRET_NAME.fullmatch(value.rpartition(".")[2])
+    )
 
 
 def _is_plain_name(name: str) -> bool:

@@ -29,3 +29,11 @@ def test_keeper_json_redacts_raw_and_keeps_ordinary_lines(keeper) -> None:
     assert coloured["human"] == "password=[REDACTED]"
     assert "[REDACTED]" in coloured["fields"]["raw"]
     assert [event["human"] for event in rest] == EVERYDAY
+
+
+def test_keeper_advice_about_tokens_is_not_redacted(keeper) -> None:
+    """The keeper's own error telling the user to pass a token reads as written."""
+    result = keeper("queen", "start", "--bind", "0.0.0.0", "--port", "7911")
+    assert result.returncode == 2, result.stderr
+    assert "pass --token or set RBEE_TOKEN" in result.stderr
+    assert "[REDACTED]" not in result.stderr
