@@ -83,7 +83,10 @@ def main_options(
 @queen_app.command("start")
 def queen_start(
     ctx: typer.Context,
-    port: Annotated[int, typer.Option(help="Port the queen listens on.")] = 7833,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port the queen listens on (default 7833, or where it already runs)."),
+    ] = None,
     bind: Annotated[
         str, typer.Option(help="Address to bind; anything but loopback needs a token.")
     ] = "127.0.0.1",

@@ -10,21 +10,30 @@ SIGTERM, then SIGKILL after a grace period (`narration_core.proctree`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psutil
-
+from jobs.paths import HOME_ENV
 from keeper.errors import UsageError
 from narration_core import CAPTURE_ENV
 from narration_core.proctree import STOP_GRACE_S, StopResult, stop_tree
 
+if TYPE_CHECKING:  # psutil is imported where a process is looked at: settings read pidfiles
+    import psutil
+
 # Start times from psutil are floats rounded differently across calls; allow this slack.
 START_TIME_SLACK_S = 1.0
+QUEEN = "queen"  # the queen's name for its pidfile, start lock and log
+SERVER_LOCK = "/server.lock"  # the file every rbee server holds locked in its state folder
+PRIVATE_FILE_MODE = 0o600  # pidfiles, lock files and daemon logs: only their owner reads them
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +66,54 @@ class PidFile:
     def write(self, record: PidRecord) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record)), encoding="utf-8")
+        tmp.unlink(missing_ok=True)  # a leftover may have been created with wider modes
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(record)))
         tmp.replace(self.path)  # atomic: a reader never sees half a record
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
 
+def recorded_url(run_dir: Path, name: str) -> str | None:
+    """The URL a daemon's pidfile records, without looking at processes (cheap, at startup).
+
+    A stale record still names where that daemon was: the caller's request then fails
+    with "not reachable at <that URL>", which is the right thing to say.
+    """
+    record = PidFile(run_dir, name).read()
+    return record.url if record is not None and record.url else None
+
+
+@contextlib.contextmanager
+def start_lock(
+    run_dir: Path, name: str, *, on_wait: Callable[[], None]
+) -> Iterator[Callable[[], None]]:
+    """Hold `run/<name>.lock` (flock) for a whole start sequence; `on_wait` if it is taken.
+
+    Two keepers starting the same daemon in one RBEE_HOME take turns: the second waits
+    until the first has a healthy daemon (or gave up), then finds it running. Yields a
+    function that releases the lock early (a foreground start, once healthy). The kernel
+    drops the lock when its holder dies, so a killed keeper never leaves it held.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lambda: fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def live_process(record: PidRecord) -> psutil.Process | None:
     """The daemon's process if it still runs and is the one the record names, else None."""
+    import psutil
+
     try:
         proc = psutil.Process(record.pid)
         if abs(proc.create_time() - record.create_time) > START_TIME_SLACK_S:
@@ -81,6 +129,9 @@ def port_in_use(host: str, port: int) -> bool:
     """True when something already listens on host:port (we could not bind it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the server itself binds (uvicorn sets it): without it, the TIME_WAIT left by
+        # the previous daemon's keep-alive connections reads as "in use" for a minute.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -102,7 +153,7 @@ def spawn_detached(argv: list[str], *, log_path: Path, env: dict[str, str]) -> i
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = {**env, CAPTURE_ENV: "1"}
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
     null_fd = os.open(os.devnull, os.O_RDONLY)
     try:
         return os.posix_spawnp(
@@ -121,8 +172,57 @@ def spawn_detached(argv: list[str], *, log_path: Path, env: dict[str, str]) -> i
         os.close(null_fd)
 
 
+@dataclass(frozen=True, slots=True)
+class PortOwner:
+    """The local process listening on a port, and the rbee state folder it serves if any.
+
+    `state` is the folder whose `server.lock` the process holds (every rbee server locks
+    its state folder), `home` its RBEE_HOME; either is None when psutil cannot tell
+    (another user's process, or not an rbee server).
+    """
+
+    pid: int
+    state: Path | None
+    home: str | None
+
+    def describe(self) -> str:
+        if self.state is None:
+            return f"pid {self.pid}, which is not a queen of this RBEE_HOME"
+        return f"the queen of another RBEE_HOME (pid {self.pid}, state folder {self.state})"
+
+    def stop_hint(self) -> str:
+        """The command that stops this server through its own pidfile."""
+        if self.home:
+            return f"`RBEE_HOME={self.home} keeper queen stop`"
+        if self.state is not None:
+            return "`keeper queen stop` with RBEE_HOME unset"
+        return f"`kill {self.pid}`"
+
+
+def port_owner(port: int) -> PortOwner | None:
+    """Who listens on TCP `port` on this machine, if psutil can see it (our own user)."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port != port:
+                continue
+            if conn.pid is None:
+                return None
+            proc = psutil.Process(conn.pid)
+            state = home = None
+            with contextlib.suppress(psutil.Error):
+                locks = [f.path for f in proc.open_files() if f.path.endswith(SERVER_LOCK)]
+                state = Path(locks[0]).parent if locks else None
+                home = proc.environ().get(HOME_ENV) if state is not None else None
+            return PortOwner(pid=conn.pid, state=state, home=home)
+    return None
+
+
 def reap(pid: int) -> int | None:
     """The exit code if our child `pid` has exited (reaping it), else None."""
+    import psutil
+
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:  # not our child (or already reaped)

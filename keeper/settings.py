@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from jobs.paths import LOOPBACK, QUEEN_PORT, QUEEN_URL_ENV
+from jobs.paths import LOOPBACK, QUEEN_PORT, QUEEN_URL_ENV, TOKEN_ENV, RbeePaths
+from keeper.errors import UsageError
 
 OutputMode = Literal["live", "plain", "json"]
 DEFAULT_QUEEN_URL = f"http://{LOOPBACK}:{QUEEN_PORT}"
@@ -23,8 +24,14 @@ class KeeperSettings:
     def build(
         cls, *, json: bool, no_color: bool, verbose: bool, queen_url: str | None
     ) -> KeeperSettings:
-        """Flag > RBEE_QUEEN_URL > default; NO_COLOR (any value) counts as --no-color."""
-        url = queen_url or os.environ.get(QUEEN_URL_ENV) or DEFAULT_QUEEN_URL
+        """Flag > RBEE_QUEEN_URL > the URL this RBEE_HOME's queen pidfile records > default.
+
+        The pidfile is how `keeper status` finds a queen started with `--port`. NO_COLOR
+        (any value) counts as --no-color.
+        """
+        url = (
+            queen_url or os.environ.get(QUEEN_URL_ENV) or _started_queen_url() or DEFAULT_QUEEN_URL
+        )
         return cls(
             json=json,
             no_color=no_color or "NO_COLOR" in os.environ,
@@ -39,3 +46,27 @@ class KeeperSettings:
         if is_terminal and not self.no_color and os.environ.get("TERM") != "dumb":
             return "live"
         return "plain"
+
+    def token(self, flag: str | None = None) -> str | None:
+        """The bearer token: `flag` (--token) > RBEE_TOKEN > none. Empty means none.
+
+        Raises:
+            UsageError: the token is only whitespace (an unset variable in a script, a
+                stray quote), which would otherwise pass as a token nobody can present.
+        """
+        token = flag if flag is not None else os.environ.get(TOKEN_ENV)
+        if not token:
+            return None
+        if not token.strip():
+            raise UsageError(
+                f"the token (--token or {TOKEN_ENV}) is only whitespace; "
+                "set a real token or unset it"
+            )
+        return token
+
+
+def _started_queen_url() -> str | None:
+    """The URL recorded by the queen this RBEE_HOME started, if its pidfile is there."""
+    from keeper.daemons import QUEEN, recorded_url
+
+    return recorded_url(RbeePaths.resolve().run, QUEEN)

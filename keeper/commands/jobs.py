@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -89,7 +88,7 @@ async def _client(settings: KeeperSettings) -> AsyncIterator[Any]:
     from jobs.client import JobClient
 
     with queen_errors(settings):
-        async with JobClient(settings.queen_url, token=os.environ.get(TOKEN_ENV)) as client:
+        async with JobClient(settings.queen_url, token=settings.token()) as client:
             yield client
 
 

@@ -13,18 +13,20 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 
-from jobs.paths import LOOPBACK, TOKEN_ENV, RbeePaths
+from jobs.paths import LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
 from keeper import daemons
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.render import make_renderer
 from keeper.settings import KeeperSettings
-from narration_core import LineSplitter, Narrator, relay_lines
+from narration_core import LineSplitter, Narrator, relay_lines, strip_control
 
-NAME = "queen"
+NAME = daemons.QUEEN
 PROGRAM = "queen-rbee"
 POLL_S = 0.05  # seconds between looks at the log file and the child while starting
 HEALTH_EVERY_S = 0.2  # seconds between /health probes while starting
@@ -36,14 +38,23 @@ NARRATE = Narrator("keeper")
 def start(
     settings: KeeperSettings,
     *,
-    port: int,
+    port: int | None,
     bind: str,
     token: str | None,
     foreground: bool,
     timeout: float,
 ) -> None:
+    """Start the queen unless this RBEE_HOME's queen already runs (then say where).
+
+    `port` None means "the default, or wherever the queen already runs"; an explicit
+    port that differs from the running queen's is an error (JobFailed, exit 1), so a
+    script never goes on believing the queen listens where it asked.
+    """
+    asked_port = port
+    port = QUEEN_PORT if port is None else port
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
+    token = settings.token(token)
     if bind not in (LOOPBACK, "localhost", "::1") and not token:
         raise UsageError(
             f"binding the queen to {bind} exposes it beyond this machine and needs a token; "
@@ -55,22 +66,44 @@ def start(
     env = dict(os.environ)
     if token:
         env[TOKEN_ENV] = token  # in the environment, not argv: argv is visible in `ps`
+
+    def waiting() -> None:
+        NARRATE.action("wait_lock").human(
+            "Another keeper is starting the queen of this RBEE_HOME; waiting for it"
+        ).emit()
+
     with make_renderer(settings) as out:
         out.status(f"Starting {PROGRAM} on {bind}:{port}")
-        if _already_running(paths, url, bind, port):
-            return
-        if foreground:
-            anyio.run(_run_foreground, paths, argv, env, url, timeout)
-        else:
-            anyio.run(_start_detached, paths, argv, env, url, timeout)
+        # The whole sequence (look, rotate the log, spawn, pidfile, health) under one lock:
+        # a racing keeper waits here, then finds this queen running.
+        with daemons.start_lock(paths.run, NAME, on_wait=waiting) as release:
+            if _already_running(paths, url, bind, port, asked_port=asked_port):
+                return
+            if foreground:
+                anyio.run(_run_foreground, paths, argv, env, url, timeout, release)
+            else:
+                anyio.run(_start_detached, paths, argv, env, url, timeout)
 
 
-def _already_running(paths: RbeePaths, url: str, bind: str, port: int) -> bool:
-    """Say so and return True when a queen already serves; clean a stale pidfile."""
+def _already_running(
+    paths: RbeePaths, url: str, bind: str, port: int, *, asked_port: int | None
+) -> bool:
+    """Say so and return True when this RBEE_HOME's queen already serves.
+
+    Cleans a stale pidfile. Raises JobFailed when our queen runs on another port than
+    the one asked for, DaemonUnreachable when the port is taken by anything else.
+    """
     pidfile = daemons.PidFile(paths.run, NAME)
     record = pidfile.read()
     if record is not None:
         if daemons.live_process(record) is not None:
+            running_port = urlsplit(record.url).port
+            if asked_port is not None and running_port != asked_port:
+                raise JobFailed(
+                    f"the queen of this RBEE_HOME already runs at {record.url} "
+                    f"(pid {record.pid}), not on port {asked_port}; use that URL, or move it "
+                    f"with `keeper queen stop` then `keeper queen start --port {asked_port}`"
+                )
             NARRATE.action("already_running").target(record.url).human(
                 f"Queen is already running (pid {record.pid}) at {record.url}"
             ).emit()
@@ -80,11 +113,19 @@ def _already_running(paths: RbeePaths, url: str, bind: str, port: int) -> bool:
             f"Removed a stale pidfile: pid {record.pid} is no longer the queen"
         ).emit()
     if daemons.port_in_use(bind, port):
-        if _health(url) is not None:
+        owner = daemons.port_owner(port)
+        if owner is not None and owner.state == paths.state:  # our queen, pidfile lost
+            pidfile.write(_record(owner.pid, url, paths.logs / f"{NAME}.log", []))
             NARRATE.action("already_running").target(url).human(
-                f"A queen is already answering at {url} (not started by this keeper)"
+                f"Queen is already running (pid {owner.pid}) at {url}; its pidfile was missing "
+                "and is written again"
             ).emit()
             return True
+        if owner is not None:
+            raise DaemonUnreachable(
+                f"port {port} on {bind} is taken by {owner.describe()}; "
+                f"pass another --port, or stop that queen with {owner.stop_hint()}"
+            )
         raise DaemonUnreachable(
             f"port {port} on {bind} is taken by another program; stop it or pass --port"
         )
@@ -141,7 +182,12 @@ async def _start_detached(
 
 
 async def _run_foreground(
-    paths: RbeePaths, argv: list[str], env: dict[str, str], url: str, startup_s: float
+    paths: RbeePaths,
+    argv: list[str],
+    env: dict[str, str],
+    url: str,
+    startup_s: float,
+    release_lock: Callable[[], None],
 ) -> None:
     from narration_core.capture import ProcessNarrationCapture
 
@@ -160,6 +206,7 @@ async def _run_foreground(
             tg.start_soon(relay)
             with anyio.fail_after(startup_s):
                 await _watch_until_healthy(url, None, exited=lambda: None)
+            release_lock()  # healthy and in the pidfile: another start now finds it
             NARRATE.action("ready").target(url).human(
                 f"Queen is ready at {url} (pid {proc.pid}); Ctrl-C stops it"
             ).emit()
@@ -250,18 +297,20 @@ def _client_host(bind: str) -> str:
 
 
 def stop(settings: KeeperSettings) -> None:
+    """Stop this RBEE_HOME's queen; say whose it is when another home's queen answers."""
     paths = RbeePaths.resolve()
     pidfile = daemons.PidFile(paths.run, NAME)
     with make_renderer(settings):
         record = pidfile.read()
-        if record is None:
-            NARRATE.action("not_running").human("Queen is not running (no pidfile)").emit()
-            return
-        proc = daemons.live_process(record)
-        if proc is None:
-            pidfile.remove()
+        proc = daemons.live_process(record) if record is not None else None
+        if proc is None or record is None:
+            if record is not None:
+                pidfile.remove()
+            _refuse_foreign_queen(settings.queen_url, paths, doing="stop")
             NARRATE.action("not_running").human(
-                f"Queen was not running; removed the stale pidfile for pid {record.pid}"
+                "Queen is not running (no pidfile)"
+                if record is None
+                else f"Queen was not running; removed the stale pidfile for pid {record.pid}"
             ).emit()
             return
         NARRATE.action("stop").target(record.pid).human(
@@ -279,17 +328,48 @@ def stop(settings: KeeperSettings) -> None:
             ).emit()
 
 
+def _refuse_foreign_queen(url: str, paths: RbeePaths, *, doing: str) -> None:
+    """Raise DaemonUnreachable when a queen this RBEE_HOME did not start answers at `url`."""
+    health = _health(url)
+    if health.status is None:
+        return  # nothing answers there: not running is the whole story
+    port = urlsplit(url).port
+    owner = daemons.port_owner(port) if port is not None else None
+    if owner is not None and owner.state == paths.state:
+        return  # ours after all (pidfile lost); nothing better to say than "not running"
+    whose = owner.describe() if owner is not None else "a server this RBEE_HOME did not start"
+    hint = owner.stop_hint() if owner is not None else "the RBEE_HOME it was started with"
+    raise DaemonUnreachable(
+        f"cannot {doing} the queen at {url}: it is {whose}; manage it with {hint}, "
+        f"or start this RBEE_HOME's queen on another port with `keeper queen start --port N`"
+    )
+
+
 def status(settings: KeeperSettings) -> None:
-    """Print the queen's state; exit 3 (DaemonUnreachable) when it is not running."""
+    """Print the queen's state and exit 0 only when it runs and answers /health.
+
+    Raises DaemonUnreachable (exit 3) when no queen runs, JobFailed (exit 1) when ours
+    runs but /health fails (503: it cannot run jobs, with the queen's reason) or does
+    not answer, and DaemonUnreachable when the queen at the URL is another RBEE_HOME's.
+    """
     paths = RbeePaths.resolve()
     record = daemons.PidFile(paths.run, NAME).read()
     proc = daemons.live_process(record) if record is not None else None
     ours = record if proc is not None else None  # the pidfile names a live queen
-    url = record.url if record is not None else settings.queen_url
-    health = _health(url) if ours is not None or record is None else None
-    running = ours is not None or health is not None
+    url = ours.url if ours is not None else settings.queen_url
+    health = _health(url)
+    if ours is None and health.status is not None:
+        _refuse_foreign_queen(url, paths, doing="report on")
+    running = ours is not None or health.status is not None
     uptime_s = round(time.time() - ours.create_time, 1) if ours is not None else None
-    version = (health or {}).get("version")
+    version = health.body.get("version")
+    problem = None
+    if running and not health.ok:
+        problem = (
+            f"it answers /health with HTTP {health.status}: {health.reason}"
+            if health.status is not None
+            else "it does not answer /health"
+        )
     if settings.json:
         info = {
             "running": running,
@@ -297,7 +377,8 @@ def status(settings: KeeperSettings) -> None:
             "url": url,
             "uptime_s": uptime_s,
             "version": version,
-            "healthy": health is not None,
+            "healthy": health.ok,
+            "problem": problem,
             "log": record.log if record is not None else str(paths.logs / f"{NAME}.log"),
         }
         sys.stdout.write(json.dumps(info) + "\n")
@@ -305,10 +386,12 @@ def status(settings: KeeperSettings) -> None:
         with make_renderer(settings):
             if running:
                 uptime = _duration(uptime_s) if uptime_s is not None else "?"
-                pid = ours.pid if ours is not None else "not ours"
-                NARRATE.action("status").target(url).human(
+                pid = ours.pid if ours is not None else "?"
+                NARRATE.action("status").target(url).level(
+                    "info" if problem is None else "error"
+                ).human(
                     f"Queen is running: pid {pid}, {url}, up {uptime}, version {version}"
-                    + ("" if health is not None else ", NOT answering /health")
+                    + ("" if problem is None else f"; but {problem}")
                 ).emit()
             else:
                 NARRATE.action("status").target(url).human(
@@ -318,17 +401,41 @@ def status(settings: KeeperSettings) -> None:
         raise DaemonUnreachable(
             f"queen is not running at {url}; start it with `keeper queen start`"
         )
+    if problem is not None:
+        raise JobFailed(f"the queen at {url} runs but {problem}; `keeper queen logs` shows why")
 
 
-def _health(url: str) -> dict[str, object] | None:
-    """The queen's /health answer, or None when nothing (or no queen) answers there."""
+@dataclass(frozen=True, slots=True)
+class _Health:
+    """What GET /health said: `status` None when nothing answered."""
+
+    status: int | None = None
+    body: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @property
+    def reason(self) -> str:
+        for key in ("error", "reason", "detail", "status"):
+            if isinstance(value := self.body.get(key), str) and value:
+                return strip_control(value)
+        return "no reason given"
+
+
+def _health(url: str) -> _Health:
+    """The queen's /health answer; an answer that is not rbee's JSON counts as none."""
     import httpx
 
     try:
         response = httpx.get(f"{url}/health", timeout=2.0, trust_env=False)
-        return response.json() if response.status_code == 200 else None
+        body = response.json()
     except (httpx.HTTPError, ValueError):
-        return None
+        return _Health()
+    if not isinstance(body, dict) or response.status_code not in (200, 503):
+        return _Health()
+    return _Health(response.status_code, body)
 
 
 def _duration(seconds: float) -> str:

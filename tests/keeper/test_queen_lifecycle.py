@@ -256,3 +256,199 @@ def test_each_start_gets_a_fresh_log_and_json_logs_are_events(
     assert {"event": "narration", "actor": "queen-rbee", "action": "start"}.items() <= events[
         0
     ].items()
+
+
+def _start(keeper, port: int, *extra: str):
+    """`keeper queen start --port PORT` without --queen-url, as a user types it."""
+    return keeper("queen", "start", "--port", str(port), *extra)
+
+
+def test_concurrent_starts_leave_one_queen_that_stop_stops(
+    keeper, rbee_home, free_tcp_port: int
+) -> None:
+    """Four keepers starting one RBEE_HOME's queen at once leave exactly one queen; the
+    pidfile names it, its log holds one start, and `queen stop` stops it."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "keeper", "queen", "start", "--port", str(free_tcp_port)]
+    starters = [
+        subprocess.Popen(
+            argv, env=keeper.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    try:
+        results = [(p.wait(timeout=120), *p.communicate()) for p in starters]
+        assert [code for code, _, _ in results] == [0, 0, 0, 0], results
+        assert sum("already running" in out for _, out, _ in results) == 3, results
+        (queen,) = _queen_processes(rbee_home)
+        record = json.loads((rbee_home / "run" / "queen.pid").read_text())
+        assert record["pid"] == queen.pid
+        log = (rbee_home / "logs" / "queen.log").read_text()
+        assert log.count("[queen-rbee] start") == 1, log
+    finally:
+        stopped = keeper("queen", "stop")
+    assert stopped.returncode == 0 and "Queen stopped" in stopped.stdout, stopped.stdout
+    assert _queen_processes(rbee_home) == []
+
+
+def test_restart_on_the_same_port_after_a_keepalive_client(keeper, free_tcp_port: int) -> None:
+    """Stop then start on one port works at once, though a keep-alive client left the
+    port in TIME_WAIT (the check binds as the server does, with SO_REUSEADDR)."""
+    import httpx
+
+    assert _start(keeper, free_tcp_port).returncode == 0
+    try:
+        with httpx.Client(trust_env=False) as client:  # holds its connection open
+            assert client.get(f"http://127.0.0.1:{free_tcp_port}/health").status_code == 200
+            assert keeper("queen", "stop").returncode == 0
+        again = _start(keeper, free_tcp_port)
+        assert again.returncode == 0, again.stderr
+    finally:
+        keeper("queen", "stop")
+
+
+def test_pidfile_lock_and_log_are_private(keeper, rbee_home, free_tcp_port: int) -> None:
+    """The queen's pidfile, start lock and log are created 0600 (only their owner reads them)."""
+    import stat
+
+    assert _start(keeper, free_tcp_port).returncode == 0
+    try:
+        for path in ("run/queen.pid", "run/queen.lock", "logs/queen.log"):
+            mode = stat.S_IMODE((rbee_home / path).stat().st_mode)
+            assert mode == 0o600, f"{path}: {oct(mode)}"
+    finally:
+        keeper("queen", "stop")
+
+
+def test_every_command_finds_the_queen_started_on_another_port(keeper, free_tcp_port: int) -> None:
+    """After `queen start --port P`, `keeper status` and `jobs list` talk to that queen
+    (the pidfile records its URL); an explicit --queen-url still wins."""
+    assert _start(keeper, free_tcp_port).returncode == 0
+    try:
+        overview = keeper("status")
+        assert overview.returncode == 0, overview.stderr
+        assert keeper("jobs", "list").returncode == 0
+        elsewhere = keeper("--queen-url", "http://127.0.0.1:9", "jobs", "list")
+        assert elsewhere.returncode == 3 and "127.0.0.1:9" in elsewhere.stderr
+    finally:
+        keeper("queen", "stop")
+
+
+def test_start_on_another_port_while_running_is_refused(
+    keeper, rbee_home, free_tcp_port_factory
+) -> None:
+    """`queen start --port Q` while this home's queen runs on P says where it runs and
+    exits 1, starting nothing; without --port it just reports the running queen."""
+    first, second = free_tcp_port_factory(), free_tcp_port_factory()
+    assert _start(keeper, first).returncode == 0
+    try:
+        moved = _start(keeper, second)
+        assert moved.returncode == 1
+        assert f"127.0.0.1:{first}" in moved.stderr and f"port {second}" in moved.stderr
+        assert len(_queen_processes(rbee_home)) == 1
+        plain = keeper("queen", "start")
+        assert plain.returncode == 0 and "already running" in plain.stdout
+    finally:
+        keeper("queen", "stop")
+
+
+def test_a_queen_of_another_home_is_named_not_stopped(keeper, tmp_path, free_tcp_port: int) -> None:
+    """`queen status`/`stop` against another RBEE_HOME's queen say whose it is and how to
+    stop it (exit 3), and leave it running."""
+    other = type(keeper)(tmp_path / "other-home")  # a second user's keeper, its own home
+    assert _start(other, free_tcp_port).returncode == 0
+    try:
+        url = f"http://127.0.0.1:{free_tcp_port}"
+        for command in ("status", "stop"):
+            result = keeper("--queen-url", url, "queen", command)
+            assert result.returncode == 3, result
+            assert str(tmp_path / "other-home" / "state") in result.stderr
+            assert f"RBEE_HOME={tmp_path / 'other-home'} keeper queen stop" in result.stderr
+        assert other("queen", "status").returncode == 0
+        taken = _start(keeper, free_tcp_port)
+        assert taken.returncode == 3 and "another RBEE_HOME" in taken.stderr
+    finally:
+        other("queen", "stop")
+
+
+UNHEALTHY_SERVER = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "unavailable", "error": "the disk is full"}).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_status_exits_1_when_health_answers_503(keeper, rbee_home, free_tcp_port: int) -> None:
+    """A queen that runs but answers /health 503 makes `queen status` say why and exit 1."""
+    import subprocess
+    import sys
+    import time
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", UNHEALTHY_SERVER, str(free_tcp_port)], stderr=subprocess.DEVNULL
+    )
+
+    def listening() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", free_tcp_port)) == 0
+
+    try:
+        deadline = time.monotonic() + 30
+        while not listening():
+            assert time.monotonic() < deadline, "the stand-in server never listened"
+            time.sleep(0.02)
+        (rbee_home / "run").mkdir(parents=True, exist_ok=True)
+        record = {
+            "name": "queen",
+            "pid": server.pid,
+            "create_time": psutil.Process(server.pid).create_time(),
+            "url": f"http://127.0.0.1:{free_tcp_port}",
+            "log": "x",
+            "argv": [],
+        }
+        (rbee_home / "run" / "queen.pid").write_text(json.dumps(record))
+        result = keeper("queen", "status")
+        assert result.returncode == 1, result
+        assert "503" in result.stderr and "the disk is full" in result.stderr
+        info = json.loads(keeper("--json", "queen", "status").stdout)
+        assert info["running"] and not info["healthy"] and "disk is full" in info["problem"]
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_whitespace_token_is_refused(keeper, free_tcp_port: int) -> None:
+    """A whitespace-only RBEE_TOKEN is a usage error (exit 2) for the keeper and the queen."""
+    import subprocess
+    import sys
+
+    env = {**keeper.env(), "RBEE_TOKEN": "  \t "}
+    for args in (
+        ["queen", "start", "--bind", "0.0.0.0", "--port", str(free_tcp_port)],
+        ["jobs", "list"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "keeper", *args], env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 2, (args, result)
+        assert "only whitespace" in result.stderr
+    queen = subprocess.run(
+        [sys.executable, "-m", "queen", "--bind", "0.0.0.0", "--port", str(free_tcp_port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert queen.returncode != 0 and "whitespace" in queen.stderr, queen
