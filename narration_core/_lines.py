@@ -14,6 +14,7 @@ from narration_core._keyblock import KEY_MARK, KeyBlocks
 from narration_core.event import NarrationEvent
 from narration_core.format import parse_line
 from narration_core.narrator import emit_event
+from narration_core.redact import redact
 from narration_core.sanitize import strip_control
 
 MAX_LINE = 64 * 1024  # characters per emitted piece: longer lines arrive as several pieces
@@ -90,7 +91,8 @@ class LineSplitter:
         if b"\r" not in tail:
             return None
         # "ignore": the segment may end inside a character still being written.
-        return _overwritten(tail.decode("utf-8", "ignore")) or None
+        # Redacted here: a progress line is drawn on the terminal without an event.
+        return redact(_overwritten(tail.decode("utf-8", "ignore"))) or None
 
     def _cut_tail(self, lines: list[str]) -> list[str]:
         tail, limit = self._tail, self.max_line

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
+import threading
+from pathlib import Path
 
+import anyio
+import pytest
 from redaction_corpus import ORDINARY
+from rich.console import Console
+
+from keeper.render import Renderer
+from keeper.settings import KeeperSettings
+from narration_core.capture import ProcessNarrationCapture
+
+DEADLINE_S = 30.0  # seconds any single wait may take on a slow 2-core machine
 
 # A child that prints a coloured secret, then everyday lines that only mention secrets.
 EVERYDAY = ["'/etc/passwd': Permission denied", "token: expired", *ORDINARY[8:20]]
@@ -37,3 +50,50 @@ def test_keeper_advice_about_tokens_is_not_redacted(keeper) -> None:
     assert result.returncode == 2, result.stderr
     assert "pass --token or set RBEE_TOKEN" in result.stderr
     assert "[REDACTED]" not in result.stderr
+
+
+GATED_SECRET_BAR = """
+import os, sys, time
+sys.stdout.write("\\rupload 10% token=abc123def456")
+sys.stdout.flush()
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+sys.stdout.write("\\rupload 100% token=abc123def456\\n")
+"""
+
+
+class _Screen(io.StringIO):
+    """A terminal on StringIO that signals once `text` has been drawn on it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.drawn = threading.Event()
+
+    def write(self, s: str) -> int:
+        written = super().write(s)
+        if self.text in self.getvalue():
+            self.drawn.set()
+        return written
+
+
+@pytest.mark.anyio
+async def test_live_progress_line_is_redacted(tmp_path: Path) -> None:
+    """A `\\r` progress line drawn in place on a terminal never shows a secret it holds."""
+    screen = _Screen("upload 10%")
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    go = tmp_path / "go"
+    argv = [sys.executable, "-c", GATED_SECRET_BAR, str(go)]
+    with Renderer(KeeperSettings(), console=console, mode="live") as renderer:
+        capture = ProcessNarrationCapture(on_progress=renderer.progress)
+        async with await capture.spawn(argv) as proc, anyio.create_task_group() as tg:
+            tg.start_soon(proc.wait)  # relays output while it runs
+            with anyio.fail_after(DEADLINE_S):
+                await anyio.to_thread.run_sync(screen.drawn.wait, abandon_on_cancel=True)
+            go.touch()
+            with anyio.fail_after(DEADLINE_S):
+                await proc.wait()
+        assert proc.returncode == 0
+    shown = screen.getvalue()
+    assert "upload 100% token=[REDACTED]" in shown
+    assert "abc123def456" not in shown
