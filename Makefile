@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo test lint bench docs
 
+# [worker] is llama-cpp-python, compiled from source the first time (minutes on 2 cores);
+# pip's wheel cache makes every later install of the same version a quick copy.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,worker]'
 	touch $@
 
 install: $(BIN)/.installed

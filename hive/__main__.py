@@ -1,38 +1,115 @@
-"""rbee-hive: the per-machine daemon (worker lifecycle, model catalog).
+"""rbee-hive: the per-machine daemon. `rbee-hive --port 7835 --queen-url URL --hive-id ID`.
 
-Only its command line and startup narration exist so far; the daemon lands with the
-hive issue.
+Spawns and stops workers, keeps the model catalog, reports the machine's capabilities and
+beats to the queen. Narrates `startup`, `catalog_init`, `listen` and `ready` on stdout
+(ready only once connections are accepted). SIGTERM/SIGINT: cancel running jobs, stop the
+workers, exit 0; a second signal stops waiting for open connections.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 
-from jobs.paths import HIVE_PORT, LOOPBACK
+import anyio
+
+from hive.errors import HiveConfigError
+from hive.settings import DEFAULT_HIVE_ID, HiveSettings
+from jobs.beats import BEAT_INTERVAL_S
+from jobs.net import tcp_port
+from jobs.paths import HIVE_PORT, LOOPBACK, TOKEN_ENV
+from narration_core import Narrator
+
+NARRATE = Narrator("rbee-hive")
+EXIT_USAGE = 2  # bad flags, unsafe settings or a busy state folder
+EXIT_BIND = 1  # the address could not be bound
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="rbee-hive",
         description="Per-machine rbee daemon: spawns and stops workers, downloads models.",
     )
+    parser.add_argument("--port", type=tcp_port, default=HIVE_PORT, help="port (0: any free port)")
+    parser.add_argument("--bind", default=LOOPBACK, help="address to listen on")
+    parser.add_argument("--token", default=None, help=f"bearer token required (env {TOKEN_ENV})")
+    parser.add_argument("--queen-url", default=None, help="queen to send heartbeats to")
+    parser.add_argument("--hive-id", default=DEFAULT_HIVE_ID, help="this hive's id (alias)")
     parser.add_argument(
-        "--port", type=int, default=HIVE_PORT, help="HTTP port (default %(default)s)"
+        "--beat-interval", type=float, default=BEAT_INTERVAL_S, help=argparse.SUPPRESS
     )
-    parser.add_argument("--bind", default=LOOPBACK, help="address to bind (default %(default)s)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from narration_core import Narrator
 
-    narrate = Narrator("rbee-hive")
-    narrate.action("start").target(args.port).human(
-        f"Hive would listen on {args.bind}:{args.port}"
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        settings = HiveSettings.build(
+            hive_id=args.hive_id,
+            port=args.port,
+            bind=args.bind,
+            token=args.token,
+            queen_url=args.queen_url,
+            beat_interval_s=args.beat_interval,
+        )
+    except HiveConfigError as exc:
+        print(f"rbee-hive: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    from jobs.errors import CannotListen, StateFolderBusy
+    from jobs.server import claim  # uvicorn and the app load only past the checks
+
+    NARRATE.action("startup").target(settings.hive_id).human(
+        f"Hive {settings.hive_id} starting on {settings.bind}:{settings.port} "
+        f"(state in {settings.state_dir})"
     ).emit()
-    narrate.action("not_ready").level("warn").human(
-        "The hive daemon is not built yet; nothing was started"
+    try:
+        state_lock, sock = claim(settings.state_dir, settings.bind, settings.port)
+    except StateFolderBusy as exc:
+        print(f"rbee-hive: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except CannotListen as exc:
+        print(f"rbee-hive: {exc}", file=sys.stderr)
+        sys.exit(EXIT_BIND)
+    with state_lock:  # held until the process exits
+        anyio.run(_serve, settings, sock)
+
+
+def advertised_url(sock: socket.socket) -> str:
+    """The URL the queen should use: the bound address, or this host's name for a wildcard."""
+    from jobs.server import socket_url
+
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        return f"http://{socket.gethostname()}:{port}"
+    return socket_url(sock)
+
+
+async def _serve(settings: HiveSettings, sock: socket.socket) -> None:
+    from hive.app import create_app
+    from hive.catalog import Catalog
+    from jobs.server import serve, socket_url
+
+    catalog = await anyio.to_thread.run_sync(Catalog(settings.models_dir).load)
+    ready_models = [e.id for e in catalog.entries() if e.status == "available"]
+    NARRATE.action("catalog_init").target(str(settings.models_dir)).human(
+        f"Model catalog in {settings.models_dir}: {len(ready_models)} model(s) available"
+        + (f" ({', '.join(ready_models)})" if ready_models else "")
     ).emit()
-    return 2
+    url = advertised_url(sock)
+    job_app = create_app(settings, catalog, url=url)
+    listening = socket_url(sock)
+    NARRATE.action("listen").target(listening.rsplit(":", 1)[-1]).human(
+        f"Listening on {listening}"
+    ).emit()
+
+    async def announce_ready(_: str) -> None:
+        beats = f"; heartbeats to {settings.queen_url}" if settings.queen_url else ""
+        NARRATE.action("ready").target(url).human(f"Hive ready on {url}{beats}").emit()
+
+    await serve(job_app, sock, on_ready=announce_ready)
+    NARRATE.action("stopped").human(f"Hive {settings.hive_id} stopped").emit()
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -230,8 +230,9 @@ async def serve(
     sock: socket.socket,
     *,
     on_ready: Callable[[str], Awaitable[None]] | None = None,
+    stop_when: anyio.Event | None = None,
 ) -> None:
-    """Serve `app` on `sock` until SIGTERM or SIGINT.
+    """Serve `app` on `sock` until SIGTERM or SIGINT (or `stop_when` is set).
 
     `on_ready(url)` runs once connections are accepted (a program narrates `ready`, starts
     its heartbeats). The first signal cancels running jobs (recorded `cancelled`), then
@@ -260,9 +261,17 @@ async def serve(
         if on_ready is not None:
             await on_ready(url)
 
+    async def stop_when_set(event: anyio.Event) -> None:
+        await event.wait()
+        if not stopping.is_set():
+            stopping.set()
+            await server.stop()
+
     stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(stop_on_signal)
+        if stop_when is not None:
+            tg.start_soon(stop_when_set, stop_when)
         tg.start_soon(announce_ready)
         await server.serve(sockets=[sock])
         tg.cancel_scope.cancel()
@@ -275,12 +284,15 @@ async def open_job_server(app: JobApp, sock: socket.socket) -> AsyncIterator[Job
     For tests and benchmarks: no signal handling. Yields once connections are accepted.
     """
     server = JobServer(app)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(READY_WAIT_S):
-            await server.ready.wait()
-        try:
-            yield server
-        finally:
-            with anyio.CancelScope(shield=True):
-                await server.stop()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(READY_WAIT_S):
+                await server.ready.wait()
+            try:
+                yield server
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await server.stop()
+    finally:
+        sock.close()  # uvicorn closes it on a clean shutdown, not when cancelled

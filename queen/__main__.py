@@ -13,6 +13,7 @@ import sys
 
 import anyio
 
+from jobs.net import tcp_port
 from jobs.paths import LOOPBACK, QUEEN_PORT, TOKEN_ENV
 from narration_core import Narrator
 from queen.errors import QueenConfigError
@@ -23,16 +24,9 @@ EXIT_USAGE = 2  # bad flags or unsafe settings
 EXIT_BIND = 1  # the address could not be bound
 
 
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a TCP port; use 0 to 65535")
-    return port
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="queen-rbee", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=_port, default=QUEEN_PORT, help="port (0: any free port)")
+    parser.add_argument("--port", type=tcp_port, default=QUEEN_PORT, help="port (0: any free port)")
     parser.add_argument("--bind", default=LOOPBACK, help="address to listen on")
     parser.add_argument("--token", default=None, help=f"bearer token required (env {TOKEN_ENV})")
     parser.add_argument(

@@ -20,11 +20,3 @@ def test_console_script_shows_help(script: str) -> None:
     result = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "usage" in result.stdout.lower()
-
-
-def test_hive_says_it_has_not_landed(capsys: pytest.CaptureFixture[str]) -> None:
-    """rbee-hive narrates that the daemon is not built yet instead of pretending to run."""
-    from hive.__main__ import main
-
-    assert main([]) == 2
-    assert "[rbee-hive ] not_ready" in capsys.readouterr().out

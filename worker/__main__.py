@@ -1,35 +1,143 @@
-"""llm-worker-rbee: one GGUF model loaded through llama.cpp, streaming tokens over HTTP.
+"""llm-worker-rbee: one GGUF model loaded through llama.cpp, served over HTTP.
 
-Only its command line and startup narration exist so far; the worker lands with the
-inference issue.
+    llm-worker-rbee --model PATH --port N --device cpu|cuda:N --worker-id ID [--hive-url URL]
+
+Narrates `startup` and `model_load` before its server exists (the hive relays those lines
+into the spawn job), then serves /health: `loading` until the model is in memory, then
+`ready`. A model that does not load ends the worker with exit 1 and the reason as its
+last line. The worker exits when its parent (the hive) dies, so a killed hive leaves no
+worker behind. SIGTERM/SIGINT stop it (exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+from jobs.paths import LOOPBACK
+from narration_core import Narrator
+
+NARRATE = Narrator("llm-worker-rbee")
+EXIT_FAILED = 1  # the model did not load, the port was taken, or the hive died
+EXIT_USAGE = 2
+PARENT_POLL_S = 0.5  # how often the worker checks that its hive still lives
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="llm-worker-rbee",
-        description="rbee inference worker: loads one GGUF model and streams tokens over HTTP.",
+        description="rbee inference worker: loads one GGUF model and serves it over HTTP.",
     )
     parser.add_argument("--model", required=True, help="path to a .gguf file")
     parser.add_argument("--port", type=int, required=True, help="HTTP port the hive assigned")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default %(default)s)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--worker-id", default=None, help="id the hive knows this worker by")
+    parser.add_argument("--hive-url", default=None, help="the hive that spawned this worker")
+    parser.add_argument("--bind", default=LOOPBACK, help="address to listen on")
+    return parser.parse_args(argv)
 
-    from narration_core import Narrator
 
-    narrate = Narrator("llm-worker-rbee")
-    narrate.action("start").target(args.model).human(
-        f"Worker would load {args.model} on {args.device}, port {args.port}"
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    worker_id = args.worker_id or f"w-{args.port}"
+    model = Path(args.model).expanduser()
+    parent = os.getppid()
+    NARRATE.action("startup").target(worker_id).human(
+        f"Worker {worker_id} starting: {model.name} on {args.device}, port {args.port}"
+        + (f", hive {args.hive_url}" if args.hive_url else "")
     ).emit()
-    narrate.action("not_ready").level("warn").human(
-        "The inference worker is not built yet; nothing was loaded"
-    ).emit()
-    return 2
+    from jobs.errors import CannotListen, StateFolderBusy
+    from jobs.paths import RbeePaths
+    from jobs.server import claim
+    from worker.errors import WorkerError
+
+    state_dir = RbeePaths.resolve().ensure().state / "workers" / worker_id
+    try:
+        state_lock, sock = claim(state_dir, args.bind, args.port)
+    except (StateFolderBusy, CannotListen) as exc:
+        NARRATE.action("failed").level("error").human(str(exc)).emit()
+        sys.exit(EXIT_FAILED)
+    try:
+        with state_lock:
+            anyio.run(_serve, args, worker_id, model, parent, sock, state_dir)
+    except WorkerError as exc:
+        NARRATE.action("failed").level("error").human(str(exc)).emit()
+        sys.exit(EXIT_FAILED)
+
+
+async def _serve(
+    args: argparse.Namespace,
+    worker_id: str,
+    model: Path,
+    parent: int,
+    sock: socket.socket,
+    state_dir: Path,
+) -> None:
+    from jobs.server import serve, socket_url
+    from worker.app import WorkerState, create_app
+    from worker.engine import Engine
+    from worker.errors import ParentGone, WorkerError
+
+    state = WorkerState(worker_id, model, args.device)
+    engine = Engine(model, args.device)
+    size = model.stat().st_size if model.is_file() else 0  # noqa: ASYNC240 - one stat, at start
+    NARRATE.action("model_load").target(model.name).human(
+        f"Loading {model.name} ({size / 1e6:.1f} MB) on {args.device}"
+    ).field("bytes", size).emit()
+    job_app = create_app(state, state_dir=state_dir)
+    url = socket_url(sock)
+
+    async def load() -> None:
+        started = time.perf_counter()
+        try:
+            await anyio.to_thread.run_sync(engine.load, abandon_on_cancel=True)
+        except WorkerError as exc:
+            state.status = "failed"
+            failures.append(exc)
+            stop.set()
+            return
+        took = time.perf_counter() - started
+        state.status = "ready"
+        NARRATE.action("model_load").target(model.name).human(
+            f"Loaded {model.name} ({size / 1e6:.1f} MB) in {took:.2f} s"
+        ).field("bytes", size).field("load_s", round(took, 3)).emit()
+        await listening.wait()
+        NARRATE.action("ready").target(url).human(f"Worker {worker_id} ready on {url}").emit()
+
+    async def announce_listen(_: str) -> None:
+        NARRATE.action("listen").target(url).human(f"Listening on {url}").emit()
+        listening.set()
+
+    # The model loads while the server starts: /health answers `loading` until it is in.
+    async def watch_parent() -> None:
+        """Stop once the process that started us has exited (we were re-parented).
+
+        Polled: Linux can signal a child when its parent dies (PR_SET_PDEATHSIG), but only
+        the spawner can ask for it; polling also covers a worker started by hand.
+        """
+        while os.getppid() == parent:  # noqa: ASYNC110 - no event exists for a parent's death
+            await anyio.sleep(PARENT_POLL_S)
+        failures.append(ParentGone(parent))
+        stop.set()
+
+    listening = anyio.Event()
+    stop = anyio.Event()
+    failures: list[WorkerError] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_parent)
+        tg.start_soon(load)
+        await serve(job_app, sock, on_ready=announce_listen, stop_when=stop)
+        tg.cancel_scope.cancel()
+    if failures:
+        raise failures[0]
+    NARRATE.action("stopped").human(f"Worker {worker_id} stopped").emit()
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

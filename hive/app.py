@@ -1,0 +1,73 @@
+"""The hive's app: its job handlers, /v1/capabilities and heartbeats on the job-server shell.
+
+Serving it (the lifespan) runs the worker supervisor (leaving it stops every worker) and
+the heartbeats to the queen, when one is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hive.capabilities import capabilities
+from hive.catalog import Catalog
+from hive.heartbeat import Heartbeat
+from hive.router import create_router
+from hive.settings import HiveSettings
+from hive.supervisor import Supervisor
+from jobs.server import JobApp, ServerConfig, rbee_version
+from jobs.server import create_app as create_job_app
+
+ACTOR = "rbee-hive"  # the hive's narration actor
+
+
+def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
+    """A hive for `settings` serving `catalog` (loaded), reachable by the queen at `url`."""
+    version = rbee_version()
+    config = ServerConfig(ACTOR, version, settings.state_dir, token=settings.token)
+    supervisor = Supervisor(
+        logs_dir=settings.worker_logs,
+        hive_url=url,
+        ready_timeout_s=settings.worker_ready_timeout_s,
+    )
+
+    async def get_capabilities(request: Request) -> Response:
+        found = await anyio.to_thread.run_sync(capabilities)
+        return JSONResponse({"hive_id": settings.hive_id, **found})
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        async with supervisor.running(), anyio.create_task_group() as tg:
+            if settings.queen_url is not None:
+                heartbeat = Heartbeat(
+                    settings.queen_url,
+                    hive_id=settings.hive_id,
+                    url=url,
+                    version=version,
+                    workers=supervisor.infos,
+                    token=settings.queen_token,
+                    interval_s=settings.beat_interval_s,
+                )
+                tg.start_soon(heartbeat.run, name="heartbeat")
+            yield
+            tg.cancel_scope.cancel()
+
+    return create_job_app(
+        config,
+        create_router(catalog, supervisor),
+        routes=[Route("/v1/capabilities", get_capabilities, methods=["GET"])],
+        lifespan=lifespan,
+        openapi_paths={
+            "/v1/capabilities": {
+                "get": {
+                    "summary": "CPU cores, RAM and NVIDIA GPUs of this machine",
+                    "responses": {"200": {"description": "capabilities"}},
+                }
+            }
+        },
+    )

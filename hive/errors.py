@@ -1,0 +1,87 @@
+"""Errors rbee-hive raises; a job that hits one fails with its message.
+
+HiveError
+├── HiveConfigError   the command line / environment cannot be served as given (exit 2)
+├── ModelNotFound     no catalog entry for that model id or reference
+├── ModelInUse        a model cannot be deleted while a worker has it loaded
+├── DownloadError     a download failed (the partial file stays, to resume)
+│   └── ChecksumMismatch  the bytes did not match the expected sha256 (they are deleted)
+├── WorkerNotFound    no worker with that id on this hive
+└── WorkerStartError  a worker exited or did not become ready in time
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class HiveError(Exception):
+    """Root of rbee-hive's own errors."""
+
+
+class HiveConfigError(HiveError):
+    """Raised when the settings are unsafe or malformed; the CLI exits 2 with the message."""
+
+
+class ModelNotFound(HiveError):
+    """Raised when a model id or reference is not in the catalog."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"model {model!r} is not in this hive's catalog; download it first "
+            f"(`keeper model download {model}`) or list models with `keeper model list`"
+        )
+
+
+class ModelInUse(HiveError):
+    """Raised when deleting a model that a running worker has loaded."""
+
+    def __init__(self, model: str, workers: Sequence[str]) -> None:
+        self.model = model
+        self.workers = list(workers)
+        super().__init__(
+            f"model {model!r} is loaded by worker(s) {', '.join(self.workers)}; stop them "
+            "first with `keeper worker stop ID`"
+        )
+
+
+class DownloadError(HiveError):
+    """Raised when a model download fails; the catalog entry is marked failed."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"download of {url} failed: {reason}")
+
+
+class ChecksumMismatch(DownloadError):
+    """Raised when a downloaded file's sha256 differs from the expected one."""
+
+    def __init__(self, url: str, *, actual: str, expected: str) -> None:
+        self.actual = actual
+        self.expected = expected
+        super().__init__(url, f"sha256 is {actual}, expected {expected}; the file was discarded")
+
+
+class WorkerNotFound(HiveError):
+    """Raised when a worker id is unknown to this hive (never spawned, or already gone)."""
+
+    def __init__(self, worker_id: str, known: Sequence[str]) -> None:
+        self.worker_id = worker_id
+        names = ", ".join(known) or "none"
+        super().__init__(
+            f"no worker {worker_id!r} on this hive (running: {names}); "
+            "list them with `keeper worker list`"
+        )
+
+
+class WorkerStartError(HiveError):
+    """Raised when a spawned worker exits or is not ready in time; carries its last lines."""
+
+    def __init__(self, worker_id: str, reason: str, last_lines: Sequence[str]) -> None:
+        self.worker_id = worker_id
+        self.reason = reason
+        self.last_lines = list(last_lines)
+        tail = f"; its last lines: {' | '.join(self.last_lines)}" if self.last_lines else ""
+        super().__init__(f"worker {worker_id} did not start: {reason}{tail}")

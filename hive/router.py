@@ -1,0 +1,194 @@
+"""Operation -> handler for the hive: workers and models.
+
+Model operations check their arguments before they report ready (`Upstream`), so a
+model id that names a path is answered 400 by `POST /v1/jobs` itself, not only recorded
+as a failed job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from hive.catalog import Catalog, ModelEntry, ModelRef, check_id, new_entry, parse_ref
+from hive.download import download
+from hive.errors import ChecksumMismatch, DownloadError, ModelInUse, ModelNotFound
+from hive.supervisor import Supervisor
+from hive.tiny_model import write_tiny_model
+from jobs.errors import InvalidRequest
+from jobs.operations import (
+    ModelDelete,
+    ModelDownload,
+    ModelList,
+    WorkerList,
+    WorkerSpawn,
+    WorkerStop,
+)
+from jobs.service import Handler, Job, Upstream
+from narration_core import Narrator
+
+NARRATE = Narrator("rbee-hive")
+HF_TOKEN_ENV = "HF_TOKEN"  # sent as a bearer token to huggingface.co only
+HF_HOSTS = ("https://huggingface.co/",)
+
+
+def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Handler]:
+    """The handlers this hive serves, closed over its catalog and supervisor."""
+
+    async def worker_spawn(op: WorkerSpawn, job: Job) -> dict[str, Any]:
+        entry = catalog.resolve(op.model)
+        job.mark_ready()
+        worker = await supervisor.spawn(entry.id, Path(entry.path), op.device, job_id=job.id)
+        return worker.to_dict()
+
+    async def worker_list(op: WorkerList, job: Job) -> dict[str, Any]:
+        workers = supervisor.workers()
+        for w in workers:
+            NARRATE.action("worker_list").target(w.id).human(
+                f"{w.id}: {w.model_id} on {w.device} at {w.url}, {w.state} (pid {w.pid})"
+            ).emit()
+        if not workers:
+            NARRATE.action("worker_list").human("No workers running on this hive").emit()
+        return {"workers": [w.to_dict() for w in workers]}
+
+    async def worker_stop(op: WorkerStop, job: Job) -> dict[str, Any]:
+        NARRATE.action("worker_stop").target(op.worker_id).human(
+            f"Stopping worker {op.worker_id}"
+        ).emit()
+        worker = await supervisor.stop(op.worker_id)
+        NARRATE.action("worker_stop").target(op.worker_id).human(
+            f"Worker {op.worker_id} stopped (exit {worker.returncode})"
+        ).emit()
+        return {"worker_id": worker.id, "returncode": worker.returncode}
+
+    async def model_download(op: ModelDownload, job: Job) -> dict[str, Any]:
+        ref = parse_ref(op.model)
+        existing = catalog.find(ref.source)
+        if existing is not None and existing.status == "downloading":
+            raise InvalidRequest(
+                f"{op.model} is already being downloaded; wait for that job", status=409
+            )
+        job.mark_ready()
+        if existing is not None and existing.status == "available":
+            NARRATE.action("model_download").target(existing.id).human(
+                f"{op.model} is already in the catalog as {existing.id}"
+            ).emit()
+            return existing.to_dict()
+        entry = await _add(ref, existing)
+        return entry.to_dict()
+
+    async def _add(ref: ModelRef, existing: ModelEntry | None) -> ModelEntry:
+        model_id = existing.id if existing is not None else catalog.new_id(ref)
+        if ref.kind == "local":
+            return await _register_local(ref, model_id)
+        path = catalog.file_for(model_id)
+        entry = new_entry(model_id, ref, path, owned=True)
+        catalog.put(entry)
+        try:
+            if ref.kind == "builtin":
+                NARRATE.action("model_download").target(model_id).human(
+                    f"Writing {ref.source} (random weights, seeded) to {path}"
+                ).emit()
+                await anyio.to_thread.run_sync(write_tiny_model, path)
+                size, sha256 = await anyio.to_thread.run_sync(_size_and_sha256, path)
+            else:
+                assert ref.url is not None
+                NARRATE.action("model_download").target(model_id).human(
+                    f"Downloading {ref.source} to {path}"
+                ).emit()
+                done = await download(
+                    ref.url,
+                    path,
+                    headers=_auth_headers(ref),
+                    expected_sha256=ref.expected_sha256,
+                    label=model_id,
+                )
+                size, sha256 = done.size, done.sha256
+        except ChecksumMismatch:
+            catalog.remove(model_id)  # wrong bytes: nothing is registered
+            raise
+        except DownloadError as exc:
+            entry.status, entry.error = "failed", str(exc)
+            catalog.put(entry)  # the .part stays: downloading again resumes
+            raise
+        except BaseException:  # cancelled (or a bug): record it, keep the .part to resume
+            entry.status, entry.error = "failed", "interrupted; download again to resume"
+            catalog.put(entry)
+            raise
+        entry.size, entry.sha256, entry.status = size, sha256, "available"
+        catalog.put(entry)
+        NARRATE.action("model_ready").target(model_id).human(
+            f"Model {model_id} available ({size / 1e6:.1f} MB, sha256 {sha256[:12]}…)"
+        ).emit()
+        return entry
+
+    async def _register_local(ref: ModelRef, model_id: str) -> ModelEntry:
+        assert ref.path is not None
+        if not await anyio.Path(ref.path).is_file():
+            raise ModelNotFound(str(ref.path))
+        size, sha256 = await anyio.to_thread.run_sync(_size_and_sha256, ref.path)
+        entry = new_entry(model_id, ref, ref.path, owned=False)
+        entry.size, entry.sha256, entry.status = size, sha256, "available"
+        catalog.put(entry)
+        NARRATE.action("model_ready").target(model_id).human(
+            f"Registered {ref.path} as {model_id} (not copied; {size / 1e6:.1f} MB)"
+        ).emit()
+        return entry
+
+    async def model_list(op: ModelList, job: Job) -> dict[str, Any]:
+        entries = catalog.entries()
+        for e in entries:
+            size = f"{e.size / 1e6:.1f} MB" if e.size is not None else "size unknown"
+            NARRATE.action("model_list").target(e.id).human(
+                f"{e.id}: {e.status}, {size}, from {e.source}"
+            ).emit()
+        if not entries:
+            NARRATE.action("model_list").human("The catalog is empty").emit()
+        return {"models": [e.to_dict() for e in entries]}
+
+    async def model_delete(op: ModelDelete, job: Job) -> dict[str, Any]:
+        entry = catalog.find(op.model)
+        if entry is None:
+            if not op.model.startswith(("builtin:", "hf:", "http://", "https://")):
+                check_id(op.model)  # a path posing as an id: 400
+            raise ModelNotFound(op.model)
+        users = supervisor.using(entry.id)
+        if users:
+            raise ModelInUse(entry.id, users)
+        job.mark_ready()
+        catalog.remove(entry.id)
+        kept = "" if entry.owned else f" (the file {entry.path} was left in place)"
+        NARRATE.action("model_delete").target(entry.id).human(
+            f"Deleted model {entry.id}{kept}"
+        ).emit()
+        return {"model": entry.id, "deleted": True}
+
+    return {
+        "worker_spawn": Upstream(worker_spawn),
+        "worker_list": worker_list,
+        "worker_stop": worker_stop,
+        "model_download": Upstream(model_download),
+        "model_list": model_list,
+        "model_delete": Upstream(model_delete),
+    }
+
+
+def _auth_headers(ref: ModelRef) -> dict[str, str]:
+    token = os.environ.get(HF_TOKEN_ENV, "").strip()
+    if ref.is_hf and token and ref.url is not None and ref.url.startswith(HF_HOSTS):
+        return {"Authorization": f"Bearer {token}"}
+    return {}
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return path.stat().st_size, digest.hexdigest()

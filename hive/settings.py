@@ -1,0 +1,96 @@
+"""rbee-hive's settings: built once at the entry point and passed down.
+
+Precedence: command-line flag > RBEE_* environment > default. Folders come from
+`jobs.paths` (RBEE_HOME or the platform's folders); the hive keeps its jobs in its own
+state subfolder, so a queen and a hive can share one RBEE_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hive.errors import HiveConfigError
+from jobs.beats import BEAT_INTERVAL_S
+from jobs.net import is_loopback
+from jobs.paths import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
+
+QUEEN_TOKEN_ENV = "RBEE_QUEEN_TOKEN"  # bearer token the hive sends with its heartbeats
+HIVE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # the operations' id alphabet
+DEFAULT_HIVE_ID = "localhost"  # the hive on the queen's own machine
+WORKER_READY_TIMEOUT_S = 120.0  # a large model on a slow disk takes a while to load
+
+
+@dataclass(frozen=True, slots=True)
+class HiveSettings:
+    """Everything the hive needs to serve; `paths` must exist (`RbeePaths.ensure()`)."""
+
+    paths: RbeePaths
+    hive_id: str = DEFAULT_HIVE_ID
+    port: int = HIVE_PORT
+    bind: str = LOOPBACK
+    token: str | None = None
+    queen_url: str | None = None  # None: no heartbeats (a hive serving on its own)
+    queen_token: str | None = None
+    beat_interval_s: float = BEAT_INTERVAL_S
+    worker_ready_timeout_s: float = WORKER_READY_TIMEOUT_S
+
+    @property
+    def state_dir(self) -> Path:
+        """The hive's job registry and logs (apart from a queen's in the same RBEE_HOME)."""
+        return self.paths.state / f"hive-{self.hive_id}"
+
+    @property
+    def models_dir(self) -> Path:
+        """The catalog: catalog.json and the model files it owns."""
+        return self.paths.models / self.hive_id
+
+    @property
+    def worker_logs(self) -> Path:
+        return self.paths.logs / "workers"
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        hive_id: str = DEFAULT_HIVE_ID,
+        port: int = HIVE_PORT,
+        bind: str = LOOPBACK,
+        token: str | None = None,
+        queen_url: str | None = None,
+        beat_interval_s: float = BEAT_INTERVAL_S,
+        env: Mapping[str, str] | None = None,
+        paths: RbeePaths | None = None,
+    ) -> HiveSettings:
+        """Settings from flags and environment; raises HiveConfigError when unsafe."""
+        env = os.environ if env is None else env
+        token = (token or env.get(TOKEN_ENV) or "").strip() or None
+        if not is_loopback(bind) and not token:
+            raise HiveConfigError(
+                f"refusing to listen on {bind} without a token; pass --token or set "
+                f"{TOKEN_ENV}, or bind {LOOPBACK}"
+            )
+        if not HIVE_ID_PATTERN.match(hive_id):
+            raise HiveConfigError(
+                f"--hive-id {hive_id!r} is not a valid id; use letters, digits, '.', '_' or '-'"
+            )
+        if queen_url is not None and not queen_url.startswith(("http://", "https://")):
+            raise HiveConfigError(
+                f"--queen-url {queen_url!r} is not an http(s) URL; write e.g. "
+                "--queen-url http://127.0.0.1:7833"
+            )
+        if beat_interval_s <= 0:
+            raise HiveConfigError("--beat-interval must be a positive number of seconds")
+        return cls(
+            paths=(paths or RbeePaths.resolve()).ensure(),
+            hive_id=hive_id,
+            port=port,
+            bind=bind,
+            token=token,
+            queen_url=queen_url.rstrip("/") if queen_url else None,
+            queen_token=(env.get(QUEEN_TOKEN_ENV) or "").strip() or None,
+            beat_interval_s=beat_interval_s,
+        )

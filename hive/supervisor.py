@@ -1,0 +1,312 @@
+"""The worker supervisor: the hive's workers, each a child under narration capture.
+
+Workers outlive the job that spawned them, so the supervisor, not the job, owns them: each
+runs as a task in the supervisor's own task group (entered with `async with
+supervisor.running()`, from the hive's lifespan), and leaving that block stops them all.
+
+Spawning happens in the spawn job's context: the capture re-emits the worker's lines into
+that job under the worker's own actor, so its `startup` and `model_load` narration reaches
+the keeper through the queen. Every line also goes to the worker's log file
+(logs/workers/<id>.log), which is all that carries it once the spawn job has ended.
+"""
+
+from __future__ import annotations
+
+import collections
+import secrets
+import shutil
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import anyio
+import anyio.abc
+import httpx
+import psutil
+
+from hive.errors import WorkerNotFound, WorkerStartError
+from jobs.beats import WorkerInfo, WorkerState
+from jobs.paths import LOOPBACK
+from narration_core import (
+    CapturedProcess,
+    NarrationEvent,
+    Narrator,
+    ProcessNarrationCapture,
+    format_line,
+    register_job_sink,
+)
+from narration_core.proctree import STOP_GRACE_S
+
+NARRATE = Narrator("rbee-hive")
+WORKER_ACTOR = "llm-worker-rbee"
+WORKER_PROGRAM = "llm-worker-rbee"  # console script next to the hive's Python
+HEALTH_POLL_S = 0.05  # between /health probes while a worker starts
+HEALTH_TIMEOUT_S = 2.0  # one probe
+LAST_LINES = 12  # worker lines quoted when it fails to start
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker process and what the hive knows about it."""
+
+    id: str
+    model_id: str
+    model_path: Path
+    device: str
+    port: int
+    log_path: Path
+    process: CapturedProcess | None = None
+    pid: int = 0
+    create_time: float | None = None  # psutil's start time: pid + this guard against reuse
+    started_at: float = field(default_factory=time.time)
+    state: WorkerState = "starting"
+    returncode: int | None = None
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    last_lines: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=LAST_LINES)
+    )
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            worker_id=self.id,
+            pid=max(self.pid, 1),
+            port=self.port,
+            url=self.url,
+            model=self.model_id,
+            device=self.device,
+            state=self.state,
+            rss_bytes=_rss(self.pid),
+            started_at=self.started_at,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {**self.info().model_dump(), "log": str(self.log_path)}
+
+
+class Supervisor:
+    """Spawns, lists and stops workers; see the module docstring for who owns what."""
+
+    def __init__(
+        self,
+        *,
+        logs_dir: Path,
+        hive_url: str | None = None,
+        ready_timeout_s: float = 120.0,
+        grace_s: float = STOP_GRACE_S,
+    ) -> None:
+        self.logs_dir = logs_dir
+        self.hive_url = hive_url
+        self.ready_timeout_s = ready_timeout_s
+        self.grace_s = grace_s
+        self._workers: dict[str, Worker] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Supervisor]:
+        """Own the workers while the block runs; leaving it stops every worker."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                yield self
+            finally:
+                self._tg = None
+                with anyio.CancelScope(shield=True):
+                    await self.stop_all()
+                tg.cancel_scope.cancel()
+
+    def workers(self) -> list[Worker]:
+        return sorted(self._workers.values(), key=lambda w: w.started_at)
+
+    def infos(self) -> list[WorkerInfo]:
+        """The workers as heartbeats report them."""
+        return [w.info() for w in self.workers()]
+
+    def using(self, model_id: str) -> list[str]:
+        """Ids of the live workers that have `model_id` loaded."""
+        return [w.id for w in self.workers() if w.model_id == model_id]
+
+    async def spawn(self, model_id: str, model_path: Path, device: str, *, job_id: str) -> Worker:
+        """Start a worker and return once its /health says ready.
+
+        Its output is relayed into `job_id` (and its log file). Raises WorkerStartError
+        with the worker's last lines if it exits first or is not ready in time; the
+        worker is stopped then. Cancelling the spawn stops the worker too.
+        """
+        if self._tg is None:
+            raise RuntimeError("the supervisor is not running; enter `supervisor.running()`")
+        worker_id = f"w-{secrets.token_hex(4)}"
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        worker = Worker(
+            worker_id,
+            model_id,
+            model_path,
+            device,
+            port,
+            self.logs_dir / f"{worker_id}.log",
+        )
+        argv = [
+            *worker_command(),
+            "--model",
+            str(model_path),
+            "--port",
+            str(port),
+            "--device",
+            device,
+            "--worker-id",
+            worker_id,
+        ]
+        if self.hive_url:
+            argv += ["--hive-url", self.hive_url]
+        NARRATE.action("worker_spawn").target(worker_id).human(
+            f"Spawning worker {worker_id} for {model_id} on {device}, port {port}"
+        ).emit()
+        log = worker.log_path.open("a", buffering=1, encoding="utf-8")
+        unregister = register_job_sink(job_id, _Tee(worker, log))
+        capture = ProcessNarrationCapture(
+            job_id, actor=WORKER_ACTOR, origin=f"worker:{worker_id}", grace=self.grace_s
+        )
+        try:
+            worker.process = await capture.spawn(argv)
+        except OSError as exc:
+            unregister()
+            log.close()
+            raise WorkerStartError(worker_id, f"cannot run {argv[0]} ({exc})", []) from exc
+        worker.pid = worker.process.pid
+        worker.create_time = _create_time(worker.pid)
+        self._workers[worker_id] = worker
+        # Started from the job's task, the worker's task copies the job's context; the tee
+        # is registered for the job's id, so it keeps the log going after the job ends.
+        self._tg.start_soon(self._run, worker, unregister, log, name=f"worker {worker_id}")
+        try:
+            await self._wait_ready(worker)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.stop(worker_id)
+            raise
+        worker.state = "ready"
+        NARRATE.action("worker_ready").target(worker_id).human(
+            f"Worker {worker_id} ready at {worker.url} (pid {worker.pid})"
+        ).emit()
+        return worker
+
+    async def _run(self, worker: Worker, unregister: Callable[[], None], log: IO[str]) -> None:
+        assert worker.process is not None
+        try:
+            worker.returncode = await worker.process.wait()
+        finally:
+            worker.state = "failed" if worker.state != "stopping" else worker.state
+            worker.exited.set()
+            self._workers.pop(worker.id, None)
+            unregister()
+            log.close()
+
+    async def _wait_ready(self, worker: Worker) -> None:
+        async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, trust_env=False) as client:
+            with anyio.move_on_after(self.ready_timeout_s):
+                while not worker.exited.is_set():
+                    status = await _health(client, worker.url)
+                    if status == "ready":
+                        return
+                    if status == "loading":
+                        worker.state = "loading"
+                    with anyio.move_on_after(HEALTH_POLL_S):
+                        await worker.exited.wait()
+                code = worker.returncode
+                reason = (
+                    f"it exited with code {code}"
+                    if code is None or code >= 0
+                    else f"it was killed by {_signal_name(-code)}"
+                )
+                raise WorkerStartError(worker.id, reason, list(worker.last_lines))
+        raise WorkerStartError(
+            worker.id,
+            f"it was not ready within {self.ready_timeout_s:g} s",
+            list(worker.last_lines),
+        )
+
+    async def stop(self, worker_id: str) -> Worker:
+        """Stop a worker's process group (SIGTERM, grace, SIGKILL); raises WorkerNotFound."""
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            raise WorkerNotFound(worker_id, sorted(self._workers))
+        worker.state = "stopping"
+        process = worker.process
+        if process is not None and _create_time(worker.pid) == worker.create_time:
+            await process.aclose()  # the pid is still our child, not a reused one
+        await worker.exited.wait()
+        return worker
+
+    async def stop_all(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for worker in self.workers():
+                tg.start_soon(self.stop, worker.id)
+
+
+class _Tee:
+    """A job sink that writes the worker's lines to its log and keeps the last few."""
+
+    def __init__(self, worker: Worker, log: IO[str]) -> None:
+        self.worker = worker
+        self.log = log
+
+    def __call__(self, event: NarrationEvent) -> None:
+        if event.origin != f"worker:{self.worker.id}":
+            return  # the job's own narration (the hive's), not the worker's
+        line = event.human if event.stream is not None else format_line(event)
+        self.worker.last_lines.append(line)
+        if not self.log.closed:
+            self.log.write(line + "\n")
+
+
+def worker_command() -> list[str]:
+    """How to start a worker: the console script beside our Python, else `python -m worker`."""
+    script = shutil.which(WORKER_PROGRAM, path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "worker"]
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port the kernel says is free now (bind port 0, read it, close): no random ranges."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def _health(client: httpx.AsyncClient, url: str) -> str | None:
+    try:
+        response = await client.get(f"{url}/health")
+        return str(response.json().get("status")) if response.is_success else None
+    except (httpx.HTTPError, ValueError):
+        return None  # not listening yet
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _rss(pid: int) -> int | None:
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -1,0 +1,48 @@
+"""The worker's app on the job-server shell: /health says `loading`, `ready` or `failed`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from jobs.server import JobApp, ServerConfig, rbee_version
+from jobs.server import create_app as create_job_app
+
+ACTOR = "llm-worker-rbee"  # the worker's narration actor
+Status = Literal["loading", "ready", "failed"]
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """What /health reports; the entry point moves `status` along as the model loads."""
+
+    worker_id: str
+    model: Path
+    device: str
+    status: Status = "loading"
+
+
+def create_app(state: WorkerState, *, state_dir: Path, token: str | None = None) -> JobApp:
+    version = rbee_version()
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": state.status,
+                "worker_id": state.worker_id,
+                "model": str(state.model),
+                "device": state.device,
+                "version": version,
+            }
+        )
+
+    return create_job_app(
+        ServerConfig(ACTOR, version, state_dir, token=token),
+        {},  # POST /v1/inference lands with the inference issue (worker/engine.py holds the model)
+        routes=[Route("/health", health, methods=["GET"])],
+    )
