@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from starlette.middleware import Middleware
+
+from jobs.limits import BodyLimit
 from jobs.server import JobApp, ServerConfig, rbee_version
 from jobs.server import create_app as create_job_app
 from queen.hives import HiveRegistry
@@ -12,7 +15,7 @@ from queen.settings import QueenSettings
 def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) -> JobApp:
     """A queen for `settings`; serving it (lifespan) opens the job registry and logs."""
     version = rbee_version()
-    hives = hives or HiveRegistry(settings.hives)
+    hives = hives or HiveRegistry(settings.hives, tokens=settings.hive_tokens)
     config = ServerConfig(
         "queen-rbee",
         version,
@@ -24,5 +27,12 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
     )
     return create_job_app(
         config,
-        lambda service: create_router(service, hives, version=version, token=settings.token),
+        lambda service: create_router(service, hives, version=version),
+        middleware=[
+            Middleware(
+                BodyLimit,
+                max_bytes=settings.max_body_bytes,
+                read_timeout_s=settings.body_read_timeout_s,
+            )
+        ],
     )

@@ -1,4 +1,5 @@
-"""The hives the queen knows: id -> base URL, from configuration for now.
+"""The hives the queen knows: id -> base URL, from configuration for now, and each
+hive's own token (from the hives config; the queen's inbound token never goes upstream).
 
 Heartbeats (hives announcing themselves and their workers) land with the hive issue and
 will update this same registry; a restarted queen re-learns them from the next beats.
@@ -33,8 +34,11 @@ class Hive:
 class HiveRegistry:
     """Known hives by id. Only the event loop touches it, so it takes no lock."""
 
-    def __init__(self, hives: Mapping[str, str]) -> None:
+    def __init__(
+        self, hives: Mapping[str, str], *, tokens: Mapping[str, str] | None = None
+    ) -> None:
         self._hives = {hive_id: Hive(hive_id, url) for hive_id, url in hives.items()}
+        self._tokens = dict(tokens or {})  # by id, so a hive learned from beats gets its own
 
     def get(self, hive_id: str) -> Hive:
         """The hive called `hive_id`; raises UnknownHive."""
@@ -42,6 +46,10 @@ class HiveRegistry:
         if hive is None:
             raise UnknownHive(hive_id, sorted(self._hives))
         return hive
+
+    def token_for(self, hive_id: str) -> str | None:
+        """The bearer token to send to `hive_id`, if its config gives one (else none)."""
+        return self._tokens.get(hive_id)
 
     def all(self) -> list[Hive]:
         return sorted(self._hives.values(), key=lambda h: h.id)

@@ -19,9 +19,12 @@ NARRATE = Narrator("queen-rbee")
 
 
 def create_router(
-    service: JobService, hives: HiveRegistry, *, version: str, token: str | None = None
+    service: JobService, hives: HiveRegistry, *, version: str
 ) -> Mapping[str, Handler]:
-    """The handlers this queen serves, closed over the state they read."""
+    """The handlers this queen serves, closed over the state they read.
+
+    Calls to a hive carry that hive's own token (`hives.token_for`), never the queen's.
+    """
 
     async def snapshot() -> dict[str, Any]:
         return {
@@ -54,7 +57,7 @@ def create_router(
         NARRATE.action("hive_status").target(hive.id).human(
             f"Asking hive {hive.id} at {hive.url} for its health"
         ).emit()
-        async with JobClient(hive.url, token=token) as client:
+        async with JobClient(hive.url, token=hives.token_for(hive.id)) as client:
             health = await client.health()  # DaemonUnreachable -> the job fails, POST gets 502
         job.mark_ready()
         hives.seen(hive.id)
