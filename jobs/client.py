@@ -32,6 +32,7 @@ from jobs.errors import (
     JobError,
     JobFinished,
     JobNotFound,
+    NotAJobServer,
 )
 from jobs.events import JobEvent, JobState, LogEntry
 from narration_core.sanitize import strip_control
@@ -146,7 +147,8 @@ class JobClient:
             decoder = SSEDecoder()
             try:
                 async with self._http.stream("GET", url, headers=headers) as response:
-                    if response.status_code != 200:
+                    content_type = response.headers.get("content-type", "")
+                    if response.status_code != 200 or "event-stream" not in content_type:
                         await response.aread()
                         raise _error_from(response)
                     async for chunk in response.aiter_bytes():
@@ -190,7 +192,10 @@ class JobClient:
         except httpx.TransportError as exc:
             raise DaemonUnreachable(self.base_url, reason=repr(exc)) from exc
         if response.is_success:
-            return response.json()
+            try:
+                return response.json()
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                raise NotAJobServer(self.base_url, reason=_answer(response)) from exc
         raise _error_from(response)
 
 
@@ -199,6 +204,14 @@ def _tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process: building one loads the CA bundle (~40 ms),
     which every forwarded job (a client per hop) would otherwise pay again."""
     return httpx.create_ssl_context()
+
+
+def _answer(response: httpx.Response) -> str:
+    """What a foreign server answered, for an error message: `HTTP 501 text/html`."""
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    return strip_control(
+        f"{response.request.method} {response.url.path}: HTTP {response.status_code} {kind}"
+    )
 
 
 def _quote(job_id: str) -> str:
@@ -220,6 +233,9 @@ def _error_from(response: httpx.Response) -> JobError:
     detail = body.get("detail")
     info = detail if isinstance(detail, dict) else {}
     status = response.status_code
+    if "error" not in body and status != 401:  # every rbee error answer has "error"
+        base = str(response.url.copy_with(path="/", query=None)).rstrip("/")
+        return NotAJobServer(base, reason=_answer(response))
     if status == 404 and "job_id" in info:
         return JobNotFound(info["job_id"])
     if status == 409 and "job_id" in info:

@@ -7,7 +7,8 @@ JobError
 ├── AuthRequired          the server wants a bearer token (401)
 ├── OperationUnavailable  this server has no handler for the operation (the job fails)
 ├── DaemonUnreachable     the queen, hive or worker at a URL did not answer (502)
-│   └── UpstreamUnreachable   …while a job was forwarding to it (names the hop)
+│   ├── UpstreamUnreachable   …while a job was forwarding to it (names the hop)
+│   └── NotAJobServer         something answers there, but not an rbee queen or hive
 ├── UpstreamFailed        the upstream job a job forwarded to failed or was lost
 ├── StateFolderBusy       another server already serves this state folder (start-up)
 └── CannotListen          the server's address cannot be bound (start-up)
@@ -119,6 +120,20 @@ class DaemonUnreachable(JobError):
     @property
     def detail(self) -> Any:
         return {"url": self.url, "reason": self.reason}
+
+
+class NotAJobServer(DaemonUnreachable):
+    """Raised when the URL answers HTTP, but not as an rbee job server does (another
+    program holds the port, or the URL points at the wrong thing)."""
+
+    def __init__(self, url: str, *, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        JobError.__init__(
+            self,
+            f"{url} answers, but it is not an rbee queen or hive ({reason}); "
+            "fix the URL, or stop the program that holds that port",
+        )
 
 
 class UpstreamUnreachable(DaemonUnreachable):

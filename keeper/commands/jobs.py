@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from jobs.events import FINAL_STATES
 from jobs.paths import TOKEN_ENV
 from keeper.errors import DaemonUnreachable, JobFailed, KeeperError, UsageError
 from keeper.render import Renderer, make_renderer
@@ -99,6 +100,12 @@ def queen_errors(settings: KeeperSettings) -> Iterator[None]:
 
     try:
         yield
+    except errors.NotAJobServer as exc:
+        raise DaemonUnreachable(
+            f"{settings.queen_url} is not a queen: something else answers there "
+            f"({exc.reason}); pass the queen's URL with --queen-url, or stop that program "
+            "and run `keeper queen start`"
+        ) from exc
     except errors.DaemonUnreachable as exc:
         raise DaemonUnreachable(
             f"queen is not reachable at {settings.queen_url}; "
@@ -142,7 +149,7 @@ def list_jobs(settings: KeeperSettings) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for column in ("JOB", "STATE", "OPERATION", "CREATED", "TOOK"):
+    for column in ("JOB", "STATE", "OPERATION", "CREATED", "ELAPSED"):
         table.add_column(column)
     for job in jobs:
         table.add_row(
@@ -150,13 +157,20 @@ def list_jobs(settings: KeeperSettings) -> None:
             job["state"],
             _operation_name(job.get("operation")),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"])),
-            f"{job['updated_at'] - job['created_at']:.1f}s",
+            _took(job),
         )
     console = Console(no_color=settings.no_color, highlight=False)
     if jobs:
         console.print(table)
     else:
         console.print("No jobs yet.", markup=False)
+
+
+def _took(job: dict[str, Any]) -> str:
+    """How long a finished job took, or how long a live one has run until now."""
+    if job["state"] in FINAL_STATES:
+        return f"{job['updated_at'] - job['created_at']:.1f}s"
+    return f"{max(0.0, time.time() - job['created_at']):.1f}s so far"
 
 
 def _operation_name(operation: Any) -> str:

@@ -12,7 +12,7 @@ import shlex
 
 import anyio
 
-from keeper.errors import JobFailed, UsageError
+from keeper.errors import JobFailed, UsageError, how_it_ended
 from keeper.settings import KeeperSettings
 from narration_core import Level
 
@@ -69,9 +69,9 @@ async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: st
         renderer.status(None)
         level: Level = "info" if code == 0 else "error"
         narrate.action("exit").target(proc.pid).level(level).human(
-            f"{command} exited with code {code}"
+            f"{command} {how_it_ended(code)}"
         ).emit()
     if code != 0:
         # A child killed by signal N reports -N; the shell convention is 128 + N.
         exit_code = code if code > 0 else 128 - code
-        raise JobFailed(f"{command} exited with code {code}", exit_code=exit_code)
+        raise JobFailed(f"{command} {how_it_ended(code)}", exit_code=exit_code)
