@@ -247,6 +247,16 @@ def lock_state_folder(folder: Path) -> IO[bytes]:
 
 def _record(row: tuple[Any, ...], transitions: tuple[Transition, ...]) -> JobRecord:
     job_id, operation, state, created_at, updated_at, error = row
+    try:
+        params = json.loads(operation)
+    except (TypeError, ValueError):  # a damaged row is still listed: one bad row, no 500
+        params = None
     return JobRecord(
-        job_id, json.loads(operation), state, created_at, updated_at, error, transitions
+        job_id,
+        params if isinstance(params, dict) else {},
+        state,
+        created_at,
+        updated_at,
+        error,
+        transitions,
     )

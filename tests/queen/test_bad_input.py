@@ -6,6 +6,8 @@ the body-limit drills speak raw HTTP/1.1 so they can lie about sizes and trickle
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,6 +101,29 @@ async def test_rows_stored_by_an_older_server_do_not_break_listing(rbee_home: Pa
     assert listing.status_code == 200, listing.text
     assert [j["job_id"] for j in listing.json()["jobs"]] == ["job-poisoned"]
     assert one.status_code == 200 and one.json()["params"]["hive_id"] == "?"
+
+
+@pytest.mark.anyio
+async def test_a_damaged_row_does_not_break_listing(rbee_home: Path) -> None:
+    """A job row whose stored operation is not JSON (a damaged database) is listed with
+    empty params; the other jobs are listed as usual."""
+    settings = queen_settings(rbee_home)
+    registry = await JobRegistry.open(settings.paths.state / "jobs.sqlite3")
+    await registry.create("job-fine", {"operation": "hive_list"})
+    await registry.transition("job-fine", "completed")
+    await registry.aclose()
+    with sqlite3.connect(settings.paths.state / "jobs.sqlite3") as db:
+        db.execute(
+            "INSERT INTO jobs (id, operation, state, created_at, updated_at)"
+            " VALUES ('job-damaged', '{oops', 'completed', ?, ?)",
+            (time.time() - 1, time.time() - 1),  # older than job-fine, too new to prune
+        )
+    async with start_queen(settings) as queen, httpx.AsyncClient(base_url=queen.url) as http:
+        listing = await http.get("/v1/jobs")
+        one = await http.get("/v1/jobs/job-damaged")
+    assert listing.status_code == 200, listing.text
+    assert [j["job_id"] for j in listing.json()["jobs"]] == ["job-fine", "job-damaged"]
+    assert one.status_code == 200 and one.json()["params"] == {}
 
 
 @pytest.mark.anyio
