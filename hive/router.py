@@ -21,6 +21,7 @@ from hive.supervisor import Supervisor
 from hive.tiny_model import write_tiny_model
 from jobs.errors import InvalidRequest
 from jobs.operations import (
+    HiveStatus,
     ModelDelete,
     ModelDownload,
     ModelList,
@@ -167,7 +168,16 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
         ).emit()
         return {"model": entry.id, "deleted": True}
 
+    async def hive_status(op: HiveStatus, job: Job) -> dict[str, Any]:
+        """What the queen forwards `keeper hive status` to: this hive's workers right now."""
+        workers = [w.to_dict() for w in supervisor.workers()]
+        NARRATE.action("hive_status").human(
+            f"Hive is up with {len(workers)} worker{'s' * (len(workers) != 1)}"
+        ).emit()
+        return {"workers": workers}
+
     return {
+        "hive_status": hive_status,
         "worker_spawn": Upstream(worker_spawn),
         "worker_list": worker_list,
         "worker_stop": worker_stop,

@@ -199,19 +199,19 @@ class JobClient:
         raise _error_from(response)
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One verifying TLS context per process: building one loads the CA bundle (~40 ms),
-    which every forwarded job (a client per hop) would otherwise pay again."""
-    return httpx.create_ssl_context()
-
-
 def _answer(response: httpx.Response) -> str:
     """What a foreign server answered, for an error message: `HTTP 501 text/html`."""
     kind = response.headers.get("content-type", "no content type").split(";")[0]
     return strip_control(
         f"{response.request.method} {response.url.path}: HTTP {response.status_code} {kind}"
     )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one loads the CA bundle (~40 ms),
+    which every forwarded job (a client per hop) would otherwise pay again."""
+    return httpx.create_ssl_context()
 
 
 def _quote(job_id: str) -> str:
@@ -244,8 +244,9 @@ def _error_from(response: httpx.Response) -> JobError:
         return AuthRequired(str(response.url.copy_with(path="/", query=None)).rstrip("/"))
     if status in (400, 422):
         return InvalidRequest(message, detail=detail, status=status)
-    if status == 502:
-        return DaemonUnreachable(info.get("url") or str(response.url), reason=info.get("reason"))
+    if status == 502:  # the server could not reach its upstream (a hive): keep its words
+        url = info.get("url") or str(response.url)
+        return DaemonUnreachable(url, reason=info.get("reason"), message=message)
     error = JobError(message)
     error.status = status
     return error

@@ -108,12 +108,13 @@ class DaemonUnreachable(JobError):
 
     status = 502
 
-    def __init__(self, url: str, *, reason: str | None = None) -> None:
+    def __init__(self, url: str, *, reason: str | None = None, message: str | None = None) -> None:
         self.url = url
         self.reason = reason
         because = f" ({reason})" if reason else ""
         super().__init__(
-            f"nothing answers at {url}{because}; start that daemon "
+            message  # a server's own sentence, e.g. the queen's about the hive it forwards to
+            or f"nothing answers at {url}{because}; start that daemon "
             "(e.g. `keeper queen start` / `keeper hive start`) or fix its URL"
         )
 

@@ -167,44 +167,77 @@ def queen_logs(
 
 @hive_app.command("start")
 def hive_start(
+    ctx: typer.Context,
     alias: Annotated[
-        str, typer.Argument(help="Hive alias from hives.toml; localhost is local.")
+        str, typer.Argument(help="Hive alias; localhost (remote hives arrive with SSH).")
     ] = "localhost",
+    port: Annotated[
+        int | None, typer.Option(help="Port the hive listens on (default 7835).")
+    ] = None,
     foreground: Annotated[
-        bool, typer.Option("--foreground", help="Stay attached until Ctrl-C.")
+        bool, typer.Option("--foreground", help="Stay attached until Ctrl-C, then stop it.")
     ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the hive to become healthy.")
+    ] = 30.0,
+    beat_interval: Annotated[float | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Start a hive, locally or over SSH, streaming its startup narration."""
-    raise NotAvailableYet("hive start", HIVE_ISSUE)
+    """Start a hive beating to the queen, stream its startup, leave it running once healthy."""
+    from keeper.commands import hive
+
+    hive.start(
+        _settings(ctx),
+        alias,
+        port=port,
+        foreground=foreground,
+        timeout=timeout,
+        beat_interval=beat_interval,
+    )
 
 
 @hive_app.command("stop")
-def hive_stop(alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost") -> None:
-    """Stop a hive by its pidfile."""
-    raise NotAvailableYet("hive stop", HIVE_ISSUE)
+def hive_stop(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost",
+) -> None:
+    """Stop a hive and its workers: SIGTERM, then SIGKILL after the grace period."""
+    from keeper.commands import hive
+
+    hive.stop(_settings(ctx), alias)
 
 
 @hive_app.command("status")
-def hive_status(alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost") -> None:
-    """Is the hive running, and what are its workers doing?"""
-    raise NotAvailableYet("hive status", HIVE_ISSUE)
+def hive_status(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost",
+) -> None:
+    """Is the hive running, and what are its workers doing? (asked through the queen)"""
+    from keeper.commands import hive
+
+    hive.status(_settings(ctx), alias)
 
 
 @hive_app.command("logs")
 def hive_logs(
+    ctx: typer.Context,
     alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost",
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
     ] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines to show.")] = 50,
 ) -> None:
-    """Show a hive's log file."""
-    raise NotAvailableYet("hive logs", HIVE_ISSUE)
+    """Show a hive's log file (its stdout and stderr since the last start)."""
+    from keeper.commands import hive
+
+    hive.logs(_settings(ctx), alias, follow=follow, lines=lines)
 
 
 @hive_app.command("list")
-def hive_list() -> None:
-    """List the hives from the config and what the queen knows of them."""
-    raise NotAvailableYet("hive list", HIVE_ISSUE)
+def hive_list(ctx: typer.Context) -> None:
+    """List the hives the queen knows (config and heartbeats), stale ones marked."""
+    from keeper.commands import hive
+
+    hive.list_hives(_settings(ctx))
 
 
 @hive_app.command("install")
@@ -213,52 +246,76 @@ def hive_install(alias: Annotated[str, typer.Argument(help="Hive alias.")]) -> N
     raise NotAvailableYet("hive install", HIVE_ISSUE)
 
 
-# -- worker and model (land with the hive issue) -----------------------------------
+# -- worker and model: jobs the queen hands to a hive --------------------------------
+
+HiveOption = Annotated[str, typer.Option("--hive", help="Hive alias.")]
 
 
 @worker_app.command("spawn")
 def worker_spawn(
+    ctx: typer.Context,
     model: Annotated[
         str, typer.Option(help="Model ref: path, URL, hf:org/repo/file.gguf, builtin:tiny.")
     ],
-    hive: Annotated[str, typer.Option(help="Hive alias.")] = "localhost",
+    hive: HiveOption = "localhost",
     device: Annotated[str, typer.Option(help="cpu or cuda:N.")] = "cpu",
 ) -> None:
-    """Spawn a worker with a model on a hive."""
-    raise NotAvailableYet("worker spawn", HIVE_ISSUE)
+    """Spawn a worker with a model on a hive; shows its startup until it is ready."""
+    from keeper.commands import worker
+
+    worker.spawn(_settings(ctx), model=model, hive=hive, device=device)
 
 
 @worker_app.command("list")
-def worker_list() -> None:
-    """List workers across hives."""
-    raise NotAvailableYet("worker list", HIVE_ISSUE)
+def worker_list(ctx: typer.Context, hive: HiveOption = "localhost") -> None:
+    """List a hive's workers."""
+    from keeper.commands import worker
+
+    worker.list_workers(_settings(ctx), hive=hive)
 
 
 @worker_app.command("stop")
-def worker_stop(worker_id: Annotated[str, typer.Argument(metavar="ID", help="Worker id.")]) -> None:
+def worker_stop(
+    ctx: typer.Context,
+    worker_id: Annotated[str, typer.Argument(metavar="ID", help="Worker id.")],
+    hive: HiveOption = "localhost",
+) -> None:
     """Stop a worker."""
-    raise NotAvailableYet("worker stop", HIVE_ISSUE)
+    from keeper.commands import worker
+
+    worker.stop(_settings(ctx), worker_id, hive=hive)
 
 
 @model_app.command("download")
 def model_download(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="Model ref.")],
-    hive: Annotated[str, typer.Option(help="Hive alias.")] = "localhost",
+    hive: HiveOption = "localhost",
 ) -> None:
     """Download a model into a hive's catalog, with progress."""
-    raise NotAvailableYet("model download", HIVE_ISSUE)
+    from keeper.commands import model
+
+    model.download(_settings(ctx), ref, hive=hive)
 
 
 @model_app.command("list")
-def model_list() -> None:
+def model_list(ctx: typer.Context, hive: HiveOption = "localhost") -> None:
     """List the models in a hive's catalog."""
-    raise NotAvailableYet("model list", HIVE_ISSUE)
+    from keeper.commands import model
+
+    model.list_models(_settings(ctx), hive=hive)
 
 
 @model_app.command("delete")
-def model_delete(ref: Annotated[str, typer.Argument(help="Model ref.")]) -> None:
+def model_delete(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Model ref.")],
+    hive: HiveOption = "localhost",
+) -> None:
     """Delete a model from a hive's catalog."""
-    raise NotAvailableYet("model delete", HIVE_ISSUE)
+    from keeper.commands import model
+
+    model.delete(_settings(ctx), ref, hive=hive)
 
 
 @app.command("infer")
@@ -322,7 +379,12 @@ def status(
     ] = False,
     interval: Annotated[float, typer.Option(help="Seconds between updates with --watch.")] = 2.0,
 ) -> None:
-    """The queen, its hives and their workers at a glance (a queen_status job)."""
+    """The queen, its hives (last beat, stale) and their workers as tables."""
+    if not watch:
+        from keeper.commands import status as status_cmd
+
+        status_cmd.show(_settings(ctx))
+        return
     from keeper.commands import queen
 
     queen.overview(_settings(ctx), watch=watch, interval=interval)

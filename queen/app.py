@@ -7,6 +7,7 @@ from starlette.middleware import Middleware
 from jobs.limits import BodyLimit
 from jobs.server import JobApp, ServerConfig, rbee_version
 from jobs.server import create_app as create_job_app
+from queen.beats import OPENAPI_PATHS, heartbeat_routes
 from queen.hives import HiveRegistry
 from queen.router import create_router
 from queen.settings import QueenSettings
@@ -28,6 +29,8 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
     return create_job_app(
         config,
         lambda service: create_router(service, hives, version=version),
+        routes=heartbeat_routes(hives),
+        openapi_paths=OPENAPI_PATHS,
         middleware=[
             Middleware(
                 BodyLimit,

@@ -1,18 +1,30 @@
 """The hives the queen knows: id -> base URL, from configuration for now, and each
 hive's own token (from the hives config; the queen's inbound token never goes upstream).
 
-Heartbeats (hives announcing themselves and their workers) land with the hive issue and
-will update this same registry; a restarted queen re-learns them from the next beats.
+Heartbeats (`POST /v1/heartbeats`, see queen.beats) add the hives that announce
+themselves and keep each hive's URL, version and workers current; a restarted queen
+re-learns them from the next beats. A hive that stops beating is marked stale after
+STALE_AFTER_BEATS of its own intervals, computed from `last_seen` when asked (no timer),
+and kept with what it last said, since nothing else could tell the queen about it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jobs.beats import (
+    BEAT_BACKOFF_MAX_S,
+    BEAT_INTERVAL_S,
+    STALE_AFTER_BEATS,
+    HiveBeat,
+    WorkerInfo,
+)
 from queen.errors import UnknownHive
+
+MIN_BEAT_INTERVAL_S = 0.05  # floor for a measured interval: two beats sent back to back
 
 
 @dataclass(slots=True)
@@ -21,13 +33,29 @@ class Hive:
     url: str
     source: Literal["config", "heartbeat"] = "config"
     last_seen: float | None = None  # wall time of the last heartbeat or successful contact
+    version: str | None = None
+    workers: list[WorkerInfo] = field(default_factory=list)  # as of the last beat
+    beats: int = 0  # heartbeats received since this queen started
+    # The gap between the last two beats: a hive started with a short interval (tests)
+    # goes stale as quickly as one beating every 2 s goes stale in 6.
+    beat_interval_s: float = BEAT_INTERVAL_S
 
-    def to_dict(self) -> dict[str, Any]:
+    def is_stale(self, now: float | None = None) -> bool:
+        """True when a hive that was beating has missed STALE_AFTER_BEATS beats."""
+        if not self.beats or self.last_seen is None:
+            return False
+        elapsed = (time.time() if now is None else now) - self.last_seen
+        return elapsed > STALE_AFTER_BEATS * self.beat_interval_s
+
+    def to_dict(self, now: float | None = None) -> dict[str, Any]:
         return {
             "hive_id": self.id,
             "url": self.url,
             "source": self.source,
             "last_seen": self.last_seen,
+            "version": self.version,
+            "stale": self.is_stale(now),
+            "workers": [w.model_dump(mode="json") for w in self.workers],
         }
 
 
@@ -56,3 +84,23 @@ class HiveRegistry:
 
     def seen(self, hive_id: str) -> None:
         self.get(hive_id).last_seen = time.time()
+
+    def beat(self, beat: HiveBeat, now: float | None = None) -> Literal["new", "back", "ok"]:
+        """Record a heartbeat; says whether the hive is new to this queen, back from
+        being stale, or simply still there. The URL follows the hive's own report."""
+        now = time.time() if now is None else now
+        hive = self._hives.get(beat.hive_id)
+        if hive is None:
+            hive = self._hives[beat.hive_id] = Hive(beat.hive_id, beat.url, "heartbeat")
+            news: Literal["new", "back", "ok"] = "new"
+        else:
+            news = "new" if not hive.beats else "back" if hive.is_stale(now) else "ok"
+            if news == "ok" and hive.last_seen is not None:
+                gap = now - hive.last_seen
+                hive.beat_interval_s = min(max(gap, MIN_BEAT_INTERVAL_S), BEAT_BACKOFF_MAX_S)
+        hive.url = beat.url.rstrip("/")
+        hive.version = beat.version
+        hive.workers = list(beat.workers)
+        hive.last_seen = now
+        hive.beats += 1
+        return news

@@ -9,10 +9,10 @@ from typing import Any
 
 import anyio
 
-from jobs.client import JobClient
-from jobs.operations import HiveList, HiveStatus, QueenStatus
-from jobs.service import Handler, Job, JobService, Upstream
+from jobs.operations import HiveList, QueenStatus
+from jobs.service import Handler, Job, JobService
 from narration_core import Narrator
+from queen.forward import forwarding_handlers
 from queen.hives import HiveRegistry
 
 NARRATE = Narrator("queen-rbee")
@@ -27,11 +27,14 @@ def create_router(
     """
 
     async def snapshot() -> dict[str, Any]:
+        now = time.time()
+        known = [h.to_dict(now) for h in hives.all()]
         return {
             "version": version,
-            "uptime_s": round(time.time() - service.started_at, 3),
+            "uptime_s": round(now - service.started_at, 3),
             "jobs": await service.registry.counts(),
-            "hives": [h.to_dict() for h in hives.all()],
+            "hives": known,
+            "workers": [{"hive_id": h["hive_id"], **w} for h in known for w in h["workers"]],
         }
 
     async def queen_status(op: QueenStatus, job: Job) -> dict[str, Any]:
@@ -49,25 +52,14 @@ def create_router(
     async def hive_list(op: HiveList, job: Job) -> dict[str, Any]:
         known = hives.all()
         for hive in known:
-            NARRATE.action("hive_list").target(hive.id).human(f"{hive.id} at {hive.url}").emit()
+            stale = " (stale: no heartbeat lately)" if hive.is_stale() else ""
+            NARRATE.action("hive_list").target(hive.id).human(
+                f"{hive.id} at {hive.url}{stale}"
+            ).emit()
         return {"hives": [h.to_dict() for h in known]}
-
-    async def hive_status(op: HiveStatus, job: Job) -> dict[str, Any]:
-        hive = hives.get(op.hive_id)
-        NARRATE.action("hive_status").target(hive.id).human(
-            f"Asking hive {hive.id} at {hive.url} for its health"
-        ).emit()
-        async with JobClient(hive.url, token=hives.token_for(hive.id)) as client:
-            health = await client.health()  # DaemonUnreachable -> the job fails, POST gets 502
-        job.mark_ready()
-        hives.seen(hive.id)
-        NARRATE.action("hive_status").target(hive.id).human(
-            f"Hive {hive.id} is up (version {health.get('version', '?')})"
-        ).emit()
-        return {"hive_id": hive.id, "url": hive.url, "health": health}
 
     return {
         "queen_status": queen_status,
         "hive_list": hive_list,
-        "hive_status": Upstream(hive_status),
+        **forwarding_handlers(hives),
     }

@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -26,16 +26,26 @@ from narration_core import Narrator
 CANCEL_TIMEOUT_S = 5.0  # how long Ctrl-C waits for the queen to confirm a cancel
 
 NARRATE = Narrator("keeper")
+EventView = Callable[[Renderer, str, Any], bool]  # shows an event itself -> True
 
 
-def stream_operation(settings: KeeperSettings, operation: dict[str, Any]) -> None:
-    """Submit `operation`, render its events until the job ends; raise if it did not complete."""
+def stream_operation(
+    settings: KeeperSettings, operation: dict[str, Any], *, view: EventView | None = None
+) -> None:
+    """Submit `operation`, render its events until the job ends; raise if it did not complete.
+
+    `view(out, kind, data)` sees each event first and returns True when it has shown it
+    itself (a download's progress bar); the renderer shows the rest.
+    """
     with make_renderer(settings) as out:
-        anyio.run(_stream_operation, settings, operation, out)
+        anyio.run(_stream_operation, settings, operation, out, view)
 
 
 async def _stream_operation(
-    settings: KeeperSettings, operation: dict[str, Any], out: Renderer
+    settings: KeeperSettings,
+    operation: dict[str, Any],
+    out: Renderer,
+    view: EventView | None = None,
 ) -> None:
     name = operation.get("operation", "job")
     out.status(f"Submitting {name} to the queen")
@@ -45,17 +55,24 @@ async def _stream_operation(
             f"Job {job_id} ({name}) submitted to {settings.queen_url}"
         ).emit()
         out.status(f"Running {name} ({job_id})")
-        await _follow(client, job_id, out, cancel_on_interrupt=True)
+        await _follow(client, job_id, out, cancel_on_interrupt=True, view=view)
 
 
 async def _follow(
-    client: Any, job_id: str, out: Renderer, *, cancel_on_interrupt: bool, until: int | None = None
+    client: Any,
+    job_id: str,
+    out: Renderer,
+    *,
+    cancel_on_interrupt: bool,
+    until: int | None = None,
+    view: EventView | None = None,
 ) -> None:
     """Render a job's events; raise JobFailed if it ends failed or cancelled."""
     final: dict[str, Any] | None = None
     try:
         async for event in client.stream(job_id):
-            out.job_event(event.kind, event.data)
+            if view is None or not view(out, event.kind, event.data):
+                out.job_event(event.kind, event.data)
             if event.is_final:
                 final = event.data
             if until is not None and event.seq >= until:
@@ -107,6 +124,8 @@ def queen_errors(settings: KeeperSettings) -> Iterator[None]:
             "and run `keeper queen start`"
         ) from exc
     except errors.DaemonUnreachable as exc:
+        if exc.url.rstrip("/") != settings.queen_url:  # the queen answered: its hive did not
+            raise DaemonUnreachable(str(exc)) from exc
         raise DaemonUnreachable(
             f"queen is not reachable at {settings.queen_url}; "
             "start it with `keeper queen start` or pass --queen-url"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from jobs.client import JobClient
 from jobs.errors import DaemonUnreachable
 from jobs.relay import submit_and_forward, to_narration
 from jobs.service import Job, Upstream
-from narration_core import CAPTURE_ENV, Narrator, parse_line, relay_line
+from narration_core import Narrator, relay_line
+from tests.queen.conftest import spawn_queen
 
 if TYPE_CHECKING:
     from tests.jobs.conftest import JobsKit
@@ -188,8 +185,8 @@ async def test_unreachable_upstream_answers_502_and_names_the_hive(
 async def test_upstream_that_vanishes_fails_the_job(kit: JobsKit, tmp_path: Path) -> None:
     """A real upstream process killed mid-job fails the current job as unreachable."""
     async with (
-        queen_process(tmp_path / "upstream") as (process, url),
-        kit.serve(tmp_path / "down", {"queen_status": forwarder(url)}) as down,
+        spawn_queen(tmp_path / "upstream") as upstream,
+        kit.serve(tmp_path / "down", {"queen_status": forwarder(upstream.url)}) as down,
         JobClient(down.url) as client,
     ):
         job_id = await client.submit(
@@ -201,11 +198,11 @@ async def test_upstream_that_vanishes_fails_the_job(kit: JobsKit, tmp_path: Path
                     assert event.data["actor"] == "queen-rbee"
                     assert event.data["origin"] == "hive:gpu1"
                     break
-        process.send_signal(signal.SIGKILL)
+        upstream.process.send_signal(signal.SIGKILL)
         with anyio.fail_after(DEADLINE_S):
             _, final = await final_of(client, job_id)
     assert final["state"] == "failed"
-    assert final["error"].startswith(f"hive gpu1 unreachable at {url}: ")
+    assert final["error"].startswith(f"hive gpu1 unreachable at {upstream.url}: ")
 
 
 def test_to_narration_never_drops_an_event() -> None:
@@ -216,27 +213,3 @@ def test_to_narration_never_drops_an_event() -> None:
     assert bad.stream == "stdout" and "no actor" in bad.human
     future = to_narration("progress", {"p": 1})
     assert (future.action, future.stream, future.human) == ("progress", "stdout", '{"p": 1}')
-
-
-@asynccontextmanager
-async def queen_process(home: Path) -> AsyncIterator[tuple[anyio.abc.Process, str]]:
-    """The real queen-rbee on a free port, until its `ready` line; SIGTERM (or dead) on exit."""
-    env = {**os.environ, "RBEE_HOME": str(home), CAPTURE_ENV: "1"}
-    command = [sys.executable, "-m", "queen", "--port", "0"]
-    async with await anyio.open_process(command, env=env, stderr=subprocess.DEVNULL) as process:
-        assert process.stdout is not None
-        stdout = BufferedByteReceiveStream(process.stdout)
-        url = ""
-        with anyio.fail_after(DEADLINE_S):
-            while not url:
-                event = parse_line((await stdout.receive_until(b"\n", 1 << 20)).decode())
-                if event is not None and event.action == "ready":
-                    url = event.human.rsplit(" ", 1)[-1]
-        try:
-            yield process, url
-        finally:
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-                with anyio.fail_after(DEADLINE_S):
-                    await process.wait()

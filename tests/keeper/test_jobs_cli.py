@@ -31,11 +31,11 @@ def _jobs(keeper, url: str) -> list[dict]:
 
 
 def test_status_runs_a_job_and_jobs_commands_show_it(keeper, queen_url: str) -> None:
-    """`keeper status` renders the queen's narration; list, show and logs find the job."""
+    """`keeper status` shows the queen's table from a queen_status job; list, show and logs
+    find the job."""
     status = keeper("--queen-url", queen_url, "status")
     assert status.returncode == 0, status.stderr
-    narrated = [e for e in map(parse_line, status.stdout.splitlines()) if e is not None]
-    assert any(e.actor == "queen-rbee" and e.action == "status" for e in narrated), status.stdout
+    assert queen_url in status.stdout and "hives" in status.stdout, status.stdout
 
     (job,) = _jobs(keeper, queen_url)
     assert job["state"] == "completed" and job["operation"] == "queen_status"
@@ -104,7 +104,7 @@ def test_unknown_and_finished_jobs_are_clear_errors(keeper, queen_url: str) -> N
 
 @pytest.mark.parametrize(
     "args",
-    [("hive", "start"), ("worker", "list"), ("model", "list"), ("infer", "--model", "x", "hi")],
+    [("infer", "--model", "x", "hi"), ("hive", "install", "gpu1")],
 )
 def test_commands_not_landed_yet_exit_2(keeper, args: tuple[str, ...]) -> None:
     """Commands whose capability has not landed say so in one sentence and exit 2."""

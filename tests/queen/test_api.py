@@ -70,15 +70,16 @@ async def test_unreachable_hive_is_502_and_logged(rbee_home: Path, free_tcp_port
         response = await http.post("/v1/jobs", json={"operation": "hive_status", "hive_id": "gone"})
         assert response.status_code == 502
         body = response.json()
-        assert set(body) == {"error", "detail"} and f"nothing answers at {gone}" in body["error"]
+        assert set(body) == {"error", "detail"}
+        assert f"hive gone unreachable at {gone}: " in body["error"]
         assert body["detail"]["url"] == gone
         stream = await http.get(body["detail"]["sse_url"])
     events, terminator = sse_events(stream.text)
     humans = [d["human"] for kind, d in events if kind == "narration"]
-    assert f"Asking hive gone at {gone} for its health" in humans
-    assert any(h.startswith(f"nothing answers at {gone}") for h in humans)
+    assert f"Handing hive_status to hive gone at {gone}" in humans
+    assert any(h.startswith(f"hive gone unreachable at {gone}: ") for h in humans)
     assert events[-1][1]["state"] == "failed"
-    assert terminator.startswith(f"[ERROR] nothing answers at {gone}")
+    assert terminator.startswith(f"[ERROR] hive gone unreachable at {gone}: ")
 
 
 @pytest.mark.anyio

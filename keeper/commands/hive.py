@@ -1,0 +1,153 @@
+"""`keeper hive start|stop|logs [localhost]`: the local hive's lifecycle, via keeper.launch.
+
+The hive is started with the queen this keeper talks to (`--queen-url`, the pidfile's
+URL, or the default) as its heartbeat target, so the queen learns it from its first
+beat. The keeper's RBEE_TOKEN is the queen's token: the hive gets it as the token to
+beat with (RBEE_QUEEN_TOKEN), never as its own inbound token.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import anyio
+
+from jobs.paths import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
+from keeper import daemons, launch
+from keeper.errors import UsageError
+from keeper.render import make_renderer
+from keeper.settings import KeeperSettings
+from narration_core import Narrator
+
+PROGRAM = "rbee-hive"
+LOCAL = "localhost"  # the one hive alias served today; others arrive with SSH support
+QUEEN_TOKEN_ENV = "RBEE_QUEEN_TOKEN"  # what rbee-hive sends with its heartbeats
+START_TIMEOUT_S = 30.0  # a cold interpreter importing the server stack on a busy machine
+
+NARRATE = Narrator("keeper")
+
+
+def daemon_name(alias: str) -> str:
+    """The hive's pidfile, lock and log name: `hive-localhost`."""
+    return f"hive-{alias}"
+
+
+def check_local(alias: str) -> None:
+    """Raise UsageError for any alias but localhost (remote hives need the SSH issue)."""
+    if alias != LOCAL:
+        raise UsageError(
+            f"hive {alias!r} is remote: remote hives arrive with SSH support; "
+            f"today only `{LOCAL}` can be started, stopped and read from here"
+        )
+
+
+def start(
+    settings: KeeperSettings,
+    alias: str,
+    *,
+    port: int | None,
+    foreground: bool,
+    timeout: float = START_TIMEOUT_S,
+    beat_interval: float | None = None,
+) -> None:
+    """Start the local hive beating to the keeper's queen; stream its startup until healthy."""
+    check_local(alias)
+    port = HIVE_PORT if port is None else port
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
+    paths = RbeePaths.resolve().ensure()
+    name = daemon_name(alias)
+    url = f"http://{LOOPBACK}:{port}"
+    argv = [
+        *(sys.executable, "-m", "hive", "--hive-id", alias, "--port", str(port)),
+        *("--bind", LOOPBACK, "--queen-url", settings.queen_url),
+    ]
+    if beat_interval is not None:
+        argv += ["--beat-interval", f"{beat_interval:g}"]
+    env = dict(os.environ)
+    queen_token = settings.token()
+    env.pop(TOKEN_ENV, None)  # the queen's token is not the hive's own
+    if queen_token:
+        env[QUEEN_TOKEN_ENV] = queen_token
+    daemon = launch.Daemon(name, PROGRAM, argv, url, paths.logs / f"{name}.log", env)
+    host = launch.LocalHost(paths.run)
+
+    def waiting() -> None:
+        NARRATE.action("wait_lock").human(
+            f"Another keeper is starting hive {alias} of this RBEE_HOME; waiting for it"
+        ).emit()
+
+    with make_renderer(settings) as out:
+        out.status(f"Starting {PROGRAM} {alias} on {LOOPBACK}:{port}")
+        with daemons.start_lock(paths.run, name, on_wait=waiting) as release:
+            if _already_running(host, name, alias, port):
+                return
+            if foreground:
+
+                def ready() -> None:
+                    release()
+                    out.status(None)
+                    NARRATE.action("ready").target(url).human(
+                        f"Hive {alias} is ready at {url}; Ctrl-C stops it"
+                    ).emit()
+
+                pidfile = host.pidfile(name)
+                anyio.run(launch.run_foreground, daemon, pidfile, timeout, ready)
+                return
+            record = anyio.run(launch.start_detached, host, daemon, timeout)
+            out.status(None)
+            NARRATE.action("ready").target(url).human(
+                f"Hive {alias} is ready at {url} (pid {record.pid}), beating to "
+                f"{settings.queen_url}; `keeper hive logs` shows its log"
+            ).emit()
+
+
+def _already_running(host: launch.LocalHost, name: str, alias: str, port: int) -> bool:
+    """Say so and return True when this RBEE_HOME's hive already runs; refuse a taken port."""
+    pidfile = host.pidfile(name)
+    record = pidfile.read()
+    if record is not None:
+        if daemons.live_process(record) is not None:
+            NARRATE.action("already_running").target(record.url).human(
+                f"Hive {alias} is already running (pid {record.pid}) at {record.url}"
+            ).emit()
+            return True
+        pidfile.remove()
+    if daemons.port_in_use(LOOPBACK, port):
+        raise UsageError(
+            f"port {port} on {LOOPBACK} is taken by another program; "
+            "stop it or start the hive with --port"
+        )
+    return False
+
+
+def stop(settings: KeeperSettings, alias: str) -> None:
+    """Stop the local hive (and so its workers): SIGTERM, SIGKILL after the grace."""
+    check_local(alias)
+    host = launch.LocalHost(RbeePaths.resolve().run)
+    with make_renderer(settings):
+        anyio.run(lambda: launch.stop(host, daemon_name(alias), label=f"Hive {alias}"))
+
+
+def status(settings: KeeperSettings, alias: str) -> None:
+    """The hive's own answer (its workers), through the queen: a forwarded hive_status job."""
+    from keeper.commands.jobs import stream_operation
+
+    stream_operation(settings, {"operation": "hive_status", "hive_id": alias})
+
+
+def list_hives(settings: KeeperSettings) -> None:
+    """The hives the queen knows, from its config and their heartbeats."""
+    from keeper.commands.jobs import stream_operation
+
+    stream_operation(settings, {"operation": "hive_list"})
+
+
+def logs(settings: KeeperSettings, alias: str, *, follow: bool, lines: int) -> None:
+    """Print the local hive's log (sanitised), following it with -f."""
+    check_local(alias)
+    path = RbeePaths.resolve().logs / f"{daemon_name(alias)}.log"
+    if not path.exists():
+        raise UsageError(f"no hive log at {path} yet; start the hive with `keeper hive start`")
+    launch.print_log(path, program=PROGRAM, as_json=settings.json, follow=follow, lines=lines)

@@ -1,0 +1,117 @@
+"""`keeper status`: the queen, its hives (last beat, stale) and their workers as tables.
+
+The figures come from one `queen_status` job (the queen's registry is fed by heartbeats).
+`--json` prints the job's events as every other command does, the snapshot being the
+final state's `result`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from keeper.settings import KeeperSettings
+
+MIB = 1024 * 1024  # RSS is shown in MiB
+
+
+def show(settings: KeeperSettings) -> None:
+    """Ask the queen for its snapshot and print it; raises like any job command."""
+    import sys
+
+    from keeper.commands.jobs import stream_operation
+
+    if settings.json:
+        stream_operation(settings, {"operation": "queen_status"})
+        return
+    snapshot = _snapshot(settings)
+    from rich.console import Console
+
+    console = Console(
+        file=sys.stdout,
+        no_color=settings.no_color,
+        highlight=False,
+        soft_wrap=False,
+    )
+    for table in tables(snapshot, settings.queen_url, now=time.time()):
+        console.print(table)
+
+
+def _snapshot(settings: KeeperSettings) -> dict[str, Any]:
+    import anyio
+
+    from keeper.commands.jobs import _client, queen_errors
+
+    async def ask() -> dict[str, Any]:
+        async with _client(settings) as client:
+            final: dict[str, Any] = {}
+            async for event in client.stream(await client.submit({"operation": "queen_status"})):
+                if event.is_final:
+                    final = event.data
+        return dict(final.get("result") or {})
+
+    with queen_errors(settings):
+        return anyio.run(ask)
+
+
+def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
+    """Three Rich tables: the queen, its hives, their workers."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    def table(title: str, *columns: str) -> Table:
+        made = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in columns:
+            made.add_column(column)
+        return made
+
+    queen = table("queen", "url", "version", "up", "jobs")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(snapshot.get("jobs", {}).items()))
+    queen.add_row(
+        url,
+        str(snapshot.get("version", "?")),
+        _ago(snapshot.get("uptime_s")),
+        counts or "none",
+    )
+    hives = table("hives", "id", "url", "last beat", "state", "workers")
+    for hive in snapshot.get("hives", []):
+        seen = hive.get("last_seen")
+        state = (
+            Text("stale", style="bold red")
+            if hive.get("stale")
+            else Text("never beat" if seen is None else "up")
+        )
+        hives.add_row(
+            hive["hive_id"],
+            hive["url"],
+            "-" if seen is None else f"{_ago(now - seen)} ago",
+            state,
+            str(len(hive.get("workers", []))),
+        )
+    if not snapshot.get("workers"):
+        return [queen, hives, Text("no workers; start one with `keeper worker spawn --model REF`")]
+    workers = table("workers", "hive", "id", "model", "device", "state", "pid", "port", "RSS")
+    for w in snapshot["workers"]:
+        rss = w.get("rss_bytes")
+        workers.add_row(
+            w["hive_id"],
+            w["worker_id"],
+            w["model"],
+            w["device"],
+            w["state"],
+            str(w["pid"]),
+            str(w["port"]),
+            "-" if rss is None else f"{rss / MIB:.0f} MiB",
+        )
+    return [queen, hives, workers]
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

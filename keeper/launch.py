@@ -1,0 +1,362 @@
+"""Starting and stopping a daemon (the queen, a hive) on a host, narrating as it goes.
+
+    daemon = Daemon("hive-localhost", "rbee-hive", argv, url=url, log_path=log, env=env)
+    record = anyio.run(start_detached, LocalHost(paths.run), daemon, 30.0)
+
+A detached start spawns the daemon in its own session with stdout and stderr appended to
+its log, records a pidfile (pid, start time, URL, log), and tails the log through the
+same line splitter and relay as a piped child, so the startup narration appears live
+with the daemon's own actors, until `/health` answers (`JobClient.health`). A daemon that
+exits first, or is not healthy in time, is stopped and its pidfile removed, and the error
+points at its last lines. The daemon never holds a pipe to a keeper that has exited.
+
+Everything that touches the machine goes through a `Host`: `LocalHost` here; the SSH
+issue adds an `SshHost` that does the same over asyncssh (same calls, same narration).
+The caller holds the start lock (`keeper.daemons.start_lock`) around the whole sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+
+from keeper import daemons
+from keeper.errors import JobFailed
+from narration_core import LineSplitter, Narrator, relay_lines
+from narration_core.proctree import StopResult
+
+POLL_S = 0.05  # seconds between looks at the log and the child while starting
+HEALTH_EVERY_S = 0.2  # seconds between /health probes while starting
+HEALTH_TIMEOUT_S = 1.0  # one probe; a daemon still importing may not accept yet
+TAIL_CHUNK = 256 * 1024  # bytes read from the log per look
+
+NARRATE = Narrator("keeper")
+
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """What to start: `name` keys its pidfile, lock and log; `program` is the actor its
+    plain output lines get; `url` is where its /health answers once it serves."""
+
+    name: str
+    program: str
+    argv: list[str]
+    url: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Host(Protocol):
+    """Where daemons run. Calls are async so a host reached over SSH fits the same shape."""
+
+    name: str
+
+    async def spawn(self, daemon: Daemon) -> daemons.PidRecord:
+        """Start `daemon` detached, its output appended to its log; its pidfile record."""
+        ...
+
+    async def read_log(self, path: Path, offset: int) -> bytes:
+        """What the log holds past `offset` (at most TAIL_CHUNK bytes); b"" if none yet."""
+        ...
+
+    async def rotate_log(self, path: Path) -> None:
+        """Keep the previous run's log as `<name>.log.1`, so each start has its own."""
+        ...
+
+    async def exit_code(self, pid: int) -> int | None:
+        """The daemon's exit code once it has exited (reaping it), else None."""
+        ...
+
+    def pidfile(self, name: str) -> daemons.PidFile: ...
+
+    async def is_alive(self, record: daemons.PidRecord) -> bool:
+        """True when the process the record names still runs (not a reused pid)."""
+        ...
+
+    async def stop(self, record: daemons.PidRecord) -> StopResult | None:
+        """SIGTERM the daemon's process group, SIGKILL after the grace; None if gone."""
+        ...
+
+
+class LocalHost:
+    """This machine: processes via `keeper.daemons`, pidfiles under `run_dir`."""
+
+    name = "localhost"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    async def spawn(self, daemon: Daemon) -> daemons.PidRecord:
+        pid = daemons.spawn_detached(daemon.argv, log_path=daemon.log_path, env=daemon.env)
+        return _record(daemon, pid)
+
+    async def read_log(self, path: Path, offset: int) -> bytes:
+        try:
+            with path.open("rb") as f:
+                f.seek(offset)
+                return f.read(TAIL_CHUNK)
+        except FileNotFoundError:
+            return b""
+
+    async def rotate_log(self, path: Path) -> None:
+        _rotate(path)  # a rename on a local disk: not worth a thread
+
+    async def exit_code(self, pid: int) -> int | None:
+        return daemons.reap(pid)
+
+    def pidfile(self, name: str) -> daemons.PidFile:
+        return daemons.PidFile(self.run_dir, name)
+
+    async def is_alive(self, record: daemons.PidRecord) -> bool:
+        return daemons.live_process(record) is not None
+
+    async def stop(self, record: daemons.PidRecord) -> StopResult | None:
+        proc = daemons.live_process(record)
+        if proc is None:
+            return None
+        return await anyio.to_thread.run_sync(daemons.stop_daemon, proc)
+
+
+async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemons.PidRecord:
+    """Spawn `daemon` on `host`, relay its log until /health answers; returns its record.
+
+    Raises JobFailed (the daemon stopped, pidfile removed) when it exits before it is
+    healthy or is not healthy within `timeout_s`.
+    """
+    await host.rotate_log(daemon.log_path)
+    NARRATE.action("spawn").target(daemon.program).human(
+        f"Starting {daemon.program}; log: {daemon.log_path}"
+    ).emit()
+    record = await host.spawn(daemon)
+    pidfile = host.pidfile(daemon.name)
+    pidfile.write(record)
+    tail = LogTail(host, daemon, origin=f"pid {record.pid}")
+    code: int | None = None
+    ready = False
+    try:
+        with anyio.move_on_after(timeout_s):
+            code, ready = await _watch(host, daemon, record.pid, tail)
+    finally:
+        await tail.drain()
+    if ready:
+        return record
+    if code is None:  # still running but never healthy: do not leave it half-alive
+        await host.stop(record)
+        pidfile.remove()
+        raise JobFailed(
+            f"{daemon.program} did not become healthy at {daemon.url} within {timeout_s:g} s "
+            f"and was stopped; its last lines are above and in {daemon.log_path}"
+        )
+    pidfile.remove()
+    raise JobFailed(
+        f"{daemon.program} exited with code {code} before it was ready; "
+        f"its last lines are above and in {daemon.log_path}"
+    )
+
+
+async def run_foreground(
+    daemon: Daemon, pidfile: daemons.PidFile, timeout_s: float, on_ready: Callable[[], None]
+) -> None:
+    """Run `daemon` attached (its pipes captured, relayed live) until it exits or Ctrl-C
+    stops it; `on_ready` runs once it is healthy (release the start lock, narrate).
+
+    Raises JobFailed when it does not become healthy in time or exits with an error.
+    """
+    from narration_core.capture import ProcessNarrationCapture
+
+    capture = ProcessNarrationCapture(actor=daemon.program)
+    proc = await capture.spawn(daemon.argv, env=daemon.env)
+    pidfile.write(_record(daemon, proc.pid, log=os.devnull))
+    exit_codes: list[int] = []
+    try:
+        async with proc, anyio.create_task_group() as tg:
+
+            async def wait_exit() -> None:
+                exit_codes.append(await proc.wait())
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(wait_exit)
+            with anyio.fail_after(timeout_s):
+                await _wait_healthy(daemon, exited=lambda: None)
+            on_ready()
+            await anyio.sleep_forever()
+    except TimeoutError:
+        raise JobFailed(
+            f"{daemon.program} did not become healthy at {daemon.url} within {timeout_s:g} s"
+        ) from None
+    finally:
+        pidfile.remove()
+    if exit_codes and exit_codes[0] != 0:
+        raise JobFailed(f"{daemon.program} exited with code {exit_codes[0]}")
+
+
+async def stop(host: Host, name: str, *, label: str) -> StopResult | None:
+    """Stop the daemon `name`'s pidfile names, narrating as `label` (`Hive localhost`).
+
+    Returns None when it was not running (a stale pidfile is removed and said so).
+    """
+    pidfile = host.pidfile(name)
+    record = pidfile.read()
+    if record is None or not await host.is_alive(record):
+        pidfile.remove()
+        NARRATE.action("not_running").human(
+            f"{label} is not running (no pidfile)"
+            if record is None
+            else f"{label} was not running; removed the stale pidfile for pid {record.pid}"
+        ).emit()
+        return None
+    NARRATE.action("stop").target(record.pid).human(
+        f"Stopping {label} (pid {record.pid}) with SIGTERM"
+    ).emit()
+    result = await host.stop(record)
+    pidfile.remove()
+    if result is None:
+        NARRATE.action("stopped").target(record.pid).human(f"{label} had already exited").emit()
+    elif result.killed:
+        NARRATE.action("killed").level("warn").target(record.pid).human(
+            f"{label} ignored SIGTERM for {result.seconds:.1f} s and was killed (SIGKILL)"
+        ).emit()
+    else:
+        NARRATE.action("stopped").target(record.pid).human(
+            f"{label} stopped (pid {record.pid}) in {result.seconds:.1f} s"
+        ).emit()
+    return result
+
+
+class LogTail:
+    """Relays what a daemon appends to its log, line by line, as if it were piped."""
+
+    def __init__(self, host: Host, daemon: Daemon, *, origin: str) -> None:
+        self.host = host
+        self.daemon = daemon
+        self.origin = origin
+        self.offset = 0
+        self.splitter = LineSplitter()
+
+    async def pump(self) -> None:
+        while data := await self.host.read_log(self.daemon.log_path, self.offset):
+            self.offset += len(data)
+            self._relay(self.splitter.feed(data))
+
+    async def drain(self) -> None:
+        await self.pump()
+        self._relay(self.splitter.flush())
+
+    def _relay(self, lines: list[str]) -> None:
+        relay_lines(lines, "stdout", actor=self.daemon.program, origin=self.origin)
+
+
+async def _watch(host: Host, daemon: Daemon, pid: int, tail: LogTail) -> tuple[int | None, bool]:
+    """Relay the log while probing /health: (exit code, False) if it exited, (None, True)
+    once healthy."""
+    code: list[int] = []
+
+    def exited() -> int | None:
+        return code[0] if code else None
+
+    async def look() -> None:
+        await tail.pump()
+        if not code and (found := await host.exit_code(pid)) is not None:
+            code.append(found)
+
+    healthy = await _wait_healthy(daemon, exited=exited, between=look)
+    return exited(), healthy
+
+
+async def _wait_healthy(
+    daemon: Daemon,
+    *,
+    exited: Callable[[], int | None],
+    between: Callable[[], Awaitable[None]] | None = None,
+) -> bool:
+    """Probe /health every HEALTH_EVERY_S (calling `between` every POLL_S); True once it
+    answers 200, False as soon as `exited()` reports an exit."""
+    from jobs.client import JobClient
+    from jobs.errors import JobError
+
+    next_probe = 0.0
+    async with JobClient(daemon.url, timeout_s=HEALTH_TIMEOUT_S) as client:
+        while True:
+            if between is not None:
+                await between()
+            if exited() is not None:
+                return False
+            now = time.monotonic()
+            if now >= next_probe:
+                next_probe = now + HEALTH_EVERY_S
+                try:
+                    await client.health()
+                    return True
+                except JobError:
+                    pass  # not listening yet, or not ready to serve
+            await anyio.sleep(POLL_S)
+
+
+def _rotate(path: Path) -> None:
+    if path.exists():
+        path.replace(path.with_suffix(".log.1"))
+
+
+def _record(daemon: Daemon, pid: int, *, log: str | None = None) -> daemons.PidRecord:
+    import psutil
+
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        created = time.time()
+    return daemons.PidRecord(
+        name=daemon.name,
+        pid=pid,
+        create_time=created,
+        url=daemon.url,
+        log=log or str(daemon.log_path),
+        argv=daemon.argv,
+    )
+
+
+def print_log(path: Path, *, program: str, as_json: bool, follow: bool, lines: int) -> None:
+    """Print the last `lines` lines of a daemon's log, sanitised (or as JSON events); with
+    `follow`, keep printing what is appended, across a restart's rotation, until Ctrl-C."""
+    import json
+    import sys
+
+    from narration_core import NarrationEvent, parse_line, strip_control
+
+    data = path.read_bytes()
+    out = sys.stdout
+
+    def show(line: str) -> None:
+        if as_json:  # the shape of every other --json output: one event per line
+            event = parse_line(line) or NarrationEvent(program, "output", line, stream="stdout")
+            record = {"event": "output" if event.stream else "narration", **event.to_dict()}
+            out.write(json.dumps(record) + "\n")
+        else:
+            out.write(strip_control(line) + "\n")
+
+    for raw in data.splitlines()[-lines:] if lines > 0 else []:
+        show(raw.decode("utf-8", "replace"))
+    out.flush()
+    offset = len(data)
+    splitter = LineSplitter()
+    while follow:  # until Ctrl-C (exit 130)
+        try:
+            with path.open("rb") as f:
+                if os.fstat(f.fileno()).st_size < offset:  # a new start rotated the log
+                    offset = 0
+                f.seek(offset)
+                chunk = f.read(TAIL_CHUNK)
+        except FileNotFoundError:  # between the rotation and the new daemon's first line
+            chunk = b""
+        if chunk:
+            offset += len(chunk)
+            for line in splitter.feed(chunk):
+                show(line)
+            out.flush()
+        else:
+            time.sleep(POLL_S * 4)

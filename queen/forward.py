@@ -1,0 +1,51 @@
+"""Hive operations: the queen job hands the operation to its hive and relays the hive's job.
+
+    keeper -> queen job (worker_spawn) -> hive job (worker_spawn) -> worker's narration
+
+The queen submits the same operation to the hive's `POST /v1/jobs` with that hive's own
+token (never the queen's) and `forward`s the hive job's stream into the queen job, so the
+keeper sees the hive's and the worker's narration live, under the queen job's id, with
+their own actors and `origin` `hive:<id>[/worker:<id>]`. An unreachable hive fails the
+job with `hive <id> unreachable at <url>: …`, and `POST /v1/jobs` answers 502 (the
+handlers are `Upstream`: the POST waits until the hive has accepted the job).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.client import JobClient
+from jobs.relay import submit_and_forward
+from jobs.service import Handler, Job, Upstream
+from narration_core import Narrator
+from queen.hives import HiveRegistry
+
+NARRATE = Narrator("queen-rbee")
+
+# Operations a hive runs; the queen only routes them by `hive_id`.
+HIVE_OPERATIONS = (
+    "hive_status",
+    "worker_spawn",
+    "worker_list",
+    "worker_stop",
+    "model_download",
+    "model_list",
+    "model_delete",
+)
+
+
+def forwarding_handlers(hives: HiveRegistry) -> dict[str, Handler]:
+    """A handler per hive operation, forwarding to the hive the operation names."""
+
+    async def to_hive(op: Any, job: Job) -> Any:  # Any: every hive operation has hive_id
+        hive = hives.get(op.hive_id)
+        NARRATE.action("forward").target(hive.id).human(
+            f"Handing {op.operation} to hive {hive.id} at {hive.url}"
+        ).emit()
+        async with JobClient(hive.url, token=hives.token_for(hive.id)) as client:
+            result = await submit_and_forward(client, op, into=job, hop=f"hive:{hive.id}")
+        hives.seen(hive.id)
+        return result
+
+    handler = Upstream(to_hive)
+    return dict.fromkeys(HIVE_OPERATIONS, handler)

@@ -1,0 +1,129 @@
+"""The whole chain with real processes: keeper -> queen-rbee -> rbee-hive -> llm-worker-rbee.
+
+Every daemon is started by the real keeper CLI on free ports under the test's RBEE_HOME,
+and stopped by it at the end (SIGKILL leftovers are reaped by the pidfiles' stop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.client import JobClient
+
+pytestmark = pytest.mark.slow
+
+BEAT_S = 0.2  # the hive's heartbeat interval here: stale after three missed, 0.6 s
+DEADLINE_S = 30.0  # a cold start of three Python servers on a busy 2-core machine
+
+
+class Chain:
+    """The keeper CLI bound to one RBEE_HOME, queen port and hive port."""
+
+    def __init__(self, keeper: Any, home: Path, queen_port: int, hive_port: int) -> None:
+        self.keeper = keeper
+        self.home = home
+        self.queen_port = queen_port
+        self.hive_port = hive_port
+        self.queen_url = f"http://127.0.0.1:{queen_port}"
+
+    def run(self, *args: str, ok: bool = True) -> Any:
+        result = self.keeper(*args, timeout=120.0)
+        if ok:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def start_queen(self) -> None:
+        self.run("queen", "start", "--port", str(self.queen_port))
+
+    def start_hive(self) -> None:
+        self.run("hive", "start", "--port", str(self.hive_port), "--beat-interval", str(BEAT_S))
+
+    def hive_pid(self) -> int:
+        record = json.loads((self.home / "run" / "hive-localhost.pid").read_text())
+        return int(record["pid"])
+
+    async def hives(self) -> list[dict[str, Any]]:
+        async with JobClient(self.queen_url) as client:
+            state = {}
+
+            def keep(event: Any) -> None:
+                if event.is_final:
+                    state.update(event.data)
+
+            await client.submit_and_stream({"operation": "queen_status"}, keep)
+        return list(state["result"]["hives"])
+
+
+@pytest.fixture
+def chain(
+    keeper: Any, rbee_home: Path, free_tcp_port_factory: Callable[[], int]
+) -> Iterator[Chain]:
+    made = Chain(keeper, rbee_home, free_tcp_port_factory(), free_tcp_port_factory())
+    try:
+        yield made
+    finally:
+        made.run("hive", "stop", ok=False)
+        made.run("queen", "stop", ok=False)
+
+
+async def wait_for(predicate: Callable[[list[dict[str, Any]]], bool], chain: Chain) -> None:
+    """Ask the queen for its hives until `predicate` holds, under DEADLINE_S."""
+    import anyio
+
+    with anyio.fail_after(DEADLINE_S):
+        while not predicate(await chain.hives()):  # noqa: ASYNC110 - the queen has no push
+            await anyio.sleep(BEAT_S)
+
+
+def json_events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_worker_narration_reaches_the_keeper_through_three_hops(chain: Chain) -> None:
+    """`keeper worker spawn` shows the worker's own startup and model_load lines, with the
+    worker's actor and origin hive:localhost/worker:<id>, under the queen job's id."""
+    chain.start_queen()
+    chain.start_hive()
+    chain.run("model", "download", "builtin:tiny")
+    result = chain.run("--json", "worker", "spawn", "--model", "builtin:tiny")
+    events = json_events(result.stdout)
+    submitted = next(e for e in events if e.get("action") == "submitted")
+    job_id = submitted["target"]
+    worker = [e for e in events if e.get("actor") == "llm-worker-rbee"]
+    actions = {e["action"] for e in worker}
+    assert {"startup", "model_load"} <= actions, result.stdout
+    for event in worker:
+        assert event["job_id"] == job_id
+        assert event["origin"].startswith("hive:localhost/worker:")
+    assert events[-1] == {**events[-1], "event": "state", "state": "completed"}
+
+
+@pytest.mark.anyio
+async def test_queen_relearns_a_hive_and_marks_a_killed_one_stale(chain: Chain) -> None:
+    """A restarted queen knows the running hive again from its beats; a hive killed with
+    SIGKILL is then marked stale (not forgotten)."""
+    chain.start_queen()
+    chain.start_hive()
+    hive_url = f"http://127.0.0.1:{chain.hive_port}"
+
+    def fresh(hives: list[dict[str, Any]]) -> bool:
+        return any(h["url"] == hive_url and h["last_seen"] and not h["stale"] for h in hives)
+
+    await wait_for(fresh, chain)
+    chain.run("queen", "stop")
+    chain.start_queen()  # same port, empty registry: only beats can tell it about the hive
+    await wait_for(fresh, chain)
+    started = time.monotonic()
+    os.kill(chain.hive_pid(), signal.SIGKILL)
+    await wait_for(lambda hives: any(h["url"] == hive_url and h["stale"] for h in hives), chain)
+    assert time.monotonic() - started < 10 * BEAT_S + 5  # three missed beats, plus a status job
+    (hive,) = [h for h in await chain.hives() if h["hive_id"] == "localhost"]
+    assert hive["url"] == hive_url and hive["version"]  # kept while stale

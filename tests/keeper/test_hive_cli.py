@@ -1,0 +1,110 @@
+"""`keeper hive …`, `keeper worker …` and `keeper model …` as a user runs them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.queen.conftest import queen_settings, start_queen
+
+STATUS_DEADLINE_S = 10.0  # a few heartbeats on a busy machine
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("hive", "start", "gpu1"), ("hive", "stop", "gpu1"), ("hive", "logs", "gpu1")],
+    ids=["start", "stop", "logs"],
+)
+def test_remote_hive_aliases_wait_for_ssh(keeper: Any, args: tuple[str, ...]) -> None:
+    """Any alias but localhost is a usage error that says remote hives need SSH support."""
+    result = keeper(*args)
+    assert result.returncode == 2
+    assert "remote hives arrive with SSH support" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_hive_is_named_not_the_queen(
+    keeper: Any, rbee_home: Path, free_tcp_port: int
+) -> None:
+    """A queen that answers but cannot reach its hive: exit 3 naming the hive and its URL."""
+    hive_url = f"http://127.0.0.1:{free_tcp_port}"
+    settings = dataclasses.replace(queen_settings(rbee_home), hives={"localhost": hive_url})
+    async with start_queen(settings) as queen:
+        result = await anyio.to_thread.run_sync(
+            lambda: keeper("--queen-url", queen.url, "model", "list")
+        )
+    assert result.returncode == 3, result.stderr
+    assert f"hive localhost unreachable at {hive_url}" in result.stderr
+    assert "queen is not reachable" not in result.stderr
+
+
+@pytest.fixture
+def daemons(keeper: Any, free_tcp_port_factory: Callable[[], int]) -> Iterator[tuple[int, int]]:
+    """Ports for a queen and a hive the test starts with the keeper; both stopped after."""
+    ports = free_tcp_port_factory(), free_tcp_port_factory()
+    try:
+        yield ports
+    finally:
+        keeper("hive", "stop")
+        keeper("queen", "stop")
+
+
+def test_hive_start_logs_and_stop(keeper: Any, daemons: tuple[int, int]) -> None:
+    """`hive start` streams the hive's startup until healthy and leaves it running; a second
+    start finds it; `hive logs` prints its log; `hive stop` stops it."""
+    queen_port, hive_port = daemons
+    assert keeper("queen", "start", "--port", str(queen_port)).returncode == 0
+    started = keeper("--json", "hive", "start", "--port", str(hive_port))
+    assert started.returncode == 0, started.stderr
+    events = [json.loads(line) for line in started.stdout.splitlines()]
+    hive_lines = [(e["actor"], e["action"]) for e in events if e.get("actor") == "rbee-hive"]
+    assert ("rbee-hive", "ready") in hive_lines
+    assert events[-1]["action"] == "ready" and events[-1]["actor"] == "keeper"
+    deadline = time.monotonic() + STATUS_DEADLINE_S
+    while True:  # the queen knows the hive's port once its first heartbeat has landed
+        status = keeper("status")
+        assert status.returncode == 0, status.stderr
+        rows = [line for line in status.stdout.splitlines() if f":{hive_port}" in line]
+        if rows or time.monotonic() > deadline:
+            break
+    assert rows[0].split()[0] == "localhost" and " up " in rows[0]
+    again = keeper("hive", "start", "--port", str(hive_port))
+    assert again.returncode == 0 and "already running" in again.stdout
+    logs = keeper("hive", "logs")
+    assert logs.returncode == 0 and "] ready" in logs.stdout
+    stopped = keeper("hive", "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert "not running" in keeper("hive", "stop").stdout
+
+
+def test_download_progress_is_one_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    """Progress events draw the bar in place on the live view; plain output keeps the lines."""
+    import io
+
+    from rich.console import Console
+
+    from keeper.commands.model import progress_line, show_progress
+    from keeper.render import Renderer
+    from keeper.settings import KeeperSettings
+
+    event = {
+        "actor": "rbee-hive",
+        "action": "download_progress",
+        "human": "41%",
+        "target": "tiny",
+        "fields": {"bytes": 1_200_000, "total": 2_900_000, "rate_bps": 3.4e6},
+    }
+    assert progress_line("tiny", event["fields"]).split()[2:4] == ["41%", "1.2"]
+    live = Renderer(KeeperSettings(), console=Console(file=io.StringIO(), force_terminal=True))
+    plain = Renderer(KeeperSettings(), file=io.StringIO(), mode="plain")
+    assert show_progress(live, "narration", event) is True
+    assert show_progress(plain, "narration", event) is False
+    assert show_progress(live, "narration", {**event, "action": "download_done"}) is False
