@@ -72,7 +72,7 @@ def parse_ref(ref: str) -> ModelRef:
             expected = expected.lower()
         return ModelRef("url", ref, _name_from(url), url=url, expected_sha256=expected)
     path = Path(ref).expanduser()
-    if path.suffix.lower() != ".gguf":
+    if path.suffix.lower() != ".gguf" or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", ref):
         raise _bad(
             f"{ref!r} is not a model reference; use builtin:tiny, hf:org/repo/file.gguf, "
             "an http(s):// URL or a local .gguf path"

@@ -191,7 +191,7 @@ class Supervisor:
             await self._wait_ready(worker)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self.stop(worker_id)
+                await self._stop(worker)
             raise
         worker.state = "ready"
         NARRATE.action("worker_ready").target(worker_id).human(
@@ -239,17 +239,22 @@ class Supervisor:
         worker = self._workers.get(worker_id)
         if worker is None:
             raise WorkerNotFound(worker_id, sorted(self._workers))
+        await self._stop(worker)
+        return worker
+
+    async def _stop(self, worker: Worker) -> None:
+        if worker.exited.is_set():
+            return
         worker.state = "stopping"
         process = worker.process
         if process is not None and _create_time(worker.pid) == worker.create_time:
             await process.aclose()  # the pid is still our child, not a reused one
         await worker.exited.wait()
-        return worker
 
     async def stop_all(self) -> None:
         async with anyio.create_task_group() as tg:
             for worker in self.workers():
-                tg.start_soon(self.stop, worker.id)
+                tg.start_soon(self._stop, worker)
 
 
 class _Tee:

@@ -53,7 +53,7 @@ class Engine:
     def load(self) -> None:
         """Load the model; raises ModelLoadError or DeviceUnavailable."""
         n_gpu_layers, main_gpu = gpu_layers(self.device)
-        if not self.path.is_file():
+        if not self.path.exists():
             raise ModelLoadError(str(self.path), "no such file")
         try:
             import llama_cpp

@@ -1,0 +1,109 @@
+"""The model catalog: builtin:tiny, refs, ids that cannot escape the folder, persistence."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import warnings
+from pathlib import Path
+
+import pytest
+
+from hive.catalog import Catalog, check_id, hf_url, new_entry, parse_ref
+from hive.router import _auth_headers
+from hive.tiny_model import write_tiny_model
+from jobs.client import JobClient
+from jobs.errors import InvalidRequest
+from tests.hive.conftest import spawn_hive
+from tests.hive.test_supervisor import run_job
+
+
+def test_builtin_tiny_is_deterministic_and_llama_cpp_generates_with_it(tmp_path: Path) -> None:
+    """builtin:tiny has the same bytes every time it is written, and llama.cpp loads it,
+    tokenizes any text (byte fallback) and generates tokens from it."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    first, second = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    write_tiny_model(first)
+    write_tiny_model(second)
+    assert (
+        hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
+    )
+    llm = llama_cpp.Llama(model_path=str(first), n_ctx=0, verbose=False, seed=7)
+    assert llm.n_ctx() == 256
+    assert len(llm.tokenize("héllo 🐝 hive".encode())) > 3
+    out = llm("the queen", max_tokens=5, temperature=0)
+    assert out["usage"]["completion_tokens"] >= 1
+    llm.close()
+    with warnings.catch_warnings():  # llama-cpp-python leaks /dev/null handles (verbose=False)
+        warnings.simplefilter("ignore", ResourceWarning)
+        del llm
+        gc.collect()
+
+
+@pytest.mark.parametrize("model_id", ["../etc/passwd", "a/b", "..", ".hidden", "x\\y", ""])
+def test_ids_that_name_paths_are_refused_with_400(tmp_path: Path, model_id: str) -> None:
+    """An id that would point outside the catalog folder is an InvalidRequest (400)."""
+    catalog = Catalog(tmp_path).load()
+    with pytest.raises(InvalidRequest) as caught:
+        catalog.file_for(model_id)
+    assert caught.value.status == 400
+    with pytest.raises(InvalidRequest):
+        check_id(model_id)
+
+
+def test_refs_parse_and_hf_resolves_to_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ref kind parses; hf: resolves to the hub's resolve URL (revision `main` unless
+    @rev); a URL's #sha256= is the expected digest; HF_TOKEN goes only to the hub."""
+    assert hf_url("hf:TheBloke/Llama-2-7B-GGUF/llama-2-7b.Q4_K_M.gguf") == (
+        "https://huggingface.co/TheBloke/Llama-2-7B-GGUF/resolve/main/llama-2-7b.Q4_K_M.gguf"
+    )
+    assert hf_url("hf:org/repo@v1.0/sub/m.gguf") == (
+        "https://huggingface.co/org/repo/resolve/v1.0/sub/m.gguf"
+    )
+    hf = parse_ref("hf:org/repo/tiny-model.gguf")
+    assert (hf.kind, hf.name, hf.is_hf) == ("url", "tiny-model", True)
+    digest = "ab" * 32
+    url = parse_ref(f"https://example.com/x/llama%20small.gguf#sha256={digest.upper()}")
+    assert (url.url, url.name, url.expected_sha256) == (
+        "https://example.com/x/llama%20small.gguf",
+        "llama-small",
+        digest,
+    )
+    assert parse_ref("builtin:tiny").kind == "builtin"
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+    assert _auth_headers(hf) == {"Authorization": "Bearer hf_secret_token_value"}
+    assert _auth_headers(url) == {}
+    for bad in ("hf:org/repo", "hf:org/../x.gguf", "builtin:huge", "model.bin", "ftp://x.gguf"):
+        with pytest.raises(InvalidRequest):
+            parse_ref(bad)
+    with pytest.raises(InvalidRequest, match="sha256"):
+        parse_ref("https://example.com/x.gguf#sha256=nothex")
+
+
+def test_interrupted_download_is_failed_after_restart(tmp_path: Path) -> None:
+    """An entry a dead hive left `downloading` loads as `failed`, with what to do next."""
+    catalog = Catalog(tmp_path).load()
+    ref = parse_ref("https://example.com/m.gguf")
+    catalog.put(new_entry("m", ref, catalog.file_for("m"), owned=True))
+    reloaded = Catalog(tmp_path).load()
+    entry = reloaded.find("https://example.com/m.gguf")
+    assert entry is not None and entry.status == "failed"
+    assert entry.error is not None and "download it again" in entry.error
+
+
+@pytest.mark.anyio
+async def test_local_model_is_registered_not_copied_and_traversal_is_refused(
+    rbee_home: Path, tmp_path: Path
+) -> None:
+    """A local .gguf is registered where it is (deleting it from the catalog leaves the
+    file), and model_delete with a path for an id fails naming the rule."""
+    local = tmp_path / "mine.gguf"
+    write_tiny_model(local)
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+        added = await run_job(client, {"operation": "model_download", "model": str(local)})
+        traversal = await run_job(client, {"operation": "model_delete", "model": "../../x"})
+        deleted = await run_job(client, {"operation": "model_delete", "model": "mine"})
+    entry = added[-1].data["result"]
+    assert entry["path"] == str(local) and entry["owned"] is False
+    assert traversal[-1].state == "failed" and "is not a catalog id" in traversal[-1].data["error"]
+    assert deleted[-1].state == "completed" and local.exists()

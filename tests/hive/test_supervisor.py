@@ -1,0 +1,128 @@
+"""Workers spawned through the real hive's own job API: narration in the spawn job,
+startup failures, stop, and no orphan after the hive is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import psutil
+import pytest
+
+from jobs.client import JobClient
+from jobs.events import JobEvent
+from tests.hive.conftest import spawn_hive
+
+pytestmark = pytest.mark.anyio
+
+ORPHAN_DEADLINE_S = 10.0  # the worker polls its parent every 0.5 s
+
+
+async def run_job(client: JobClient, operation: dict[str, object]) -> list[JobEvent]:
+    """Submit a job on the hive and read its SSE stream to the end."""
+    job_id = await client.submit(operation)
+    return [event async for event in client.stream(job_id)]
+
+
+def narration(events: list[JobEvent]) -> list[tuple[str, str, str]]:
+    return [
+        (e.data["actor"], e.data["action"], e.data["human"])
+        for e in events
+        if e.kind == "narration"
+    ]
+
+
+async def test_spawn_relays_worker_startup_into_the_job_then_stop(rbee_home: Path) -> None:
+    """worker_spawn on builtin:tiny completes once the worker is ready, and its job stream
+    holds the worker's own `startup` and `model_load` lines under the worker's actor
+    (origin worker:<id>); worker_list shows it, worker_stop ends it, and its log file has
+    its lines."""
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+        download = await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
+        assert download[-1].state == "completed", download[-1].data
+        started = time.perf_counter()
+        spawn = await run_job(client, {"operation": "worker_spawn", "model": "builtin:tiny"})
+        took = time.perf_counter() - started
+        assert spawn[-1].state == "completed", spawn[-1].data
+        worker = spawn[-1].data["result"]
+        lines = narration(spawn)
+        worker_lines = [(a, act) for a, act, _ in lines if a == "llm-worker-rbee"]
+        assert ("llm-worker-rbee", "startup") in worker_lines
+        assert worker_lines.count(("llm-worker-rbee", "model_load")) == 2  # loading, loaded
+        origins = {e.data.get("origin") for e in spawn if e.kind == "narration"} - {None}
+        assert origins == {f"worker:{worker['worker_id']}"}
+        async with httpx.AsyncClient(trust_env=False) as http:
+            health = (await http.get(f"{worker['url']}/health")).json()
+        assert health["status"] == "ready" and health["worker_id"] == worker["worker_id"]
+        listed = await run_job(client, {"operation": "worker_list"})
+        assert [w["worker_id"] for w in listed[-1].data["result"]["workers"]] == [
+            worker["worker_id"]
+        ]
+        stopped = await run_job(
+            client, {"operation": "worker_stop", "worker_id": worker["worker_id"]}
+        )
+        assert stopped[-1].state == "completed", stopped[-1].data
+        assert not psutil.pid_exists(worker["pid"]) or _is_zombie(worker["pid"])
+        log = await anyio.Path(worker["log"]).read_text()
+        assert "] startup" in log and "] model_load" in log
+        print(f"worker spawn until ready: {took:.2f} s")
+
+
+async def test_worker_crashing_at_startup_fails_the_job_with_its_last_lines(
+    rbee_home: Path, tmp_path: Path
+) -> None:
+    """A corrupt model file makes the worker exit during startup: the spawn job fails
+    naming the worker and its exit, the worker's own last lines are in the error and in
+    the job log, and no worker is left listed."""
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + os.urandom(4096))
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+        added = await run_job(client, {"operation": "model_download", "model": str(corrupt)})
+        assert added[-1].state == "completed", added[-1].data
+        spawn = await run_job(client, {"operation": "worker_spawn", "model": str(corrupt)})
+        listed = await run_job(client, {"operation": "worker_list"})
+    final = spawn[-1]
+    assert final.state == "failed"
+    error = final.data["error"]
+    assert "did not start: it exited with code 1" in error
+    assert "cannot load model" in error  # the worker's own last line, quoted
+    failed = [h for a, act, h in narration(spawn) if a == "llm-worker-rbee" and act == "failed"]
+    assert failed and "cannot load model" in failed[0]
+    assert listed[-1].data["result"]["workers"] == []
+
+
+async def test_killed_hive_leaves_no_worker_running(rbee_home: Path) -> None:
+    """After the hive is killed with SIGKILL, its worker notices its parent is gone and
+    exits on its own within a deadline."""
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+        await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
+        spawn = await run_job(client, {"operation": "worker_spawn", "model": "builtin:tiny"})
+        pid = spawn[-1].data["result"]["pid"]
+        worker = psutil.Process(pid)
+        hive.process.send_signal(signal.SIGKILL)
+        await hive.process.wait()
+    with anyio.fail_after(ORPHAN_DEADLINE_S):
+        while worker.is_running() and not _is_zombie(pid):  # noqa: ASYNC110 - no event for it
+            await anyio.sleep(0.05)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_stopping_the_hive_stops_its_workers(rbee_home: Path) -> None:
+    """SIGTERM to the hive stops its workers before the hive exits (exit code 0)."""
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+        await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
+        spawn = await run_job(client, {"operation": "worker_spawn", "model": "builtin:tiny"})
+        pid = spawn[-1].data["result"]["pid"]
+    assert hive.process.returncode == 0, hive.stderr.decode()
+    assert _is_zombie(pid) or not psutil.pid_exists(pid)
+    assert "worker_spawn" in hive.actions()
