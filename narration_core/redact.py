@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from narration_core.sanitize import strip_control
@@ -64,14 +65,15 @@ _LONGEST_WORD = 20  # letters; a longer run of letters alone is more likely a ke
 def _is_secret(value: str, *, strict: bool, quoted: bool = False) -> bool:
     """Whether `value`, found after a secret-looking name, could be the secret itself.
 
-    Placeholders, status words, paths and (unless `quoted`) source code never are.
+    Placeholders, status words, paths, the next `--flag` and (unless `quoted`) source
+    code never are.
     `strict` (a `:` or spaced separator, as in prose and source) also lets plain words
     and small numbers pass.
     """
     value = value.strip("`")  # `flag` in prose names a thing
     if not value or value[0] in _PLACEHOLDER_START or _PLACEHOLDER.fullmatch(value):
         return False
-    if value.lower() in _NOT_SECRETS or value.startswith(("/", "./", "../", "~/")):
+    if value.lower() in _NOT_SECRETS or value.startswith(("/", "./", "../", "~/", "--")):
         return False
     if not quoted and (_CALL.fullmatch(value) or _is_attribute(value)):
         return False
@@ -167,9 +169,10 @@ _SECRET_NAME = re.compile(
 # Any name, then a separator and a value; the name is checked in Python, which is
 # faster than a pattern of names tried at every word. Not after `/`: `/etc/passwd:`
 # is a path. Possessive runs, so a long word is read once.
-_KEY_VALUE = (
-    r"(?<![A-Za-z0-9_./\\-])(?P<name>[A-Za-z0-9_.-]++)[\"']?+(?P<sep>[ \t]*+[:=][ \t]*+)" + _VALUE
+_KEY_SEP = re.compile(
+    r"(?<![A-Za-z0-9_./\\-])(?P<name>[A-Za-z0-9_.-]++)[\"']?+(?P<sep>[ \t]*+[:=][ \t]*+)"
 )
+_KEY_VALUE = re.compile(_KEY_SEP.pattern + _VALUE)
 
 # Formats with a fixed prefix and alphabet (after gitleaks' rules): redacted anywhere.
 _TOKEN_FORMATS = (
@@ -186,68 +189,121 @@ _TOKEN_FORMATS = (
     r")"
 )
 
-_FORMAT_GATES = (*_UNDERSCORE_TRIGGERS, "sk-", "xox", "glpat-", "akia", "asia")
-_Replacement = str | Callable[[re.Match[str]], str]
 
-# (gate, pattern, replacement): a pattern runs only if its gate, a substring of the
-# lowered text, is there. In order: whole blocks and known formats first, so later
-# passes see the marker.
-_PASSES: tuple[tuple[tuple[str, ...], re.Pattern[str], _Replacement], ...] = (
+def _sub_values(
+    pattern: re.Pattern[str], replace: Callable[[re.Match[str]], str], text: str
+) -> str:
+    """`pattern.sub(replace, text)`, except that a match left unchanged consumes nothing.
+
+    In `error: password=x` the name `error` and its "value" match first; `re.sub` would
+    resume after that value and never see `password=x`.
+    """
+    out: list[str] = []
+    done = pos = 0
+    while (match := pattern.search(text, pos)) is not None:
+        replaced = replace(match)
+        if replaced == match.group(0):
+            pos = match.start() + 1
+            continue
+        out += (text[done : match.start()], replaced)
+        done = pos = match.end()
+    if not out:
+        return text
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _sub_key_values(text: str) -> str:
+    """Redact `name=value` / `name: value` shapes whose name looks secret.
+
+    Names and separators are found first and only a secret-looking name's value is
+    read, so a long value after an ordinary name (`error: …`) costs nothing.
+    """
+    out: list[str] = []
+    done = pos = 0
+    while (found := _KEY_SEP.search(text, pos)) is not None:
+        pos = found.end()
+        if not _SECRET_NAME.fullmatch(found.group("name")):
+            continue
+        match = _KEY_VALUE.match(text, found.start())
+        if match is None:
+            continue
+        replaced = _kv_replace(match)
+        if replaced != match.group(0):
+            out += (text[done : match.start()], replaced)
+            done = pos = match.end()
+    if not out:
+        return text
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _values(pattern: str, replace: Callable[[re.Match[str]], str]) -> Callable[[str], str]:
+    return partial(_sub_values, re.compile(pattern), replace)
+
+
+def _fixed(pattern: str, replacement: str, flags: int = 0) -> Callable[[str], str]:
+    return partial(re.compile(pattern, flags).sub, replacement)
+
+
+_FORMAT_GATES = (*_UNDERSCORE_TRIGGERS, "sk-", "xox", "glpat-", "akia", "asia")
+
+# (gates, pass): a pass runs only if one of its gates, a substring of the lowered text,
+# is there. In order: whole blocks and known formats first, so later passes see the
+# marker.
+_PASSES: tuple[tuple[tuple[str, ...], Callable[[str], str]], ...] = (
     (
         ("private key",),
-        re.compile(
+        _fixed(
             r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY((?: BLOCK)?)-----.*?"
             r"(?:-----END \1PRIVATE KEY\2-----|\Z)",
+            REDACTED_KEY,
             re.DOTALL,
         ),
-        REDACTED_KEY,
     ),
-    (_FORMAT_GATES, re.compile(_TOKEN_FORMATS), REDACTED),
+    (_FORMAT_GATES, _fixed(_TOKEN_FORMATS, REDACTED)),
     (
         ("authoriz",),
-        re.compile(
+        _values(
             r"(?i)\b(?:proxy-)?authorization[ \t]*[:=][ \t]*"
             r"(?P<scheme>(?:bearer|basic|token|digest|negotiate)[ \t]+)?"
-            r"(?P<value>[^\s,;\"'\x00-\x1f]+)"
+            r"(?P<value>[^\s,;\"'\x00-\x1f]+)",
+            _auth_replace,
         ),
-        _auth_replace,
     ),
-    (
-        ("cookie",),
-        re.compile(r"(?i)\b((?:set-)?cookie[ \t]*:[ \t]*)[^\s=;]+=.*"),
-        r"\g<1>" + REDACTED,
-    ),
-    (("bearer",), re.compile(r"(?i)\bbearer[ \t]+(?P<value>[A-Za-z0-9._~+/=-]+)"), _word_replace),
+    (("cookie",), _fixed(r"(?i)\b((?:set-)?cookie[ \t]*:[ \t]*)[^\s=;]+=.*", r"\g<1>" + REDACTED)),
+    (("bearer",), _values(r"(?i)\bbearer[ \t]+(?P<value>[A-Za-z0-9._~+/=-]+)", _word_replace)),
     # Command-line flags: `--token X`, `--api-key=X`, `--db-password 'X'`.
     (
         ("--",),
-        re.compile(
+        _values(
             r"(?i)(?<![\w-])--(?:[a-z0-9]+-)*"
             r"(?:api-?key|access-key|key|token|password|passwd|pass|secret)"
-            r"(?P<sep>=|[ \t]+)" + _VALUE
+            r"(?P<sep>=|[ \t]+)" + _VALUE,
+            _flag_replace,
         ),
-        _flag_replace,
     ),
     # The MySQL clients take the password glued to -p: `mysql -u root -pX`, `-p'X'`.
     (
         ("mysql", "mariadb"),
-        re.compile(
+        _values(
             r"(?i:\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mariadb"
             r"|mariadb-dump))\b[^\n|;&]*?\s-p"
-            r"(?:'(?P<quoted>[^'\n]*)'|\"(?P<quoted2>[^\"\n]*)\"|(?P<value>[^\s'\"\x00-\x1f]+))"
+            r"(?:'(?P<quoted>[^'\n]*)'|\"(?P<quoted2>[^\"\n]*)\"|(?P<value>[^\s'\"\x00-\x1f]+))",
+            _value_replace,
         ),
-        _value_replace,
     ),
     # name=value, name: value, "name": "value", in any case and env-var style.
-    (("=", ":"), re.compile(_KEY_VALUE), _kv_replace),
-    # URL credentials: user:password@ (the password may hold '/'), or a bare token@.
+    (("=", ":"), _sub_key_values),
+    # URL credentials: user:password@ (the password may hold '/'), or a bare token@;
+    # bounded, so a long line of URLs is not read to its end from every scheme.
     (
         ("@",),
-        re.compile(
-            r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/@]*:(?P<value>[^\s@]+)@"
-            r"|\bhttps?://(?P<quoted>[^\s:/@]{16,})@"
+        _values(
+            r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/@]{0,256}:(?P<value>[^\s@]{1,256})@"
+            r"|\bhttps?://(?P<quoted>[^\s:/@]{16,256})@",
+            _value_replace,
         ),
-        _value_replace,
     ),
 )
 
@@ -270,10 +326,10 @@ def _may_hold_secret(text: str) -> bool:
 
 def _redact(text: str) -> str:
     lowered = text.lower()
-    for gates, pattern, replacement in _PASSES:
+    for gates, apply in _PASSES:
         for gate in gates:
             if gate in lowered:
-                text = pattern.sub(replacement, text)
+                text = apply(text)
                 break
     return text
 

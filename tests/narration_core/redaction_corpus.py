@@ -56,6 +56,8 @@ SECRETS: list[tuple[str, str, str, str]] = [
     ("env-dotted", "spring.datasource.password=Tr0ub4dor", "Tr0ub4dor", "password=[REDACTED]"),
     # key=value, key: value and JSON shapes with a plausible secret value.
     ("kv-token", "token=abcdef", "abcdef", "token=[REDACTED]"),
+    ("kv-after-label", "error: password=hunter2", "hunter2", "error: password=[REDACTED]"),
+    ("kv-after-flag", "run --token --password=hunter2", "hunter2", "--password=[REDACTED]"),
     ("kv-password", "login password=hunter2 ok", "hunter2", "password=[REDACTED] ok"),
     ("kv-query", "GET /models?api_key=sk-live-42&x=1", "sk-live-42", "api_key=[REDACTED]&x=1"),
     ("kv-colon", "token: 3f9a1c77e0b2", "3f9a1c77e0b2", "token: [REDACTED]"),

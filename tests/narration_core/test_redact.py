@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redaction_corpus import ORDINARY, PROJECT_MESSAGES, SECRETS
 
 from narration_core import NarrationEvent, Narrator, narration_context, redact, register_job_sink
@@ -61,3 +63,39 @@ def test_job_sink_and_stdout_never_see_the_secret(capsys: pytest.CaptureFixture[
     (event,) = seen
     assert "tops3cret" not in event.to_json()
     assert event.fields["password"] == "[REDACTED]"
+
+
+_PIECES = st.sampled_from(
+    ["token", "password", "=", ":", " ", "key", "Bearer", "--token", "abc123", "hunter", "'",
+     '"', "\x1b[31m", "\x1b[0m", "https://", "u:", "@", "mysql", "-p", "ghp_", "A" * 20, "_",
+     "-", ".", "(", "[", "<", "`", "expired", "-----BEGIN ", "PRIVATE KEY-----", "-----END ",
+     "\n", "AKIA", "HF_TOKEN", "Authorization", "Cookie: a=b"]
+)  # fmt: skip
+_SECRET = st.from_regex(r"[A-Za-z]{2,10}[0-9][A-Za-z0-9]{4,20}", fullmatch=True)
+_SHAPES = [
+    "password={}", "HF_TOKEN={}", "api_key: {}", '"secret": "{}"', "--token {}",
+    "Authorization: Bearer {}", "mysql -u root -p{}", "https://bob:{}@host/x", "token = {}",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, max_size=12).map("".join))
+def test_redaction_is_stable_on_any_text(text: str) -> None:
+    """For any mix of secret-ish fragments, redacting the result again changes nothing."""
+    once = redact(text)
+    assert redact(once) == once
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    secret=_SECRET,
+    shape=st.sampled_from(_SHAPES),
+    before=st.sampled_from(["", "login ", "ERROR ", "[keeper    ] run    : "]),
+    after=st.sampled_from(["", " ok", ", retrying", ". Done"]),
+)
+def test_a_secret_in_any_shape_is_gone(secret: str, shape: str, before: str, after: str) -> None:
+    """A random secret with a digit disappears from every name/flag/header/URL shape."""
+    line = before + shape.format(secret) + after
+    out = redact(line)
+    assert secret not in out
+    assert out.startswith(before) and out.endswith(after)
