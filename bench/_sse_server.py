@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jobs.routes import EXCEPTION_HANDLERS, create_job_routes
-from jobs.service import Job, JobService
+from jobs.server import ServerConfig, bind_socket, create_app, serve
+from jobs.service import Job
 from narration_core import Narrator, set_stdout_sink
 
 NARRATE = Narrator("bench")
@@ -55,57 +52,22 @@ async def _serve(state: Path, n: int, keep_finished: int) -> None:
         await go.wait()
         burst()
 
-    service = JobService(
-        state, {"model_list": model_list, "model_download": model_download}, actor="bench"
-    )
-    service.store.keep_finished = keep_finished
-
     async def release(request: Request) -> Response:
         go.set()
         return JSONResponse({"ok": True})
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with service.running():
-            yield
-
-    app = Starlette(
-        routes=[
-            *create_job_routes(service, version="bench"),
-            Route("/bench/go", release, methods=["POST"]),
-        ],
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
+    job_app = create_app(
+        ServerConfig("bench", "bench", state),
+        {"model_list": model_list, "model_download": model_download},
+        routes=[Route("/bench/go", release, methods=["POST"])],
     )
+    job_app.service.store.keep_finished = keep_finished
+    sock = bind_socket("127.0.0.1", 0)
 
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
+    async def announce(url: str) -> None:
+        print(f"PORT {sock.getsockname()[1]}", flush=True)
 
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            print(f"PORT {sock.getsockname()[1]}", flush=True)
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4096)
-    config = uvicorn.Config(app, log_config=None, log_level="error", access_log=False,
-                            timeout_graceful_shutdown=1)  # fmt: skip
-    server = Server(config)
-    async with anyio.create_task_group() as tg:
-
-        async def stop_on_signal() -> None:
-            import signal
-
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    await service.cancel_all()
-                    server.should_exit = True
-
-        tg.start_soon(stop_on_signal)
-        await server.serve(sockets=[sock])
-        tg.cancel_scope.cancel()
+    await serve(job_app, sock, on_ready=announce)
 
 
 @contextlib.contextmanager
