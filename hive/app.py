@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,6 +21,7 @@ from hive.heartbeat import Heartbeat
 from hive.router import create_router
 from hive.settings import HiveSettings
 from hive.supervisor import Supervisor
+from jobs.limits import BodyLimit
 from jobs.server import JobApp, ServerConfig, rbee_version
 from jobs.server import create_app as create_job_app
 
@@ -61,6 +63,7 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
         config,
         create_router(catalog, supervisor),
         routes=[Route("/v1/capabilities", get_capabilities, methods=["GET"])],
+        middleware=[Middleware(BodyLimit)],  # 1 MiB bodies, read within a deadline
         lifespan=lifespan,
         openapi_paths={
             "/v1/capabilities": {

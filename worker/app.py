@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from jobs.limits import BodyLimit
 from jobs.server import JobApp, ServerConfig, rbee_version
 from jobs.server import create_app as create_job_app
 
@@ -45,4 +47,5 @@ def create_app(state: WorkerState, *, state_dir: Path, token: str | None = None)
         ServerConfig(ACTOR, version, state_dir, token=token),
         {},  # POST /v1/inference lands with the inference issue (worker/engine.py holds the model)
         routes=[Route("/health", health, methods=["GET"])],
+        middleware=[Middleware(BodyLimit)],  # 1 MiB bodies, read within a deadline
     )
