@@ -29,6 +29,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import IO, Any
 
@@ -186,10 +187,11 @@ class Renderer:
 
     def __enter__(self) -> Renderer:
         if self.mode == "live":
+            area = _Drawn(self._live_view)
             console = self._console or Console(file=self._file)
             self._console = console
             self._live = Live(
-                get_renderable=self._live_view,
+                get_renderable=lambda: area,
                 console=console,
                 auto_refresh=False,
                 transient=True,
@@ -377,6 +379,19 @@ class _Lines:
         for line in self.lines:
             yield from line
             yield newline
+
+
+class _Drawn:
+    """A renderable built each time Rich draws it. Live redraws its last renderable under
+    every print; built once per refresh, that would show the status of the last refresh."""
+
+    __slots__ = ("build",)
+
+    def __init__(self, build: Callable[[], Group]) -> None:
+        self.build = build
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.build()
 
 
 def make_renderer(

@@ -21,7 +21,7 @@ import anyio
 
 from jobs.paths import LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
 from keeper import daemons
-from keeper.errors import DaemonUnreachable, JobFailed, UsageError
+from keeper.errors import DaemonUnreachable, JobFailed, UsageError, how_it_ended
 from keeper.render import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import LineSplitter, Narrator, relay_lines, strip_control
@@ -80,7 +80,7 @@ def start(
             if _already_running(paths, url, bind, port, asked_port=asked_port):
                 return
             if foreground:
-                anyio.run(_run_foreground, paths, argv, env, url, timeout, release)
+                anyio.run(_run_foreground, paths, argv, env, url, timeout, release, out.status)
             else:
                 anyio.run(_start_detached, paths, argv, env, url, timeout)
 
@@ -188,6 +188,7 @@ async def _run_foreground(
     url: str,
     startup_s: float,
     release_lock: Callable[[], None],
+    status: Callable[[str | None], None],
 ) -> None:
     from narration_core.capture import ProcessNarrationCapture
 
@@ -207,12 +208,13 @@ async def _run_foreground(
             with anyio.fail_after(startup_s):
                 await _watch_until_healthy(url, None, exited=lambda: None)
             release_lock()  # healthy and in the pidfile: another start now finds it
+            status(f"{PROGRAM} running at {url}; Ctrl-C stops it")
             NARRATE.action("ready").target(url).human(
                 f"Queen is ready at {url} (pid {proc.pid}); Ctrl-C stops it"
             ).emit()
             await anyio.sleep_forever()
         if exit_code and exit_code[0] != 0:
-            raise JobFailed(f"{PROGRAM} exited with code {exit_code[0]}", exit_code=1)
+            raise JobFailed(f"{PROGRAM} {how_it_ended(exit_code[0])}", exit_code=1)
     except TimeoutError:
         raise JobFailed(
             f"{PROGRAM} did not become healthy at {url} within {startup_s:g} s"

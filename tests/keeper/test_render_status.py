@@ -61,3 +61,73 @@ async def test_spinner_moves_counts_up_and_is_replaced() -> None:
         drawn = len(buffer.getvalue())
         await _until(lambda: len(buffer.getvalue()) > drawn)
     assert _frames(io.StringIO(buffer.getvalue()[drawn:])) == []
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+
+
+def _read_pty(fd: int, seen: bytearray, until, timeout: float = 30.0) -> str:
+    """Read the terminal's output into `seen` until `until(text)` holds; the text so far."""
+    import os
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = ANSI.sub("", seen.decode("utf-8", "replace"))
+        if until(text):
+            return text
+        left = deadline - time.monotonic()
+        assert left > 0, f"terminal output never matched; it shows:\n{text[-2000:]}"
+        if select.select([fd], [], [], left)[0]:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:  # EIO: the keeper closed the terminal
+                assert until(ANSI.sub("", seen.decode("utf-8", "replace"))), text[-2000:]
+
+
+def test_foreground_status_says_running_once_the_queen_is_ready(keeper, free_tcp_port) -> None:
+    """On a terminal, `queen start --foreground` stops saying "Starting" once the queen is
+    ready and says it runs and how to stop it; Ctrl-C then ends it (exit 0)."""
+    import fcntl
+    import os
+    import pty
+    import signal
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    env = {**keeper.env(), "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"}
+    env.pop("NO_COLOR")
+    port = str(free_tcp_port)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keeper", "queen", "start", "--foreground", "--port", port],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+    )
+    os.close(follower)
+    seen = bytearray()
+    try:
+        text = _read_pty(leader, seen, lambda t: "Queen is ready" in t)
+        ready_at = text.index("Queen is ready")
+        text = _read_pty(
+            leader, seen, lambda t: len(FRAME.findall(t[t.index("Queen is ready") :])) >= 3
+        )
+        after = FRAME.findall(text[ready_at:])
+        assert all(
+            "queen-rbee running at" in status and "Ctrl-C" in status for _, status, _ in after
+        ), after
+        assert any("Starting queen-rbee" in status for _, status, _ in FRAME.findall(text))
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) in (0, 130)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
