@@ -79,8 +79,13 @@ def main() -> None:
                 if worker_id:
                     keeper(env, "worker", "stop", str(worker_id))
         finally:
-            subprocess.run([sys.executable, "-m", "keeper", "hive", "stop"], env=env, check=False)
-            subprocess.run([sys.executable, "-m", "keeper", "queen", "stop"], env=env, check=False)
+            for daemon in ("hive", "queen"):
+                subprocess.run(
+                    [sys.executable, "-m", "keeper", daemon, "stop"],
+                    env=env,
+                    capture_output=True,
+                    check=False,
+                )
     spawn = statistics.median(spawns)
     print(f"baseline  keeper status (one round trip): {baseline * 1000:8.0f} ms  = 1.00")
     ratio = spawn / baseline
