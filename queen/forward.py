@@ -15,9 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.client import JobClient
+from jobs.errors import AuthRequired, UpstreamFailed
 from jobs.relay import submit_and_forward
 from jobs.service import Handler, Job, Upstream
 from narration_core import Narrator
+from queen.errors import HiveRefusedToken
 from queen.hives import HiveRegistry
 
 NARRATE = Narrator("queen-rbee")
@@ -42,8 +44,14 @@ def forwarding_handlers(hives: HiveRegistry) -> dict[str, Handler]:
         NARRATE.action("forward").target(hive.id).human(
             f"Handing {op.operation} to hive {hive.id} at {hive.url}"
         ).emit()
-        async with JobClient(hive.url, token=hives.token_for(hive.id)) as client:
-            result = await submit_and_forward(client, op, into=job, hop=f"hive:{hive.id}")
+        token = hives.token_for(hive.id)
+        async with JobClient(hive.url, token=token) as client:
+            try:
+                result = await submit_and_forward(client, op, into=job, hop=f"hive:{hive.id}")
+            except UpstreamFailed as exc:
+                if isinstance(exc.__cause__, AuthRequired):  # the advice is about hives.toml
+                    raise HiveRefusedToken(hive.id, hive.url, had_token=bool(token)) from exc
+                raise
         hives.seen(hive.id)
         return result
 

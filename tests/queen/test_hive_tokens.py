@@ -18,6 +18,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from jobs.client import JobClient
+from jobs.events import JobEvent
 from jobs.paths import HIVES_CONFIG, RbeePaths
 from queen.errors import QueenConfigError
 from queen.settings import QueenSettings
@@ -46,9 +47,10 @@ class RecordingHive:
 
 
 @asynccontextmanager
-async def recording_hive() -> AsyncIterator[RecordingHive]:
-    """A loopback HTTP/1.1 server that records request heads; /health answers like a hive,
-    POST /v1/jobs like a job server that created a job."""
+async def recording_hive(*, require_token: str | None = None) -> AsyncIterator[RecordingHive]:
+    """A loopback HTTP/1.1 server that records request heads and answers like a hive:
+    /health, POST /v1/jobs (job-1 created) and job-1's stream (it completed). With
+    `require_token`, job calls without that bearer token get a hive's 401."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     hive = RecordingHive(f"http://127.0.0.1:{port}")
@@ -69,7 +71,14 @@ async def recording_hive() -> AsyncIterator[RecordingHive]:
             except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound):
                 return
             kind = b"application/json"
-            if head.startswith(b"POST /v1/jobs "):
+            bearer = b"authorization: bearer " + (require_token or "").encode()
+            if (
+                require_token
+                and not head.startswith(b"GET /health ")
+                and bearer not in head.lower()
+            ):
+                status, body = b"401 Unauthorized", {"error": "requires a token", "detail": None}
+            elif head.startswith(b"POST /v1/jobs "):
                 status, body = (
                     b"201 Created",
                     {"job_id": "job-1", "sse_url": "/v1/jobs/job-1/stream"},
@@ -184,3 +193,24 @@ async def test_real_queen_on_all_interfaces_keeps_its_token(rbee_home: Path) -> 
     assert hive.heads and all(QUEEN_TOKEN.encode() not in head for head in hive.heads)
     own = f"Bearer {HIVE_TOKEN}".encode()
     assert all(h[b"authorization"] == own for h in hive.headers_of(b"/v1/jobs"))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("configured", "fragment"), [(None, "gives it none"), ("nope", "refused")])
+async def test_hive_refusing_the_queen_says_to_fix_hives_toml(
+    rbee_home: Path, configured: str | None, fragment: str
+) -> None:
+    """A hive that answers 401 fails the job with advice about the hive's entry in
+    hives.toml, not about the queen's own token."""
+    async with recording_hive(require_token=HIVE_TOKEN) as hive:
+        tokens = {"gpu1": configured} if configured else {}
+        settings = queen_settings(rbee_home, hives={"gpu1": hive.url}, hive_tokens=tokens)
+        async with start_queen(settings) as queen, JobClient(queen.url) as client:
+            events: list[JobEvent] = []
+            state = await client.submit_and_stream(
+                {"operation": "hive_status", "hive_id": "gpu1"}, events.append
+            )
+    assert state == "failed"
+    error = events[-1].data["error"]
+    assert fragment in error and "[hives.gpu1] in hives.toml" in error
+    assert "RBEE_TOKEN" not in error
