@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 import httpx
@@ -104,8 +105,8 @@ async def _transfer(client: httpx.AsyncClient, url: str, partial: _Partial, labe
         progress = _Progress(label, total, have)
         with part.open("ab" if have else "wb") as out:
             async for chunk in response.aiter_raw(CHUNK_BYTES):
-                out.write(chunk)
-                partial.digest.update(chunk)
+                # Writing and hashing a MiB takes milliseconds: off the event loop.
+                await anyio.to_thread.run_sync(_write, out, partial.digest, chunk)
                 progress.advance(len(chunk))
         if total is not None and progress.done < total:
             raise httpx.RemoteProtocolError(f"the server sent {progress.done} of {total} bytes")
@@ -150,6 +151,11 @@ class _Progress:
         builder.target(self.label).human(text).field("bytes", self.done).field(
             "total", self.total
         ).field("rate_bps", round(rate)).emit()
+
+
+def _write(out: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
+    out.write(chunk)
+    digest.update(chunk)
 
 
 def _hash_existing(part: Path) -> hashlib._Hash:

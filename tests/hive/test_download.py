@@ -117,3 +117,28 @@ async def test_wrong_sha256_fails_and_registers_nothing(rbee_home: Path, tmp_pat
     assert listed[-1].data["result"]["models"] == []
     models = rbee_home / "models" / "localhost"
     assert [p.name for p in models.iterdir()] == ["catalog.json"]
+
+
+async def test_failed_download_resumes_in_the_next_job(rbee_home: Path, tmp_path: Path) -> None:
+    """A download whose every try is cut fails (entry `failed`, partial bytes kept), and
+    downloading the same ref again resumes from those bytes and completes the file."""
+    from hive.download import ATTEMPTS
+
+    blob = os.urandom(BLOB_BYTES)
+    files = FileServer(blob, cut_first=ATTEMPTS)
+    async with (
+        files.serving(tmp_path / "files"),
+        spawn_hive(rbee_home) as hive,
+        JobClient(hive.url) as client,
+    ):
+        first = await run_job(client, {"operation": "model_download", "model": files.url})
+        failed = await run_job(client, {"operation": "model_list"})
+        second = await run_job(client, {"operation": "model_download", "model": files.url})
+    assert first[-1].state == "failed" and f"after {ATTEMPTS} tries" in first[-1].data["error"]
+    assert [m["status"] for m in failed[-1].data["result"]["models"]] == ["failed"]
+    assert second[-1].state == "completed", second[-1].data
+    kept = int(files.ranges[ATTEMPTS].removeprefix("bytes=").rstrip("-"))  # type: ignore[union-attr]
+    assert BLOB_BYTES // 2 < kept < BLOB_BYTES  # the next job started from the kept bytes
+    result = second[-1].data["result"]
+    assert result["sha256"] == hashlib.sha256(blob).hexdigest()
+    assert await anyio.Path(result["path"]).read_bytes() == blob
