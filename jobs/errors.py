@@ -91,16 +91,15 @@ class OperationUnavailable(JobError):
 
     status = 501
 
-    def __init__(self, operation: str) -> None:
+    def __init__(self, operation: str, *, available: list[str] | None = None) -> None:
         self.operation = operation
-        super().__init__(
-            f"operation {operation!r} is not available yet (it lands with the hive/inference "
-            "issue); `GET /openapi.json` lists what this server runs today"
-        )
+        self.available = available
+        runs = f"it runs {', '.join(available)}" if available else "GET /openapi.json lists them"
+        super().__init__(f"this server does not run operation {operation!r} yet; {runs}")
 
     @property
     def detail(self) -> Any:
-        return {"operation": self.operation}
+        return {"operation": self.operation, "available": self.available}
 
 
 class DaemonUnreachable(JobError):

@@ -175,7 +175,7 @@ class JobService:
                     ).emit()
                     handler = self.handlers.get(name)
                     if handler is None:
-                        raise OperationUnavailable(name)
+                        raise OperationUnavailable(name, available=sorted(self.handlers))
                     if not isinstance(handler, Upstream):
                         job.mark_ready()
                     result = await handler(job.operation, job)

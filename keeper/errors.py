@@ -40,13 +40,15 @@ class UsageError(KeeperError):
 
 
 class NotAvailableYet(UsageError):
-    """The command exists in the contract but its capability has not landed."""
+    """The command exists in the contract but its capability has not landed; the message
+    lists the commands that do work, so the user has somewhere to go."""
 
-    def __init__(self, command: str, issue: str) -> None:
+    def __init__(self, command: str, missing: str, *, works_today: list[str]) -> None:
         self.command = command
+        self.works_today = works_today
         super().__init__(
-            f"`keeper {command}` is not available yet: it lands with the {issue}; "
-            "see `keeper --help` for what works today"
+            f"`keeper {command}` is not available yet ({missing}); "
+            f"what works today: {', '.join(works_today)}"
         )
 
 

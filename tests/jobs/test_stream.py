@@ -251,8 +251,7 @@ async def test_failure_before_any_output_ends_with_error_terminator(
     assert stream.events[-1][2]["state"] == "failed"
     assert stream.terminator == "[ERROR] disk on fire second line"
     assert missing.terminator == (
-        "[ERROR] operation 'infer' is not available yet (it lands with the hive/inference "
-        "issue); `GET /openapi.json` lists what this server runs today"
+        "[ERROR] this server does not run operation 'infer' yet; it runs model_list"
     )
 
 
