@@ -3,7 +3,7 @@
 Spawns and stops workers, keeps the model catalog, reports the machine's capabilities and
 beats to the queen. Narrates `startup`, `catalog_init`, `listen` and `ready` on stdout
 (ready only once connections are accepted). SIGTERM/SIGINT: cancel running jobs, stop the
-workers, exit 0; a second signal stops waiting for open connections.
+workers, exit 0; a second signal exits at once (128 + signal).
 """
 
 from __future__ import annotations

@@ -13,20 +13,22 @@ bearer auth when a token is set.
 uvicorn's own signal handlers re-raise the signal after shutdown (exit 143) and wait for
 open streams before the app can cancel its jobs, so a running job's SSE stream would hold
 shutdown up. `JobServer.stop()` cancels the jobs first (their streams then end with
-`[CANCELLED]`), and only then asks uvicorn to exit; a second signal stops waiting for
-open connections.
+`[CANCELLED]`), and only then asks uvicorn to exit. A second signal exits at once
+(status 128 + signal), as a second Ctrl-C does in uvicorn and honcho.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import anyio
 import uvicorn
@@ -184,11 +186,6 @@ class JobServer(uvicorn.Server):
             await service.cancel_all()
         self.should_exit = True
 
-    def force_stop(self) -> None:
-        """Exit now: do not wait for jobs to record their end or connections to close."""
-        self.should_exit = True
-        self.force_exit = True
-
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket (SO_REUSEADDR); raises CannotListen (e.g. the port is taken)."""
@@ -236,7 +233,8 @@ async def serve(
 
     `on_ready(url)` runs once connections are accepted (a program narrates `ready`, starts
     its heartbeats). The first signal cancels running jobs (recorded `cancelled`), then
-    stops the server; a second forces the exit. Returns once the lifespan has ended.
+    stops the server; a second ends the process at once (exit 128 + signal). Returns once
+    the lifespan has ended.
     """
     server = JobServer(app)
     narrate = Narrator(app.name)
@@ -248,10 +246,9 @@ async def serve(
                 name = signal.Signals(signum).name
                 if stopping.is_set():
                     narrate.action("stop").level("warn").human(
-                        f"{name} again: exiting without waiting for jobs or connections"
+                        f"{name} again: exiting now, without waiting for jobs or connections"
                     ).emit()
-                    server.force_stop()
-                    continue
+                    _exit_now(128 + signum)
                 stopping.set()
                 narrate.action("stop").human(f"{name}: cancelling running jobs and stopping").emit()
                 tg.start_soon(server.stop)
@@ -275,6 +272,16 @@ async def serve(
         tg.start_soon(announce_ready)
         await server.serve(sockets=[sock])
         tg.cancel_scope.cancel()
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process at once: what a second Ctrl-C means. Jobs still running are found
+    by the next start and recorded as failed (crash recovery); children that capture
+    spawned get their parent-death signal."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken stream: nothing to save
+            stream.flush()
+    os._exit(code)
 
 
 @asynccontextmanager

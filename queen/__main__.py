@@ -2,7 +2,7 @@
 
 Narrates `start`, `listen` and `ready` on stdout (ready only once connections are
 accepted). SIGTERM/SIGINT: cancel running jobs (recorded `cancelled`), flush logs, exit 0;
-a second signal stops waiting for open connections.
+a second signal exits at once (128 + signal).
 """
 
 from __future__ import annotations

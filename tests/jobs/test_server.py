@@ -76,3 +76,58 @@ def test_claim_locks_the_folder_and_says_when_the_port_is_taken(tmp_path: Path) 
         second_lock, second_sock = claim(tmp_path / "b", "127.0.0.1", 0)  # not left locked
         second_lock.close()
         second_sock.close()
+
+
+STUCK_SERVER = """
+import sys, anyio
+from pathlib import Path
+from jobs.server import ServerConfig, bind_socket, create_app, serve
+
+async def model_list(op, job):
+    with anyio.CancelScope(shield=True):  # a job that will not stop when cancelled
+        await anyio.sleep(60)
+
+async def main():
+    app = create_app(ServerConfig("stuck", "1", Path(sys.argv[1])), {"model_list": model_list})
+    sock = bind_socket("127.0.0.1", 0)
+    async def ready(url):
+        print("URL", url, flush=True)
+    await serve(app, sock, on_ready=ready)
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.anyio
+async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
+    """A server whose job ignores cancellation is still waiting after the first SIGTERM;
+    the second SIGTERM ends it at once with status 128 + SIGTERM."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import anyio
+    from anyio.streams.text import TextReceiveStream
+
+    process = await anyio.open_process(
+        [sys.executable, "-c", STUCK_SERVER, str(tmp_path)], stderr=subprocess.STDOUT
+    )
+    async with process:
+        assert process.stdout is not None
+        lines = TextReceiveStream(process.stdout)
+        text = ""
+        with anyio.fail_after(30):
+            while (found := re.search(r"URL (\S+)\n", text)) is None:
+                text += await lines.receive()
+        url = found[1]
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+            created = await http.post("/v1/jobs", json={"operation": "model_list"})
+        assert created.status_code == 201
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):
+            while "cancelling running jobs" not in text:
+                text += await lines.receive()
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(5):  # the stuck job would hold a graceful stop for 60 s
+            assert await process.wait() == 128 + signal.SIGTERM
