@@ -41,6 +41,7 @@ async def baseline(n: int, folder: Path) -> float:
     unregister()
     set_stdout_sink(None)
     log.close("completed", {"state": "completed"})
+    await store.flush(log)  # readers see only what is in the file (durable before sent)
     reader = MemoryReader(log, 0)
     start = time.perf_counter()
     count = 0

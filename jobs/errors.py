@@ -10,6 +10,8 @@ JobError
 │   ├── UpstreamUnreachable   …while a job was forwarding to it (names the hop)
 │   └── NotAJobServer         something answers there, but not an rbee queen or hive
 ├── UpstreamFailed        the upstream job a job forwarded to failed or was lost
+├── StorageError          the state folder cannot be written: disk full or I/O error (507)
+├── ServiceUnavailable    the job service is not running (503)
 ├── StateFolderBusy       another server already serves this state folder (start-up)
 └── CannotListen          the server's address cannot be bound (start-up)
 """
@@ -166,6 +168,42 @@ class UpstreamFailed(JobError):
     @property
     def detail(self) -> Any:
         return {"upstream": self.name, "job_id": self.job_id, "reason": self.reason}
+
+
+class StorageError(JobError):
+    """Raised when the state folder cannot be written (disk full, I/O error). The job whose
+    write failed fails with it; new jobs are refused with it until writes work again."""
+
+    status = 507  # Insufficient Storage
+
+    def __init__(self, folder: Path, reason: str, *, full: bool) -> None:
+        self.folder = folder
+        self.reason = reason
+        self.full = full
+        if full:
+            message = (
+                f"the disk holding {folder} is full; free some space there "
+                "(jobs run again as soon as it has room, no restart needed)"
+            )
+        else:
+            message = f"cannot write to {folder} ({reason}); check that disk, then try again"
+        super().__init__(message)
+
+    @property
+    def detail(self) -> Any:
+        return {"folder": str(self.folder), "reason": self.reason, "disk_full": self.full}
+
+
+class ServiceUnavailable(JobError):
+    """Raised when a request needs the job service and it is not running (503)."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the job service is not running (the server is starting or stopping); "
+            "try again in a moment, or restart the server"
+        )
 
 
 class StateFolderBusy(JobError):

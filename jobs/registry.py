@@ -6,7 +6,11 @@ knows every job. Calls run in a worker thread (`anyio.to_thread`) because a comm
 wait on the disk; one lock serialises them on the single connection.
 
 Invariant: a job row is `queued` or `running` only while the process that created it is
-alive. `open()` turns any such row left by a crash into `failed` with CRASH_REASON.
+alive. `open()` lists any such row a crash left in `recovered`; the service ends each one
+(`failed` with CRASH_REASON, or the final state its log already holds) before serving.
+
+A write the disk refuses (full, I/O error) raises StorageError. The database file is the
+owner's only (0600; SQLite gives its -wal and -shm files the same mode).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import builtins  # the class defines list(); annotations inside it need the builtin
 import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -26,8 +31,12 @@ import anyio.to_thread
 
 from jobs.errors import JobNotFound, StateFolderBusy
 from jobs.events import FINAL_STATES, JobState
+from jobs.storage import storage_error
 
 CRASH_REASON = "the server stopped while the job was running (crash or kill)"
+FILE_MODE = 0o600  # the job table holds every job's parameters: the owner's only
+FOLDER_MODE = 0o700
+SQLITE_STORAGE_CODES = frozenset({10, 13})  # SQLITE_IOERR, SQLITE_FULL (primary codes)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -90,10 +99,13 @@ class JobRecord:
 class JobRegistry:
     """The SQLite job table. Open with `await JobRegistry.open(path)`; close with `aclose()`."""
 
-    def __init__(self, conn: sqlite3.Connection, recovered: list[JobRecord]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, recovered: list[JobRecord], folder: Path | None = None
+    ) -> None:
         self._conn = conn
         self._lock = threading.Lock()
-        self.recovered = recovered  # jobs `open()` found unfinished and marked failed
+        self._folder = folder or Path(".")
+        self.recovered = recovered  # jobs a crash left queued or running (still so here)
 
     @classmethod
     async def open(cls, path: Path) -> JobRegistry:
@@ -101,18 +113,15 @@ class JobRegistry:
 
     @classmethod
     def _open_sync(cls, path: Path) -> JobRegistry:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SCHEMA)
-        now = time.time()
         stale = conn.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running')").fetchall()
-        with conn:
-            for (job_id,) in stale:
-                _set_state(conn, job_id, "failed", now, CRASH_REASON)
-        registry = cls(conn, [])
+        registry = cls(conn, [], path.parent)
         registry.recovered = [registry._get_sync(job_id) for (job_id,) in stale]
         return registry
 
@@ -121,7 +130,12 @@ class JobRegistry:
             with self._lock:
                 return fn(*args)
 
-        return await anyio.to_thread.run_sync(locked)
+        try:
+            return await anyio.to_thread.run_sync(locked)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in SQLITE_STORAGE_CODES:
+                raise storage_error(self._folder, exc) from exc
+            raise
 
     async def create(self, job_id: str, operation: dict[str, Any]) -> JobRecord:
         return await self._call(self._create_sync, job_id, operation)
@@ -235,8 +249,10 @@ def lock_state_folder(folder: Path) -> IO[bytes]:
     Two servers on one state folder would each take the other's running jobs for
     crashed ones. Raises StateFolderBusy when another process holds the lock.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = (folder / "server.lock").open("wb")
+    folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    handle = os.fdopen(
+        os.open(folder / "server.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE), "wb"
+    )
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -5,7 +5,8 @@
     GET    /v1/jobs/{id}         -> state + transitions
     GET    /v1/jobs/{id}/stream  -> SSE (see jobs.sse), resumable via Last-Event-ID / ?after=N
     DELETE /v1/jobs/{id}         -> cancel (404 unknown, 409 already ended)
-    GET    /health               -> {"status": "ok", "version"}
+    GET    /health               -> {"status": "ok", "version"}; 503 + {"error", "detail"} when
+                                    jobs cannot run (service not running, disk full)
 
 Every error answers `{"error": <one sentence>, "detail": <anything>}`.
 """
@@ -54,7 +55,12 @@ def create_job_routes(
     """The job routes plus /health, bound to `service` (which must be running to serve)."""
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": version})
+        """200 only when jobs can run; 503 with the reason (service down, disk full) else."""
+        problem = await service.problem()
+        if problem is None:
+            return JSONResponse({"status": "ok", "version": version})
+        body = {"status": "unavailable", "version": version, **error_body(str(problem))}
+        return JSONResponse({**body, "detail": problem.detail}, status_code=503)
 
     async def submit(request: Request) -> Response:
         operation = parse_operation(await request.body())

@@ -6,10 +6,18 @@ ASGI lifespan). Its log is a view the SSE route reads; nothing waits for a subsc
 Handlers are `async def handler(operation, job) -> result`, chosen by operation name from
 the router the program passes in; an operation without a handler fails its job with
 OperationUnavailable, so nothing succeeds silently.
+
+Failures stay inside the job they hit: a storage error (disk full) while writing a job's
+log or its row fails that job and no other (`store.on_abort`), the bookkeeping that ends
+a job (`_finish`) never raises into the task group, and a final state the job table could
+not take is kept and retried. New jobs are refused (507) while the disk is full and run
+again once it has room; `problem()` is what /health reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -21,8 +29,14 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from jobs.errors import JobFinished, OperationUnavailable
-from jobs.eventlog import EventStore, JobLog, LogReader
+from jobs.errors import (
+    JobError,
+    JobFinished,
+    OperationUnavailable,
+    ServiceUnavailable,
+    StorageError,
+)
+from jobs.eventlog import FLUSH_INTERVAL_S, EventStore, JobLog, LogReader
 from jobs.events import JobState
 from jobs.operations import Operation, operation_json
 from jobs.registry import CRASH_REASON, JobRecord, JobRegistry
@@ -34,6 +48,9 @@ HandlerFactory = Callable[["JobService"], Mapping[str, Handler]]
 
 PRUNE_INTERVAL_S = 600.0  # how often retention runs while serving
 CANCEL_WAIT_S = 5.0  # how long cancel_all waits for jobs to reach a final state
+RECORD_RETRY_S = 1.0  # how often a final state the job table refused is tried again
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +111,18 @@ class JobService:
     ) -> None:
         self.state_dir = state_dir
         self.retention = retention or Retention()
-        self.store = (
-            EventStore(state_dir / "joblogs", flush_interval_s=flush_interval_s)
-            if flush_interval_s
-            else EventStore(state_dir / "joblogs")
+        self.store = EventStore(
+            state_dir / "joblogs",
+            flush_interval_s=flush_interval_s or FLUSH_INTERVAL_S,
+            on_abort=self._storage_failed,
         )
         self.started_at = time.time()
         self._narrate = Narrator(actor)
         self._registry: JobRegistry | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._jobs: dict[str, Job] = {}
+        # Final states the job table refused (disk full), retried until it takes them.
+        self._unrecorded: dict[str, tuple[JobState, str | None]] = {}
         self.open_streams: set[Any] = set()  # SSE responses being served (see statistics())
         self.handlers = dict(handlers(self) if callable(handlers) else handlers)
 
@@ -115,7 +134,7 @@ class JobService:
     @property
     def registry(self) -> JobRegistry:
         if self._registry is None:
-            raise RuntimeError("the job service is not running; enter `service.running()` first")
+            raise ServiceUnavailable()
         return self._registry
 
     @asynccontextmanager
@@ -124,12 +143,11 @@ class JobService:
         running job, flush every log and close the registry."""
         self._registry = await JobRegistry.open(self.state_dir / "jobs.sqlite3")
         try:
-            for record in self._registry.recovered:
-                data = {"ts": record.updated_at, "error": CRASH_REASON}
-                await self.store.append_final(record.id, "failed", data)
+            await self._recover(self._registry.recovered)
             async with anyio.create_task_group() as tg:
                 await tg.start(self.store.run)
                 tg.start_soon(self._prune_forever)
+                tg.start_soon(self._record_forever)
                 self._tg = tg
                 try:
                     yield self
@@ -143,10 +161,33 @@ class JobService:
                 await self._registry.aclose()
             self._registry = None
 
-    async def submit(self, operation: Operation) -> Job:
-        """Create the job and start running it now; returns once it is recorded."""
+    async def _recover(self, records: list[JobRecord]) -> None:
+        """End the jobs a crash left running: the log's own final state if it has one (a
+        job whose row could not be updated), else `failed` stamped with the recovery time,
+        with a seq past every event that was ever sent (readers only see written events)."""
+        for record in records:
+            data = {"ts": time.time(), "error": CRASH_REASON, "recovered": True}
+            try:
+                state, error = await self.store.recover(record.id, data)
+            except OSError as exc:
+                LOG.warning("cannot end the log of job %s after a crash: %s", record.id, exc)
+                state, error = "failed", CRASH_REASON
+            await self._record(record.id, state, error)
+
+    async def problem(self) -> JobError | None:
+        """Why this service cannot run jobs now (not running, disk full), else None."""
         if self._tg is None:
-            raise RuntimeError("the job service is not running; enter `service.running()` first")
+            return ServiceUnavailable()
+        return await self.store.storage_problem()
+
+    async def submit(self, operation: Operation) -> Job:
+        """Create the job and start running it now; returns once it is recorded. Raises
+        ServiceUnavailable, or StorageError while the disk is full."""
+        if self._tg is None:
+            raise ServiceUnavailable()
+        problem = await self.store.storage_problem()
+        if problem is not None:
+            raise problem
         job_id = f"job-{secrets.token_hex(8)}"
         await self.registry.create(job_id, operation_json(operation))
         job = Job(job_id, operation, self.store.create(job_id))
@@ -181,7 +222,7 @@ class JobService:
                     result = await handler(job.operation, job)
                     state = "completed"
             if job.cancel_scope.cancelled_caught:
-                state = "cancelled"
+                state = "cancelled" if job.error is None else "failed"  # see _storage_failed
         except anyio.get_cancelled_exc_class():
             state = "cancelled"
             raise
@@ -192,8 +233,20 @@ class JobService:
             ).emit()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._finish(job, state, result)
-                unregister()
+                try:
+                    await self._finish(job, state, result)
+                finally:
+                    unregister()
+
+    def _storage_failed(self, log: JobLog, error: StorageError) -> None:
+        """The store could not write this job's log and ended it `failed`: stop the job."""
+        self._narrate.action("storage_error").target(log.job_id).human(
+            f"Job {log.job_id} failed: {error}"
+        ).level("error").emit()
+        job = self._jobs.get(log.job_id)
+        if job is not None and job.error is None:
+            job.error = error
+            job.cancel_scope.cancel()
 
     async def _enter(self, job: Job, state: JobState) -> None:
         job.state = state
@@ -201,23 +254,54 @@ class JobService:
         await self.registry.transition(job.id, state)
 
     async def _finish(self, job: Job, state: JobState, result: Any) -> None:
-        error = None if job.error is None else (str(job.error) or repr(job.error))
-        if state == "cancelled":
-            self._narrate.action("job_cancelled").human(f"Job {job.id} cancelled").job_id(
-                job.id
-            ).emit()
-        data: dict[str, Any] = {"state": state, "ts": time.time()}
-        if error is not None:
-            data["error"] = error
-        if result is not None:
-            data["result"] = result
-        job.state = state
-        job.log.close(state, data)
-        await self.registry.transition(job.id, state, error)
-        await self.store.finish(job.log)
-        self._jobs.pop(job.id, None)
-        job.ready.set()
-        job.finished.set()
+        """End the log, write it out, record the log's final state; never raises (one
+        job's bookkeeping must not take the task group, and every other job, down)."""
+        try:
+            error = None if job.error is None else (str(job.error) or repr(job.error))
+            if state == "cancelled":
+                self._narrate.action("job_cancelled").human(f"Job {job.id} cancelled").job_id(
+                    job.id
+                ).emit()
+            data: dict[str, Any] = {"state": state, "ts": time.time()}
+            if error is not None:
+                data["error"] = error
+            if result is not None:
+                data["result"] = result
+            job.log.close(state, data)  # a no-op when the store already ended it (disk full)
+            await self.store.finish(job.log)
+            state, error = job.log.final or (state, error)  # the log is the truth
+            job.state = state
+            await self._record(job.id, state, error)
+        except Exception:
+            LOG.exception("ending job %s failed; its final state may be unrecorded", job.id)
+            job.state = state
+        finally:
+            self._jobs.pop(job.id, None)
+            job.ready.set()
+            job.finished.set()
+
+    async def _record(self, job_id: str, state: JobState, error: str | None) -> None:
+        """Put a final state into the job table, or keep it for `_record_forever`."""
+        try:
+            await self.registry.transition(job_id, state, error)
+        except Exception as exc:  # disk full, I/O error: retried later
+            LOG.warning("job %s: cannot record %s yet (%s); retrying", job_id, state, exc)
+            self._unrecorded[job_id] = (state, error)
+        else:
+            self._unrecorded.pop(job_id, None)
+
+    async def _record_forever(self) -> None:
+        while True:
+            await anyio.sleep(RECORD_RETRY_S)
+            for job_id, (state, error) in list(self._unrecorded.items()):
+                await self._record(job_id, state, error)
+
+    def _overlay(self, record: JobRecord) -> JobRecord:
+        """The record as the job's log has it, while the table lags behind."""
+        pending = self._unrecorded.get(record.id)
+        if pending is None:
+            return record
+        return dataclasses.replace(record, state=pending[0], error=pending[1])
 
     async def cancel(self, job_id: str) -> Job:
         """Ask a running job to stop; raises JobNotFound, or JobFinished if it has ended."""
@@ -238,10 +322,10 @@ class JobService:
                 await job.finished.wait()
 
     async def get(self, job_id: str) -> JobRecord:
-        return await self.registry.get(job_id)
+        return self._overlay(await self.registry.get(job_id))
 
     async def list(self, *, limit: int = 100) -> list[JobRecord]:
-        return await self.registry.list(limit=limit)
+        return [self._overlay(record) for record in await self.registry.list(limit=limit)]
 
     def live_event_count(self, job_id: str) -> int | None:
         """How many events a job still held in memory has logged so far; None otherwise."""
@@ -252,15 +336,18 @@ class JobService:
         """A reader of the job's events after seq `after`; raises JobNotFound."""
         if self.store.memory(job_id) is not None:
             return self.store.reader(job_id, after, None)
-        record = await self.registry.get(job_id)
+        record = await self.get(job_id)
         return self.store.reader(job_id, after, (record.state, record.error))
 
     async def _prune_forever(self) -> None:
         while True:
-            removed = await self.registry.prune(
-                max_age_s=self.retention.max_age_s, max_jobs=self.retention.max_jobs
-            )
-            await self.store.delete(removed)
+            try:
+                removed = await self.registry.prune(
+                    max_age_s=self.retention.max_age_s, max_jobs=self.retention.max_jobs
+                )
+                await self.store.delete(removed)
+            except Exception as exc:  # retention waits for the next round
+                LOG.warning("pruning old jobs failed (%s); trying again later", exc)
             await anyio.sleep(PRUNE_INTERVAL_S)
 
 

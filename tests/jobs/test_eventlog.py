@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from jobs.eventlog import EventStore, FileReader, LogReader, MemoryReader
@@ -15,12 +16,15 @@ from jobs.events import LogEntry, parse_jsonl
 async def drain(reader: LogReader) -> list[LogEntry]:
     """Everything a reader yields until its log has ended."""
     out: list[LogEntry] = []
-    with anyio.fail_after(10):
-        while not reader.at_end():
-            batch = await reader.take()
-            out.extend(batch)
-            if not batch:
-                await reader.wait()
+    try:
+        with anyio.fail_after(10):
+            while not reader.at_end():
+                batch = await reader.take()
+                out.extend(batch)
+                if not batch:
+                    await reader.wait()
+    finally:
+        reader.close()
     return out
 
 
@@ -37,6 +41,7 @@ async def test_appends_from_threads_wake_an_async_reader(tmp_path: Path) -> None
             log.append("narration", {"w": k, "i": i})
 
     async with anyio.create_task_group() as tg:
+        await tg.start(store.run)
 
         async def read() -> None:
             seen.extend(await drain(reader))
@@ -47,6 +52,10 @@ async def test_appends_from_threads_wake_an_async_reader(tmp_path: Path) -> None
             t.start()
         await anyio.to_thread.run_sync(lambda: [t.join() for t in threads])
         log.close("completed", {"state": "completed"})
+        with anyio.fail_after(10):
+            while len(seen) < 8001:  # noqa: ASYNC110 - the reader task fills it
+                await anyio.sleep(0.005)
+        tg.cancel_scope.cancel()
     assert [e.seq for e in seen] == list(range(1, 8002))
     per_writer = [
         [e.to_event().data["i"] for e in seen[:-1] if e.to_event().data["w"] == k] for k in range(4)
@@ -63,6 +72,7 @@ async def test_finished_log_replays_from_jsonl(tmp_path: Path) -> None:
     for i in range(5000):
         log.append("token", {"t": f"w{i}", "i": i})
     log.close("completed", {"state": "completed"})
+    await store.flush(log)
     live = await drain(MemoryReader(log, 0))
     await store.finish(log)
     assert store.memory("job-a") is None
@@ -76,15 +86,93 @@ async def test_finished_log_replays_from_jsonl(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_torn_line_is_skipped_and_final_state_appended(tmp_path: Path) -> None:
-    """After a kill mid-write the torn line is skipped; the recovery state gets the next seq."""
+async def test_torn_line_is_dropped_and_final_state_appended(tmp_path: Path) -> None:
+    """After a kill mid-write the torn line is cut off; the recovery state gets the next seq."""
     store = EventStore(tmp_path)
     path = store.path("job-k")
-    path.write_text(LogEntry.encode(1, "narration", {"a": 1}).jsonl() + '{"seq":2,"kind":"narr')
-    await store.append_final("job-k", "failed", {"error": "crash"})
+    whole = LogEntry.encode(1, "narration", {"a": 1}).jsonl()
+    path.write_text(whole + '{"seq":2,"kind":"narr')
+    assert await store.recover("job-k", {"error": "crash"}) == ("failed", "crash")
     entries = await drain(store.reader("job-k", 0, ("failed", "crash")))
     assert [(e.seq, e.kind) for e in entries] == [(1, "narration"), (2, "state")]
     assert entries[-1].to_event().data == {"error": "crash", "state": "failed"}
+    assert path.read_text().startswith(whole + '{"seq":2,"kind":"state"')
+
+
+@pytest.mark.anyio
+async def test_recovery_keeps_the_final_state_a_log_already_has(tmp_path: Path) -> None:
+    """A log that already ends in a final state gets no second one when a crash is recovered."""
+    store = EventStore(tmp_path)
+    path = store.path("job-d")
+    lines = [
+        LogEntry.encode(1, "state", {"state": "running"}).jsonl(),
+        LogEntry.encode(2, "state", {"state": "failed", "error": "the disk is full"}).jsonl(),
+    ]
+    path.write_text("".join(lines))
+    assert await store.recover("job-d", {"error": "crash"}) == ("failed", "the disk is full")
+    assert path.read_text() == "".join(lines)
+
+
+@pytest.mark.anyio
+async def test_readers_see_only_events_that_are_in_the_file(tmp_path: Path) -> None:
+    """An appended event reaches no reader until the flusher has written it to the file."""
+    store = EventStore(tmp_path)
+    log = store.create("job-w")
+    reader = MemoryReader(log, 0)
+    log.append("narration", {"i": 1})
+    assert await reader.take() == [] and not store.path("job-w").exists()
+    await store.flush(log)
+    assert [e.seq for e in await reader.take()] == [1]
+    assert store.path("job-w").read_text().count("\n") == 1
+
+
+@pytest.mark.anyio
+async def test_running_log_keeps_a_bounded_tail_and_late_readers_read_the_file(
+    tmp_path: Path,
+) -> None:
+    """A long running log holds at most ~2x its tail in memory; readers that start late or fall
+    behind read the file, then memory, and get every seq exactly once."""
+    tail = 50
+    store = EventStore(tmp_path, memory_tail=tail)
+    log = store.create("job-m")
+    most_in_memory = 0
+    late: list[LogEntry] = []
+    slow: list[LogEntry] = []
+
+    async def read_slowly() -> None:
+        reader = MemoryReader(log, 0)
+        try:
+            while not reader.at_end():
+                batch = await reader.take()
+                slow.extend(batch)
+                await anyio.sleep(0.001 if batch else 0)  # falls behind the tail, catches up
+                if not batch:
+                    await reader.wait()
+        finally:
+            reader.close()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(store.run)
+        tg.start_soon(read_slowly)
+        for i in range(6000):
+            log.append("narration", {"i": i})
+            if i % 97 == 0:
+                await anyio.lowlevel.checkpoint()  # let the flusher write a batch
+                most_in_memory = max(most_in_memory, log.in_memory - (len(log) - log.written))
+            if i == 3000:
+
+                async def read_late() -> None:
+                    late.extend(await drain(MemoryReader(log, 10)))
+
+                tg.start_soon(read_late)
+        log.close("completed", {"state": "completed"})
+        with anyio.fail_after(20):
+            while len(slow) < 6001 or len(late) < 5991:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert most_in_memory <= 2 * tail
+    assert [e.seq for e in slow] == list(range(1, 6002))
+    assert [e.seq for e in late] == list(range(11, 6002))
 
 
 @pytest.mark.anyio
