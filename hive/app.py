@@ -34,6 +34,7 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
     config = ServerConfig(ACTOR, version, settings.state_dir, token=settings.token)
     supervisor = Supervisor(
         logs_dir=settings.worker_logs,
+        state_dir=settings.state_dir / "workers",
         hive_url=url,
         ready_timeout_s=settings.worker_ready_timeout_s,
     )

@@ -99,11 +99,13 @@ class Supervisor:
         self,
         *,
         logs_dir: Path,
+        state_dir: Path,
         hive_url: str | None = None,
         ready_timeout_s: float = 120.0,
         grace_s: float = STOP_GRACE_S,
     ) -> None:
         self.logs_dir = logs_dir
+        self.state_dir = state_dir  # one job registry folder per worker, removed when it exits
         self.hive_url = hive_url
         self.ready_timeout_s = ready_timeout_s
         self.grace_s = grace_s
@@ -164,6 +166,8 @@ class Supervisor:
             device,
             "--worker-id",
             worker_id,
+            "--state-dir",
+            str(self.state_dir / worker_id),
         ]
         if self.hive_url:
             argv += ["--hive-url", self.hive_url]
@@ -209,6 +213,8 @@ class Supervisor:
             self._workers.pop(worker.id, None)
             unregister()
             log.close()
+            # Its jobs died with it and ids are never reused: nothing there is needed again.
+            shutil.rmtree(self.state_dir / worker.id, ignore_errors=True)
 
     async def _wait_ready(self, worker: Worker) -> None:
         async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, trust_env=False) as client:

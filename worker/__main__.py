@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-id", default=None, help="id the hive knows this worker by")
     parser.add_argument("--hive-url", default=None, help="the hive that spawned this worker")
     parser.add_argument("--bind", default=LOOPBACK, help="address to listen on")
+    parser.add_argument(
+        "--state-dir", default=None, help="job registry folder (default: state/workers/ID)"
+    )
     return parser.parse_args(argv)
 
 
@@ -57,7 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     from jobs.server import claim
     from worker.errors import WorkerError
 
-    state_dir = RbeePaths.resolve().ensure().state / "workers" / worker_id
+    if args.state_dir:
+        state_dir = Path(args.state_dir)
+    else:
+        state_dir = RbeePaths.resolve().ensure().state / "workers" / worker_id
     try:
         state_lock, sock = claim(state_dir, args.bind, args.port)
     except (StateFolderBusy, CannotListen) as exc:

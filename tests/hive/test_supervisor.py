@@ -62,11 +62,14 @@ async def test_spawn_relays_worker_startup_into_the_job_then_stop(rbee_home: Pat
         assert [w["worker_id"] for w in listed[-1].data["result"]["workers"]] == [
             worker["worker_id"]
         ]
+        state = rbee_home / "state" / "hive-localhost" / "workers" / worker["worker_id"]
+        assert await anyio.Path(state / "jobs.sqlite3").exists()  # the worker's own registry
         stopped = await run_job(
             client, {"operation": "worker_stop", "worker_id": worker["worker_id"]}
         )
         assert stopped[-1].state == "completed", stopped[-1].data
         assert not psutil.pid_exists(worker["pid"]) or _is_zombie(worker["pid"])
+        assert not await anyio.Path(state).exists()  # removed with the worker
         log = await anyio.Path(worker["log"]).read_text()
         assert "] startup" in log and "] model_load" in log
         print(f"worker spawn until ready: {took:.2f} s")
