@@ -22,6 +22,7 @@ QUEEN_PORT = 7833  # queen-rbee's default HTTP port
 HIVE_PORT = 7835  # rbee-hive's default HTTP port
 WORKER_PORT_BASE = 8080  # first port a hive tries for its workers
 LOOPBACK = "127.0.0.1"  # every server's default bind address
+FOLDER_MODE = 0o700  # rbee's folders: only their owner may list or enter them
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +62,12 @@ class RbeePaths:
         )
 
     def ensure(self) -> RbeePaths:
+        """Create the folders, the owner's only (0700): they hold tokens, job output, logs.
+        A folder an older version left open to others is closed."""
         for folder in (self.config, self.state, self.logs, self.run, self.models):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            if folder.stat().st_mode & 0o077:
+                folder.chmod(FOLDER_MODE)
         return self
 
 

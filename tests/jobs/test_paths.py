@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.client import JobClient
 from jobs.paths import HOME_ENV, RbeePaths, home_env
 
 
@@ -30,3 +31,46 @@ def test_platform_folders_without_rbee_home(
     assert paths.config == tmp_path / "config" / "rbee"
     assert paths.run.parent == paths.state
     assert home_env() == {}
+
+
+@pytest.mark.anyio
+async def test_state_logs_and_folders_are_the_owners_only(
+    rbee_home: Path, kit, tmp_path: Path
+) -> None:
+    """Folders are created 0700 (and tightened if older ones were open), and the job table,
+    its WAL, the state lock and every job log 0600, whatever the umask."""
+    import os
+    import stat
+
+    from jobs.registry import lock_state_folder
+
+    (rbee_home / "logs").mkdir(mode=0o755)
+    old = os.umask(0o022)
+    try:
+        paths = RbeePaths.resolve().ensure()
+        lock = lock_state_folder(paths.state)
+
+        async def hello(op: object, job: object) -> str:
+            return "hi"
+
+        async with (
+            kit.serve(paths.state, {"hive_list": hello}) as served,
+            JobClient(served.url) as client,
+        ):
+            job_id = await client.submit({"operation": "hive_list"})
+            assert [e async for e in client.stream(job_id)][-1].state == "completed"
+            wal_modes = {f.name: f.stat().st_mode & 0o777 for f in paths.state.glob("*.sqlite3-*")}
+        lock.close()
+    finally:
+        os.umask(old)
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    for folder in (paths.config, paths.state, paths.logs, paths.run, paths.models):
+        assert mode(folder) == 0o700, folder
+    assert mode(paths.state / "joblogs") == 0o700
+    files = [paths.state / "jobs.sqlite3", paths.state / "server.lock"]
+    files += list((paths.state / "joblogs").glob("*.jsonl"))
+    assert len(files) >= 3 and wal_modes == {"jobs.sqlite3-wal": 0o600, "jobs.sqlite3-shm": 0o600}
+    assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
