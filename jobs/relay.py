@@ -132,19 +132,20 @@ def _rehome(entries: list[LogEntry], old_job: str, new_job: str, hop: str) -> li
     hop_text = json.dumps(hop)[1:-1]
     bare_origin = ',"origin":"' + hop_text + '"}'
     for entry in entries:
-        if entry.kind not in _NARRATION_KINDS:
+        kind = entry.kind
+        if kind != "narration" and kind != "output":
             continue  # tokens (and future kinds) pass unchanged
         text = entry.data_json
-        if '"fields":' not in text and old_key in text and text[-1] == "}":
-            text = text.replace(old_key, new_key, 1)
-            at = text.find(',"origin":')
+        moved = text.replace(old_key, new_key, 1)  # the same object when there is no match
+        if moved is not text and '"fields":' not in moved and moved[-1] == "}":
+            at = moved.find(',"origin":')
             if at < 0:
-                entry.data_json = text[:-1] + bare_origin
+                entry.data_json = moved[:-1] + bare_origin
                 continue
-            if text[at + 10] == '"':
-                entry.data_json = text[: at + 11] + hop_text + "/" + text[at + 11 :]
+            if moved[at + 10] == '"':
+                entry.data_json = moved[: at + 11] + hop_text + "/" + moved[at + 11 :]
                 continue
-        entry.data_json = _rehome_slow(entry.data_json, new_job, hop)
+        entry.data_json = _rehome_slow(text, new_job, hop)
     return entries
 
 

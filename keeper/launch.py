@@ -27,7 +27,7 @@ from typing import Protocol
 import anyio
 
 from keeper import daemons
-from keeper.errors import JobFailed
+from keeper.errors import JobFailed, how_it_ended
 from narration_core import LineSplitter, Narrator, relay_lines
 from narration_core.proctree import StopResult
 
@@ -94,7 +94,7 @@ class LocalHost:
 
     async def spawn(self, daemon: Daemon) -> daemons.PidRecord:
         pid = daemons.spawn_detached(daemon.argv, log_path=daemon.log_path, env=daemon.env)
-        return _record(daemon, pid)
+        return record_for(daemon, pid)
 
     async def read_log(self, path: Path, offset: int) -> bytes:
         try:
@@ -121,6 +121,41 @@ class LocalHost:
         if proc is None:
             return None
         return await anyio.to_thread.run_sync(daemons.stop_daemon, proc)
+
+
+def start(
+    host: Host,
+    daemon: Daemon,
+    *,
+    label: str,
+    timeout_s: float,
+    foreground: bool,
+    release: Callable[[], None],
+    status: Callable[[str | None], None],
+) -> None:
+    """Start `daemon` detached (or attached with `foreground`) and narrate that it is ready.
+
+    Call it holding the start lock; `release` drops the lock once an attached daemon is
+    healthy and recorded, `status` is the renderer's spinner text. Blocks (anyio.run).
+    """
+    said = label[:1].upper() + label[1:]
+    url = daemon.url
+    if not foreground:
+        record = anyio.run(start_detached, host, daemon, timeout_s)
+        NARRATE.action("ready").target(url).human(
+            f"{said} is ready at {url} (pid {record.pid}); `keeper {label.split()[0]} logs` "
+            "shows its log"
+        ).emit()
+        return
+
+    def ready(pid: int) -> None:
+        release()  # healthy and in the pidfile: another start now finds it
+        status(f"{daemon.program} running at {url}; Ctrl-C stops it")
+        NARRATE.action("ready").target(url).human(
+            f"{said} is ready at {url} (pid {pid}); Ctrl-C stops it"
+        ).emit()
+
+    anyio.run(run_foreground, daemon, host.pidfile(daemon.name), timeout_s, ready)
 
 
 async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemons.PidRecord:
@@ -155,16 +190,16 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
         )
     pidfile.remove()
     raise JobFailed(
-        f"{daemon.program} exited with code {code} before it was ready; "
+        f"{daemon.program} {how_it_ended(code)} before it was ready; "
         f"its last lines are above and in {daemon.log_path}"
     )
 
 
 async def run_foreground(
-    daemon: Daemon, pidfile: daemons.PidFile, timeout_s: float, on_ready: Callable[[], None]
+    daemon: Daemon, pidfile: daemons.PidFile, timeout_s: float, on_ready: Callable[[int], None]
 ) -> None:
     """Run `daemon` attached (its pipes captured, relayed live) until it exits or Ctrl-C
-    stops it; `on_ready` runs once it is healthy (release the start lock, narrate).
+    stops it; `on_ready(pid)` runs once it is healthy (release the start lock, narrate).
 
     Raises JobFailed when it does not become healthy in time or exits with an error.
     """
@@ -172,7 +207,7 @@ async def run_foreground(
 
     capture = ProcessNarrationCapture(actor=daemon.program)
     proc = await capture.spawn(daemon.argv, env=daemon.env)
-    pidfile.write(_record(daemon, proc.pid, log=os.devnull))
+    pidfile.write(record_for(daemon, proc.pid, log=os.devnull))
     exit_codes: list[int] = []
     try:
         async with proc, anyio.create_task_group() as tg:
@@ -184,7 +219,7 @@ async def run_foreground(
             tg.start_soon(wait_exit)
             with anyio.fail_after(timeout_s):
                 await _wait_healthy(daemon, exited=lambda: None)
-            on_ready()
+            on_ready(proc.pid)
             await anyio.sleep_forever()
     except TimeoutError:
         raise JobFailed(
@@ -193,22 +228,32 @@ async def run_foreground(
     finally:
         pidfile.remove()
     if exit_codes and exit_codes[0] != 0:
-        raise JobFailed(f"{daemon.program} exited with code {exit_codes[0]}")
+        raise JobFailed(f"{daemon.program} {how_it_ended(exit_codes[0])}")
 
 
-async def stop(host: Host, name: str, *, label: str) -> StopResult | None:
-    """Stop the daemon `name`'s pidfile names, narrating as `label` (`Hive localhost`).
+async def stop(
+    host: Host,
+    name: str,
+    *,
+    label: str,
+    if_not_running: Callable[[], None] | None = None,
+) -> StopResult | None:
+    """Stop the daemon `name`'s pidfile names, narrating as `label` (`queen`, `hive gpu1`).
 
-    Returns None when it was not running (a stale pidfile is removed and said so).
+    Returns None when it was not running (a stale pidfile is removed and said so), after
+    calling `if_not_running` (which may raise: say whose daemon answers instead).
     """
     pidfile = host.pidfile(name)
     record = pidfile.read()
+    said = label[:1].upper() + label[1:]  # at the start of a sentence
     if record is None or not await host.is_alive(record):
         pidfile.remove()
+        if if_not_running is not None:
+            if_not_running()
         NARRATE.action("not_running").human(
-            f"{label} is not running (no pidfile)"
+            f"{said} is not running (no pidfile)"
             if record is None
-            else f"{label} was not running; removed the stale pidfile for pid {record.pid}"
+            else f"{said} was not running; removed the stale pidfile for pid {record.pid}"
         ).emit()
         return None
     NARRATE.action("stop").target(record.pid).human(
@@ -217,14 +262,14 @@ async def stop(host: Host, name: str, *, label: str) -> StopResult | None:
     result = await host.stop(record)
     pidfile.remove()
     if result is None:
-        NARRATE.action("stopped").target(record.pid).human(f"{label} had already exited").emit()
+        NARRATE.action("stopped").target(record.pid).human(f"{said} had already exited").emit()
     elif result.killed:
         NARRATE.action("killed").level("warn").target(record.pid).human(
-            f"{label} ignored SIGTERM for {result.seconds:.1f} s and was killed (SIGKILL)"
+            f"{said} ignored SIGTERM for {result.seconds:.1f} s and was killed (SIGKILL)"
         ).emit()
     else:
         NARRATE.action("stopped").target(record.pid).human(
-            f"{label} stopped (pid {record.pid}) in {result.seconds:.1f} s"
+            f"{said} stopped (pid {record.pid}) in {result.seconds:.1f} s"
         ).emit()
     return result
 
@@ -303,7 +348,8 @@ def _rotate(path: Path) -> None:
         path.replace(path.with_suffix(".log.1"))
 
 
-def _record(daemon: Daemon, pid: int, *, log: str | None = None) -> daemons.PidRecord:
+def record_for(daemon: Daemon, pid: int, *, log: str | None = None) -> daemons.PidRecord:
+    """The pidfile record of `daemon` running as `pid` (its start time read now)."""
     import psutil
 
     try:

@@ -83,24 +83,15 @@ def start(
         with daemons.start_lock(paths.run, name, on_wait=waiting) as release:
             if _already_running(host, name, alias, port):
                 return
-            if foreground:
-
-                def ready() -> None:
-                    release()
-                    out.status(None)
-                    NARRATE.action("ready").target(url).human(
-                        f"Hive {alias} is ready at {url}; Ctrl-C stops it"
-                    ).emit()
-
-                pidfile = host.pidfile(name)
-                anyio.run(launch.run_foreground, daemon, pidfile, timeout, ready)
-                return
-            record = anyio.run(launch.start_detached, host, daemon, timeout)
-            out.status(None)
-            NARRATE.action("ready").target(url).human(
-                f"Hive {alias} is ready at {url} (pid {record.pid}), beating to "
-                f"{settings.queen_url}; `keeper hive logs` shows its log"
-            ).emit()
+            launch.start(
+                host,
+                daemon,
+                label=f"hive {alias}",
+                timeout_s=timeout,
+                foreground=foreground,
+                release=release,
+                status=out.status,
+            )
 
 
 def _already_running(host: launch.LocalHost, name: str, alias: str, port: int) -> bool:
@@ -127,7 +118,7 @@ def stop(settings: KeeperSettings, alias: str) -> None:
     check_local(alias)
     host = launch.LocalHost(RbeePaths.resolve().run)
     with make_renderer(settings):
-        anyio.run(lambda: launch.stop(host, daemon_name(alias), label=f"Hive {alias}"))
+        anyio.run(lambda: launch.stop(host, daemon_name(alias), label=f"hive {alias}"))
 
 
 def status(settings: KeeperSettings, alias: str) -> None:

@@ -1,9 +1,10 @@
-"""`keeper queen start|stop|status|logs` and `keeper status`.
+"""`keeper queen start|stop|status|logs` and `keeper status --watch`: the arguments and
+the queen's own rules (one queen per RBEE_HOME, its port, foreign queens); starting,
+tailing, health-waiting and stopping are `keeper.launch`'s.
 
 Start (detached): the queen runs in its own session with stdout and stderr appended to
-`logs/queen.log`; the keeper tails that file through the same splitter and relay as a
-piped child, so the startup narration appears live, and stops watching once `/health`
-answers. `--foreground` captures the queen's pipes instead and stops it on Ctrl-C.
+`logs/queen.log`, its startup narration relayed live until `/health` answers.
+`--foreground` captures the queen's pipes instead and stops it on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,25 +13,20 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
 
 from jobs.paths import LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
-from keeper import daemons
-from keeper.errors import DaemonUnreachable, JobFailed, UsageError, how_it_ended
+from keeper import daemons, launch
+from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.render import make_renderer
 from keeper.settings import KeeperSettings
-from narration_core import LineSplitter, Narrator, relay_lines, strip_control
+from narration_core import Narrator, strip_control
 
 NAME = daemons.QUEEN
 PROGRAM = "queen-rbee"
-POLL_S = 0.05  # seconds between looks at the log file and the child while starting
-HEALTH_EVERY_S = 0.2  # seconds between /health probes while starting
-TAIL_CHUNK = 256 * 1024  # bytes read from the log per look
 
 NARRATE = Narrator("keeper")
 
@@ -66,6 +62,8 @@ def start(
     env = dict(os.environ)
     if token:
         env[TOKEN_ENV] = token  # in the environment, not argv: argv is visible in `ps`
+    daemon = launch.Daemon(NAME, PROGRAM, argv, url, paths.logs / f"{NAME}.log", env)
+    host = launch.LocalHost(paths.run)
 
     def waiting() -> None:
         NARRATE.action("wait_lock").human(
@@ -77,16 +75,21 @@ def start(
         # The whole sequence (look, rotate the log, spawn, pidfile, health) under one lock:
         # a racing keeper waits here, then finds this queen running.
         with daemons.start_lock(paths.run, NAME, on_wait=waiting) as release:
-            if _already_running(paths, url, bind, port, asked_port=asked_port):
+            if _already_running(paths, daemon, bind, port, asked_port=asked_port):
                 return
-            if foreground:
-                anyio.run(_run_foreground, paths, argv, env, url, timeout, release, out.status)
-            else:
-                anyio.run(_start_detached, paths, argv, env, url, timeout)
+            launch.start(
+                host,
+                daemon,
+                label="queen",
+                timeout_s=timeout,
+                foreground=foreground,
+                release=release,
+                status=out.status,
+            )
 
 
 def _already_running(
-    paths: RbeePaths, url: str, bind: str, port: int, *, asked_port: int | None
+    paths: RbeePaths, daemon: launch.Daemon, bind: str, port: int, *, asked_port: int | None
 ) -> bool:
     """Say so and return True when this RBEE_HOME's queen already serves.
 
@@ -112,10 +115,11 @@ def _already_running(
         NARRATE.action("stale_pidfile").human(
             f"Removed a stale pidfile: pid {record.pid} is no longer the queen"
         ).emit()
+    url = daemon.url
     if daemons.port_in_use(bind, port):
         owner = daemons.port_owner(port)
         if owner is not None and owner.state == paths.state:  # our queen, pidfile lost
-            pidfile.write(_record(owner.pid, url, paths.logs / f"{NAME}.log", []))
+            pidfile.write(launch.record_for(daemon, owner.pid))
             NARRATE.action("already_running").target(url).human(
                 f"Queen is already running (pid {owner.pid}) at {url}; its pidfile was missing "
                 "and is written again"
@@ -130,160 +134,6 @@ def _already_running(
             f"port {port} on {bind} is taken by another program; stop it or pass --port"
         )
     return False
-
-
-async def _start_detached(
-    paths: RbeePaths, argv: list[str], env: dict[str, str], url: str, startup_s: float
-) -> None:
-    log_path = paths.logs / f"{NAME}.log"
-    if log_path.exists():  # one log per start; the previous run's stays as queen.log.1
-        log_path.replace(log_path.with_suffix(".log.1"))
-    offset = 0
-    NARRATE.action("spawn").target(PROGRAM).human(f"Starting {PROGRAM}; log: {log_path}").emit()
-    pid = daemons.spawn_detached(argv, log_path=log_path, env=env)
-    pidfile = daemons.PidFile(paths.run, NAME)
-    pidfile.write(_record(pid, url, log_path, argv))
-    tail = _LogTail(log_path, offset, origin=f"pid {pid}")
-    exit_codes: list[int] = []
-
-    def exited() -> int | None:
-        if not exit_codes and (code := daemons.reap(pid)) is not None:
-            exit_codes.append(code)
-        return exit_codes[0] if exit_codes else None
-
-    ready = False
-    try:
-        with anyio.fail_after(startup_s):
-            ready = await _watch_until_healthy(url, tail, exited=exited)
-    except TimeoutError:
-        pass
-    finally:
-        tail.drain()
-    if ready:
-        NARRATE.action("ready").target(url).human(
-            f"Queen is ready at {url} (pid {pid}); `keeper queen logs` shows its log"
-        ).emit()
-        return
-    code = exited()
-    if code is None:  # still running but never healthy: do not leave it half-alive
-        proc = daemons.live_process(pidfile.read() or _record(pid, url, log_path, argv))
-        if proc is not None:
-            daemons.stop_daemon(proc)
-        pidfile.remove()
-        raise JobFailed(
-            f"{PROGRAM} did not become healthy at {url} within {startup_s:g} s and was stopped; "
-            f"its last lines are above and in {log_path}"
-        )
-    pidfile.remove()
-    raise JobFailed(
-        f"{PROGRAM} exited with code {code} before it was ready; "
-        f"its last lines are above and in {log_path}"
-    )
-
-
-async def _run_foreground(
-    paths: RbeePaths,
-    argv: list[str],
-    env: dict[str, str],
-    url: str,
-    startup_s: float,
-    release_lock: Callable[[], None],
-    status: Callable[[str | None], None],
-) -> None:
-    from narration_core.capture import ProcessNarrationCapture
-
-    pidfile = daemons.PidFile(paths.run, NAME)
-    capture = ProcessNarrationCapture(actor=PROGRAM)
-    proc = await capture.spawn(argv, env=env)
-    pidfile.write(_record(proc.pid, url, Path(os.devnull), argv))
-    try:
-        async with proc, anyio.create_task_group() as tg:
-            exit_code: list[int] = []
-
-            async def relay() -> None:
-                exit_code.append(await proc.wait())
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(relay)
-            with anyio.fail_after(startup_s):
-                await _watch_until_healthy(url, None, exited=lambda: None)
-            release_lock()  # healthy and in the pidfile: another start now finds it
-            status(f"{PROGRAM} running at {url}; Ctrl-C stops it")
-            NARRATE.action("ready").target(url).human(
-                f"Queen is ready at {url} (pid {proc.pid}); Ctrl-C stops it"
-            ).emit()
-            await anyio.sleep_forever()
-        if exit_code and exit_code[0] != 0:
-            raise JobFailed(f"{PROGRAM} {how_it_ended(exit_code[0])}", exit_code=1)
-    except TimeoutError:
-        raise JobFailed(
-            f"{PROGRAM} did not become healthy at {url} within {startup_s:g} s"
-        ) from None
-    finally:
-        pidfile.remove()
-
-
-async def _watch_until_healthy(
-    url: str, tail: _LogTail | None, *, exited: Callable[[], int | None]
-) -> bool:
-    """Relay the log while probing /health; True once healthy, False if the child exited."""
-    import httpx
-
-    next_probe = 0.0
-    async with httpx.AsyncClient(timeout=1.0, trust_env=False) as client:
-        while True:
-            if tail is not None:
-                tail.pump()
-            if exited() is not None:
-                return False
-            now = time.monotonic()
-            if now >= next_probe:
-                next_probe = now + HEALTH_EVERY_S
-                try:
-                    response = await client.get(f"{url}/health")
-                    if response.status_code == 200:
-                        return True
-                except httpx.TransportError:
-                    pass  # not listening yet
-            await anyio.sleep(POLL_S)
-
-
-class _LogTail:
-    """Reads what a daemon appends to its log and relays it line by line."""
-
-    def __init__(self, path: Path, offset: int, *, origin: str) -> None:
-        self.path = path
-        self.offset = offset
-        self.origin = origin
-        self.splitter = LineSplitter()
-
-    def pump(self) -> None:
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self.offset)
-                while data := f.read(TAIL_CHUNK):
-                    self.offset += len(data)
-                    relay_lines(
-                        self.splitter.feed(data), "stdout", actor=PROGRAM, origin=self.origin
-                    )
-        except FileNotFoundError:
-            return
-
-    def drain(self) -> None:
-        self.pump()
-        relay_lines(self.splitter.flush(), "stdout", actor=PROGRAM, origin=self.origin)
-
-
-def _record(pid: int, url: str, log_path: Path, argv: list[str]) -> daemons.PidRecord:
-    import psutil
-
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        created = time.time()
-    return daemons.PidRecord(
-        name=NAME, pid=pid, create_time=created, url=url, log=str(log_path), argv=argv
-    )
 
 
 def _client_host(bind: str) -> str:
@@ -301,33 +151,13 @@ def _client_host(bind: str) -> str:
 def stop(settings: KeeperSettings) -> None:
     """Stop this RBEE_HOME's queen; say whose it is when another home's queen answers."""
     paths = RbeePaths.resolve()
-    pidfile = daemons.PidFile(paths.run, NAME)
+    host = launch.LocalHost(paths.run)
+
+    def not_ours() -> None:
+        _refuse_foreign_queen(settings.queen_url, paths, doing="stop")
+
     with make_renderer(settings):
-        record = pidfile.read()
-        proc = daemons.live_process(record) if record is not None else None
-        if proc is None or record is None:
-            if record is not None:
-                pidfile.remove()
-            _refuse_foreign_queen(settings.queen_url, paths, doing="stop")
-            NARRATE.action("not_running").human(
-                "Queen is not running (no pidfile)"
-                if record is None
-                else f"Queen was not running; removed the stale pidfile for pid {record.pid}"
-            ).emit()
-            return
-        NARRATE.action("stop").target(record.pid).human(
-            f"Stopping queen (pid {record.pid}) with SIGTERM"
-        ).emit()
-        result = daemons.stop_daemon(proc)
-        pidfile.remove()
-        if result.killed:
-            NARRATE.action("killed").level("warn").target(record.pid).human(
-                f"Queen ignored SIGTERM for {result.seconds:.1f} s and was killed (SIGKILL)"
-            ).emit()
-        else:
-            NARRATE.action("stopped").target(record.pid).human(
-                f"Queen stopped (pid {record.pid}) in {result.seconds:.1f} s"
-            ).emit()
+        anyio.run(lambda: launch.stop(host, NAME, label="queen", if_not_running=not_ours))
 
 
 def _refuse_foreign_queen(url: str, paths: RbeePaths, *, doing: str) -> None:
@@ -374,6 +204,7 @@ def status(settings: KeeperSettings) -> None:
         )
     if settings.json:
         info = {
+            "event": "queen",
             "running": running,
             "pid": ours.pid if ours is not None else None,
             "url": url,
@@ -449,48 +280,10 @@ def _duration(seconds: float) -> str:
 
 def logs(settings: KeeperSettings, *, follow: bool, lines: int) -> None:
     """Print the last `lines` lines of the queen's log, sanitised; -f keeps following."""
-    from narration_core import NarrationEvent, parse_line, strip_control
-
     path = RbeePaths.resolve().logs / f"{NAME}.log"
     if not path.exists():
         raise UsageError(f"no queen log at {path} yet; start the queen with `keeper queen start`")
-    data = path.read_bytes()
-    tail = data.splitlines()[-lines:] if lines > 0 else []
-    out = sys.stdout
-
-    def show(line: str) -> None:
-        if settings.json:  # same shape as every other --json output: one event per line
-            event = parse_line(line)
-            if event is None:
-                event = NarrationEvent(PROGRAM, "output", line, stream="stdout")
-            record = {"event": "output" if event.stream else "narration", **event.to_dict()}
-            out.write(json.dumps(record) + "\n")
-        else:
-            out.write(strip_control(line) + "\n")
-
-    for raw in tail:
-        show(raw.decode("utf-8", "replace"))
-    out.flush()
-    if not follow:
-        return
-    offset = len(data)
-    splitter = LineSplitter()
-    while True:  # until Ctrl-C (exit 130)
-        try:
-            with path.open("rb") as f:
-                if os.fstat(f.fileno()).st_size < offset:  # a new start rotated the log
-                    offset = 0
-                f.seek(offset)
-                chunk = f.read(TAIL_CHUNK)
-        except FileNotFoundError:  # between the rotation and the new queen's first line
-            chunk = b""
-        if chunk:
-            offset += len(chunk)
-            for line in splitter.feed(chunk):
-                show(line)
-            out.flush()
-        else:
-            time.sleep(POLL_S * 4)
+    launch.print_log(path, program=PROGRAM, as_json=settings.json, follow=follow, lines=lines)
 
 
 def overview(settings: KeeperSettings, *, watch: bool = False, interval: float = 2.0) -> None:
