@@ -1,4 +1,4 @@
-"""The keeper command tree (DESIGN section 5).
+"""The keeper command tree (reference: docs/cli.md).
 
 Commands here only parse arguments and hand over to `keeper.commands.*`, imported
 inside each command: `keeper --help` must not pay for HTTP clients, servers or SSH.

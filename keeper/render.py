@@ -15,8 +15,9 @@ below the pipe). Only when the queue passes MAX_PENDING does the emitter write t
 batch itself, which is the back-pressure that keeps memory bounded.
 
 Text from other processes is untrusted: it is printed with control sequences
-neutralised (`strip_control`) and never parsed as Rich markup. JSON keeps the raw text;
-the encoder escapes control characters.
+neutralised (`strip_control`) and never parsed as Rich markup. JSON carries the same
+sanitised text (a captured line's printed form is in `fields.raw`); the encoder escapes
+control characters, C1 included.
 """
 
 from __future__ import annotations
@@ -392,6 +393,13 @@ class _Drawn:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.build()
+
+
+def table_console(settings: KeeperSettings) -> Console:
+    """A console for tables on stdout: no colour and no bold/underline either with
+    --no-color or NO_COLOR (Rich's own `no_color` still prints bold)."""
+    plain = settings.no_color or settings.json
+    return Console(color_system=None if plain else "auto", highlight=False)
 
 
 def make_renderer(

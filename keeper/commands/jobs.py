@@ -19,7 +19,7 @@ import anyio
 from jobs.events import FINAL_STATES
 from jobs.paths import TOKEN_ENV
 from keeper.errors import DaemonUnreachable, JobFailed, KeeperError, UsageError
-from keeper.render import Renderer, make_renderer
+from keeper.render import Renderer, make_renderer, table_console
 from keeper.settings import KeeperSettings
 from narration_core import Narrator
 
@@ -162,9 +162,8 @@ def _run(settings: KeeperSettings, fn: Any, *args: Any) -> Any:
 def list_jobs(settings: KeeperSettings) -> None:
     jobs = _run(settings, lambda c: c.list_jobs())
     if settings.json:
-        sys.stdout.writelines(json.dumps(job) + "\n" for job in jobs)
+        sys.stdout.writelines(json.dumps({"event": "job", **job}) + "\n" for job in jobs)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -178,7 +177,7 @@ def list_jobs(settings: KeeperSettings) -> None:
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"])),
             _took(job),
         )
-    console = Console(no_color=settings.no_color, highlight=False)
+    console = table_console(settings)
     if jobs:
         console.print(table)
     else:
@@ -211,7 +210,7 @@ def show(settings: KeeperSettings, job_id: str) -> None:
     _check_id(settings, job_id)
     job = _run(settings, lambda c: c.get_job(job_id))
     if settings.json:
-        sys.stdout.write(json.dumps(job) + "\n")
+        sys.stdout.write(json.dumps({"event": "job", **job}) + "\n")
         return
     out = sys.stdout
     out.write(f"job        {job['job_id']}\n")

@@ -17,22 +17,15 @@ MIB = 1024 * 1024  # RSS is shown in MiB
 
 def show(settings: KeeperSettings) -> None:
     """Ask the queen for its snapshot and print it; raises like any job command."""
-    import sys
-
     from keeper.commands.jobs import stream_operation
 
     if settings.json:
         stream_operation(settings, {"operation": "queen_status"})
         return
     snapshot = _snapshot(settings)
-    from rich.console import Console
+    from keeper.render import table_console
 
-    console = Console(
-        file=sys.stdout,
-        no_color=settings.no_color,
-        highlight=False,
-        soft_wrap=False,
-    )
+    console = table_console(settings)
     for table in tables(snapshot, settings.queen_url, now=time.time()):
         console.print(table)
 
