@@ -68,9 +68,15 @@ def create_job_routes(
         with anyio.move_on_after(READY_WAIT_S):
             await job.ready.wait()
         body = {"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"}
-        if isinstance(job.error, DaemonUnreachable):  # the job failed and its log says so
+        error = job.error
+        # Failed before it was ready (an upstream handler checks first): the request was
+        # wrong (400/422) or the upstream is down (502). The job and its log exist too.
+        if isinstance(error, DaemonUnreachable) or (
+            isinstance(error, InvalidRequest) and error.status in (400, 422)
+        ):
+            detail = error.detail if isinstance(error.detail, dict) else {"detail": error.detail}
             return JSONResponse(
-                error_body(str(job.error), {**job.error.detail, **body}), status_code=502
+                error_body(str(error), {**detail, **body}), status_code=error.status
             )
         return JSONResponse(body, status_code=201)
 

@@ -7,6 +7,7 @@ import hashlib
 import warnings
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hive.catalog import Catalog, check_id, hf_url, new_entry, parse_ref
@@ -96,14 +97,20 @@ async def test_local_model_is_registered_not_copied_and_traversal_is_refused(
     rbee_home: Path, tmp_path: Path
 ) -> None:
     """A local .gguf is registered where it is (deleting it from the catalog leaves the
-    file), and model_delete with a path for an id fails naming the rule."""
+    file), and model_delete with a path for an id is answered 400 naming the rule (the
+    job exists and its log says the same)."""
     local = tmp_path / "mine.gguf"
     write_tiny_model(local)
     async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
         added = await run_job(client, {"operation": "model_download", "model": str(local)})
-        traversal = await run_job(client, {"operation": "model_delete", "model": "../../x"})
+        async with httpx.AsyncClient(base_url=hive.url, trust_env=False) as http:
+            refused = await http.post(
+                "/v1/jobs", json={"operation": "model_delete", "model": "../../x"}
+            )
+        traversal = [e async for e in client.stream(refused.json()["detail"]["job_id"])]
         deleted = await run_job(client, {"operation": "model_delete", "model": "mine"})
     entry = added[-1].data["result"]
     assert entry["path"] == str(local) and entry["owned"] is False
+    assert refused.status_code == 400 and "is not a catalog id" in refused.json()["error"]
     assert traversal[-1].state == "failed" and "is not a catalog id" in traversal[-1].data["error"]
     assert deleted[-1].state == "completed" and local.exists()
