@@ -24,6 +24,9 @@ from urllib.parse import unquote, urlsplit
 
 from hive.errors import ModelNotFound
 from jobs.errors import InvalidRequest
+from narration_core import Narrator
+
+NARRATE = Narrator("rbee-hive")
 
 ModelStatus = Literal["downloading", "available", "failed"]
 
@@ -129,8 +132,7 @@ class Catalog:
         self.folder.mkdir(parents=True, exist_ok=True)
         index = self.folder / INDEX_NAME
         if index.exists():
-            for raw in json.loads(index.read_text()).get("models", []):
-                entry = ModelEntry(**raw)
+            for entry in _read_index(index):
                 if entry.status == "downloading":
                     entry.status = "failed"
                     entry.error = "the hive stopped during the download; download it again"
@@ -158,7 +160,7 @@ class Catalog:
                 check_id(model)
             raise ModelNotFound(model)
         if entry.status != "available":
-            raise ModelNotFound(model) from None
+            raise ModelNotFound(model, status=entry.status)
         return entry
 
     def file_for(self, model_id: str) -> Path:
@@ -198,6 +200,22 @@ class Catalog:
         tmp = self.folder / f"{INDEX_NAME}.tmp"
         tmp.write_text(body)
         os.replace(tmp, self.folder / INDEX_NAME)
+
+
+def _read_index(index: Path) -> list[ModelEntry]:
+    """The entries in catalog.json. An unreadable index is set aside (kept for a person to
+    look at, as catalog.json.bad) and the catalog starts empty, narrated as a warning:
+    the model files are still there and downloading a ref again finds them resumable."""
+    try:
+        return [ModelEntry(**raw) for raw in json.loads(index.read_text())["models"]]
+    except (ValueError, TypeError, KeyError) as exc:
+        aside = index.with_name(index.name + ".bad")
+        os.replace(index, aside)
+        NARRATE.action("catalog_init").level("warn").human(
+            f"The catalog index {index} could not be read ({type(exc).__name__}); "
+            f"kept it as {aside.name} and started an empty catalog"
+        ).emit()
+        return []
 
 
 def new_entry(model_id: str, ref: ModelRef, path: Path, *, owned: bool) -> ModelEntry:

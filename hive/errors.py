@@ -26,12 +26,22 @@ class HiveConfigError(HiveError):
 class ModelNotFound(HiveError):
     """Raised when a model id or reference is not in the catalog."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, status: str | None = None) -> None:
         self.model = model
-        super().__init__(
-            f"model {model!r} is not in this hive's catalog; download it first "
-            f"(`keeper model download {model}`) or list models with `keeper model list`"
-        )
+        self.status = status
+        if status == "downloading":
+            message = f"model {model!r} is still downloading; wait for its download job"
+        elif status == "failed":
+            message = (
+                f"model {model!r} did not finish downloading; download it again "
+                f"(`keeper model download {model}`) to resume"
+            )
+        else:
+            message = (
+                f"model {model!r} is not in this hive's catalog; download it first "
+                f"(`keeper model download {model}`) or list models with `keeper model list`"
+            )
+        super().__init__(message)
 
 
 class ModelInUse(HiveError):

@@ -114,3 +114,20 @@ async def test_local_model_is_registered_not_copied_and_traversal_is_refused(
     assert refused.status_code == 400 and "is not a catalog id" in refused.json()["error"]
     assert traversal[-1].state == "failed" and "is not a catalog id" in traversal[-1].data["error"]
     assert deleted[-1].state == "completed" and local.exists()
+
+
+def test_unreadable_index_is_set_aside_and_not_ready_models_say_why(tmp_path: Path) -> None:
+    """A catalog.json that does not parse is kept as catalog.json.bad and the catalog starts
+    empty (the hive still starts); resolving a model that is not available says what to do."""
+    from hive.errors import ModelNotFound
+
+    (tmp_path / "catalog.json").write_text("{not json")
+    catalog = Catalog(tmp_path).load()
+    assert catalog.entries() == []
+    assert (tmp_path / "catalog.json.bad").read_text() == "{not json"
+    ref = parse_ref("https://example.com/m.gguf")
+    catalog.put(new_entry("m", ref, catalog.file_for("m"), owned=True))
+    with pytest.raises(ModelNotFound, match="still downloading"):
+        catalog.resolve("m")
+    with pytest.raises(ModelNotFound, match="not in this hive's catalog"):
+        catalog.resolve("other")
