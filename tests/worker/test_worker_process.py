@@ -5,72 +5,33 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import httpx
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from hive.supervisor import free_port
 from hive.tiny_model import write_tiny_model
-from narration_core import CAPTURE_ENV, parse_line
+from narration_core import parse_line
+from tests.programs import RunningProgram, spawn_program, url_of
 
 pytestmark = pytest.mark.anyio
 
 DEADLINE_S = 30.0  # a cold interpreter importing uvicorn + llama_cpp on a busy 2-core box
 
 
-@dataclass
-class WorkerProcess:
-    process: anyio.abc.Process
-    url: str
-    lines: list[str] = field(default_factory=list)
-
-    def actions(self) -> list[str]:
-        return [e.action for line in self.lines if (e := parse_line(line)) is not None]
-
-    async def wait_action(self, action: str) -> None:
-        with anyio.fail_after(DEADLINE_S):
-            while action not in self.actions():  # noqa: ASYNC110 - lines arrive in another task
-                await anyio.sleep(0.01)
-
-
 @asynccontextmanager
-async def spawn_worker(home: Path, model: Path) -> AsyncIterator[WorkerProcess]:
-    """Run the real worker on `model` and a free port; SIGTERM on exit if still running."""
-    port = free_port()
-    env = {**os.environ, "RBEE_HOME": str(home), CAPTURE_ENV: "1"}
-    argv = [sys.executable, "-m", "worker", "--model", str(model), "--port", str(port)]
-    process = await anyio.open_process([*argv, "--worker-id", "w-test"], env=env,
-                                       stderr=subprocess.STDOUT)  # fmt: skip
-    handle = WorkerProcess(process, f"http://127.0.0.1:{port}")
-    assert process.stdout is not None
-    stdout = BufferedByteReceiveStream(process.stdout)
-
-    async def read_lines() -> None:
-        while True:
-            try:
-                handle.lines.append((await stdout.receive_until(b"\n", 1 << 20)).decode())
-            except (anyio.EndOfStream, anyio.IncompleteRead):
-                return
-
-    async with process, anyio.create_task_group() as tg:
-        tg.start_soon(read_lines)
-        try:
-            yield handle
-        finally:
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-                with anyio.fail_after(DEADLINE_S):
-                    await process.wait()
+async def spawn_worker(home: Path, model: Path) -> AsyncIterator[RunningProgram]:
+    """Run the real worker on `model` and a free port until it listens; SIGTERM on exit."""
+    argv = [sys.executable, "-m", "worker", "--model", str(model), "--port", str(free_port())]
+    argv += ["--worker-id", "w-test"]
+    async with spawn_program(argv, home=home, ready=url_of("listen"), merge_stderr=True) as w:
+        yield w
 
 
 async def health(url: str) -> dict[str, str]:
@@ -85,7 +46,6 @@ async def test_health_says_loading_until_the_model_is_in(rbee_home: Path, tmp_pa
     fifo = tmp_path / "slow.gguf"
     os.mkfifo(fifo)
     async with spawn_worker(rbee_home, fifo) as worker:
-        await worker.wait_action("listen")
         assert worker.actions()[:2] == ["startup", "model_load"]
         assert (await health(worker.url))["status"] == "loading"
         assert (await health(worker.url))["status"] == "loading"  # still held by the FIFO
