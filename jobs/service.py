@@ -267,7 +267,11 @@ class JobService:
                 data["error"] = error
             if result is not None:
                 data["result"] = result
-            job.log.close(state, data)  # a no-op when the store already ended it (disk full)
+            try:
+                job.log.close(state, data)  # a no-op when the store already ended it (disk full)
+            except Exception as exc:  # e.g. a result JSON cannot hold (non-string keys)
+                reason = f"the job ended but its result could not be saved ({exc})"
+                job.log.close("failed", {"state": "failed", "ts": data["ts"], "error": reason})
             await self.store.finish(job.log)
             state, error = job.log.final or (state, error)  # the log is the truth
             job.state = state
