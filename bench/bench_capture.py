@@ -7,7 +7,7 @@
 3. the same into the plain renderer; both write to /dev/null;
 4. honcho relaying the same child (`honcho start`, output to /dev/null).
 
-Goals (DESIGN section 6): capture >= 0.8 x baseline, >= 3 x honcho. By default the child
+Goals: capture >= 0.8 x baseline, >= 3 x honcho. By default the child
 writes pre-formatted lines in blocks (as fast as a child can print); --narrate-child
 makes it call `narrate()` per event with the capture marker set, i.e. flush per event,
 which is what real rbee children do.

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_render.py [--lines N] [--quick]
 
 Both runs capture the same child and write to the slave end of a pty whose master is
-drained by a thread, as a terminal would. Goal (DESIGN section 6): live >= 0.5 x plain.
+drained by a thread, as a terminal would. Goal: live >= 0.5 x plain.
 """
 
 from __future__ import annotations

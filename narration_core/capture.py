@@ -1,4 +1,4 @@
-"""Run a child process and turn everything it prints into narration (DESIGN section 3).
+"""Run a child process and turn everything it prints into narration (docs/narration.md).
 
     capture = ProcessNarrationCapture(job_id)
     proc = await capture.spawn(["rbee-hive", "--port", "7835"])
