@@ -96,7 +96,7 @@ async def _serve(
     NARRATE.action("model_load").target(model.name).human(
         f"Loading {model.name} ({size / 1e6:.1f} MB) on {args.device}"
     ).field("bytes", size).emit()
-    job_app = create_app(state, state_dir=state_dir)
+    job_app = create_app(state, engine, state_dir=state_dir)
     url = socket_url(sock)
 
     async def load() -> None:

@@ -1,4 +1,5 @@
-"""The worker's app on the job-server shell: /health says `loading`, `ready` or `failed`."""
+"""The worker's app on the job-server shell: /health (`loading`, `ready` or `failed`) and
+POST /v1/inference (worker/inference.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from starlette.routing import Route
 from jobs.limits import BodyLimit
 from jobs.server import JobApp, ServerConfig, rbee_version
 from jobs.server import create_app as create_job_app
+from worker.engine import Engine
+from worker.inference import Inference
 
 ACTOR = "llm-worker-rbee"  # the worker's narration actor
 Status = Literal["loading", "ready", "failed"]
@@ -29,8 +32,11 @@ class WorkerState:
     status: Status = "loading"
 
 
-def create_app(state: WorkerState, *, state_dir: Path, token: str | None = None) -> JobApp:
+def create_app(
+    state: WorkerState, engine: Engine, *, state_dir: Path, token: str | None = None
+) -> JobApp:
     version = rbee_version()
+    inference = Inference(engine, model_name=state.model.stem)
 
     async def health(request: Request) -> Response:
         return JSONResponse(
@@ -40,12 +46,16 @@ def create_app(state: WorkerState, *, state_dir: Path, token: str | None = None)
                 "model": str(state.model),
                 "device": state.device,
                 "version": version,
+                **inference.statistics(),
             }
         )
 
     return create_job_app(
         ServerConfig(ACTOR, version, state_dir, token=token),
-        {},  # POST /v1/inference lands with the inference issue (worker/engine.py holds the model)
-        routes=[Route("/health", health, methods=["GET"])],
+        inference.handlers,
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/v1/inference", inference.route, methods=["POST"]),
+        ],
         middleware=[Middleware(BodyLimit)],  # 1 MiB bodies, read within a deadline
     )

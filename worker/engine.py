@@ -1,15 +1,17 @@
 """The loaded model: llama-cpp-python's `Llama` for one GGUF file on one device.
 
-Token streaming (`POST /v1/inference`) is the inference issue; it will call into the
-`Llama` held here from a thread (`anyio.to_thread.run_sync`), one request at a time.
+`load()` and `generate()` block (llama.cpp works in C): the worker calls them through
+`anyio.to_thread.run_sync`, one generation at a time (a llama.cpp context is not shared).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from worker.errors import DeviceUnavailable, ModelLoadError
 
@@ -73,3 +75,85 @@ class Engine:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(str(self.path), str(exc) or type(exc).__name__) from None
         self.load_time_s = time.perf_counter() - started
+
+
+StopReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """How to pick tokens (llama-cpp-python's names and meanings)."""
+
+    max_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    seed: int | None = None
+    stop: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """How a generation ended: pieces of text sent, why it stopped, how long it took."""
+
+    tokens_out: int
+    stop_reason: StopReason
+    decode_time_ms: float
+    first_token_ms: float | None  # time to the first piece of text
+
+
+def generate(
+    llama: llama_cpp.Llama,
+    prompt: str,
+    sampling: Sampling,
+    *,
+    emit: Callable[[str, int], None],
+    should_stop: Callable[[], bool],
+) -> Generation:
+    """Stream a completion of `prompt`, calling `emit(text, index)` per piece of text.
+
+    `should_stop` is checked before every piece, so a cancelled request ends within a
+    token. A piece is one token's text, except where one character spans several tokens
+    (llama-cpp-python holds those back until the character is whole). Blocks: run it in a
+    thread.
+    """
+    started = time.perf_counter()
+    first: float | None = None
+    count = 0
+    reason: StopReason = "length"
+    # Any: llama-cpp-python types the result as a union of a response and a stream.
+    stream: Iterator[dict[str, Any]] = llama.create_completion(  # type: ignore[assignment]
+        prompt,
+        max_tokens=sampling.max_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        seed=sampling.seed,
+        stop=list(sampling.stop) or None,
+        stream=True,
+    )
+    try:
+        for chunk in stream:
+            if should_stop():
+                reason = "cancelled"
+                break
+            choice = chunk["choices"][0]
+            text = choice["text"]
+            if text:
+                if first is None:
+                    first = time.perf_counter()
+                emit(text, count)
+                count += 1
+            if choice.get("finish_reason") == "stop":
+                reason = "stop"
+    finally:
+        close = getattr(stream, "close", None)  # a generator: closing frees llama.cpp's batch
+        if close is not None:
+            close()
+    elapsed = time.perf_counter() - started
+    return Generation(
+        tokens_out=count,
+        stop_reason=reason,
+        decode_time_ms=round(elapsed * 1000, 3),
+        first_token_ms=None if first is None else round((first - started) * 1000, 3),
+    )

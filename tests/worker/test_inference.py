@@ -1,0 +1,120 @@
+"""Generation on the real worker process with real llama.cpp on builtin:tiny."""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from hive.tiny_model import write_tiny_model
+from jobs.client import JobClient
+from jobs.events import JobEvent
+from tests.programs import RunningProgram
+from tests.worker.test_worker_process import spawn_worker
+from worker.inference import QUEUE_MAX
+
+pytestmark = pytest.mark.anyio
+
+LONG = {"prompt": "a", "max_tokens": 240, "seed": 1}  # runs to the limit on builtin:tiny
+SAMPLING = {"max_tokens": 24, "temperature": 0.8, "top_p": 0.95, "top_k": 40, "seed": 42}
+
+
+@pytest.fixture
+async def worker(rbee_home: Path, tmp_path: Path) -> AsyncIterator[RunningProgram]:
+    model = tmp_path / "tiny.gguf"
+    write_tiny_model(model)
+    async with spawn_worker(rbee_home, model) as running:
+        await running.wait_action("ready")
+        yield running
+
+
+async def infer(url: str, prompt: str, **fields: object) -> list[JobEvent]:
+    """POST /v1/inference and read the job's stream to its end."""
+    async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+        reply = await http.post("/v1/inference", json={"prompt": prompt, **fields})
+    assert reply.status_code == 201, reply.text
+    async with JobClient(url) as client:
+        return [event async for event in client.stream(reply.json()["job_id"])]
+
+
+def text_of(events: list[JobEvent]) -> str:
+    tokens = [e.data for e in events if e.kind == "token"]
+    assert [t["i"] for t in tokens] == list(range(len(tokens)))
+    return "".join(t["t"] for t in tokens)
+
+
+async def test_tokens_match_llama_cpp_in_process_and_repeat(
+    worker: RunningProgram, tmp_path: Path
+) -> None:
+    """The worker streams, as `token` events, exactly the text llama-cpp-python generates
+    in-process for the same model, prompt, seed and sampling; twice the same; and the job
+    narrates inference_start/inference_complete and ends with the generation's figures."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    first = await infer(worker.url, "the queen", **SAMPLING)
+    second = await infer(worker.url, "the queen", **SAMPLING)
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "tiny.gguf"), n_ctx=0, verbose=False)
+    direct = llm.create_completion("the queen", **SAMPLING)["choices"][0]["text"]
+    llm.close()
+    with warnings.catch_warnings():  # llama-cpp-python leaks /dev/null handles
+        warnings.simplefilter("ignore", ResourceWarning)
+        del llm
+        gc.collect()
+    assert text_of(first) == text_of(second) == direct and direct
+    result = first[-1].data["result"]
+    assert first[-1].state == "completed"
+    assert result["tokens_out"] == sum(e.kind == "token" for e in first)
+    assert result["stop_reason"] in ("length", "stop") and result["first_token_ms"] is not None
+    actions = [e.data["action"] for e in first if e.kind == "narration"]
+    assert actions.index("inference_start") < actions.index("inference_complete")
+
+
+async def wait_busy(http: httpx.AsyncClient) -> None:
+    with anyio.fail_after(10):
+        while not (await http.get("/health")).json()["busy"]:  # noqa: ASYNC110 - polled API
+            await anyio.sleep(0.005)
+
+
+async def test_cancel_stops_generation_and_the_worker_serves_the_next(
+    worker: RunningProgram,
+) -> None:
+    """Cancelling a running generation ends its job `cancelled` with fewer tokens than asked
+    (seed 1 on builtin:tiny runs to the length limit), and the worker is idle and serves
+    the next request."""
+    async with httpx.AsyncClient(base_url=worker.url, trust_env=False) as http:
+        running = await http.post("/v1/inference", json=LONG)
+        await wait_busy(http)
+        await http.delete(f"/v1/jobs/{running.json()['job_id']}")
+        async with JobClient(worker.url) as client:
+            events = [e async for e in client.stream(running.json()["job_id"])]
+        health = (await http.get("/health")).json()
+    assert events[-1].state == "cancelled", events[-1].data
+    assert sum(e.kind == "token" for e in events) < LONG["max_tokens"]
+    assert (health["busy"], health["waiting"]) == (False, 0)
+    after = await infer(worker.url, "the hive", max_tokens=4, seed=2)
+    assert after[-1].state == "completed" and text_of(after)
+
+
+async def test_busy_worker_queues_then_answers_503(worker: RunningProgram) -> None:
+    """While one generation runs, QUEUE_MAX more requests are queued (201) and the next is
+    refused with 503 and Retry-After; cancelling them all leaves the worker idle."""
+    async with httpx.AsyncClient(base_url=worker.url, trust_env=False) as http:
+        running = await http.post("/v1/inference", json=LONG)
+        await wait_busy(http)
+        queued = [await http.post("/v1/inference", json=LONG) for _ in range(QUEUE_MAX)]
+        refused = await http.post("/v1/inference", json=LONG)
+        ids = [r.json()["job_id"] for r in (running, *queued)]
+        for job_id in reversed(ids):  # the waiting ones first, then the running one
+            await http.delete(f"/v1/jobs/{job_id}")
+        async with JobClient(worker.url) as client:
+            finals = [[e async for e in client.stream(job_id)][-1] for job_id in ids]
+        health = (await http.get("/health")).json()
+    assert [r.status_code for r in queued] == [201] * QUEUE_MAX
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "busy" in refused.json()["error"]
+    assert {f.state for f in finals[1:]} == {"cancelled"}  # never started
+    assert (health["busy"], health["waiting"]) == (False, 0)

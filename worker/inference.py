@@ -1,0 +1,147 @@
+"""Serving generations: one at a time, a few waiting, tokens on the job's stream.
+
+    POST /v1/inference {prompt, max_tokens, temperature, top_p, top_k, seed, stop}
+        -> 201 {job_id, sse_url}   (the same job API as every rbee server)
+
+The job narrates `inference_start`, sends each piece of text as a `token {t, i}` event,
+narrates `inference_complete` (tokens, tok/s, time to first token) and ends `completed`
+with `{tokens_out, decode_time_ms, first_token_ms, stop_reason}` as its result; a failure
+ends it `failed` with the reason. A llama.cpp context serves one generation at a time, so
+requests queue; when QUEUE_MAX are already waiting, or the model is still loading, the
+answer is 503 with Retry-After. Cancelling the job (DELETE, or the queen cancelling
+across the hop) stops generation within a token.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from jobs.errors import InvalidRequest
+from jobs.operations import Infer, parse_operation
+from jobs.routes import error_body
+from jobs.service import Handler, Job, JobService
+from narration_core import Narrator
+from worker.engine import Engine, Sampling, generate
+
+NARRATE = Narrator("llm-worker-rbee")
+QUEUE_MAX = 4  # requests waiting behind the running one before the worker answers 503
+RETRY_AFTER_S = 1  # what a 503 tells the client to wait
+
+
+class Inference:
+    """The worker's generations: the `infer` handler and the POST /v1/inference route."""
+
+    def __init__(self, engine: Engine, *, model_name: str) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self._lock = anyio.Lock()
+        self.waiting = 0  # requests admitted and not yet generating
+        self.busy = False
+        self._admitted: set[str] = set()  # jobs the route counted in `waiting` already
+        self._service: JobService | None = None
+
+    def statistics(self) -> dict[str, Any]:
+        return {"busy": self.busy, "waiting": self.waiting, "queue_max": QUEUE_MAX}
+
+    async def infer(self, op: Infer, job: Job) -> dict[str, Any]:
+        """The `infer` job: wait for the model, generate, stream the pieces as tokens."""
+        if job.id in self._admitted:
+            self._admitted.discard(job.id)
+        else:
+            self.waiting += 1  # submitted as a plain job (POST /v1/jobs)
+        try:
+            await self._lock.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            self.busy = True
+            return await self._generate(op, job)
+        finally:
+            self.busy = False
+            self._lock.release()
+
+    async def _generate(self, op: Infer, job: Job) -> dict[str, Any]:
+        llama = self.engine.llama
+        if llama is None:
+            raise InvalidRequest("the model is not loaded yet; retry in a moment", status=503)
+        sampling = Sampling(op.max_tokens, op.temperature, op.top_p, op.top_k, op.seed, op.stop)
+        NARRATE.action("inference_start").target(job.id).human(
+            f"Generating up to {op.max_tokens} tokens with {self.model_name}"
+        ).emit()
+        stop = threading.Event()
+
+        def emit(text: str, index: int) -> None:
+            anyio.from_thread.run_sync(job.token, text, index)
+
+        async def stop_when_cancelled() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                stop.set()  # the thread sees it before its next token
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_cancelled)
+            # Not abandoned on cancel: the thread must finish (within a token, see `stop`)
+            # before the next generation may use the same llama.cpp context.
+            result = await anyio.to_thread.run_sync(
+                lambda: generate(llama, op.prompt, sampling, emit=emit, should_stop=stop.is_set)
+            )
+            tg.cancel_scope.cancel()
+        # The thread's wait is shielded; a cancel that stopped it is delivered here.
+        await anyio.lowlevel.checkpoint()
+        rate = result.tokens_out / max(result.decode_time_ms / 1000, 1e-9)
+        ttft = (
+            "" if result.first_token_ms is None else f", first after {result.first_token_ms:.0f} ms"
+        )
+        NARRATE.action("inference_complete").target(job.id).human(
+            f"{result.tokens_out} tokens in {result.decode_time_ms:.0f} ms ({rate:.0f} tok/s"
+            f"{ttft}); {result.stop_reason}"
+        ).field("tokens_out", result.tokens_out).field("tok_per_s", round(rate, 1)).emit()
+        return {
+            "tokens_out": result.tokens_out,
+            "decode_time_ms": result.decode_time_ms,
+            "first_token_ms": result.first_token_ms,
+            "stop_reason": result.stop_reason,
+        }
+
+    def handlers(self, service: JobService) -> dict[str, Handler]:
+        """The handler factory for the job server: `infer`, and the service the route uses."""
+        self._service = service
+        return {"infer": self.infer}
+
+    async def route(self, request: Request) -> Response:
+        """POST /v1/inference: the `infer` fields without `operation` and `model`."""
+        if self.engine.llama is None:
+            return _unavailable("the model is still loading; retry shortly")
+        if self.waiting >= QUEUE_MAX:
+            return _unavailable(
+                f"this worker is busy ({QUEUE_MAX} requests already waiting); retry shortly"
+            )
+        try:
+            fields = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            fields = None
+        if not isinstance(fields, dict):
+            raise InvalidRequest("the body must be a JSON object with a prompt", status=400)
+        op = parse_operation({**fields, "operation": "infer", "model": self.model_name})
+        if self._service is None:
+            raise RuntimeError("Inference.handlers() was not given to the job server")
+        job = await self._service.submit(op)
+        # Counted from here (its task has not run yet), so a burst sees the queue fill.
+        self.waiting += 1
+        self._admitted.add(job.id)
+        body = {"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"}
+        return JSONResponse(body, status_code=201)
+
+
+def _unavailable(message: str) -> Response:
+    return JSONResponse(
+        error_body(message), status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
