@@ -37,6 +37,7 @@ from _sse_server import header
 from jobs.client import JobClient
 
 READY_S = 60.0  # a cold start of a server process on a busy machine
+PACED_WARMUP_S = 1.0  # before a paced job emits: the reader's (and relay's) GET is connected
 BURST_YIELD_EVERY = 256  # events the stand-in hive emits between yields to its event loop
 
 
@@ -65,6 +66,7 @@ def serve_hive() -> None:
 
     async def paced(op: Any, job: Job) -> None:
         rate, count = (float(x) for x in op.model.split("x"))
+        await anyio.sleep(PACED_WARMUP_S)  # let every hop subscribe: no event waits for one
         start = time.perf_counter()
         for i in range(int(count)):
             await anyio.sleep(max(0.0, start + i / rate - time.perf_counter()))
@@ -88,8 +90,8 @@ def serve_hive() -> None:
 
 
 @contextmanager
-def processes(n: int, home: Path) -> Iterator[tuple[str, str]]:
-    """(hive URL, queen URL): the stand-in hive and the real queen forwarding to it."""
+def processes(n: int, home: Path) -> Iterator[tuple[str, str, int, int]]:
+    """(hive URL, queen URL, hive pid, queen pid): the stand-in hive and the real queen."""
     env = {**os.environ, "RBEE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     hive = subprocess.Popen(
         [sys.executable, __file__, "--serve-hive", "--events", str(n)],
@@ -118,7 +120,7 @@ def processes(n: int, home: Path) -> Iterator[tuple[str, str]]:
                 if "] ready" in line:
                     queen_url = line.rsplit(" ", 1)[-1]
             time.sleep(0.05)
-        yield hive_url, queen_url
+        yield hive_url, queen_url, hive.pid, queen.pid
     finally:
         for child in (queen, hive):
             if child is not None:
@@ -195,6 +197,13 @@ async def latencies(url: str, count: int) -> list[float]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -209,24 +218,38 @@ def main() -> None:
     quick = parser.parse_args().quick
     n, repeat, paced = (10_000, 1, 500) if quick else (100_000, 3, 3000)
     header(f"bench_relay: {n} events through one relay hop (hive -> queen -> client)")
-    with tempfile.TemporaryDirectory() as home, processes(n, Path(home)) as (hive, queen):
+    with tempfile.TemporaryDirectory() as home, processes(n, Path(home)) as running:
+        hive, queen, hive_pid, queen_pid = running
         direct, relayed, job_id = anyio.run(throughput, hive, queen, repeat)
+        hive_cpu, queen_cpu = (cpu_seconds(hive_pid), cpu_seconds(queen_pid))
+        anyio.run(read_all, queen, {"operation": "model_list", "hive_id": "localhost"})
+        hive_cpu, queen_cpu = cpu_seconds(hive_pid) - hive_cpu, cpu_seconds(queen_pid) - queen_cpu
         raw, batched, parsed = anyio.run(decoding, hive, job_id)
-        near = anyio.run(latencies, hive, paced)
-        far = anyio.run(latencies, queen, paced)
+        rounds = [  # alternated, so a busy moment of the machine hits both sides alike
+            (anyio.run(latencies, hive, paced), anyio.run(latencies, queen, paced))
+            for _ in range(repeat)
+        ]
     print(f"throughput direct from the hive:  {direct:12,.0f} ev/s  = 1.00")
     print(f"throughput through the queen:     {relayed:12,.0f} ev/s  = {relayed / direct:.2f}x")
+    print(
+        f"CPU per event, one relayed job: hive (emit + serve) {hive_cpu / n * 1e6:.1f} µs, "
+        f"queen (relay + serve) {queen_cpu / n * 1e6:.1f} µs"
+    )
     print(f"decode  raw bytes, frames counted: {raw:12,.0f} ev/s  = 1.00")
     print(f"decode  stream_entries (batched):  {batched:12,.0f} ev/s  = {batched / raw:.2f}x")
     print(f"decode  stream (JobEvents):        {parsed:12,.0f} ev/s  = {parsed / raw:.2f}x")
-    for name, got in (("direct", near), ("via queen", far)):
+
+    def median_of(side: int, q: float) -> float:
+        return statistics.median(pct(pair[side], q) for pair in rounds)
+
+    for side, name in ((0, "direct"), (1, "via queen")):
         print(
-            f"latency {name:<10} at 1k ev/s: p50 {pct(got, 0.5):6.2f} ms  "
-            f"p99 {pct(got, 0.99):6.2f} ms  ({len(got)} events)"
+            f"latency {name:<10} at 1k ev/s: p50 {median_of(side, 0.5):6.2f} ms  "
+            f"p99 {median_of(side, 0.99):6.2f} ms  (median of {repeat} rounds of {paced})"
         )
     print(
-        f"added by the hop: p50 {pct(far, 0.5) - pct(near, 0.5):+.2f} ms  "
-        f"p99 {pct(far, 0.99) - pct(near, 0.99):+.2f} ms"
+        f"added by the hop: p50 {median_of(1, 0.5) - median_of(0, 0.5):+.2f} ms  "
+        f"p99 {median_of(1, 0.99) - median_of(0, 0.99):+.2f} ms"
     )
 
 

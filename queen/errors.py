@@ -25,8 +25,9 @@ class UnknownHive(QueenError):
         self.known = known
         names = ", ".join(known) or "none"
         super().__init__(
-            f"no hive {hive_id!r} is known to the queen (known: {names}); "
-            "start the queen with --hive ID=URL"
+            f"no hive {hive_id!r} is known to the queen (known: {names}); start that hive "
+            "with this queen as its --queen-url (it announces itself in its first heartbeat), "
+            "or give it a url in hives.toml"
         )
 
 
