@@ -103,7 +103,13 @@ def openapi_schema(
     }
     paths: dict[str, Any] = {
         "/health": {
-            "get": {"summary": "Liveness and version", "responses": {"200": _ok("ok", "Health")}}
+            "get": {
+                "summary": "Liveness and version",
+                "responses": {
+                    "200": _ok("ok: jobs can run", "Health"),
+                    "503": _err("jobs cannot run now (service not running, disk full); why"),
+                },
+            }
         },
         "/v1/jobs": {
             "post": {
@@ -120,6 +126,8 @@ def openapi_schema(
                     "413": _err("the body is larger than the server's limit (1 MiB by default)"),
                     "422": _err("unknown operation, missing or extra field, wrong type or id"),
                     "502": _err("an upstream daemon is unreachable; the job log says more"),
+                    "503": _err("the job service is not running (starting or stopping)"),
+                    "507": _err("the disk holding the state folder is full (or failing)"),
                 },
             },
             "get": {
