@@ -48,6 +48,7 @@ WORKER_PROGRAM = "llm-worker-rbee"  # console script next to the hive's Python
 HEALTH_POLL_S = 0.05  # between /health probes while a worker starts
 HEALTH_TIMEOUT_S = 2.0  # one probe
 LAST_LINES = 12  # worker lines quoted when it fails to start
+REFRESH_S = 1.0  # how often ready workers are asked whether they are generating (busy)
 
 
 @dataclass(eq=False)
@@ -117,6 +118,7 @@ class Supervisor:
         """Own the workers while the block runs; leaving it stops every worker."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self._refresh_forever, name="worker health")
             try:
                 yield self
             finally:
@@ -239,6 +241,25 @@ class Supervisor:
             f"it was not ready within {self.ready_timeout_s:g} s",
             list(worker.last_lines),
         )
+
+    async def _refresh_forever(self) -> None:
+        """Keep each started worker's state `ready` or `busy` as its /health says, so the
+        heartbeats tell the queen which workers are free."""
+        async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, trust_env=False) as client:
+            while True:
+                for worker in self.workers():
+                    if worker.state in ("ready", "busy"):
+                        await self._refresh(client, worker)
+                await anyio.sleep(REFRESH_S)
+
+    async def _refresh(self, client: httpx.AsyncClient, worker: Worker) -> None:
+        try:
+            response = await client.get(f"{worker.url}/health")
+            busy = bool(response.json().get("busy"))
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return  # exiting or wedged: its process task reports the exit
+        if worker.state in ("ready", "busy"):  # not stopped meanwhile
+            worker.state = "busy" if busy else "ready"
 
     async def stop(self, worker_id: str) -> Worker:
         """Stop a worker's process group (SIGTERM, grace, SIGKILL); raises WorkerNotFound."""

@@ -129,3 +129,28 @@ async def test_stopping_the_hive_stops_its_workers(rbee_home: Path) -> None:
     assert hive.process.returncode == 0, hive.stderr.decode()
     assert _is_zombie(pid) or not psutil.pid_exists(pid)
     assert "worker_spawn" in hive.actions()
+
+
+async def test_worker_state_follows_its_generation(rbee_home: Path) -> None:
+    """While a worker generates, the hive reports it `busy` (what heartbeats tell the queen);
+    once the generation is cancelled it is `ready` again."""
+
+    async def state(client: JobClient) -> str:
+        listed = await run_job(client, {"operation": "worker_list"})
+        return str(listed[-1].data["result"]["workers"][0]["state"])
+
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+        await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
+        spawn = await run_job(client, {"operation": "worker_spawn", "model": "builtin:tiny"})
+        url = spawn[-1].data["result"]["url"]
+        assert await state(client) == "ready"
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+            body = {"prompt": "a", "max_tokens": 240, "seed": 1}  # seconds on builtin:tiny
+            job_id = (await http.post("/v1/inference", json=body)).json()["job_id"]
+            with anyio.fail_after(10):
+                while await state(client) != "busy":  # noqa: ASYNC110 - polled API
+                    await anyio.sleep(0.05)
+            await http.delete(f"/v1/jobs/{job_id}")
+        with anyio.fail_after(10):
+            while await state(client) != "ready":  # noqa: ASYNC110 - polled API
+                await anyio.sleep(0.05)
