@@ -80,7 +80,30 @@ class _State:
         self.data = data
 
 
-_Item = NarrationEvent | _Token | _State
+class _Verbatim:
+    """Lines a capture checked print as-is in plain mode (`write_verbatim`)."""
+
+    __slots__ = ("stream", "text")
+
+    def __init__(self, text: str, stream: str) -> None:
+        self.text = text
+        self.stream = stream
+
+
+class _PlainSink:
+    """Narration's stdout sink in plain mode: events, plus whole batches of verbatim lines."""
+
+    __slots__ = ("event", "write_verbatim")
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.event = renderer.event
+        self.write_verbatim = renderer.write_verbatim
+
+    def __call__(self, ev: NarrationEvent) -> None:
+        self.event(ev)
+
+
+_Item = NarrationEvent | _Token | _State | _Verbatim
 
 
 class Renderer:
@@ -166,6 +189,11 @@ class Renderer:
         if self._status is None or self._status[0] != text:
             self._status = (text, time.monotonic())  # one assignment: the frame thread reads it
 
+    def write_verbatim(self, text: str, stream: str) -> None:
+        """Queue lines that print exactly as given (plain mode's fast path, offered to
+        captures through narration's `verbatim_writer`): `text` ends with a newline."""
+        self._enqueue(_Verbatim(text, stream))
+
     def progress(self, stream: str, text: str | None) -> None:
         r"""What a child's `\r` progress bar shows now (None: its line ended); a capture's
         `on_progress`. The live view draws it in place; plain and JSON output print only
@@ -200,7 +228,8 @@ class Renderer:
                 redirect_stderr=False,
             )
             self._live.start()
-        self._previous_sink = set_stdout_sink(self.event)
+        sink = _PlainSink(self) if self.mode == "plain" else self.event
+        self._previous_sink = set_stdout_sink(sink)
         self._thread = threading.Thread(target=self._frames, name="keeper-render")
         self._thread.start()
         return self
@@ -279,6 +308,11 @@ class Renderer:
                     self._in_tokens = False
                 add(item.human if item.stream is not None else format_line(item))
                 add("\n")
+            elif type(item) is _Verbatim:
+                if self._in_tokens:
+                    add("\n")
+                    self._in_tokens = False
+                add(item.text)
             elif type(item) is _Token:
                 add(item.text)
                 self._in_tokens = not item.text.endswith("\n")
@@ -290,6 +324,8 @@ class Renderer:
                     add(format_line(_state_event(item.data)))
                     add("\n")
         text = "".join(out)
+        if all(type(item) is _Verbatim for item in items):
+            return text  # checked free of control characters by the capture
         if _UNSAFE.search(text) is not None:
             text = "\n".join(map(strip_control, text.split("\n")))
         return text

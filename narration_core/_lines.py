@@ -11,17 +11,43 @@ import re
 from collections.abc import Sequence
 
 from narration_core._keyblock import KEY_MARK, KeyBlocks
+from narration_core.context import _JOB_ID
 from narration_core.event import NarrationEvent
-from narration_core.format import parse_line
+from narration_core.format import format_line, parse_line
 from narration_core.narrator import emit_event
-from narration_core.redact import redact
+from narration_core.redact import needs_redaction, redact
 from narration_core.sanitize import strip_control
+from narration_core.sinks import verbatim_writer
 
 MAX_LINE = 64 * 1024  # characters per emitted piece: longer lines arrive as several pieces
 
 # Control characters other than tab and LF; a chunk without any skips per-line sanitising.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _ACTOR_UNSAFE = re.compile(r"[\s\[\]]+")
+
+
+def _padded(first: str, inner: str, width: int) -> str:
+    """A regex for exactly `width` characters: a word of `first`..`first` (with `inner`
+    between) and space padding, as `f"{word:<{width}}"` prints it."""
+    exact = [f"{first} {{{width - 1}}}"]
+    exact += [f"{first}{inner}{{{k}}}{first} {{{width - 2 - k}}}" for k in range(width - 1)]
+    return "|".join(exact)
+
+
+# Lines that `format_line(parse_line(line)) == line` surely holds for, given no control
+# character or backslash: the seed's widths with the words trimmed of nothing but the
+# space padding, or longer words printed whole (see format.py). A line starting with "["
+# that is not one of these is checked one by one before a batch is written as-is.
+_ANY, _NONBLANK = r"[^\n]", r"\S"
+_ACTOR_CHAR, _ACTOR_EDGE = r"[^\[\]\n]", r"[^\s\[\]]"
+_ACTION_CHAR = r"[^\s:]"
+_WELL_FORMED = (
+    rf"\[(?: {{10}}|{_padded(_NONBLANK, _ANY, 10)})\] "
+    rf"(?: {{15}}|{_padded(_NONBLANK, _ANY, 15)}): {_ANY}"
+    rf"|\[(?:{_padded(_ACTOR_EDGE, _ACTOR_CHAR, 10)}|{_ACTOR_EDGE}{_ACTOR_CHAR}{{8,}}{_ACTOR_EDGE})"
+    rf"\] (?:{_padded(_ACTION_CHAR, _ACTION_CHAR, 15)}|{_ACTION_CHAR}{{16,}}): "
+)
+_SUSPECT = re.compile(rf"^(?!{_WELL_FORMED})\[", re.MULTILINE)
 
 
 class LineSplitter:
@@ -171,11 +197,39 @@ def relay_lines(
     origin: str | None = None,
     job_id: str | None = None,
 ) -> None:
-    """`relay_line` for each of a batch of lines, in order."""
+    """`relay_line` for each of a batch of lines, in order.
+
+    The fast path: when only the stdout sink would see these events and it can write
+    lines as-is (the keeper's plain output), a batch with no control character, nothing
+    to redact, no backslash and only well-formed narration lines is written whole,
+    without building an event per line; what it prints is byte for byte what the events
+    would print (a property test holds the two paths equal).
+    """
+    text = "\n".join(lines)
     # One scan of the whole batch spares clean batches (nearly all) a scan per line.
-    check = _CONTROL.search("\n".join(lines)) is not None
+    check = _CONTROL.search(text) is not None
+    if not check and lines:
+        write = verbatim_writer(job_id if job_id is not None else _JOB_ID.get())
+        if write is not None and _prints_as_is(text):
+            write(text + "\n", stream)
+            return
     for line in lines:
         _relay(line, stream, actor, origin, job_id, check)
+
+
+def _prints_as_is(text: str) -> bool:
+    """True when each line of `text` (free of control characters) prints unchanged as
+    the event it parses to: nothing to redact or unescape, narration already padded."""
+    if "\\" in text or needs_redaction(text):
+        return False
+    for suspect in _SUSPECT.finditer(text):
+        start = suspect.start()
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        event = parse_line(line)
+        if event is not None and format_line(event) != line:
+            return False
+    return True
 
 
 def _relay(

@@ -324,6 +324,15 @@ def _may_hold_secret(text: str) -> bool:
     return "AKIA" in text or "ASIA" in text  # AWS access key ids
 
 
+def needs_redaction(text: str) -> bool:
+    """False only when `redact` would surely return `text` (and any part of it) unchanged.
+
+    The cheap trigger check on its own, for callers that skip redaction for a whole
+    batch of lines at once (the capture's fast path); it may say True for clean text.
+    """
+    return _may_hold_secret(text)
+
+
 def _redact(text: str) -> str:
     lowered = text.lower()
     for gates, apply in _PASSES:

@@ -4,7 +4,9 @@ Routing, in one place:
 - every event goes to the stdout sink (a line on sys.stdout unless a renderer such as
   the keeper's live view has replaced it);
 - an event with a job id also goes to every sink registered for that job;
-- observers (`capture_narration`) see every event.
+- observers (`capture_narration`) see every event;
+- a batch of clean, well-formed lines may skip events altogether and go to the stdout
+  sink's `write_verbatim` when nothing else would see them (`verbatim_writer`).
 
 A sink must not block; one that raises is reported once on stderr and skipped, so
 emitting never fails whatever state the sinks are in.
@@ -70,6 +72,20 @@ def set_stdout_sink(sink: Sink | None) -> Sink:
     _stdout_sink = sink if sink is not None else _default_stdout
     _default_stdout.flush = None
     return previous
+
+
+def verbatim_writer(job_id: str | None) -> Callable[[str, str], None] | None:
+    """Where a batch of already well-formed lines may be written as-is, or None.
+
+    Only when the stdout sink is the one sink an event of `job_id` would reach (no job
+    sink, no observer) and it offers `write_verbatim(text, stream)`: it then promises
+    to print `text` exactly as it would print the events those lines parse to. The
+    capture's fast path uses it for clean batches (see `narration_core._lines`).
+    """
+    if _observers or (job_id is not None and job_id in _job_sinks):
+        return None
+    writer: Callable[[str, str], None] | None = getattr(_stdout_sink, "write_verbatim", None)
+    return writer
 
 
 def register_job_sink(job_id: str, sink: Sink) -> Callable[[], None]:

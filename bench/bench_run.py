@@ -1,0 +1,140 @@
+"""`keeper run` end to end against bare relays of the same child, measured in one run.
+
+    .venv/bin/python bench/bench_run.py [--quick] [--lines N] [--rounds R] [--honcho]
+
+The child prints N narration lines with `print()`. Each round runs every command once,
+in turn (interleaved, so load from other processes hits them alike), all writing to
+/dev/null; ratios are paired by round and their median is reported:
+
+1. `python gen.py | cat`                        the pipe's floor (reference)
+2. a minimal asyncio readline relay              read a line, write it (baseline)
+3. `keeper run -- python gen.py` (plain)         goal >= 0.8 x the relay
+4. `keeper --json run -- python gen.py`          goal >= 0.5 x the relay
+5. honcho (with --honcho)                        reference
+
+Peak RSS is the largest resident set of the command's process tree (wait4's maxrss).
+Then `keeper run` peak RSS with 300k lines against 1k lines: goal flat, <= 1.2x.
+Times are wall times of whole commands, start-up included. PYTHONUNBUFFERED is removed
+from every command's environment: it would make the relay write a syscall per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _common import conditions
+
+GEN = """
+import sys
+for i in range(int(sys.argv[1])):
+    print(f"[queen-rbee] tick           : step {i} of the benchmark")
+"""
+
+RELAY = """
+import asyncio, sys
+
+async def main():
+    proc = await asyncio.create_subprocess_exec(*sys.argv[1:], stdout=asyncio.subprocess.PIPE)
+    readline, write = proc.stdout.readline, sys.stdout.buffer.write
+    while line := await readline():
+        write(line)
+    sys.stdout.flush()
+    await proc.wait()
+
+asyncio.run(main())
+"""
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def run_once(argv: list[str], *, shell: bool = False) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one command, output to /dev/null."""
+    with open(os.devnull, "wb") as devnull:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv[0] if shell else argv, shell=shell, stdout=devnull, stderr=devnull, env=_env()
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        took = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv} exited with {proc.returncode}")
+    return took, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def commands(folder: Path, lines: int, *, honcho: bool) -> dict[str, tuple[list[str], bool]]:
+    py = sys.executable
+    (folder / "gen.py").write_text(GEN)
+    (folder / "relay.py").write_text(RELAY)
+    gen = [py, str(folder / "gen.py"), str(lines)]
+    found = {
+        "python gen.py | cat": ([f"{' '.join(gen)} | cat"], True),
+        "asyncio readline relay": ([py, str(folder / "relay.py"), *gen], False),
+        "keeper run (plain)": ([py, "-m", "keeper", "run", "--", *gen], False),
+        "keeper --json run": ([py, "-m", "keeper", "--json", "run", "--", *gen], False),
+    }
+    if honcho:
+        (folder / "Procfile").write_text("gen: " + " ".join(gen) + "\n")
+        honcho_bin = str(Path(py).with_name("honcho"))
+        found["honcho start"] = ([f"cd {folder} && {honcho_bin} start"], True)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 7")
+    parser.add_argument("--lines", type=int, default=300_000)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--honcho", action="store_true", help="also time honcho")
+    args = parser.parse_args()
+    rounds = args.rounds or (3 if args.quick else 7)
+    n = args.lines
+    print(f"bench_run: {n:,} lines, {rounds} interleaved rounds; {conditions()} (removed)")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cmds = commands(folder, n, honcho=args.honcho)
+        times: dict[str, list[float]] = {name: [] for name in cmds}
+        rss: dict[str, list[int]] = {name: [] for name in cmds}
+        for argv, shell in cmds.values():  # warm the page cache
+            run_once(argv, shell=shell)
+        for _ in range(rounds):
+            for name, (argv, shell) in cmds.items():
+                took, peak = run_once(argv, shell=shell)
+                times[name].append(took)
+                rss[name].append(peak)
+        relay = times["asyncio readline relay"]
+        goals = {"keeper run (plain)": 0.8, "keeper --json run": 0.5}
+        for name, took in times.items():
+            rate = n / statistics.median(took)
+            line = (
+                f"  {name:<24} {rate:>11,.0f} lines/s  peak RSS {max(rss[name]) / 2**20:5.1f} MiB"
+            )
+            if name in goals:
+                ratio = statistics.median(r / t for r, t in zip(relay, took, strict=True))
+                line += f"  {ratio:.2f}x relay (goal >= {goals[name]})"
+            print(line)
+
+        small = commands(folder, 1_000, honcho=False)["keeper run (plain)"][0]
+        small_rss = statistics.median(run_once(small)[1] for _ in range(3))
+        big_rss = statistics.median(rss["keeper run (plain)"])
+        print(
+            f"  keeper run peak RSS: {n:,} lines {big_rss / 2**20:.1f} MiB vs 1,000 lines "
+            f"{small_rss / 2**20:.1f} MiB = {big_rss / small_rss:.2f}x (goal <= 1.2)"
+        )
+
+
+if __name__ == "__main__":
+    main()

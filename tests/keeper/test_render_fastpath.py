@@ -1,0 +1,115 @@
+"""Plain output's fast path: clean batches are written as-is, byte for byte as events print."""
+
+from __future__ import annotations
+
+import io
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keeper.render import Renderer
+from keeper.settings import KeeperSettings
+from narration_core import NarrationEvent, add_observer, format_line, narration_context
+from narration_core._lines import LineSplitter, relay_lines
+from narration_core.redact import needs_redaction, redact
+from narration_core.sinks import register_job_sink
+
+PIECES = (
+    "[", "]", " ", "  ", ":", ": ", "\\", "\\n", "a", "queen", "🐝", "\t", "\x1b[31m", "\r", "-",
+    "=", "password=hunter2", "token", "Bearer abcdefgh12345678", "ghp_" + "a" * 36,
+    "-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----", "\x85", "é",
+)  # fmt: skip
+WORD = st.text(st.sampled_from("ab-_🐝é"), min_size=1, max_size=18)
+
+
+@st.composite
+def lines(draw: st.DrawFn) -> str:
+    """A line a child might print: well-formed narration, narration slightly off, or noise."""
+    kind = draw(st.sampled_from(("narration", "skewed", "foreign", "noise")))
+    human = "".join(draw(st.lists(st.sampled_from(PIECES), max_size=6)))
+    if kind == "noise":
+        return human
+    actor = draw(WORD | st.just("🐝 llm-worker-rbee") | st.just("queen-rbee"))
+    if kind == "foreign":  # another program's line in this shape, backslashes unescaped
+        return f"[{actor:<10}] {draw(WORD):<15}: {human}"
+    line = format_line(NarrationEvent(actor, draw(WORD), human.replace("\r", "")))
+    if kind == "skewed":  # padding lost or added, as other printers do
+        at = draw(st.integers(0, len(line)))
+        line = line[:at] + draw(st.sampled_from(("", " ", "  ", "\t", ":"))) + line[at + 1 :]
+    return line
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[list[bytes], int]:
+    """A byte stream cut into chunks anywhere (mid-line, mid-character), and a line limit."""
+    sep = draw(st.sampled_from(("\n", "\r\n")))
+    text = sep.join(draw(st.lists(lines(), max_size=12)))
+    if draw(st.booleans()):
+        text += sep  # else the last line is partial, delivered at end of stream
+    data = text.encode()
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=5)))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    return chunks, draw(st.sampled_from((24, 64 * 1024)))
+
+
+def render_plain(chunks: list[bytes], max_line: int, *, fast: bool) -> str:
+    """What `keeper run` prints in plain mode for this stream; an observer forces events."""
+    out = io.StringIO()
+    with Renderer(KeeperSettings(), file=out, mode="plain"):
+        remove = (lambda: None) if fast else add_observer(lambda event: None)
+        splitter = LineSplitter(max_line=max_line)
+        for chunk in [*chunks, None]:
+            batch = splitter.feed(chunk) if chunk is not None else splitter.flush()
+            relay_lines(batch, "stdout", actor="run", origin="pid 1")
+        remove()
+    return out.getvalue()
+
+
+@settings(max_examples=300)
+@given(stream=streams())
+def test_fast_path_prints_exactly_what_events_print(stream: tuple[list[bytes], int]) -> None:
+    """For any stream (redaction, key blocks, padding, partial and over-long lines, escapes,
+    control characters), the plain output is the same with and without the fast path."""
+    chunks, max_line = stream
+    assert render_plain(chunks, max_line, fast=True) == render_plain(chunks, max_line, fast=False)
+
+
+class _Recording(Renderer):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.verbatim: list[str] = []
+
+    def write_verbatim(self, text: str, stream: str) -> None:
+        self.verbatim.append(text)
+        super().write_verbatim(text, stream)
+
+
+BATCH = [
+    "[queen-rbee] start          : Queen starting on port 7833",
+    "[🐝 llm-worker-rbee] model_load     : loaded",
+    "plain output [x] y: z",
+]
+
+
+def test_clean_batch_takes_the_fast_path_unless_someone_else_listens() -> None:
+    """A clean batch is written whole when only the terminal sees it; a job sink, an
+    observer or a secret sends it through events again."""
+    out = io.StringIO()
+    with _Recording(KeeperSettings(), file=out, mode="plain") as renderer:
+        relay_lines(BATCH, "stdout", actor="run")
+        with narration_context(job_id="j1"):
+            relay_lines(BATCH, "stdout", actor="run")  # a job nobody listens to
+            unregister = register_job_sink("j1", lambda event: None)
+            relay_lines(BATCH, "stdout", actor="run")
+            unregister()
+        relay_lines(["password=hunter2", *BATCH], "stdout", actor="run")
+    assert renderer.verbatim == ["\n".join(BATCH) + "\n"] * 2
+    assert out.getvalue().count(BATCH[0]) == 4 and "hunter2" not in out.getvalue()
+
+
+@given(pieces=st.lists(st.sampled_from([*PIECES, "x", "KEY", "Token", "AKIA"]), max_size=12))
+def test_needs_redaction_is_false_only_for_text_redact_keeps(pieces: list[str]) -> None:
+    """The trigger check the fast path relies on never says "clean" for text with a secret."""
+    text = "".join(pieces)
+    if not needs_redaction(text):
+        assert redact(text) == text
