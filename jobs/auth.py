@@ -1,13 +1,16 @@
 """Bearer-token check for job servers bound beyond loopback (ASGI middleware).
 
 `/health` stays open so a supervisor can tell "up but locked" from "down"; it reveals only
-the version. Everything else needs `Authorization: Bearer <token>` or gets 401 JSON.
+the version. A program may open more paths that hold no secrets (`open_paths` exactly,
+`open_prefixes` by prefix: the queen's dashboard page and its static files). Everything
+else needs `Authorization: Bearer <token>` or gets 401 JSON.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,14 +22,27 @@ OPEN_PATHS = frozenset({"/health"})  # reachable without a token
 class BearerAuth:
     """Rejects HTTP requests whose bearer token differs from `token` (constant-time compare)."""
 
-    def __init__(self, app: ASGIApp, *, token: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str,
+        open_paths: Collection[str] = (),
+        open_prefixes: Collection[str] = (),
+    ) -> None:
         if not token:
             raise ValueError("BearerAuth needs a non-empty token")
         self.app = app
         self._expected = token.encode()
+        self._open_paths = OPEN_PATHS | frozenset(open_paths)
+        self._open_prefixes = tuple(open_prefixes)
+
+    def is_open(self, path: str) -> bool:
+        """True for a path anyone may read without a token."""
+        return path in self._open_paths or path.startswith(self._open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or self.is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")

@@ -24,7 +24,15 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,12 +94,16 @@ def create_app(
     middleware: Sequence[Middleware] = (),
     lifespan: Lifespan | None = None,
     openapi_paths: dict[str, Any] | None = None,
+    open_paths: Collection[str] = (),
+    open_prefixes: Collection[str] = (),
 ) -> JobApp:
     """A job server for `config` running `handlers`.
 
     `routes` come before the job routes, so a program may answer a path itself (the
     worker's /health). `lifespan` is entered inside the running service and left before
-    it stops. Bearer auth wraps everything (outermost) when `config.token` is set.
+    it stops. Bearer auth wraps everything (outermost) when `config.token` is set;
+    `open_paths` (exact) and `open_prefixes` stay open besides /health: pages that hold
+    no secrets, such as the queen's dashboard.
     """
     service = JobService(
         config.state_dir,
@@ -119,7 +131,18 @@ def create_app(
         *create_job_routes(service, version=config.version, keepalive_s=config.keepalive_s),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    auth = [Middleware(BearerAuth, token=config.token)] if config.token else []
+    auth = (
+        [
+            Middleware(
+                BearerAuth,
+                token=config.token,
+                open_paths=open_paths,
+                open_prefixes=open_prefixes,
+            )
+        ]
+        if config.token
+        else []
+    )
     asgi = Starlette(
         routes=all_routes,
         middleware=[*auth, *middleware],

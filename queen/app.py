@@ -8,6 +8,7 @@ from jobs.limits import BodyLimit
 from jobs.server import JobApp, ServerConfig, rbee_version
 from jobs.server import create_app as create_job_app
 from queen.beats import OPENAPI_PATHS, heartbeat_routes
+from queen.dashboard import OPEN_PATHS, OPEN_PREFIXES, dashboard_routes
 from queen.hives import HiveRegistry
 from queen.router import create_router
 from queen.settings import QueenSettings
@@ -29,8 +30,10 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
     return create_job_app(
         config,
         lambda service: create_router(service, hives, version=version),
-        routes=heartbeat_routes(hives),
+        routes=[*heartbeat_routes(hives), *dashboard_routes()],
         openapi_paths=OPENAPI_PATHS,
+        open_paths=OPEN_PATHS,
+        open_prefixes=OPEN_PREFIXES,
         middleware=[
             Middleware(
                 BodyLimit,

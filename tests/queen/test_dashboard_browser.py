@@ -1,0 +1,346 @@
+"""The dashboard in a real browser: Debian's headless chromium driven by Selenium against
+real daemons started by the keeper (queen, and a hive where the test needs one).
+
+Screenshots go to $RBEE_SCREENSHOTS when set (CI artifacts), else the test's tmp folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+WAIT_S = 30.0  # page conditions on a busy 2-core machine (daemons and a browser starting)
+TOKEN = "dashboard-test-token"
+XSS = "<img src=x onerror=alert(1)>"
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",  # CI runs as root, where chromium's sandbox refuses to start
+    "--disable-gpu",
+    "--disable-dev-shm-usage",  # small /dev/shm in containers
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,800",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """A fresh headless chromium (own profile folder) that records alert() calls."""
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Daemons:
+    """The keeper CLI bound to the test's RBEE_HOME, a queen port and a hive port."""
+
+    def __init__(self, keeper: Any, home: Path, queen_port: int, hive_port: int) -> None:
+        self.keeper = keeper
+        self.home = home
+        self.queen_port = queen_port
+        self.hive_port = hive_port
+        self.url = f"http://127.0.0.1:{queen_port}"
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        result = self.keeper(*args, timeout=120.0) if env is None else self._run_env(args, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def _run_env(self, args: tuple[str, ...], env: dict[str, str]) -> Any:
+        import subprocess
+        import sys
+
+        return subprocess.run(
+            [sys.executable, "-m", "keeper", *args],
+            env={**self.keeper.env(), **env},
+            capture_output=True,
+            text=True,
+            timeout=120.0,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start_queen(self, *, token: str | None = None) -> None:
+        env = {"RBEE_TOKEN": token} if token else None
+        self.run("queen", "start", "--port", str(self.queen_port), env=env)
+
+    def start_hive(self) -> None:
+        self.run("hive", "start", "--port", str(self.hive_port), "--beat-interval", "0.5")
+
+    def queen_pid(self) -> int:
+        return int(json.loads((self.home / "run" / "queen.pid").read_text())["pid"])
+
+
+@pytest.fixture
+def daemons(
+    keeper: Any, rbee_home: Path, free_tcp_port_factory: Callable[[], int]
+) -> Iterator[Daemons]:
+    made = Daemons(keeper, rbee_home, free_tcp_port_factory(), free_tcp_port_factory())
+    try:
+        yield made
+    finally:
+        keeper("hive", "stop", timeout=60.0)
+        keeper("queen", "stop", timeout=60.0)
+
+
+def wait(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
+    """`condition(driver)` once truthy, or fail naming `what` after WAIT_S."""
+    return WebDriverWait(driver, WAIT_S).until(condition, message=f"waited {WAIT_S} s for {what}")
+
+
+def text(driver: WebDriver, css: str) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+
+
+def log_seqs(driver: WebDriver) -> list[int]:
+    """The event ids the job page shows, in page order."""
+    return [
+        int(s)
+        for s in driver.execute_script(
+            "return [...document.querySelectorAll('#job-log li')].map(li => li.dataset.seq)"
+        )
+    ]
+
+
+def log_actions(driver: WebDriver) -> list[str]:
+    return list(
+        driver.execute_script(
+            "return [...document.querySelectorAll('#job-log li .action')].map(e => e.textContent)"
+        )
+    )
+
+
+def job_id_in_hash(driver: WebDriver) -> str | None:
+    current = str(driver.execute_script("return location.hash"))
+    return current.removeprefix("#/jobs/") if current.startswith("#/jobs/") else None
+
+
+def record_alerts(driver: WebDriver) -> None:
+    """Make alert() record its calls (a hash route keeps this page, so it stays in force)."""
+    driver.execute_script("window.__alerts = []; window.alert = m => window.__alerts.push(m);")
+
+
+def script_errors(driver: WebDriver) -> list[str]:
+    """Console errors other than the HTTP 401s the token prompt answers."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "401" not in entry["message"]
+    ]
+
+
+def api_events(url: str, job_id: str, token: str | None = None) -> list[int]:
+    """The event ids of a finished job's stream, read over the API."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = httpx.get(f"{url}/v1/jobs/{job_id}/stream", headers=headers, timeout=10).text
+    return [int(line[4:]) for line in body.splitlines() if line.startswith("id: ")]
+
+
+def set_viewport(driver: WebDriver, width: int, height: int) -> None:
+    """Make the page's viewport exactly width x height CSS pixels (a phone below 500)."""
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+
+
+def screenshot(driver: WebDriver, tmp_path: Path, name: str) -> Path:
+    folder = Path(os.environ.get("RBEE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    assert driver.save_screenshot(str(path))
+    return path
+
+
+def test_watch_job_streams_live_and_cancels_from_the_page(
+    browser: WebDriver, daemons: Daemons
+) -> None:
+    """A queen_status watch job started from the page (by keyboard) streams its narration live
+    while it runs, and the Cancel button ends it in `cancelled`."""
+    daemons.start_queen()
+    browser.get(daemons.url + "/")
+    wait(browser, lambda d: text(d, "#st-version") not in ("", "—"), "the queen's version")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr"), "the job list")
+    # Reach the button with Tab alone, then press Enter: the page works from the keyboard.
+    button = browser.find_element(By.CSS_SELECTOR, "button[value=queen_status]")
+    for _ in range(40):
+        if browser.switch_to.active_element == button:
+            break
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element == button, "Tab never reached the watch button"
+    button.send_keys(Keys.ENTER)
+    job_id = wait(browser, job_id_in_hash, "the job page")
+    wait(browser, lambda d: log_actions(d).count("status") >= 2, "two live status lines")
+    assert text(browser, "#job-state") == "running"  # lines arrived while it still ran
+    assert text(browser, "#job-op") == "queen_status"
+    browser.find_element(By.ID, "job-cancel").click()
+    wait(browser, lambda d: text(d, "#job-end") == "Job cancelled.", "the cancelled end")
+    assert text(browser, "#job-state") == "cancelled"
+    assert not browser.find_element(By.ID, "job-cancel").is_enabled()
+    seqs = log_seqs(browser)
+    assert seqs == sorted(set(seqs)), "lines repeated or out of order"
+    assert seqs == api_events(daemons.url, job_id)
+    assert script_errors(browser) == []
+
+
+def test_finished_job_shows_its_whole_log_after_a_reload(
+    browser: WebDriver, daemons: Daemons
+) -> None:
+    """Opening or reloading a finished job's page shows every event of its log, once."""
+    daemons.start_queen()
+    created = httpx.post(f"{daemons.url}/v1/jobs", json={"operation": "queen_status"}).json()
+    job_id = created["job_id"]
+    expected = api_events(daemons.url, job_id)  # reads to the end: the job is finished
+    browser.get(f"{daemons.url}/#/jobs/{job_id}")
+    for _ in range(2):
+        wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the completed end")
+        assert log_seqs(browser) == expected
+        assert "status" in log_actions(browser)
+        assert text(browser, "#job-state") == "completed"
+        browser.refresh()
+    # From the dashboard, the job list links to the same page.
+    browser.get(daemons.url + "/")
+    link = wait(browser, lambda d: d.find_elements(By.LINK_TEXT, job_id), "the job in the list")
+    link[0].click()
+    wait(browser, lambda d: log_seqs(d) == expected, "the log from the list's link")
+
+
+def running_jobs(url: str) -> list[str]:
+    jobs = httpx.get(f"{url}/v1/jobs", timeout=10).json()["jobs"]
+    return [job["job_id"] for job in jobs if job["state"] == "running"]
+
+
+def test_leaving_the_page_cancels_its_status_watch(browser: WebDriver, daemons: Daemons) -> None:
+    """The watch job that feeds the status cards is cancelled when the page goes away,
+    so a closed dashboard leaves nothing running on the queen."""
+    daemons.start_queen()
+    browser.get(daemons.url + "/")
+    wait(browser, lambda d: text(d, "#st-version") not in ("", "—"), "the queen's version")
+    assert len(running_jobs(daemons.url)) == 1
+    browser.get("about:blank")
+    deadline = WebDriverWait(browser, WAIT_S)
+    deadline.until(lambda d: running_jobs(daemons.url) == [], "the watch job to be cancelled")
+
+
+def test_token_protected_queen_asks_once_and_keeps_it_for_the_tab(
+    browser: WebDriver, daemons: Daemons
+) -> None:
+    """A queen with a token: the page shows the token form, then the job list; the token
+    stays in sessionStorage and never appears in a URL the page requested."""
+    daemons.start_queen(token=TOKEN)
+    browser.get(daemons.url + "/")
+    dialog = wait(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "token-dialog").is_displayed()
+            and d.find_element(By.ID, "token-dialog")
+        ),
+        "the token form",
+    )
+    assert browser.find_elements(By.CSS_SELECTOR, "#jobs tr") == []
+    field = browser.find_element(By.ID, "token-input")
+    field.send_keys("wrong-token", Keys.ENTER)
+    wait(browser, lambda d: "refused" in text(d, "#token-why"), "the refused-token sentence")
+    field.send_keys(TOKEN, Keys.ENTER)
+    wait(browser, lambda d: not dialog.is_displayed(), "the form to close")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr"), "the job list")
+    wait(browser, lambda d: text(d, "#st-version") not in ("", "—"), "the queen's version")
+    stored = browser.execute_script("return sessionStorage.getItem('rbee.queen.token')")
+    assert stored == TOKEN
+    browser.refresh()  # same tab: no second prompt
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr"), "the job list again")
+    assert not browser.find_element(By.ID, "token-dialog").is_displayed()
+    urls = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])"
+    )
+    assert urls and not [u for u in urls if TOKEN in u]
+
+
+def test_untrusted_narration_shows_as_text_and_runs_nothing(
+    browser: WebDriver, daemons: Daemons, tmp_path: Path
+) -> None:
+    """A model download whose reference is `<img src=x onerror=alert(1)>` fails on a real hive;
+    the narration and error that carry the markup show it as text: no img element, no alert.
+    Also saves the dashboard and job-page screenshots at 1280x800 and 375 px."""
+    daemons.start_queen()
+    daemons.start_hive()
+    browser.get(daemons.url + "/")
+    set_viewport(browser, 1280, 800)
+    record_alerts(browser)
+    wait(browser, lambda d: "localhost" in text(d, "#hives"), "the hive from its heartbeats")
+    assert "live" in text(browser, "#hives")
+    screenshot(browser, tmp_path, "dashboard-1280")
+    form = browser.find_element(By.CSS_SELECTOR, "form:has(button[value=model_download])")
+    model = form.find_element(By.NAME, "model")
+    model.clear()
+    model.send_keys(XSS)
+    form.find_element(By.CSS_SELECTOR, "button[value=model_download]").click()
+    wait(browser, lambda d: text(d, "#job-end") == "Job failed.", "the failed end")
+    humans = browser.execute_script(
+        "return [...document.querySelectorAll('#job-log .human')].map(e => e.textContent)"
+    )
+    assert [h for h in humans if XSS in h], humans
+    assert XSS in text(browser, "#job-error")
+    assert browser.find_elements(By.CSS_SELECTOR, "img") == []
+    assert browser.execute_script("return window.__alerts") == []
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert  # noqa: B018 - raises when no native dialog is open
+    screenshot(browser, tmp_path, "job-1280")
+    set_viewport(browser, 375, 812)
+    screenshot(browser, tmp_path, "job-375")
+    browser.get(daemons.url + "/")
+    wait(browser, lambda d: "localhost" in text(d, "#hives"), "the hive at phone width")
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 375, f"the page scrolls sideways at 375 px ({width} px wide)"
+    screenshot(browser, tmp_path, "dashboard-375")
+
+
+def test_dropped_connection_resumes_without_gaps_or_repeats(
+    browser: WebDriver, daemons: Daemons
+) -> None:
+    """The queen is killed (-9) under a streaming job page and started again: the page
+    reconnects with Last-Event-ID and ends on the job's final state, no line shown twice."""
+    daemons.start_queen()
+    created = httpx.post(
+        f"{daemons.url}/v1/jobs",
+        json={"operation": "queen_status", "watch": True, "interval_s": 0.2},
+    ).json()
+    browser.get(f"{daemons.url}/#/jobs/{created['job_id']}")
+    wait(browser, lambda d: log_actions(d).count("status") >= 3, "live status lines")
+    before = log_seqs(browser)
+    os.kill(daemons.queen_pid(), signal.SIGKILL)
+    wait(browser, lambda d: "resuming" in text(d, "#job-note"), "the page to notice the drop")
+    daemons.start_queen()  # the same port: the page reconnects by itself
+    wait(browser, lambda d: text(d, "#job-end") == "Job failed.", "the failed end")
+    seqs = log_seqs(browser)
+    assert seqs[: len(before)] == before
+    assert seqs == sorted(set(seqs)), f"lines repeated or out of order: {seqs}"
+    assert text(browser, "#job-state") == "failed"
