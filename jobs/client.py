@@ -107,6 +107,11 @@ class JobClient:
         reply = await self._json("POST", "/v1/jobs", json=body)
         return str(reply["job_id"])
 
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST JSON to another route of the server (a worker's /v1/inference); its JSON
+        answer, or the JobError its status names."""
+        return await self._json("POST", path, json=body)
+
     async def list_jobs(self, *, limit: int = 100) -> list[dict[str, Any]]:
         reply = await self._json("GET", "/v1/jobs", params={"limit": limit})
         return list(reply["jobs"])

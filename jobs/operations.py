@@ -147,6 +147,7 @@ class Infer(_Op):
     seed: Int | None = None
     stop: list[str] = Field(default_factory=list)
     hive_id: Id | None = None  # None: any hive with the model loaded
+    worker_id: Id | None = None  # None: any idle worker with the model (or a new one)
 
 
 Operation = Annotated[

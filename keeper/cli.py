@@ -310,10 +310,20 @@ def worker_spawn(
     ],
     hive: HiveOption = "localhost",
     device: Annotated[str, typer.Option(help="cpu or cuda:N.")] = "cpu",
+    no_autostart: Annotated[
+        bool,
+        typer.Option(
+            "--no-autostart", help="Do not start a local queen and hive when none is running."
+        ),
+    ] = False,
 ) -> None:
     """Spawn a worker with a model on a hive; shows its startup until it is ready."""
     from keeper.commands import worker
 
+    if not no_autostart and hive == "localhost":
+        from keeper.autostart import ensure_local_chain
+
+        ensure_local_chain(_settings(ctx))
     worker.spawn(_settings(ctx), model=model, hive=hive, device=device)
 
 
@@ -370,15 +380,59 @@ def model_delete(
 
 
 @app.command("infer")
-@pending("the queen cannot route a prompt to a worker yet")
 def infer(
+    ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="The prompt.")],
-    model: Annotated[str, typer.Option(help="Model ref, e.g. builtin:tiny.")],
-    max_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    model: Annotated[
+        str, typer.Option(help="Model ref: builtin:tiny, hf:org/repo/file.gguf, a path, a URL.")
+    ],
+    max_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 128,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature (0: always the likeliest token).")
+    ] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep this much mass.")] = 0.95,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0: all).")] = 40,
     seed: Annotated[int | None, typer.Option(help="Sampling seed for repeatable output.")] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option(help="Stop when the text contains this (repeatable).")
+    ] = None,
+    hive: Annotated[
+        str | None, typer.Option("--hive", help="Hive to run on (default: any with the model).")
+    ] = None,
+    worker: Annotated[
+        str | None, typer.Option("--worker", help="Worker id to run on (default: any idle one).")
+    ] = None,
+    no_autostart: Annotated[
+        bool,
+        typer.Option(
+            "--no-autostart", help="Do not start a local queen and hive when none is running."
+        ),
+    ] = False,
 ) -> None:
-    """Run a prompt on a worker and stream the tokens."""
+    """Run a prompt on a worker and print the tokens as they arrive.
+
+    With stdout redirected (`> answer.txt`) stdout holds exactly the text plus one final
+    newline, and the narration goes to stderr. A worker with the model is started (and
+    the model fetched into the hive's catalog) when none runs; Ctrl-C stops generation.
+    """
+    from keeper.commands import infer as infer_cmd
+
+    operation: dict[str, object] = {
+        "operation": "infer",
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "seed": seed,
+        "stop": stop or [],
+    }
+    if hive is not None:
+        operation["hive_id"] = hive
+    if worker is not None:
+        operation["worker_id"] = worker
+    infer_cmd.infer(_settings(ctx), operation, autostart=not no_autostart)
 
 
 # -- jobs --------------------------------------------------------------------------

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.middleware import Middleware
 
 from jobs.limits import BodyLimit
 from jobs.server import JobApp, ServerConfig, rbee_version
 from jobs.server import create_app as create_job_app
+from jobs.service import Handler, JobService
 from queen.beats import OPENAPI_PATHS, heartbeat_routes
 from queen.dashboard import OPEN_PATHS, OPEN_PREFIXES, dashboard_routes
 from queen.hives import HiveRegistry
+from queen.infer import WorkerPool
+from queen.openai import OpenAIDoor
 from queen.router import create_router
 from queen.settings import QueenSettings
 
@@ -27,10 +32,17 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
         flush_interval_s=settings.flush_interval_s,
         retention=settings.retention,
     )
+    workers = WorkerPool(hives)
+    door = OpenAIDoor(workers)
+
+    def handlers(service: JobService) -> Mapping[str, Handler]:
+        door.service = service
+        return create_router(service, hives, version=version, workers=workers)
+
     return create_job_app(
         config,
-        lambda service: create_router(service, hives, version=version),
-        routes=[*heartbeat_routes(hives), *dashboard_routes()],
+        handlers,
+        routes=[*heartbeat_routes(hives), *door.routes(), *dashboard_routes()],
         openapi_paths=OPENAPI_PATHS,
         open_paths=OPEN_PATHS,
         open_prefixes=OPEN_PREFIXES,

@@ -14,14 +14,20 @@ from jobs.service import Handler, Job, JobService
 from narration_core import Narrator
 from queen.forward import forwarding_handlers
 from queen.hives import HiveRegistry
+from queen.infer import WorkerPool, infer_handler
 
 NARRATE = Narrator("queen-rbee")
 
 
 def create_router(
-    service: JobService, hives: HiveRegistry, *, version: str
+    service: JobService,
+    hives: HiveRegistry,
+    *,
+    version: str,
+    workers: WorkerPool | None = None,
 ) -> Mapping[str, Handler]:
-    """The handlers this queen serves, closed over the state they read.
+    """The handlers this queen serves, closed over the state they read (`workers`: who
+    serves which model, shared with the OpenAI door).
 
     Calls to a hive carry that hive's own token (`hives.token_for`), never the queen's.
     """
@@ -61,5 +67,6 @@ def create_router(
     return {
         "queen_status": queen_status,
         "hive_list": hive_list,
+        "infer": infer_handler(workers or WorkerPool(hives)),
         **forwarding_handlers(hives),
     }

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import anyio
 
@@ -30,14 +30,19 @@ EventView = Callable[[Renderer, str, Any], bool]  # shows an event itself -> Tru
 
 
 def stream_operation(
-    settings: KeeperSettings, operation: dict[str, Any], *, view: EventView | None = None
+    settings: KeeperSettings,
+    operation: dict[str, Any],
+    *,
+    view: EventView | None = None,
+    file: IO[str] | None = None,
 ) -> None:
     """Submit `operation`, render its events until the job ends; raise if it did not complete.
 
     `view(out, kind, data)` sees each event first and returns True when it has shown it
-    itself (a download's progress bar); the renderer shows the rest.
+    itself (a download's progress bar, `keeper infer`'s text); the renderer shows the
+    rest, on `file` (default stdout).
     """
-    with make_renderer(settings) as out:
+    with make_renderer(settings, file=file) as out:
         anyio.run(_stream_operation, settings, operation, out, view)
 
 

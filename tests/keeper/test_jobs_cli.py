@@ -104,7 +104,7 @@ def test_unknown_and_finished_jobs_are_clear_errors(keeper, queen_url: str) -> N
 
 @pytest.mark.parametrize(
     "args",
-    [("infer", "--model", "x", "hi"), ("hive", "install", "gpu1")],
+    [("hive", "install", "gpu1")],
 )
 def test_commands_not_landed_yet_exit_2(keeper, args: tuple[str, ...]) -> None:
     """Commands whose capability has not landed say so in one sentence and exit 2."""

@@ -1,0 +1,76 @@
+"""`keeper infer --model REF "prompt"`: a prompt through the queen, tokens as they arrive.
+
+Where the output goes:
+- stdout is not a terminal (`keeper infer … > answer.txt`, a pipe): stdout gets exactly
+  the generated text followed by one newline, written as the tokens arrive; everything
+  else (narration, the job's end, errors) goes to stderr.
+- on a terminal, the tokens print inline among the narration (live view or plain lines);
+- `--json`: every event (narration, `token`, `state`) as JSON lines on stdout.
+
+Ctrl-C cancels the queen job, which cancels the worker's generation, and exits 130.
+With autostart (the default) a missing local queen and hive are started first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+from keeper.commands.jobs import stream_operation
+from keeper.render import Renderer
+from keeper.settings import KeeperSettings
+
+
+def infer(settings: KeeperSettings, operation: dict[str, Any], *, autostart: bool) -> None:
+    """Run `operation` (an `infer`) and show its tokens; raises JobFailed if it fails."""
+    split = not settings.json and not _isatty(sys.stdout)
+    if autostart:
+        from keeper.autostart import ensure_local_chain
+
+        # Starting daemons narrates; with the text on stdout, that belongs on stderr.
+        with contextlib.redirect_stdout(sys.stderr) if split else contextlib.nullcontext():
+            ensure_local_chain(settings)
+    if not split:
+        stream_operation(settings, operation)
+        return
+    text = TextOut(sys.stdout)
+    try:
+        stream_operation(settings, operation, view=text.view, file=sys.stderr)
+    finally:
+        text.close()
+
+
+class TextOut:
+    """The generated text alone, on its own file: tokens as they arrive, one final newline."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.wrote = False
+
+    def view(self, out: Renderer, kind: str, data: Any) -> bool:
+        """An EventView: writes `token` events' text itself; everything else to `out`."""
+        if kind != "token" or not isinstance(data, dict):
+            return False
+        piece = str(data.get("t", ""))
+        if piece:
+            try:
+                self.file.write(piece)
+                self.file.flush()
+            except BrokenPipeError:
+                return True  # `| head`: the reader has enough; the job still ends normally
+            self.wrote = True
+        return True
+
+    def close(self) -> None:
+        if self.wrote:
+            with contextlib.suppress(BrokenPipeError):
+                self.file.write("\n")
+                self.file.flush()
+
+
+def _isatty(file: Any) -> bool:
+    try:
+        return bool(file.isatty())
+    except (AttributeError, ValueError):
+        return False

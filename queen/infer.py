@@ -1,0 +1,259 @@
+"""The queen's `infer`: pick a worker with the model (or start one), relay its tokens.
+
+    keeper -> queen job (infer) -> POST worker /v1/inference -> the worker job's tokens
+
+A worker is chosen from the heartbeats (and the workers this queen just spawned, which
+the next beat has not listed yet): `worker_id` names one; otherwise a loaded worker of
+the model on `hive_id` (or any fresh hive), the one with the fewest requests this queen
+has in flight on it, idle before busy. With none, the queen spawns one on the given hive
+or the only hive, forwarding `model_download` first when the hive's catalog lacks the
+ref, and `worker_spawn` after; both narrate into the job as every hive operation does.
+
+Inference goes to the worker directly (the hive never sees it) and its job is relayed
+with `jobs.relay.forward`: tokens stay `token` events; the worker's `inference_start` and
+`inference_complete` narration arrive with origin `worker:<id>`. Cancelling the queen job
+cancels the worker's job. A worker that vanishes mid-stream (kill -9) fails the job
+naming it within a bounded time (RECONNECTS short reconnects), and is marked gone so
+no later request is routed to it, even before its hive's next beat drops it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from jobs.beats import WorkerInfo
+from jobs.client import JobClient
+from jobs.errors import DaemonUnreachable, InvalidRequest, JobError, UpstreamUnreachable
+from jobs.operations import Infer, ModelDownload, ModelList, WorkerSpawn
+from jobs.relay import forward, submit_and_forward
+from jobs.service import Handler, Job, Upstream
+from narration_core import Narrator
+from queen.hives import Hive, HiveRegistry
+
+NARRATE = Narrator("queen-rbee")
+INFERENCE_PATH = "/v1/inference"  # the worker's route (docs/api.md)
+RECONNECTS = 3  # a dropped worker stream is retried 0.1 + 0.2 + 0.4 s, then the job fails
+LOADED = ("ready", "busy")  # worker states that can take a prompt (busy ones queue it)
+SPAWN_DEVICE = "cpu"  # what a worker spawned for `infer` runs on
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """A worker chosen for a request, and the hive that runs it."""
+
+    hive_id: str
+    worker: WorkerInfo
+
+
+class WorkerPool:
+    """Which worker serves a model, as far as this queen knows; event-loop only, no lock."""
+
+    def __init__(self, hives: HiveRegistry) -> None:
+        self.hives = hives
+        self._model_ids: dict[tuple[str, str], str] = {}  # (hive, ref) -> the catalog id
+        self._gone: set[tuple[str, int]] = set()  # (worker_id, pid) seen dying under a request
+        self._spawned: dict[str, tuple[Pick, float]] = {}  # worker_id -> pick, when spawned
+        self._in_flight: Counter[str] = Counter()  # worker url -> requests this queen runs there
+
+    def loaded(self, hive_id: str | None = None) -> list[Pick]:
+        """Every live worker the queen knows of (on `hive_id`, if given)."""
+        picks: dict[str, Pick] = {}
+        for hive in self.hives.all():
+            if (hive_id is not None and hive.id != hive_id) or hive.is_stale():
+                continue
+            for worker in hive.workers:
+                picks[worker.worker_id] = Pick(hive.id, worker)
+        for worker_id, (pick, at) in list(self._spawned.items()):
+            home = self._hive(pick.hive_id)
+            if home is None or (home.last_seen or 0) > at + home.beat_interval_s:
+                del self._spawned[worker_id]  # a beat since the spawn speaks for it now
+            elif hive_id in (None, pick.hive_id):
+                picks.setdefault(worker_id, pick)
+        return [
+            p
+            for p in picks.values()
+            if (p.worker.worker_id, p.worker.pid) not in self._gone and p.worker.state in LOADED
+        ]
+
+    def model_names(self) -> set[str]:
+        """The models loaded anywhere, by catalog id, and the refs they were asked for by."""
+        names = {p.worker.model for p in self.loaded()}
+        names.update(ref for (_, ref), model_id in self._model_ids.items() if model_id in names)
+        return names
+
+    def find(self, op: Infer) -> Pick | None:
+        """The best loaded worker for `op`, or None; raises InvalidRequest for an unknown
+        `worker_id`."""
+        picks = self.loaded(op.hive_id)
+        if op.worker_id is not None:
+            named = [p for p in picks if p.worker.worker_id == op.worker_id]
+            if not named:
+                known = ", ".join(sorted(p.worker.worker_id for p in picks)) or "none"
+                raise InvalidRequest(
+                    f"no live worker {op.worker_id!r} is known to the queen (known: {known}); "
+                    "`keeper worker list` shows a hive's workers",
+                    status=400,
+                )
+            return named[0]
+        fitting = [p for p in picks if self._serves(p, op.model)]
+        return min(
+            fitting,
+            key=lambda p: (self._in_flight[p.worker.url], p.worker.state != "ready"),
+            default=None,
+        )
+
+    def _serves(self, pick: Pick, ref: str) -> bool:
+        model = pick.worker.model
+        return model == ref or model == self._model_ids.get((pick.hive_id, ref))
+
+    def _hive(self, hive_id: str) -> Hive | None:
+        return next((h for h in self.hives.all() if h.id == hive_id), None)
+
+    def hive_for(self, op: Infer) -> Hive:
+        """The hive to start a worker on: the one named, else the only fresh one."""
+        if op.hive_id is not None:
+            return self.hives.get(op.hive_id)
+        fresh = [h for h in self.hives.all() if not h.is_stale()]
+        if len(fresh) == 1:
+            return fresh[0]
+        if not fresh:
+            raise InvalidRequest(  # 503: the request is fine, the queen cannot serve it yet
+                f"no worker has {op.model} loaded and no hive is running to start one; "
+                "start a hive with `keeper hive start`",
+                status=503,
+            )
+        names = ", ".join(h.id for h in fresh)
+        raise InvalidRequest(
+            f"no worker has {op.model} loaded and several hives could start one ({names}); "
+            "name one with --hive",
+            status=400,
+        )
+
+    async def start_worker(self, op: Infer, job: Job) -> Pick:
+        """Make the model available on a hive and spawn a worker for it (narrated)."""
+        hive = self.hive_for(op)
+        hop = f"hive:{hive.id}"
+        async with JobClient(hive.url, token=self.hives.token_for(hive.id)) as client:
+            model_id = await self._model_id(client, hive.id, op.model)
+            if model_id is None:
+                NARRATE.action("model_download").target(op.model).human(
+                    f"Hive {hive.id} does not have {op.model} yet; fetching it first"
+                ).emit()
+                entry = await submit_and_forward(
+                    client, ModelDownload(hive_id=hive.id, model=op.model), into=job, hop=hop
+                )
+                model_id = str(entry["id"])
+                self._model_ids[(hive.id, op.model)] = model_id
+            again = self.find(op)  # a worker of that catalog id may run already
+            if again is not None:
+                return again
+            NARRATE.action("worker_spawn").target(hive.id).human(
+                f"No worker has {op.model} loaded; starting one on hive {hive.id}"
+            ).emit()
+            spawn = WorkerSpawn(hive_id=hive.id, model=model_id, device=SPAWN_DEVICE)
+            result = await submit_and_forward(client, spawn, into=job, hop=hop)
+        info = WorkerInfo.model_validate({k: v for k, v in result.items() if k != "log"})
+        pick = Pick(hive.id, info)
+        self._spawned[info.worker_id] = (pick, time.time())
+        return pick
+
+    async def _model_id(self, client: JobClient, hive_id: str, ref: str) -> str | None:
+        """The hive's catalog id for `ref` when it has the model available, else None."""
+        known = self._model_ids.get((hive_id, ref))
+        if known is not None:
+            return known
+        for entry in await _models(client, hive_id):
+            if ref in (entry.get("id"), entry.get("source")) and entry.get("status") == (
+                "available"
+            ):
+                self._model_ids[(hive_id, ref)] = str(entry["id"])
+                return str(entry["id"])
+        return None
+
+    async def catalog_names(self) -> set[str]:
+        """Every model id and ref in the fresh hives' catalogs (hives that fail are skipped)."""
+        names: set[str] = set()
+        for hive in self.hives.all():
+            if hive.is_stale():
+                continue
+            try:
+                async with JobClient(hive.url, token=self.hives.token_for(hive.id)) as client:
+                    models = await _models(client, hive.id)
+            except JobError:
+                continue
+            for entry in models:
+                if entry.get("status") == "available":
+                    names.update(str(entry[k]) for k in ("id", "source") if entry.get(k))
+        return names
+
+    async def run(self, pick: Pick, op: Infer, job: Job) -> dict[str, Any]:
+        """Send the prompt to `pick`'s worker and relay its job into `job`."""
+        worker = pick.worker
+        name = f"worker {worker.worker_id}"
+        body = {
+            "prompt": op.prompt,
+            "max_tokens": op.max_tokens,
+            "temperature": op.temperature,
+            "top_p": op.top_p,
+            "top_k": op.top_k,
+            "seed": op.seed,
+            "stop": op.stop,
+        }
+        self._in_flight[worker.url] += 1
+        try:
+            async with JobClient(worker.url, max_reconnects=RECONNECTS) as client:
+                try:
+                    reply = await client.post(INFERENCE_PATH, body)
+                except DaemonUnreachable as exc:
+                    self.gone(worker)
+                    raise UpstreamUnreachable(name, worker.url, reason=exc.reason) from exc
+                except JobError as exc:
+                    raise InvalidRequest(f"{name} refused the prompt: {exc}", status=503) from exc
+                job.mark_ready()
+                NARRATE.action("infer").target(worker.worker_id).human(
+                    f"Prompt for {op.model} sent to worker {worker.worker_id} on hive "
+                    f"{pick.hive_id} ({worker.url})"
+                ).emit()
+                try:
+                    result = await forward(
+                        client, str(reply["job_id"]), into=job, hop=f"worker:{worker.worker_id}"
+                    )
+                except DaemonUnreachable:
+                    self.gone(worker)
+                    raise
+        finally:
+            self._in_flight[worker.url] -= 1
+            if not self._in_flight[worker.url]:
+                del self._in_flight[worker.url]
+        return {**(result or {}), "worker_id": worker.worker_id, "hive_id": pick.hive_id}
+
+    def gone(self, worker: WorkerInfo) -> None:
+        """Never route to this worker process again (it died under a request)."""
+        self._gone.add((worker.worker_id, worker.pid))
+        self._spawned.pop(worker.worker_id, None)
+        NARRATE.action("worker_gone").target(worker.worker_id).level("warn").human(
+            f"Worker {worker.worker_id} at {worker.url} is gone; no more prompts go there"
+        ).emit()
+
+
+async def _models(client: JobClient, hive_id: str) -> list[dict[str, Any]]:
+    """The hive's catalog entries, from a `model_list` job read quietly (not relayed)."""
+    job_id = await client.submit(ModelList(hive_id=hive_id))
+    result: dict[str, Any] = {}
+    async for event in client.stream(job_id):
+        if event.is_final:
+            result = event.data.get("result") or {}
+    return list(result.get("models", []))
+
+
+def infer_handler(pool: WorkerPool) -> Handler:
+    """The `infer` handler over `pool`; `POST /v1/jobs` answers once a worker took it."""
+
+    async def infer(op: Infer, job: Job) -> dict[str, Any]:
+        pick = pool.find(op) or await pool.start_worker(op, job)
+        return await pool.run(pick, op, job)
+
+    return Upstream(infer)
