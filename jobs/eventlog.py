@@ -38,7 +38,15 @@ import anyio.to_thread
 
 from jobs import storage
 from jobs.errors import StorageError
-from jobs.events import EventKind, JobState, LogEntry, is_final, parse_jsonl, terminator
+from jobs.events import (
+    EventKind,
+    JobState,
+    LogEntry,
+    is_final,
+    iter_jsonl,
+    parse_jsonl,
+    terminator,
+)
 
 FLUSH_INTERVAL_S = 0.2  # housekeeping tick: evict finished logs, retry refused writes
 KEEP_FINISHED = 16  # finished logs kept in memory for late readers, newest first
@@ -258,10 +266,7 @@ class JsonlCursor:
                 chunk, self._rest = self._rest + chunk, b""
                 cut = chunk.rfind(b"\n")
                 chunk, self._rest = chunk[: cut + 1], chunk[cut + 1 :]
-            for line in chunk.decode("utf-8", "replace").splitlines():
-                entry = parse_jsonl(line)
-                if entry is not None and entry.seq > after:
-                    out.append(entry)
+            out.extend(e for e in iter_jsonl(chunk.decode("utf-8", "replace")) if e.seq > after)
             if out:
                 after = out[-1].seq
         return out

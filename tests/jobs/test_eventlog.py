@@ -10,7 +10,7 @@ import anyio.lowlevel
 import pytest
 
 from jobs.eventlog import EventStore, FileReader, LogReader, MemoryReader
-from jobs.events import LogEntry, parse_jsonl
+from jobs.events import LogEntry, iter_jsonl, parse_jsonl
 
 
 async def drain(reader: LogReader) -> list[LogEntry]:
@@ -204,3 +204,23 @@ def test_jsonl_round_trip_and_garbage() -> None:
     for bad in ["", "{", '{"seq":x,"kind":"token","data":1}', '{"seq":1,"kind":"bogus","data":1}']:
         assert parse_jsonl(bad) is None
     assert entry.sse_frame().startswith(b"id: 7\nevent: output\ndata: {")
+
+
+def test_chunk_scan_reads_exactly_the_lines_parse_jsonl_reads() -> None:
+    """iter_jsonl over a chunk yields what parse_jsonl yields line by line: whole entries only,
+    torn and foreign lines skipped, data holding braces, quotes and newlines escaped intact."""
+    lines = [
+        LogEntry.encode(1, "narration", {"human": 'a } b " c \n d'}).jsonl(),
+        "garbage\n",
+        '{"seq":2,"kind":"bogus","data":1}\n',
+        LogEntry.encode(3, "token", {"t": "x", "i": 0}).jsonl(),
+        "\n",
+        '{"seq":4,"kind":"state","data":{"state":"fai',  # torn by a kill
+    ]
+    text = "".join(lines)
+    by_line = [e for line in text.splitlines() if (e := parse_jsonl(line)) is not None]
+    scanned = list(iter_jsonl(text))
+    assert [(e.seq, e.kind, e.data_json) for e in scanned] == [
+        (e.seq, e.kind, e.data_json) for e in by_line
+    ]
+    assert [e.seq for e in scanned] == [1, 3]
