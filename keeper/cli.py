@@ -495,6 +495,24 @@ def status(
     queen.overview(_settings(ctx), watch=watch, interval=interval)
 
 
+@app.command("ui")
+def ui(
+    ctx: typer.Context,
+    no_open: Annotated[
+        bool, typer.Option("--no-open", help="Print the address without opening a browser.")
+    ] = False,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port for a queen started here when none runs (default 7833)."),
+    ] = None,
+) -> None:
+    """Open the queen's web dashboard in your browser; start a local queen first if none runs."""
+    from keeper.commands import ui as ui_cmd
+
+    url_given = ctx.find_root().params.get("queen_url") is not None
+    ui_cmd.open_dashboard(_settings(ctx), open_browser=not no_open, port=port, url_given=url_given)
+
+
 @app.command(
     "run",
     context_settings={"allow_interspersed_args": False},
