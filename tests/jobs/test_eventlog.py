@@ -224,3 +224,56 @@ def test_chunk_scan_reads_exactly_the_lines_parse_jsonl_reads() -> None:
         (e.seq, e.kind, e.data_json) for e in by_line
     ]
     assert [e.seq for e in scanned] == [1, 3]
+
+
+@pytest.mark.anyio
+async def test_an_io_error_ends_only_the_log_that_hit_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO on one log's file (injected at os.write, for that file only) ends that log `failed`
+    with the reason, without a gap in its seqs; its final event reaches readers once a write
+    works again; another log keeps writing throughout."""
+    import errno
+    import os
+
+    from jobs.errors import StorageError
+
+    aborted: list[tuple[str, StorageError]] = []
+    store = EventStore(
+        tmp_path, flush_interval_s=0.01, on_abort=lambda log, err: aborted.append((log.job_id, err))
+    )
+    real_write = os.write
+    broken: set[int] = set()
+
+    def write(fd: int, data: bytes) -> int:
+        if fd in broken:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    async with anyio.create_task_group() as tg:
+        await tg.start(store.run)
+        bad, good = store.create("job-bad"), store.create("job-good")
+        bad.append("narration", {"i": 1})
+        good.append("narration", {"i": 1})
+        with anyio.fail_after(5):
+            while bad.written < 1 or good.written < 1:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+        assert bad.fd is not None
+        broken.add(bad.fd)
+        bad.append("narration", {"i": 2})  # refused: dropped, never seen by a reader
+        good.append("narration", {"i": 2})
+        with anyio.fail_after(5):
+            while not aborted or good.written < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+        assert aborted[0][0] == "job-bad" and "Input/output error" in str(aborted[0][1])
+        assert bad.final == ("failed", str(aborted[0][1])) and not bad.is_ended
+        assert bad.append("narration", {"late": 1}) == 0
+        broken.clear()  # the disk works again: the retry writes the final event
+        seen = await drain(MemoryReader(bad, 0))
+        good.close("completed", {"state": "completed"})
+        await store.finish(good)
+        tg.cancel_scope.cancel()
+    assert [(e.seq, e.kind) for e in seen] == [(1, "narration"), (2, "state")]
+    assert seen[-1].to_event().data["error"] == str(aborted[0][1])
+    assert [e.seq for e in await drain(store.reader("job-good", 0, None))] == [1, 2, 3]
