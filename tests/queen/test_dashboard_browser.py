@@ -6,11 +6,14 @@ Screenshots go to $RBEE_SCREENSHOTS when set (CI artifacts), else the test's tmp
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +347,88 @@ def test_dropped_connection_resumes_without_gaps_or_repeats(
     assert seqs[: len(before)] == before
     assert seqs == sorted(set(seqs)), f"lines repeated or out of order: {seqs}"
     assert text(browser, "#job-state") == "failed"
+
+
+class QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are not the test's output."""
+
+
+@pytest.fixture
+def model_url(tmp_path: Path) -> Iterator[str]:
+    """The URL of a tiny GGUF file on a plain HTTP server (stdlib, one thread, stopped after)."""
+    from hive.tiny_model import write_tiny_model
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    write_tiny_model(folder / "small.gguf")
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietFiles, directory=str(folder))
+    )
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/small.gguf"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def act(driver: WebDriver, operation: str, **fields: str) -> str:
+    """On the dashboard, fill the form of `operation`'s button, press it, and return the
+    job id of the page it opens."""
+    driver.get(driver.current_url.split("#")[0] + "#/")
+    form = driver.find_element(By.CSS_SELECTOR, f"form:has(button[value={operation}])")
+    for name, value in fields.items():
+        field = form.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+    form.find_element(By.CSS_SELECTOR, f"button[value={operation}]").click()
+    return str(wait(driver, job_id_in_hash, f"the page of the {operation} job"))
+
+
+def test_model_and_worker_actions_run_from_the_page(
+    browser: WebDriver, daemons: Daemons, model_url: str
+) -> None:
+    """Download (progress bar at 100%), spawn a worker, see it in the table, stop it with
+    its row's button, delete the model: each action's job page ends completed."""
+    daemons.start_queen()
+    daemons.start_hive()
+    browser.get(daemons.url + "/")
+    act(browser, "model_download", model=model_url)
+    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the download to end")
+    assert browser.execute_script(
+        "const bar = document.getElementById('job-progress-bar'); return bar.value === bar.max"
+    )
+    assert text(browser, "#job-progress-text").startswith("100%")
+    act(browser, "worker_spawn", model="small")
+    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the spawn to end")
+    browser.find_element(By.LINK_TEXT, "← Dashboard").click()
+    stop = wait(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#workers button"),
+        "the worker in the table",
+    )
+    assert "small" in text(browser, "#workers")
+    stop[0].click()
+    wait(browser, job_id_in_hash, "the worker_stop job page")
+    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the stop to end")
+    assert text(browser, "#job-op") == "worker_stop"
+    browser.find_element(By.LINK_TEXT, "← Dashboard").click()
+    wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, "#workers tr"), "no workers")
+    act(browser, "model_delete", model="small")
+    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the delete to end")
+    assert script_errors(browser) == []
+
+
+def test_an_operation_the_queen_does_not_run_shows_its_sentence(
+    browser: WebDriver, daemons: Daemons
+) -> None:
+    """Start hive, an operation this queen does not run yet, opens its job page showing the
+    queen's one sentence saying so."""
+    daemons.start_queen()
+    browser.get(daemons.url + "/")
+    act(browser, "hive_start")
+    wait(browser, lambda d: text(d, "#job-end") == "Job failed.", "the failed end")
+    assert "does not run operation 'hive_start'" in text(browser, "#job-error")
