@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import sys
 
+# Imported by nobody in the keeper, yet httpcore imports it whenever it is installed (a
+# test tool may bring it): ~100 ms of every command's start that talks to a server.
+UNUSED_MODULES = ("trio",)
+
 
 def main(argv: list[str] | None = None) -> int:
+    for name in UNUSED_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "not installed"
     import typer
 
     _treat_term_and_hup_as_ctrl_c()
