@@ -412,15 +412,16 @@ class EventStore:
         every tick, until cancelled; flushes everything once more on the way out."""
         await anyio.to_thread.run_sync(_make_folder, self.folder)
         task_status.started()
+        next_tick = time.monotonic() + self.flush_interval_s
         try:
             while True:
-                with anyio.move_on_after(self.flush_interval_s) as tick:
+                with anyio.move_on_after(max(0.0, next_tick - time.monotonic())):
                     await self._wakeup.wait()
                 self._wakeup = anyio.Event()  # before taking the batch: no wake-up is lost
-                logs = list(self._dirty)
-                self._dirty.clear()
-                if tick.cancelled_caught:
-                    logs.extend(log for log in self._retry if log not in logs)
+                logs, self._dirty = self._dirty, {}
+                if time.monotonic() >= next_tick:  # a tick: retry refused writes too
+                    next_tick = time.monotonic() + self.flush_interval_s
+                    logs.update(self._retry)
                 for log in logs:
                     await self.flush(log)
                 self._evict()
