@@ -43,7 +43,7 @@ def test_byte_by_byte() -> None:
 
 
 def test_crlf_and_general_frames() -> None:
-    """CRLF endings, a field without its space, multi-line data and unknown kinds follow the spec."""
+    """CRLF endings, a field without its space, multi-line data, unknown kinds: as the spec says."""
     text = (
         b'id: 1\r\nevent: narration\r\ndata: {"a":\r\ndata: 1}\r\n\r\n'
         b"id:2\nevent:token\ndata:{}\n\n"
