@@ -98,6 +98,7 @@ function onEnd(job, kind, text) {
   if (job !== current) return;
   const words = { DONE: "Job completed.", CANCELLED: "Job cancelled.", ERROR: "Job failed." };
   byId("job-end").textContent = words[kind] ?? "";
+  byId("job-note").textContent = "";
   // The terminator names the final state even if its state event was never seen.
   const final = { DONE: "completed", CANCELLED: "cancelled", ERROR: "failed" }[kind];
   if (final && job.state !== final) setState(job, final, kind === "ERROR" ? text : null);
