@@ -66,9 +66,8 @@ def _is_secret(value: str, *, strict: bool, quoted: bool = False) -> bool:
     """Whether `value`, found after a secret-looking name, could be the secret itself.
 
     Placeholders, status words, paths, the next `--flag` and (unless `quoted`) source
-    code never are.
-    `strict` (a `:` or spaced separator, as in prose and source) also lets plain words
-    and small numbers pass.
+    code never are. `strict` (a `:` or spaced separator, as in prose and source) also
+    lets plain words and small numbers pass.
     """
     value = value.strip("`")  # `flag` in prose names a thing
     if not value or value[0] in _PLACEHOLDER_START or _PLACEHOLDER.fullmatch(value):
@@ -128,8 +127,6 @@ def _kv_replace(match: re.Match[str]) -> str:
     # `token=x` is a value, and so is `HF_TOKEN: x`; `token: x` and `token = x` may be
     # prose or source code.
     name = match.group("name")
-    if not _SECRET_NAME.fullmatch(name):
-        return match.group(0)
     plain = _is_plain_name(name)
     env_style = "_" in name and name.isupper()
     strict = plain or (match.group("sep") != "=" and not env_style)
@@ -166,8 +163,8 @@ _SECRET_NAME = re.compile(
     r"|credentials?|authorization|cookie)|(?:[a-z0-9]+[_.-])+pass",
     re.IGNORECASE,
 )
-# Any name, then a separator and a value; the name is checked in Python, which is
-# faster than a pattern of names tried at every word. Not after `/`: `/etc/passwd:`
+# Any name and a separator; the name is checked in Python (faster than a pattern of
+# names tried at every word) before its value is read. Not after `/`: `/etc/passwd:`
 # is a path. Possessive runs, so a long word is read once.
 _KEY_SEP = re.compile(
     r"(?<![A-Za-z0-9_./\\-])(?P<name>[A-Za-z0-9_.-]++)[\"']?+(?P<sep>[ \t]*+[:=][ \t]*+)"
@@ -195,8 +192,8 @@ def _sub_values(
 ) -> str:
     """`pattern.sub(replace, text)`, except that a match left unchanged consumes nothing.
 
-    In `error: password=x` the name `error` and its "value" match first; `re.sub` would
-    resume after that value and never see `password=x`.
+    In `--token --password=x`, `--token` and its "value" match first; `re.sub` would
+    resume after that value and never see `--password=x`.
     """
     out: list[str] = []
     done = pos = 0

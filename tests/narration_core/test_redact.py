@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from redaction_corpus import ORDINARY, PROJECT_MESSAGES, SECRETS
 
 from narration_core import NarrationEvent, Narrator, narration_context, redact, register_job_sink
+from narration_core.redact import redact_fields
 
 NARRATE = Narrator("test")
 
@@ -99,3 +100,25 @@ def test_a_secret_in_any_shape_is_gone(secret: str, shape: str, before: str, aft
     out = redact(line)
     assert secret not in out
     assert out.startswith(before) and out.endswith(after)
+
+
+def test_fields_are_redacted_by_name_then_by_value() -> None:
+    """Secret-named fields lose their value whole; counts like `max_tokens` and other
+    strings keep theirs, patterns aside."""
+    fields = {
+        "password": "hunter",
+        "api_key": 42,
+        "Authorization": "Basic x",
+        "max_tokens": 64,
+        "tokens_out": 12,
+        "eos_token": "</s>",
+        "note": "login password=hunter2",
+        "raw": "\x1b[31mpassword=hunter3\x1b[0m",
+        "token": None,
+    }
+    out = redact_fields(fields)
+    assert out["password"] == out["api_key"] == out["Authorization"] == "[REDACTED]"
+    assert (out["max_tokens"], out["tokens_out"], out["eos_token"]) == (64, 12, "</s>")
+    assert out["note"] == "login password=[REDACTED]"
+    assert "hunter3" not in out["raw"]
+    assert out["token"] is None
