@@ -27,7 +27,7 @@ class UnknownHive(QueenError):
         super().__init__(
             f"no hive {hive_id!r} is known to the queen (known: {names}); start that hive "
             "with this queen as its --queen-url (it announces itself in its first heartbeat), "
-            "or give it a url in hives.toml"
+            "or give the queen its URL (--hive ID=URL, or url in hives.toml)"
         )
 
 
