@@ -26,12 +26,14 @@ REDACTED_KEY = "[REDACTED PRIVATE KEY]"
 # holds none of these. Substring tests are ~10x faster than one regex alternation
 # (measured: 0.45 µs against 4.8 µs), so the token-format prefixes are only looked for
 # when the character they all contain is present.
-# Looked for in the lowered text; the last two groups only when their "_" or "-" is there.
+# Looked for in the lowered text; the later groups only when their "_", "-" or " -" is
+# there.
 _WORD_TRIGGERS = (
     "key", "token", "pass", "pwd", "secret", "bearer", "auth", "://", "cookie", "credential",
 )  # fmt: skip
 _UNDERSCORE_TRIGGERS = ("hf_", "gh", "github_pat", "sk_", "rk_", "npm_")
-_DASH_TRIGGERS = ("sk-", "xox", "glpat-", "mysql", "mariadb")  # `mysql -pX` holds a dash
+_DASH_TRIGGERS = ("sk-", "xox", "glpat-")
+_COMMAND_TRIGGERS = ("mysql", "mariadb", "curl")  # `mysql -pX`, `curl -u user:X`
 
 # Values that name a state or stand in for a secret rather than being one.
 _NOT_SECRETS = frozenset((
@@ -290,6 +292,15 @@ _PASSES: tuple[tuple[tuple[str, ...], Callable[[str], str]], ...] = (
             _value_replace,
         ),
     ),
+    # curl's user:password: `curl -u alice:X`, `--user 'alice:X'`.
+    (
+        ("curl",),
+        _values(
+            r"(?i:\bcurl)\b[^\n|;&]*?\s(?:-u|--user)(?:[ \t]+|=)['\"]?[^\s:'\"]*:"
+            r"(?P<value>[^\s'\"\x00-\x1f]+)",
+            _value_replace,
+        ),
+    ),
     # name=value, name: value, "name": "value", in any case and env-var style.
     (("=", ":"), _sub_key_values),
     # URL credentials: user:password@ (the password may hold '/'), or a bare token@;
@@ -318,6 +329,10 @@ def _may_hold_secret(text: str) -> bool:
         for prefix in _DASH_TRIGGERS:
             if prefix in lowered:
                 return True
+        if " -" in text:
+            for command in _COMMAND_TRIGGERS:
+                if command in lowered:
+                    return True
     return "AKIA" in text or "ASIA" in text  # AWS access key ids
 
 

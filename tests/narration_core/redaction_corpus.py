@@ -75,6 +75,8 @@ SECRETS: list[tuple[str, str, str, str]] = [
     ("mysql", "mysql -u root -pHunter2 shop", "Hunter2", "-u root -p[REDACTED] shop"),
     ("mysql-quoted", "mysqldump -p'my secret' db", "my secret", "-p'[REDACTED]' db"),
     ("mariadb", "mariadb -h db -pS3cret!", "S3cret!", "mariadb -h db -p[REDACTED]"),
+    ("curl-user", "curl -fsS -u alice:S3cret https://x/", "S3cret", "-u alice:[REDACTED] https"),
+    ("curl-user-long", "+ curl --user 'bob:pa55' x", "pa55", "--user 'bob:[REDACTED]' x"),
     # Authorization headers.
     ("bearer", "calling with Bearer eyJhbGciOi.J9abc", "eyJhbGciOi.J9abc", "Bearer [REDACTED]"),
     ("bearer-word", "Authorization: Bearer tops3cret", "tops3cret", "Bearer [REDACTED]"),
@@ -221,4 +223,6 @@ ORDINARY: list[str] = [
     "risk-assessment-framework-v2-final-report-2026",
     "Loaded llama-3-8b.Q4_K_M.gguf on NVIDIA RTX 4090",
     "mkdir -p /tmp/rbee && mysql --version",
+    "curl -u alice https://example.org/ -o out.json",
+    "+ curl -fsSL https://sh.rustup.rs -o rustup.sh",
 ]
