@@ -44,6 +44,19 @@ def test_keeper_json_redacts_raw_and_keeps_ordinary_lines(keeper) -> None:
     assert [event["human"] for event in rest] == EVERYDAY
 
 
+def test_real_shell_errors_pass_unchanged(keeper) -> None:
+    """Errors real commands print about password and token files reach `--json` as printed."""
+    script = "cat /etc/passwd-x; ls /nonexistent/token-dir; echo 'password: required'"
+    result = keeper("--json", "run", "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    shown = [event["human"] for event in events if event["event"] == "output"]
+    assert shown[0].endswith("/etc/passwd-x: No such file or directory")
+    assert "'/nonexistent/token-dir': No such file or directory" in shown[1]
+    assert shown[2] == "password: required"
+    assert "[REDACTED]" not in result.stdout
+
+
 def test_keeper_advice_about_tokens_is_not_redacted(keeper) -> None:
     """The keeper's own error telling the user to pass a token reads as written."""
     result = keeper("queen", "start", "--bind", "0.0.0.0", "--port", "7911")
