@@ -108,3 +108,40 @@ def test_download_progress_is_one_bar_on_a_terminal_and_lines_elsewhere() -> Non
     assert show_progress(live, "narration", event) is True
     assert show_progress(plain, "narration", event) is False
     assert show_progress(live, "narration", {**event, "action": "download_done"}) is False
+
+
+def test_hive_foreground_runs_until_ctrl_c(keeper: Any, daemons: tuple[int, int]) -> None:
+    """`hive start --foreground` relays the hive live and, on Ctrl-C, stops it (exit 130,
+    pidfile gone)."""
+    import signal
+    import subprocess
+    import sys
+
+    from narration_core import parse_line
+
+    queen_port, hive_port = daemons
+    assert keeper("queen", "start", "--port", str(queen_port)).returncode == 0
+    argv = [sys.executable, "-m", "keeper", "hive", "start", "--port", str(hive_port)]
+    with subprocess.Popen(
+        [*argv, "--foreground"],
+        env=keeper.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    ) as fg:
+        assert fg.stdout is not None
+        seen = []
+        for line in fg.stdout:  # ends at EOF if keeper dies: the assert below then fails
+            seen.append(line)
+            event = parse_line(line)
+            if event is not None and event.actor == "keeper" and event.action == "ready":
+                break
+        assert any("[rbee-hive ] listen" in line for line in seen), seen
+        pidfile = keeper.home / "run" / "hive-localhost.pid"
+        assert pidfile.exists()
+        fg.send_signal(signal.SIGINT)
+        assert fg.wait(timeout=30) == 130
+    assert not pidfile.exists()
+    assert "not running" in keeper("hive", "stop").stdout
