@@ -53,6 +53,7 @@ SECRETS: list[tuple[str, str, str, str]] = [
     ("env-glued", "PGPASSWORD=s3cret psql -h db", "s3cret", "PGPASSWORD=[REDACTED] psql"),
     ("env-yaml", "POSTGRES_PASSWORD: example", "example", "POSTGRES_PASSWORD: [REDACTED]"),
     ("escape-split", "\x1b[1mtoken:\x1b[0m 3f9a1c77e0b2", "3f9a1c77e0b2", "token: [REDACTED]"),
+    ("escape-in-name", "tok\x1b[0men=abc123", "abc123", "token=[REDACTED]"),
     ("env-dotted", "spring.datasource.password=Tr0ub4dor", "Tr0ub4dor", "password=[REDACTED]"),
     # key=value, key: value and JSON shapes with a plausible secret value.
     ("kv-token", "token=abcdef", "abcdef", "token=[REDACTED]"),
