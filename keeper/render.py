@@ -30,7 +30,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import IO, Any
 
@@ -43,6 +43,7 @@ from rich.text import Text
 
 from keeper.settings import KeeperSettings, OutputMode
 from narration_core import NarrationEvent, format_line, set_stdout_sink, strip_control
+from narration_core.format import split_line
 from narration_core.sinks import Sink
 
 FRAME_S = 0.125  # live view: seconds per frame (8 fps), lines coalesced per frame
@@ -81,26 +82,47 @@ class _State:
 
 
 class _Verbatim:
-    """Lines a capture checked print as-is in plain mode (`write_verbatim`)."""
+    """A clean batch of a child's lines (narration's `LineBatchSink.write_lines`)."""
 
-    __slots__ = ("stream", "text")
+    __slots__ = ("actor", "correlation_id", "job_id", "lines", "origin", "stream", "text", "ts")
 
-    def __init__(self, text: str, stream: str) -> None:
-        self.text = text
+    def __init__(
+        self,
+        text: str,
+        lines: Sequence[str],
+        stream: str,
+        *,
+        actor: str,
+        origin: str | None,
+        job_id: str | None,
+        correlation_id: str | None,
+        ts: float,
+    ) -> None:
+        self.text = text  # the lines, each with its newline; plain mode prints it as is
+        self.lines = lines
         self.stream = stream
+        self.actor = actor
+        self.origin = origin
+        self.job_id = job_id
+        self.correlation_id = correlation_id
+        self.ts = ts
 
 
-class _PlainSink:
-    """Narration's stdout sink in plain mode: events, plus whole batches of verbatim lines."""
+class _BatchSink:
+    """Narration's stdout sink in plain and JSON mode: events, plus clean line batches."""
 
-    __slots__ = ("event", "write_verbatim")
+    __slots__ = ("enqueue", "event", "lines_as_is")
 
     def __init__(self, renderer: Renderer) -> None:
         self.event = renderer.event
-        self.write_verbatim = renderer.write_verbatim
+        self.enqueue = renderer._enqueue
+        self.lines_as_is = renderer.mode == "plain"  # plain prints a batch as it stands
 
     def __call__(self, ev: NarrationEvent) -> None:
         self.event(ev)
+
+    def write_lines(self, text: str, lines: Sequence[str], stream: str, **route: Any) -> None:
+        self.enqueue(_Verbatim(text, lines, stream, **route))
 
 
 _Item = NarrationEvent | _Token | _State | _Verbatim
@@ -189,11 +211,6 @@ class Renderer:
         if self._status is None or self._status[0] != text:
             self._status = (text, time.monotonic())  # one assignment: the frame thread reads it
 
-    def write_verbatim(self, text: str, stream: str) -> None:
-        """Queue lines that print exactly as given (plain mode's fast path, offered to
-        captures through narration's `verbatim_writer`): `text` ends with a newline."""
-        self._enqueue(_Verbatim(text, stream))
-
     def progress(self, stream: str, text: str | None) -> None:
         r"""What a child's `\r` progress bar shows now (None: its line ended); a capture's
         `on_progress`. The live view draws it in place; plain and JSON output print only
@@ -228,7 +245,7 @@ class Renderer:
                 redirect_stderr=False,
             )
             self._live.start()
-        sink = _PlainSink(self) if self.mode == "plain" else self.event
+        sink = self.event if self.mode == "live" else _BatchSink(self)
         self._previous_sink = set_stdout_sink(sink)
         self._thread = threading.Thread(target=self._frames, name="keeper-render")
         self._thread.start()
@@ -338,6 +355,8 @@ class Renderer:
         for item in items:
             if type(item) is NarrationEvent:
                 add(_event_json(item))
+            elif type(item) is _Verbatim:
+                _batch_json(item, add)
             elif type(item) is _Token:
                 add(_dumps({"event": "token", **item.data}) + "\n")
             elif type(item) is _State and item.data:
@@ -497,6 +516,40 @@ def _event_json(ev: NarrationEvent) -> str:
         f'"correlation_id":{_opt(ev.correlation_id)},"level":{_str(ev.level)},'
         f'"ts":{float(ev.ts)!r}{tail}}}\n'
     )
+
+
+def _batch_json(batch: _Verbatim, add: Callable[[str], object]) -> None:
+    """`_event_json` of the events a clean line batch stands for, with the parts every
+    line shares built once: the same text, key for key (a property test checks it)."""
+    tail = (
+        f',"job_id":{_opt(batch.job_id)},"correlation_id":{_opt(batch.correlation_id)},'
+        f'"level":"info","ts":{float(batch.ts)!r}'
+    )
+    if batch.origin is not None:
+        tail += f',"origin":{_str(batch.origin)}'
+    narration_tail = tail + "}\n"
+    output_head = (
+        f'{{"event":"output","actor":{_str(batch.actor)},"action":"output","target":null,"human":'
+    )
+    output_tail = f'{tail},"stream":{_str(batch.stream)}}}\n'
+    heads: dict[tuple[str, str], str] = {}
+    for line in batch.lines:
+        parts = split_line(line) if line[:1] == "[" else None
+        if parts is None:
+            add(output_head)
+            add(_str(line))
+            add(output_tail)
+            continue
+        actor, action, human = parts
+        head = heads.get((actor, action))
+        if head is None:
+            head = heads[actor, action] = (
+                f'{{"event":"narration","actor":{_str(actor)},"action":{_str(action)},'
+                '"target":null,"human":'
+            )
+        add(head)
+        add(_str(human))
+        add(narration_tail)
 
 
 def _dumps(data: dict[str, Any]) -> str:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Sequence
 
 from narration_core._keyblock import KEY_MARK, KeyBlocks
-from narration_core.context import _JOB_ID
+from narration_core.context import _CORRELATION_ID, _JOB_ID
 from narration_core.event import NarrationEvent
 from narration_core.format import format_line, parse_line
 from narration_core.narrator import emit_event
 from narration_core.redact import needs_redaction, redact
 from narration_core.sanitize import strip_control
-from narration_core.sinks import verbatim_writer
+from narration_core.sinks import line_batch_sink
 
 MAX_LINE = 64 * 1024  # characters per emitted piece: longer lines arrive as several pieces
 
@@ -199,29 +200,42 @@ def relay_lines(
 ) -> None:
     """`relay_line` for each of a batch of lines, in order.
 
-    The fast path: when only the stdout sink would see these events and it can write
-    lines as-is (the keeper's plain output), a batch with no control character, nothing
-    to redact, no backslash and only well-formed narration lines is written whole,
-    without building an event per line; what it prints is byte for byte what the events
-    would print (a property test holds the two paths equal).
+    The fast path: when only the stdout sink would see these events and it takes line
+    batches (the keeper's plain and JSON output), a batch with no control character,
+    nothing to redact and no backslash goes to it whole, stamped once, without an event
+    per line; plain output also needs every narration line already padded, as it prints
+    the batch as it stands. Property tests hold the output of both paths equal.
     """
     text = "\n".join(lines)
     # One scan of the whole batch spares clean batches (nearly all) a scan per line.
     check = _CONTROL.search(text) is not None
     if not check and lines:
-        write = verbatim_writer(job_id if job_id is not None else _JOB_ID.get())
-        if write is not None and _prints_as_is(text):
-            write(text + "\n", stream)
+        job = job_id if job_id is not None else _JOB_ID.get()
+        sink = line_batch_sink(job)
+        if (
+            sink is not None
+            and "\\" not in text
+            and not needs_redaction(text)
+            and (not sink.lines_as_is or _prints_as_is(text))
+        ):
+            sink.write_lines(
+                text + "\n",
+                lines,
+                stream,
+                actor=actor,
+                origin=origin,
+                job_id=job,
+                correlation_id=_CORRELATION_ID.get(),
+                ts=time.time(),
+            )
             return
     for line in lines:
         _relay(line, stream, actor, origin, job_id, check)
 
 
 def _prints_as_is(text: str) -> bool:
-    """True when each line of `text` (free of control characters) prints unchanged as
-    the event it parses to: nothing to redact or unescape, narration already padded."""
-    if "\\" in text or needs_redaction(text):
-        return False
+    """True when each line of `text` (free of control characters, backslashes and
+    secrets) prints unchanged as the event it parses to: narration already padded."""
     for suspect in _SUSPECT.finditer(text):
         start = suspect.start()
         end = text.find("\n", start)

@@ -56,6 +56,17 @@ def parse_line(line: str, ts: float | None = None) -> NarrationEvent | None:
     `line` is one line: a trailing newline (LF or CRLF) is ignored. The parsed event has
     no job and is stamped `ts`, else the time it was read, since the line carries neither.
     """
+    parts = split_line(line)
+    if parts is None:
+        return None
+    actor, action, human = parts
+    return NarrationEvent(
+        actor, action, human, None, None, None, "info", time.time() if ts is None else ts
+    )
+
+
+def split_line(line: str) -> tuple[str, str, str] | None:
+    """`parse_line` without the event: (actor, action, message), or None."""
     if line[:1] != "[":  # most plain output is rejected here, before any slicing
         return None
     if line[-1:] == "\n":
@@ -74,6 +85,4 @@ def parse_line(line: str, ts: float | None = None) -> NarrationEvent | None:
             human = ""
     if "\\" in human:
         human = unescape_human(human)
-    return NarrationEvent(
-        actor, action, human, None, None, None, "info", time.time() if ts is None else ts
-    )
+    return actor, action, human

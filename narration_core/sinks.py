@@ -5,8 +5,8 @@ Routing, in one place:
   the keeper's live view has replaced it);
 - an event with a job id also goes to every sink registered for that job;
 - observers (`capture_narration`) see every event;
-- a batch of clean, well-formed lines may skip events altogether and go to the stdout
-  sink's `write_verbatim` when nothing else would see them (`verbatim_writer`).
+- a batch of clean lines may skip events altogether and go to the stdout sink's
+  `write_lines` when nothing else would see them (`line_batch_sink`).
 
 A sink must not block; one that raises is reported once on stderr and skipped, so
 emitting never fails whatever state the sinks are in.
@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from threading import Lock
+from typing import Protocol
 
 from narration_core.event import NarrationEvent
 from narration_core.format import format_line
@@ -74,18 +75,42 @@ def set_stdout_sink(sink: Sink | None) -> Sink:
     return previous
 
 
-def verbatim_writer(job_id: str | None) -> Callable[[str, str], None] | None:
-    """Where a batch of already well-formed lines may be written as-is, or None.
+class LineBatchSink(Protocol):
+    """A stdout sink that can take a whole batch of a process's lines at once.
 
-    Only when the stdout sink is the one sink an event of `job_id` would reach (no job
-    sink, no observer) and it offers `write_verbatim(text, stream)`: it then promises
-    to print `text` exactly as it would print the events those lines parse to. The
-    capture's fast path uses it for clean batches (see `narration_core._lines`).
+    `write_lines` must show the lines exactly as it would show the events `relay_line`
+    makes of them (stamped `ts`); with `lines_as_is` it may print `text` (the lines
+    joined, each ending with a newline) as it stands, so it is only offered lines that
+    print unchanged.
+    """
+
+    lines_as_is: bool
+
+    def write_lines(
+        self,
+        text: str,
+        lines: Sequence[str],
+        stream: str,
+        *,
+        actor: str,
+        origin: str | None,
+        job_id: str | None,
+        correlation_id: str | None,
+        ts: float,
+    ) -> None: ...
+
+
+def line_batch_sink(job_id: str | None) -> LineBatchSink | None:
+    """The stdout sink, when it takes line batches and is the one sink an event of
+    `job_id` would reach (no job sink, no observer); else None.
+
+    The capture's fast path (see `narration_core._lines`) hands it clean batches without
+    building an event per line.
     """
     if _observers or (job_id is not None and job_id in _job_sinks):
         return None
-    writer: Callable[[str, str], None] | None = getattr(_stdout_sink, "write_verbatim", None)
-    return writer
+    sink = _stdout_sink
+    return sink if hasattr(sink, "write_lines") else None  # type: ignore[return-value]
 
 
 def register_job_sink(job_id: str, sink: Sink) -> Callable[[], None]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keeper.render import Renderer
-from keeper.settings import KeeperSettings
+from keeper.settings import KeeperSettings, OutputMode
 from narration_core import NarrationEvent, add_observer, format_line, narration_context
 from narration_core._lines import LineSplitter, relay_lines
 from narration_core.redact import needs_redaction, redact
@@ -52,10 +54,10 @@ def streams(draw: st.DrawFn) -> tuple[list[bytes], int]:
     return chunks, draw(st.sampled_from((24, 64 * 1024)))
 
 
-def render_plain(chunks: list[bytes], max_line: int, *, fast: bool) -> str:
-    """What `keeper run` prints in plain mode for this stream; an observer forces events."""
+def render(chunks: list[bytes], max_line: int, *, fast: bool, mode: OutputMode = "plain") -> str:
+    """What `keeper run` prints for this stream; an observer forces the event path."""
     out = io.StringIO()
-    with Renderer(KeeperSettings(), file=out, mode="plain"):
+    with Renderer(KeeperSettings(), file=out, mode=mode):
         remove = (lambda: None) if fast else add_observer(lambda event: None)
         splitter = LineSplitter(max_line=max_line)
         for chunk in [*chunks, None]:
@@ -65,23 +67,45 @@ def render_plain(chunks: list[bytes], max_line: int, *, fast: bool) -> str:
     return out.getvalue()
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # starts a renderer thread per example
 @given(stream=streams())
 def test_fast_path_prints_exactly_what_events_print(stream: tuple[list[bytes], int]) -> None:
     """For any stream (redaction, key blocks, padding, partial and over-long lines, escapes,
     control characters), the plain output is the same with and without the fast path."""
     chunks, max_line = stream
-    assert render_plain(chunks, max_line, fast=True) == render_plain(chunks, max_line, fast=False)
+    assert render(chunks, max_line, fast=True) == render(chunks, max_line, fast=False)
+
+
+def _without_ts(output: str) -> list[dict[str, Any]]:
+    events = [json.loads(line) for line in output.splitlines()]
+    for event in events:
+        assert isinstance(event.pop("ts"), float)
+    return events
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream=streams())
+def test_json_fast_path_prints_the_same_events(stream: tuple[list[bytes], int]) -> None:
+    """--json output is the same with and without the fast path, key for key and in key
+    order (a batch is stamped once, so only `ts` may differ)."""
+    chunks, max_line = stream
+    fast = render(chunks, max_line, fast=True, mode="json")
+    slow = render(chunks, max_line, fast=False, mode="json")
+    assert _without_ts(fast) == _without_ts(slow)
+    assert [list(e) for e in _without_ts(fast)] == [list(e) for e in _without_ts(slow)]
 
 
 class _Recording(Renderer):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    """A renderer that keeps the text of every line batch it is handed whole."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.verbatim: list[str] = []
 
-    def write_verbatim(self, text: str, stream: str) -> None:
-        self.verbatim.append(text)
-        super().write_verbatim(text, stream)
+    def _enqueue(self, item: Any) -> None:
+        if hasattr(item, "lines"):
+            self.verbatim.append(item.text)
+        super()._enqueue(item)
 
 
 BATCH = [
