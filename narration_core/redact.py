@@ -333,8 +333,10 @@ def _may_hold_secret(text: str) -> bool:
             for command in _COMMAND_TRIGGERS:
                 if command in lowered:
                     return True
-    if "AKIA" in text or "ASIA" in text:  # AWS access key ids
+    if "IA" in text and ("AKIA" in text or "ASIA" in text):  # AWS access key ids
         return True
+    if text.isprintable():
+        return False
     # An escape sequence can split a word (`tok ESC[0m en=x`) that a terminal shows whole.
     return ("\x1b" in text or "\x9b" in text) and _may_hold_secret(strip_control(text))
 
