@@ -50,10 +50,16 @@ def _treat_term_and_hup_as_ctrl_c() -> None:
     Children run in their own sessions and never see the terminal's signals, so dying
     without cleanup would leave their trees running and a streamed job running on the
     queen. Re-raising as SIGINT reuses the one cancellation path asyncio already has.
+    Commands that own a child tree (`keeper run`) take all three over while it runs
+    (`keeper.supervise`): there a second signal kills the tree.
     """
     import signal
 
     def as_interrupt(signum: int, frame: object) -> None:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # Started with Ctrl-C ignored (a script's background job): a raised SIGINT
+            # would be ignored too, so SIGTERM would not stop us. Interrupt directly.
+            raise KeyboardInterrupt
         signal.raise_signal(signal.SIGINT)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):

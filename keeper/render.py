@@ -22,6 +22,7 @@ control characters, C1 included.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -136,6 +137,9 @@ class Renderer:
         console: the Rich console for the live view (tests pass one on StringIO).
         file: where plain and JSON lines go; default the console's file, else stdout.
         mode: force a mode instead of asking `settings`.
+        err_file: plain mode only: where a child's stderr lines and the keeper's own
+            narration go (`keeper run`, so `> out.txt` holds just the command's stdout);
+            None keeps everything on `file`.
 
     Entering installs `event` as narration's stdout sink and starts the frame thread;
     leaving writes everything still queued, stops the thread and restores the old sink.
@@ -148,8 +152,10 @@ class Renderer:
         console: Console | None = None,
         file: IO[str] | None = None,
         mode: OutputMode | None = None,
+        err_file: IO[str] | None = None,
     ) -> None:
         self._file: IO[str] = file or (console.file if console is not None else sys.stdout)
+        self._err_file = err_file
         if mode is None:
             is_terminal = console.is_terminal if console is not None else _isatty(self._file)
             mode = settings.output_mode(is_terminal=is_terminal)
@@ -308,6 +314,10 @@ class Renderer:
     def _write(self, items: list[_Item]) -> None:
         if self.mode == "json":
             _write_text(self._file, self._json_batch(items))
+        elif self.mode == "plain" and self._err_file is not None:
+            # Consecutive runs per file keep each file's lines in order.
+            for to_err, run in itertools.groupby(items, key=_for_stderr):
+                _write_text(self._err_file if to_err else self._file, self._plain_batch(list(run)))
         elif self.mode == "plain":
             _write_text(self._file, self._plain_batch(items))
         else:
@@ -462,9 +472,20 @@ def make_renderer(
     *,
     console: Console | None = None,
     file: IO[str] | None = None,
+    err_file: IO[str] | None = None,
 ) -> Renderer:
     """The renderer `settings` asks for; use it as `with make_renderer(settings) as r:`."""
-    return Renderer(settings, console=console, file=file)
+    return Renderer(settings, console=console, file=file, err_file=err_file)
+
+
+def _for_stderr(item: _Item) -> bool:
+    """Plain mode with an err_file: a child's stderr line, or the keeper's own narration
+    (no origin: not relayed from a child)."""
+    if type(item) is _Verbatim:
+        return item.stream == "stderr"
+    return type(item) is NarrationEvent and (
+        item.stream == "stderr" or (item.stream is None and item.origin is None)
+    )
 
 
 def _elapsed(seconds: float) -> str:

@@ -19,7 +19,14 @@ have passed through a capture.
 The child runs in its own session, hence its own process group: stopping it signals
 the whole group (SIGTERM, `grace` seconds, then SIGKILL), plus any descendant psutil
 finds outside the group. Cancelling `wait()` stops the tree in a shielded scope, keeps
-relaying what the tree prints while it stops, reaps the child and re-raises.
+relaying what the tree prints while it stops, reaps the child and re-raises; `kill()`
+cuts a stop's grace short (a second Ctrl-C).
+
+On Linux the child also gets a parent-death signal (SIGKILL), so a parent killed with
+SIGKILL does not leave it running. Two limits, both the kernel's: the signal fires when
+the *thread* that spawned the child exits (spawn from the event loop's thread, never from
+a worker thread that ends), and it reaches only the child itself, not grandchildren it
+started (they are re-parented and keep running unless the child's death stops them).
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 import anyio
 import psutil
@@ -50,6 +59,7 @@ from narration_core.sinks import CAPTURE_ENV
 # Called with (stream name, what a `\r` progress bar shows now, or None once its line ends).
 ProgressHook = Callable[[str, str | None], None]
 
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): signal sent when the parent dies
 READ_SIZE = 256 * 1024  # bytes per pipe read: one split and decode per chunk, not per line
 DRAIN_AFTER_STOP_S = 0.5  # seconds to keep reading pipes a stray process still holds open
 
@@ -90,9 +100,12 @@ class ProcessNarrationCapture:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        stdin: int | None = subprocess.DEVNULL,
     ) -> CapturedProcess:
-        """Start `argv` with piped stdout/stderr and stdin from /dev/null.
+        """Start `argv` with piped stdout/stderr; stdin from /dev/null unless given.
 
+        Pass `stdin=None` to hand the child this process's stdin (`keeper run`, as a
+        shell does); a daemon's children get /dev/null so they never wait on a terminal.
         Output is read while `wait()` runs. Raises FileNotFoundError/PermissionError
         (OSError) directly when the program cannot be started.
         """
@@ -100,13 +113,22 @@ class ProcessNarrationCapture:
             raise ValueError("spawn needs a program to run; argv is empty")
         child_env = dict(os.environ if env is None else env)
         child_env[CAPTURE_ENV] = "1"
-        process = await anyio.open_process(
+        extra: dict[str, Any] = {}  # Any: passed through untyped to subprocess.Popen
+        if sys.platform == "linux":
+            extra["preexec_fn"] = _die_with_parent()
+        # anyio.open_process takes no preexec_fn; its backend passes extra keywords on to
+        # the event loop's subprocess_exec (subprocess.Popen), which does.
+        from anyio._core._eventloop import get_async_backend
+
+        process = await get_async_backend().open_process(
             list(argv),
-            # A child in its own session cannot read the terminal (SIGTTIN), so no stdin.
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=child_env,
             cwd=cwd,
             start_new_session=True,
+            **extra,
         )
         return CapturedProcess(
             process,
@@ -150,6 +172,7 @@ class CapturedProcess:
         self._eof: dict[str, anyio.Event] = {"stdout": anyio.Event(), "stderr": anyio.Event()}
         self._done = anyio.Event()
         self._driving = False
+        self._stopping: list[psutil.Process] | None = None  # the tree a stop is waiting on
 
     @property
     def returncode(self) -> int | None:
@@ -182,6 +205,15 @@ class CapturedProcess:
     def terminate(self) -> None:
         """Ask the whole tree to stop (SIGTERM to the group); `wait()` reports the exit."""
         signal_tree(self.pid, tree_members(self.pid), signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree now, also in the middle of a stop's grace period.
+
+        A stop in progress (a cancelled `wait()`) sees the tree gone and finishes at
+        once; `wait()` reports the exit.
+        """
+        members = self._stopping if self._stopping is not None else tree_members(self.pid)
+        signal_tree(self.pid, members, signal.SIGKILL)
 
     async def aclose(self) -> None:
         """Stop the tree (SIGTERM, grace, SIGKILL), relay its last words and reap it."""
@@ -276,7 +308,7 @@ class CapturedProcess:
     async def _stop_tree(self) -> None:
         # Snapshot descendants before signalling: once the child dies they are
         # re-parented and psutil can no longer tell they were ours.
-        members = tree_members(self.pid)
+        members = self._stopping = tree_members(self.pid)
         if self._process.returncode is None or any_alive(members):
             signal_tree(self.pid, members, signal.SIGTERM)
             with anyio.move_on_after(self.grace):
@@ -292,6 +324,29 @@ class CapturedProcess:
         # Polled: psutil has no event to await, and this runs only while a tree stops.
         while any_alive(members):  # noqa: ASYNC110
             await anyio.sleep(POLL_S)
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A preexec function asking the kernel to SIGKILL the child when this thread dies.
+
+    Runs in the forked child before exec, so it only calls a prctl bound beforehand
+    (no imports, no locks). If the parent died before the call, the child kills itself:
+    nobody is left to stop it.
+    """
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    kill, sigkill = os.kill, int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if os.getppid() != parent:
+            kill(os.getpid(), sigkill)
+
+    return preexec
 
 
 def _warn_kill(pid: int, grace: float) -> None:

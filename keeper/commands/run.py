@@ -9,12 +9,19 @@ tree has been stopped.
 from __future__ import annotations
 
 import shlex
+import signal
+import sys
+from typing import TYPE_CHECKING
 
 import anyio
 
 from keeper.errors import JobFailed, UsageError, how_it_ended
 from keeper.settings import KeeperSettings
 from narration_core import Level
+
+if TYPE_CHECKING:
+    from keeper.render import Renderer
+    from keeper.supervise import StopSignals
 
 EXIT_NOT_FOUND = 127  # the shell's code for "command not found"
 EXIT_NOT_EXECUTABLE = 126  # the shell's code for "found but cannot be executed"
@@ -32,46 +39,71 @@ def run(
     """
     if not argv:
         raise UsageError("`keeper run` needs a command after --, e.g. `keeper run -- make test`")
-    anyio.run(_run, settings, list(argv), actor, job_id)
+    if anyio.run(_run, settings, list(argv), actor, job_id):
+        raise KeyboardInterrupt  # the tree is gone; __main__ reports it and exits 130
 
 
-async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: str | None) -> None:
+async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: str | None) -> bool:
+    """Run and relay the command; True when a stop signal ended it."""
     from keeper.render import make_renderer
-    from narration_core import Narrator, narration_context
+    from keeper.supervise import open_stop_signals
+    from narration_core import narration_context
+
+    # Signals are taken over before the spawn, so none can cancel it half-way.
+    with open_stop_signals() as stops:
+        renderer = make_renderer(settings, err_file=sys.stderr)
+        with renderer, narration_context(job_id=job_id):
+            return await _supervise(stops, renderer, argv, actor, job_id)
+
+
+async def _supervise(
+    stops: StopSignals, renderer: Renderer, argv: list[str], actor: str, job_id: str | None
+) -> bool:
+    from narration_core import Narrator
     from narration_core.capture import ProcessNarrationCapture
 
     narrate = Narrator("keeper")
     command = shlex.join(argv)
-    with make_renderer(settings) as renderer, narration_context(job_id=job_id):
-        capture = ProcessNarrationCapture(job_id, actor=actor, on_progress=renderer.progress)
-        try:
-            proc = await capture.spawn(argv)
-        except FileNotFoundError as exc:
-            raise JobFailed(
-                f"command not found: {argv[0]!r}; check the name or give its full path",
-                exit_code=EXIT_NOT_FOUND,
-            ) from exc
-        except PermissionError as exc:
-            raise JobFailed(
-                f"cannot execute {argv[0]!r}: permission denied; check that it is executable",
-                exit_code=EXIT_NOT_EXECUTABLE,
-            ) from exc
-        except OSError as exc:  # e.g. ENOEXEC: a script without a #! line, a foreign binary
-            raise JobFailed(
-                f"cannot execute {argv[0]!r}: {exc.strerror or exc}; "
-                "check that it is a program or a script starting with #!",
-                exit_code=EXIT_NOT_EXECUTABLE,
-            ) from exc
-        narrate.action("run").target(proc.pid).human(f"Running {command} (pid {proc.pid})").emit()
-        renderer.status(f"Running {command}")
-        async with proc:
-            code = await proc.wait()
-        renderer.status(None)
-        level: Level = "info" if code == 0 else "error"
-        narrate.action("exit").target(proc.pid).level(level).human(
-            f"{command} {how_it_ended(code)}"
+    capture = ProcessNarrationCapture(job_id, actor=actor, on_progress=renderer.progress)
+    try:
+        proc = await capture.spawn(argv, stdin=None)  # the command reads our stdin
+    except FileNotFoundError as exc:
+        raise JobFailed(
+            f"command not found: {argv[0]!r}; check the name or give its full path",
+            exit_code=EXIT_NOT_FOUND,
+        ) from exc
+    except PermissionError as exc:
+        raise JobFailed(
+            f"cannot execute {argv[0]!r}: permission denied; check that it is executable",
+            exit_code=EXIT_NOT_EXECUTABLE,
+        ) from exc
+    except OSError as exc:  # e.g. ENOEXEC: a script without a #! line, a foreign binary
+        raise JobFailed(
+            f"cannot execute {argv[0]!r}: {exc.strerror or exc}; "
+            "check that it is a program or a script starting with #!",
+            exit_code=EXIT_NOT_EXECUTABLE,
+        ) from exc
+    narrate.action("run").target(proc.pid).human(f"Running {command} (pid {proc.pid})").emit()
+    renderer.status(f"Running {command}")
+
+    def stopping(sig: signal.Signals) -> None:
+        renderer.status(f"Stopping {command}")
+        narrate.action("stop").target(proc.pid).human(
+            f"{sig.name}: stopping {command} (pid {proc.pid}) and everything it started; "
+            "a second Ctrl-C or signal kills them at once"
         ).emit()
+
+    async with proc:
+        code, stopped_by = await stops.wait(proc, on_stop=stopping)
+    renderer.status(None)
+    if stopped_by is not None:
+        return True
+    level: Level = "info" if code == 0 else "error"
+    narrate.action("exit").target(proc.pid).level(level).human(
+        f"{command} {how_it_ended(code)}"
+    ).emit()
     if code != 0:
         # A child killed by signal N reports -N; the shell convention is 128 + N.
         exit_code = code if code > 0 else 128 - code
         raise JobFailed(f"{command} {how_it_ended(code)}", exit_code=exit_code)
+    return False
