@@ -213,14 +213,23 @@ def queen_logs(
     queen.logs(_settings(ctx), follow=follow, lines=lines)
 
 
-# -- hive (lands with the hive issue) ----------------------------------------------
+# -- hive ------------------------------------------------------------------------------
+
+AcceptNewHostKey = Annotated[
+    bool,
+    typer.Option(
+        "--accept-new-host-key",
+        help="Trust a remote host not yet in known_hosts and store its key (never a changed one).",
+    ),
+]
 
 
 @hive_app.command("start")
 def hive_start(
     ctx: typer.Context,
     alias: Annotated[
-        str, typer.Argument(help="Hive alias; localhost (remote hives arrive with SSH).")
+        str,
+        typer.Argument(help="Hive alias: localhost, or a hives config / ~/.ssh/config host."),
     ] = "localhost",
     port: Annotated[
         int | None, typer.Option(help="Port the hive listens on (default 7835).")
@@ -232,6 +241,7 @@ def hive_start(
         float, typer.Option(help="Seconds to wait for the hive to become healthy.")
     ] = 30.0,
     beat_interval: Annotated[float | None, typer.Option(hidden=True)] = None,
+    accept_new_host_key: AcceptNewHostKey = False,
 ) -> None:
     """Start a hive beating to the queen, stream its startup, leave it running once healthy."""
     from keeper.commands import hive
@@ -243,6 +253,7 @@ def hive_start(
         foreground=foreground,
         timeout=timeout,
         beat_interval=beat_interval,
+        accept_new_host_key=accept_new_host_key,
     )
 
 
@@ -250,22 +261,25 @@ def hive_start(
 def hive_stop(
     ctx: typer.Context,
     alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost",
+    accept_new_host_key: AcceptNewHostKey = False,
 ) -> None:
     """Stop a hive and its workers: SIGTERM, then SIGKILL after the grace period."""
     from keeper.commands import hive
 
-    hive.stop(_settings(ctx), alias)
+    hive.stop(_settings(ctx), alias, accept_new_host_key=accept_new_host_key)
 
 
 @hive_app.command("status")
 def hive_status(
     ctx: typer.Context,
     alias: Annotated[str, typer.Argument(help="Hive alias.")] = "localhost",
+    accept_new_host_key: AcceptNewHostKey = False,
 ) -> None:
-    """Is the hive running, and what are its workers doing? (asked through the queen)"""
+    """Is the hive running, and what are its workers doing? (asked through the queen; a
+    remote hive's process is checked over SSH)"""
     from keeper.commands import hive
 
-    hive.status(_settings(ctx), alias)
+    hive.status(_settings(ctx), alias, accept_new_host_key=accept_new_host_key)
 
 
 @hive_app.command("logs")
@@ -276,11 +290,18 @@ def hive_logs(
         bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
     ] = False,
     lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines to show.")] = 50,
+    accept_new_host_key: AcceptNewHostKey = False,
 ) -> None:
     """Show a hive's log file (its stdout and stderr since the last start)."""
     from keeper.commands import hive
 
-    hive.logs(_settings(ctx), alias, follow=follow, lines=lines)
+    hive.logs(
+        _settings(ctx),
+        alias,
+        follow=follow,
+        lines=lines,
+        accept_new_host_key=accept_new_host_key,
+    )
 
 
 @hive_app.command("list")

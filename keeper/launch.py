@@ -10,8 +10,8 @@ with the daemon's own actors, until `/health` answers (`JobClient.health`). A da
 exits first, or is not healthy in time, is stopped and its pidfile removed, and the error
 points at its last lines. The daemon never holds a pipe to a keeper that has exited.
 
-Everything that touches the machine goes through a `Host`: `LocalHost` here; the SSH
-issue adds an `SshHost` that does the same over asyncssh (same calls, same narration).
+Everything that touches the machine goes through a `Host`: `LocalHost` here, and
+`keeper.remote.SshHost`, which does the same over asyncssh (same calls, same narration).
 The caller holds the start lock (`keeper.daemons.start_lock`) around the whole sequence.
 """
 
@@ -73,7 +73,25 @@ class Host(Protocol):
         """The daemon's exit code once it has exited (reaping it), else None."""
         ...
 
-    def pidfile(self, name: str) -> daemons.PidFile: ...
+    def pidfile(self, name: str) -> daemons.PidFile:
+        """The local pidfile of `name` (a foreground start; local hosts only)."""
+        ...
+
+    async def read_record(self, name: str) -> daemons.PidRecord | None:
+        """The pidfile record of the daemon `name` on this host; None if none."""
+        ...
+
+    async def write_record(self, record: daemons.PidRecord) -> None: ...
+
+    async def remove_record(self, name: str) -> None: ...
+
+    def log_origin(self, pid: int) -> str:
+        """The origin the daemon's relayed log lines get (`pid 123`, `ssh:gpu1`)."""
+        ...
+
+    async def unhealthy_reason(self, daemon: Daemon) -> str | None:
+        """Why a running daemon's /health does not answer from here, if the host can tell."""
+        ...
 
     async def is_alive(self, record: daemons.PidRecord) -> bool:
         """True when the process the record names still runs (not a reused pid)."""
@@ -112,6 +130,21 @@ class LocalHost:
 
     def pidfile(self, name: str) -> daemons.PidFile:
         return daemons.PidFile(self.run_dir, name)
+
+    async def read_record(self, name: str) -> daemons.PidRecord | None:
+        return self.pidfile(name).read()
+
+    async def write_record(self, record: daemons.PidRecord) -> None:
+        self.pidfile(record.name).write(record)
+
+    async def remove_record(self, name: str) -> None:
+        self.pidfile(name).remove()
+
+    def log_origin(self, pid: int) -> str:
+        return f"pid {pid}"
+
+    async def unhealthy_reason(self, daemon: Daemon) -> str | None:
+        return None
 
     async def is_alive(self, record: daemons.PidRecord) -> bool:
         return daemons.live_process(record) is not None
@@ -169,9 +202,8 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
         f"Starting {daemon.program}; log: {daemon.log_path}"
     ).emit()
     record = await host.spawn(daemon)
-    pidfile = host.pidfile(daemon.name)
-    pidfile.write(record)
-    tail = LogTail(host, daemon, origin=f"pid {record.pid}")
+    await host.write_record(record)
+    tail = LogTail(host, daemon, origin=host.log_origin(record.pid))
     code: int | None = None
     ready = False
     try:
@@ -182,13 +214,15 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
     if ready:
         return record
     if code is None:  # still running but never healthy: do not leave it half-alive
+        reason = await host.unhealthy_reason(daemon)
         await host.stop(record)
-        pidfile.remove()
+        await host.remove_record(daemon.name)
+        reason = reason or f"its last lines are above and in {daemon.log_path}"
         raise JobFailed(
             f"{daemon.program} did not become healthy at {daemon.url} within {timeout_s:g} s "
-            f"and was stopped; its last lines are above and in {daemon.log_path}"
+            f"and was stopped; {reason}"
         )
-    pidfile.remove()
+    await host.remove_record(daemon.name)
     raise JobFailed(
         f"{daemon.program} {how_it_ended(code)} before it was ready; "
         f"its last lines are above and in {daemon.log_path}"
@@ -243,11 +277,10 @@ async def stop(
     Returns None when it was not running (a stale pidfile is removed and said so), after
     calling `if_not_running` (which may raise: say whose daemon answers instead).
     """
-    pidfile = host.pidfile(name)
-    record = pidfile.read()
+    record = await host.read_record(name)
     said = label[:1].upper() + label[1:]  # at the start of a sentence
     if record is None or not await host.is_alive(record):
-        pidfile.remove()
+        await host.remove_record(name)
         if if_not_running is not None:
             if_not_running()
         NARRATE.action("not_running").human(
@@ -260,7 +293,7 @@ async def stop(
         f"Stopping {label} (pid {record.pid}) with SIGTERM"
     ).emit()
     result = await host.stop(record)
-    pidfile.remove()
+    await host.remove_record(name)
     if result is None:
         NARRATE.action("stopped").target(record.pid).human(f"{said} had already exited").emit()
     elif result.killed:
@@ -369,25 +402,11 @@ def record_for(daemon: Daemon, pid: int, *, log: str | None = None) -> daemons.P
 def print_log(path: Path, *, program: str, as_json: bool, follow: bool, lines: int) -> None:
     """Print the last `lines` lines of a daemon's log, sanitised (or as JSON events); with
     `follow`, keep printing what is appended, across a restart's rotation, until Ctrl-C."""
-    import json
-    import sys
-
-    from narration_core import NarrationEvent, parse_line, strip_control
-
     data = path.read_bytes()
-    out = sys.stdout
-
-    def show(line: str) -> None:
-        if as_json:  # the shape of every other --json output: one event per line
-            event = parse_line(line) or NarrationEvent(program, "output", line, stream="stdout")
-            record = {"event": "output" if event.stream else "narration", **event.to_dict()}
-            out.write(json.dumps(record) + "\n")
-        else:
-            out.write(strip_control(line) + "\n")
-
+    show, flush = log_printer(program, as_json=as_json)
     for raw in data.splitlines()[-lines:] if lines > 0 else []:
         show(raw.decode("utf-8", "replace"))
-    out.flush()
+    flush()
     offset = len(data)
     splitter = LineSplitter()
     while follow:  # until Ctrl-C (exit 130)
@@ -403,6 +422,27 @@ def print_log(path: Path, *, program: str, as_json: bool, follow: bool, lines: i
             offset += len(chunk)
             for line in splitter.feed(chunk):
                 show(line)
-            out.flush()
+            flush()
         else:
             time.sleep(POLL_S * 4)
+
+
+def log_printer(program: str, *, as_json: bool) -> tuple[Callable[[str], None], Callable[[], None]]:
+    """(show, flush) for a daemon's log lines on stdout: sanitised text, or with --json
+    one event per line in the shape of every other --json output."""
+    import json
+    import sys
+
+    from narration_core import NarrationEvent, parse_line, strip_control
+
+    out = sys.stdout
+
+    def show(line: str) -> None:
+        if as_json:
+            event = parse_line(line) or NarrationEvent(program, "output", line, stream="stdout")
+            record = {"event": "output" if event.stream else "narration", **event.to_dict()}
+            out.write(json.dumps(record) + "\n")
+        else:
+            out.write(strip_control(line) + "\n")
+
+    return show, out.flush

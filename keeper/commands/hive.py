@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -20,8 +21,11 @@ from keeper.render import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import Narrator
 
+if TYPE_CHECKING:
+    from keeper.hosts import HiveHost
+
 PROGRAM = "rbee-hive"
-LOCAL = "localhost"  # the one hive alias served today; others arrive with SSH support
+LOCAL = "localhost"  # the hive on this machine; any other alias is reached over SSH
 QUEEN_TOKEN_ENV = "RBEE_QUEEN_TOKEN"  # what rbee-hive sends with its heartbeats
 START_TIMEOUT_S = 30.0  # a cold interpreter importing the server stack on a busy machine
 
@@ -33,13 +37,12 @@ def daemon_name(alias: str) -> str:
     return f"hive-{alias}"
 
 
-def check_local(alias: str) -> None:
-    """Raise UsageError for any alias but localhost (remote hives need the SSH issue)."""
-    if alias != LOCAL:
-        raise UsageError(
-            f"hive {alias!r} is remote: remote hives arrive with SSH support; "
-            f"today only `{LOCAL}` can be started, stopped and read from here"
-        )
+def remote_target(alias: str) -> HiveHost | None:
+    """The machine a remote alias names (keeper.hosts), None for the local hive."""
+    from keeper.hosts import resolve
+
+    target = resolve(alias)
+    return None if target.is_local else target
 
 
 def start(
@@ -50,9 +53,23 @@ def start(
     foreground: bool,
     timeout: float = START_TIMEOUT_S,
     beat_interval: float | None = None,
+    accept_new_host_key: bool = False,
 ) -> None:
-    """Start the local hive beating to the keeper's queen; stream its startup until healthy."""
-    check_local(alias)
+    """Start the hive beating to the keeper's queen; stream its startup until healthy."""
+    if (target := remote_target(alias)) is not None:
+        if foreground:
+            raise UsageError(f"--foreground works for the local hive only, not {alias!r}")
+        from keeper.commands import hive_remote
+
+        hive_remote.start(
+            settings,
+            target,
+            port=port,
+            timeout=timeout,
+            accept_new_host_key=accept_new_host_key,
+            beat_interval=beat_interval,
+        )
+        return
     port = HIVE_PORT if port is None else port
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
@@ -113,17 +130,28 @@ def _already_running(host: launch.LocalHost, name: str, alias: str, port: int) -
     return False
 
 
-def stop(settings: KeeperSettings, alias: str) -> None:
-    """Stop the local hive (and so its workers): SIGTERM, SIGKILL after the grace."""
-    check_local(alias)
+def stop(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = False) -> None:
+    """Stop the hive (and so its workers): SIGTERM, SIGKILL after the grace."""
+    if (target := remote_target(alias)) is not None:
+        from keeper.commands import hive_remote
+
+        hive_remote.stop(settings, target, accept_new_host_key=accept_new_host_key)
+        return
     host = launch.LocalHost(RbeePaths.resolve().run)
     with make_renderer(settings):
         anyio.run(lambda: launch.stop(host, daemon_name(alias), label=f"hive {alias}"))
 
 
-def status(settings: KeeperSettings, alias: str) -> None:
-    """The hive's own answer (its workers), through the queen: a forwarded hive_status job."""
+def status(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = False) -> None:
+    """The hive's own answer (its workers), through the queen: a forwarded hive_status job.
+    For a remote hive: whether its process runs, from its pidfile over SSH."""
     from keeper.commands.jobs import stream_operation
+
+    if (target := remote_target(alias)) is not None:
+        from keeper.commands import hive_remote
+
+        hive_remote.status(settings, target, accept_new_host_key=accept_new_host_key)
+        return
 
     stream_operation(settings, {"operation": "hive_status", "hive_id": alias})
 
@@ -135,9 +163,22 @@ def list_hives(settings: KeeperSettings) -> None:
     stream_operation(settings, {"operation": "hive_list"})
 
 
-def logs(settings: KeeperSettings, alias: str, *, follow: bool, lines: int) -> None:
-    """Print the local hive's log (sanitised), following it with -f."""
-    check_local(alias)
+def logs(
+    settings: KeeperSettings,
+    alias: str,
+    *,
+    follow: bool,
+    lines: int,
+    accept_new_host_key: bool = False,
+) -> None:
+    """Print the hive's log (sanitised), following it with -f."""
+    if (target := remote_target(alias)) is not None:
+        from keeper.commands import hive_remote
+
+        hive_remote.logs(
+            settings, target, follow=follow, lines=lines, accept_new_host_key=accept_new_host_key
+        )
+        return
     path = RbeePaths.resolve().logs / f"{daemon_name(alias)}.log"
     if not path.exists():
         raise UsageError(f"no hive log at {path} yet; start the hive with `keeper hive start`")

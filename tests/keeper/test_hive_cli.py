@@ -22,11 +22,12 @@ STATUS_DEADLINE_S = 10.0  # a few heartbeats on a busy machine
     [("hive", "start", "gpu1"), ("hive", "stop", "gpu1"), ("hive", "logs", "gpu1")],
     ids=["start", "stop", "logs"],
 )
-def test_remote_hive_aliases_wait_for_ssh(keeper: Any, args: tuple[str, ...]) -> None:
-    """Any alias but localhost is a usage error that says remote hives need SSH support."""
+def test_unknown_hive_alias_shows_a_sample_config_entry(keeper: Any, args: tuple[str, ...]) -> None:
+    """An alias in neither the hives config nor the SSH config is a usage error showing
+    the hives config entry to add."""
     result = keeper(*args)
     assert result.returncode == 2
-    assert "remote hives arrive with SSH support" in result.stderr
+    assert "is not in" in result.stderr and "[hives.gpu1]" in result.stderr
     assert "Traceback" not in result.stderr
 
 

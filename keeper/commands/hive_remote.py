@@ -1,0 +1,222 @@
+"""`keeper hive start|stop|status|logs ALIAS` for a hive on another machine, over SSH.
+
+The same `keeper.launch` sequence as the local hive, through `keeper.remote.SshHost`: the
+remote hive's startup narration streams back line by line (origin `ssh:<alias>`) until
+its /health answers from here, then the keeper disconnects and the hive keeps running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from jobs.paths import HOME_ENV, TOKEN_ENV, RbeePaths
+from keeper import daemons, launch
+from keeper.commands.hive import PROGRAM, QUEEN_TOKEN_ENV, daemon_name
+from keeper.errors import JobFailed, UsageError
+from keeper.hosts import HiveHost
+from keeper.render import make_renderer
+from keeper.settings import KeeperSettings
+from narration_core import CAPTURE_ENV, LineSplitter, Narrator
+
+if TYPE_CHECKING:  # asyncssh is imported only when a remote hive is asked for
+    from keeper.remote import SshHost
+
+NARRATE = Narrator("keeper")
+FOLLOW_CHUNK = 64 * 1024  # bytes read from the remote `tail -F` at a time
+
+
+def start(
+    settings: KeeperSettings,
+    target: HiveHost,
+    *,
+    port: int | None,
+    timeout: float,
+    accept_new_host_key: bool,
+    beat_interval: float | None = None,
+) -> None:
+    """Start rbee-hive on `target` detached, stream its startup until healthy, disconnect."""
+    from keeper import remote, ssh
+
+    hive_port = target.hive_port if port is None else port
+    if not 0 < hive_port < 65536:
+        raise UsageError(f"--port {hive_port} is not a TCP port; pick one between 1 and 65535")
+    name = daemon_name(target.alias)
+    paths = RbeePaths.resolve().ensure()
+
+    async def go() -> daemons.PidRecord | None:
+        async with remote.open_host(target, accept_new_host_key=accept_new_host_key) as host:
+            record = await host.read_record(name)
+            if record is not None and await host.is_alive(record):
+                NARRATE.action("already_running").target(record.url).human(
+                    f"Hive {target.alias} is already running on {target.ssh_host} "
+                    f"(pid {record.pid}) at {record.url}"
+                ).emit()
+                return None
+            await _check_installed(host)
+            url = target.url or f"http://{_url_host(host.peer_address())}:{hive_port}"
+            argv = [
+                *_hive_command(host),
+                *("--hive-id", target.alias, "--port", str(hive_port)),
+                *(
+                    "--bind",
+                    target.bind_address,
+                    "--queen-url",
+                    target.queen_url or settings.queen_url,
+                ),
+            ]
+            if beat_interval is not None:
+                argv += ["--beat-interval", f"{beat_interval:g}"]
+            env = {HOME_ENV: str(host.home), CAPTURE_ENV: "1", "PYTHONUNBUFFERED": "1"}
+            if target.token:
+                env[TOKEN_ENV] = target.token
+            if queen_token := settings.token():
+                env[QUEEN_TOKEN_ENV] = queen_token
+            daemon = launch.Daemon(name, PROGRAM, argv, url, host.logs / f"{name}.log", env)
+            try:
+                return await launch.start_detached(host, daemon, timeout)
+            except ssh.SshError:
+                raise
+            except JobFailed as exc:  # say it the SSH way: exit 3 with the last lines above
+                raise ssh.SshError(f"hive {target.alias} failed to start: {exc}") from None
+
+    def waiting() -> None:
+        NARRATE.action("wait_lock").human(
+            f"Another keeper is starting hive {target.alias}; waiting for it"
+        ).emit()
+
+    with make_renderer(settings) as out:
+        out.status(f"Starting {PROGRAM} {target.alias} on {target.ssh_host} over SSH")
+        with daemons.start_lock(paths.run, name, on_wait=waiting):
+            record = anyio.run(go)
+        if record is not None:
+            NARRATE.action("ready").target(record.url).human(
+                f"Hive {target.alias} is ready at {record.url} (pid {record.pid} on "
+                f"{target.ssh_host}); `keeper hive logs {target.alias}` shows its log"
+            ).emit()
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _hive_command(host: SshHost) -> list[str]:
+    if host.target.python:
+        return [host.target.python, "-m", "hive"]
+    return [f"{host.venv()}/bin/rbee-hive"]
+
+
+async def _check_installed(host: SshHost) -> None:
+    """SshError naming the fix when the remote has no rbee-hive (or python) to run."""
+    from keeper import ssh
+
+    program = _hive_command(host)[0]
+    result = await ssh.run(host.conn, ssh.command(["test", "-x", program]))
+    if result.exit_status == 0:
+        return
+    what = "python" if host.target.python else "venv"
+    raise ssh.SshError(
+        f"{program} is missing on {host.target.ssh_host}; run `keeper hive install "
+        f'{host.target.alias}` or set {what} = "…" in its hives config entry'
+    )
+
+
+def stop(settings: KeeperSettings, target: HiveHost, *, accept_new_host_key: bool) -> None:
+    """Stop the remote hive by its remote pidfile: SIGTERM, SIGKILL after the grace."""
+    from keeper import remote
+
+    async def go() -> None:
+        async with remote.open_host(target, accept_new_host_key=accept_new_host_key) as host:
+            await launch.stop(host, daemon_name(target.alias), label=f"hive {target.alias}")
+
+    with make_renderer(settings):
+        anyio.run(go)
+
+
+def status(settings: KeeperSettings, target: HiveHost, *, accept_new_host_key: bool) -> None:
+    """Is the remote hive's process running (its pidfile, checked over SSH)? Exit 1 if not."""
+    from keeper import remote
+
+    async def go() -> daemons.PidRecord | None:
+        async with remote.open_host(target, accept_new_host_key=accept_new_host_key) as host:
+            record = await host.read_record(daemon_name(target.alias))
+            if record is not None and await host.is_alive(record):
+                return record
+            return None
+
+    with make_renderer(settings):
+        record = anyio.run(go)
+        if record is None:
+            raise JobFailed(
+                f"hive {target.alias} is not running on {target.ssh_host}; "
+                f"start it with `keeper hive start {target.alias}`"
+            )
+        NARRATE.action("running").target(record.url).human(
+            f"Hive {target.alias} is running on {target.ssh_host} (pid {record.pid}) at "
+            f"{record.url}; log: {record.log}"
+        ).emit()
+
+
+def logs(
+    settings: KeeperSettings,
+    target: HiveHost,
+    *,
+    follow: bool,
+    lines: int,
+    accept_new_host_key: bool,
+) -> None:
+    """Print the remote hive's log (sanitised, or --json events); -f follows until Ctrl-C."""
+    from keeper import remote, ssh
+
+    show, flush = launch.log_printer(PROGRAM, as_json=settings.json)
+
+    async def go() -> None:
+        async with remote.open_host(target, accept_new_host_key=accept_new_host_key) as host:
+            path = host.logs / f"{daemon_name(target.alias)}.log"
+            if not follow:
+                result = await ssh.run(
+                    host.conn, ssh.command(["tail", "-n", str(lines), str(path)])
+                )
+                if result.exit_status != 0:
+                    raise UsageError(_no_log(target, path))
+                for line in ssh.text(result.stdout).splitlines():
+                    show(line)
+                flush()
+                return
+            await _follow(host, path, lines, show, flush)
+
+    anyio.run(go)
+
+
+async def _follow(
+    host: SshHost, path: Path, lines: int, put: Callable[[str], None], done: Callable[[], None]
+) -> None:
+    """Stream `tail -F` of the remote log until Ctrl-C; SshError when the link drops."""
+    import asyncssh
+
+    from keeper import ssh
+
+    splitter = LineSplitter()
+    cmd = ssh.command(["tail", "-n", str(max(lines, 0)), "-F", str(path)])
+    try:
+        async with host.conn.create_process(cmd, encoding=None) as process:
+            while chunk := await process.stdout.read(FOLLOW_CHUNK):
+                for line in splitter.feed(chunk):
+                    put(line)
+                done()
+    except (asyncssh.Error, OSError):
+        pass
+    raise ssh.SshError(
+        f"the SSH connection to {host.target.ssh_host} dropped while following hive "
+        f"{host.target.alias}'s log; run `keeper hive logs -f {host.target.alias}` again"
+    )
+
+
+def _no_log(target: HiveHost, path: Path) -> str:
+    return (
+        f"no hive log at {path} on {target.ssh_host} yet; start the hive with "
+        f"`keeper hive start {target.alias}`"
+    )

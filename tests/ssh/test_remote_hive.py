@@ -1,0 +1,42 @@
+"""`keeper hive start|status|logs|stop` against a hive on a machine reached over real SSH."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from tests.ssh.conftest import ALIAS, Remote
+
+
+def test_start_streams_remote_startup_and_the_hive_outlives_the_keeper(
+    keeper: Any, remote: Remote
+) -> None:
+    """`hive start` relays the remote hive's startup narration (origin ssh:<alias>) until
+    healthy, exits, and the hive keeps running; status, logs and stop then work over SSH."""
+    started = keeper("--json", "hive", "start", ALIAS)
+    assert started.returncode == 0, started.stderr
+    events = [json.loads(line) for line in started.stdout.splitlines()]
+    hive = [(e["action"], e.get("origin")) for e in events if e.get("actor") == "rbee-hive"]
+    assert ("startup", f"ssh:{ALIAS}") in hive and ("ready", f"ssh:{ALIAS}") in hive
+    assert events[-1]["actor"] == "keeper" and events[-1]["action"] == "ready"
+    url = f"http://127.0.0.1:{remote.hive_port}/health"
+    assert httpx.get(url, timeout=5).status_code == 200  # the keeper has exited
+
+    status = keeper("hive", "status", ALIAS)
+    assert status.returncode == 0 and "is running" in status.stdout, status.stderr
+    again = keeper("hive", "start", ALIAS)
+    assert again.returncode == 0 and "already running" in again.stdout, again.stderr
+    logs = keeper("hive", "logs", ALIAS)
+    assert logs.returncode == 0 and f"Hive {ALIAS} starting" in logs.stdout, logs.stderr
+
+    stopped = keeper("hive", "stop", ALIAS)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+    try:
+        httpx.get(url, timeout=2)
+        raise AssertionError("the hive still answers after hive stop")
+    except httpx.TransportError:
+        pass
+    gone = keeper("hive", "status", ALIAS)
+    assert gone.returncode == 1 and "not running" in gone.stderr
