@@ -98,7 +98,7 @@ class Daemons:
         self.run("queen", "start", "--port", str(self.queen_port), env=env)
 
     def start_hive(self) -> None:
-        self.run("hive", "start", "--port", str(self.hive_port), "--beat-interval", "0.5")
+        self.run("hive", "start", "--port", str(self.hive_port))
 
     def queen_pid(self) -> int:
         return int(json.loads((self.home / "run" / "queen.pid").read_text())["pid"])
@@ -375,10 +375,23 @@ def model_url(tmp_path: Path) -> Iterator[str]:
         thread.join()
 
 
+# Notes whether token text reached the page while the job still ran (a hash route keeps
+# the document, so the observer outlives the navigation to the job page).
+WATCH_TOKENS = """
+window.__tokensWhileRunning = false;
+new MutationObserver(() => {
+  const state = document.getElementById('job-state').textContent;
+  if (document.getElementById('job-tokens').textContent && state === 'running') {
+    window.__tokensWhileRunning = true;
+  }
+}).observe(document.getElementById('job-tokens'), {childList: true, characterData: true});
+"""
+
+
 def act(driver: WebDriver, operation: str, **fields: str) -> str:
     """On the dashboard, fill the form of `operation`'s button, press it, and return the
     job id of the page it opens."""
-    driver.get(driver.current_url.split("#")[0] + "#/")
+    driver.execute_script("location.hash = '#/'")
     form = driver.find_element(By.CSS_SELECTOR, f"form:has(button[value={operation}])")
     for name, value in fields.items():
         field = form.find_element(By.NAME, name)
@@ -391,8 +404,9 @@ def act(driver: WebDriver, operation: str, **fields: str) -> str:
 def test_model_and_worker_actions_run_from_the_page(
     browser: WebDriver, daemons: Daemons, model_url: str
 ) -> None:
-    """Download (progress bar at 100%), spawn a worker, see it in the table, stop it with
-    its row's button, delete the model: each action's job page ends completed."""
+    """Download (progress bar at 100%), spawn a worker, run a prompt (its tokens in the
+    output box), see the worker in the table, stop it with its row's button, delete the
+    model: each action's job page ends completed."""
     daemons.start_queen()
     daemons.start_hive()
     browser.get(daemons.url + "/")
@@ -405,18 +419,29 @@ def test_model_and_worker_actions_run_from_the_page(
     act(browser, "worker_spawn", model="small")
     wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the spawn to end")
     browser.find_element(By.LINK_TEXT, "← Dashboard").click()
-    stop = wait(
-        browser,
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#workers button"),
-        "the worker in the table",
-    )
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers tr"), "the worker row")
     assert "small" in text(browser, "#workers")
+    browser.execute_script(WATCH_TOKENS)
+    job_id = act(browser, "infer", model="small", prompt="Once upon a time", max_tokens="40")
+    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the inference to end")
+    assert browser.execute_script("return window.__tokensWhileRunning") is True
+    tokens = [
+        json.loads(line[6:])["t"]
+        for line in httpx.get(f"{daemons.url}/v1/jobs/{job_id}/stream", timeout=10).text.split("\n")
+        if line.startswith("data: {") and '"t":' in line
+    ]
+    shown = browser.execute_script("return document.getElementById('job-tokens').textContent")
+    assert tokens and shown == "".join(tokens)  # every token once, in order, as text
+    browser.find_element(By.LINK_TEXT, "← Dashboard").click()
+    stop = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers button"), "Stop")
+    worker_id = stop[0].find_element(By.XPATH, "../../td[1]").text
     stop[0].click()
     wait(browser, job_id_in_hash, "the worker_stop job page")
     wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the stop to end")
     assert text(browser, "#job-op") == "worker_stop"
+    assert f"Worker {worker_id} stopped" in text(browser, "#job-log")
     browser.find_element(By.LINK_TEXT, "← Dashboard").click()
-    wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, "#workers tr"), "no workers")
+    wait(browser, lambda d: worker_id not in text(d, "#workers"), "the worker to leave the table")
     act(browser, "model_delete", model="small")
     wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the delete to end")
     assert script_errors(browser) == []
