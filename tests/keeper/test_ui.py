@@ -22,10 +22,13 @@ def stop_queen(keeper: Any) -> Iterator[None]:
     keeper("queen", "stop", timeout=60.0)
 
 
-def keeper_with_env(keeper: Any, env: dict[str, str], *args: str) -> Any:
+def keeper_with_env(
+    keeper: Any, env: dict[str, str], *args: str, drop: tuple[str, ...] = ()
+) -> Any:
+    full = {k: v for k, v in {**keeper.env(), **env}.items() if k not in drop}
     return subprocess.run(
         [sys.executable, "-m", "keeper", *args],
-        env={**keeper.env(), **env},
+        env=full,
         capture_output=True,
         text=True,
         timeout=120.0,
@@ -85,3 +88,16 @@ def test_ui_with_an_unreachable_queen_url_says_so(
     assert result.returncode == 3, result.stdout + result.stderr
     assert f"queen is not reachable at {url}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ui_without_a_graphical_session_prints_the_address_only(
+    keeper: Any, stop_queen: None, free_tcp_port_factory: Callable[[], int]
+) -> None:
+    """On Linux with no DISPLAY, WAYLAND_DISPLAY or BROWSER (an SSH login), `keeper ui`
+    prints the address and says to open it, instead of starting a text browser here."""
+    port = free_tcp_port_factory()
+    drop = ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")
+    result = keeper_with_env(keeper, {}, "ui", "--port", str(port), drop=drop)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Dashboard: http://127.0.0.1:{port}/" in result.stdout
+    assert "No graphical session here; open the address above in a browser" in result.stdout
