@@ -14,6 +14,18 @@ export function el(tag, { class: cls, text, title, data } = {}, ...children) {
   return node;
 }
 
+let skew = 0; // queen clock minus this browser's clock, in seconds
+
+/** Note the queen's time from an event it just sent, so elapsed times ignore clock skew. */
+export function noteQueenTime(ts) {
+  if (typeof ts === "number") skew = ts - Date.now() / 1000;
+}
+
+/** The queen's current time (seconds since the epoch), as far as this page can tell. */
+export function queenNow() {
+  return Date.now() / 1000 + skew;
+}
+
 export function byId(id) {
   return document.getElementById(id);
 }

@@ -3,7 +3,7 @@
 // and Cancel. A dropped stream resumes after the last event shown: no gaps, no repeats.
 
 import { api, ApiError, FINAL_STATES, jobPath, streamJob } from "./api.js";
-import { actorClass, byId, bytes, clock, dateTime, duration, el, stateBadge } from "./dom.js";
+import { actorClass, byId, bytes, clock, dateTime, duration, el, queenNow, stateBadge } from "./dom.js";
 
 const ELAPSED_TICK_MS = 1000; // how often a running job's elapsed time is redrawn
 
@@ -160,7 +160,7 @@ function setState(job, state, error) {
 
 function drawElapsed(job) {
   if (!job || job !== current || typeof job.created !== "number") return;
-  const end = job.ended ?? Date.now() / 1000;
+  const end = job.ended ?? queenNow();
   byId("job-elapsed").textContent = duration(end - job.created);
 }
 

@@ -2,7 +2,9 @@
 // tab), the job list (polled), and the action forms that submit operations.
 
 import { api, ApiError, cancelOnUnload, FINAL_STATES, streamJob } from "./api.js";
-import { byId, bytes, dateTime, duration, el, stateBadge, syncRows } from "./dom.js";
+import {
+  byId, bytes, dateTime, duration, el, noteQueenTime, queenNow, stateBadge, syncRows,
+} from "./dom.js";
 
 const JOBS_POLL_MS = 2000; // how often the job list is refreshed
 const JOBS_SHOWN = 50; // newest jobs listed
@@ -85,7 +87,7 @@ async function pollJobs() {
 const jobRows = new Map(); // job_id -> <tr>, kept so focus survives a refresh
 
 function renderJobs(jobs) {
-  const now = Date.now() / 1000;
+  const now = queenNow();
   syncRows(byId("jobs"), jobRows, jobs, (job) => job.job_id, (job) => {
     const link = el("a", { text: job.job_id });
     link.href = `#/jobs/${encodeURIComponent(job.job_id)}`;
@@ -152,6 +154,7 @@ function watchStatus() {
 }
 
 function renderStatus(status, ts) {
+  noteQueenTime(ts);
   byId("st-version").textContent = status.version ?? "—";
   byId("st-uptime").textContent = duration(status.uptime_s);
   const counts = Object.entries(status.jobs ?? {})
