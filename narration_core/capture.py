@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import psutil
 from anyio.abc import ByteReceiveStream, Process
 
@@ -107,7 +108,9 @@ class ProcessNarrationCapture:
         Pass `stdin=None` to hand the child this process's stdin (`keeper run`, as a
         shell does); a daemon's children get /dev/null so they never wait on a terminal.
         Output is read while `wait()` runs. Raises FileNotFoundError/PermissionError
-        (OSError) directly when the program cannot be started.
+        (OSError) directly when the program cannot be started. Cancel-safe: either the
+        caller gets the process (and owns it: `async with proc`), or the cancel is raised
+        with the child's tree already stopped.
         """
         if not argv:
             raise ValueError("spawn needs a program to run; argv is empty")
@@ -120,17 +123,20 @@ class ProcessNarrationCapture:
         # the event loop's subprocess_exec (subprocess.Popen), which does.
         from anyio._core._eventloop import get_async_backend
 
-        process = await get_async_backend().open_process(
-            list(argv),
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=child_env,
-            cwd=cwd,
-            start_new_session=True,
-            **extra,
-        )
-        return CapturedProcess(
+        # Shielded: a cancel landing inside asyncio's spawn would kill the child alone and
+        # then wait on its pipes, which grandchildren it already forked still hold.
+        with anyio.CancelScope(shield=True):
+            process = await get_async_backend().open_process(
+                list(argv),
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=child_env,
+                cwd=cwd,
+                start_new_session=True,
+                **extra,
+            )
+        captured = CapturedProcess(
             process,
             job_id=self.job_id,
             actor=self.actor or program_actor(argv[0]),
@@ -139,6 +145,12 @@ class ProcessNarrationCapture:
             max_line=self.max_line,
             on_progress=self.on_progress,
         )
+        try:  # a cancel that came during the spawn: stop the tree here, nobody owns it yet
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            await captured.aclose()
+            raise
+        return captured
 
 
 class CapturedProcess:

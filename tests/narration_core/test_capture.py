@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import psutil
 import pytest
 
@@ -289,3 +290,27 @@ async def test_missing_program_raises_at_spawn(tmp_path: Path) -> None:
     """A program that does not exist fails at spawn with FileNotFoundError."""
     with pytest.raises(FileNotFoundError):
         await ProcessNarrationCapture().spawn([str(tmp_path / "no-such-program")])
+
+
+async def test_cancel_during_spawn_stops_the_child(seen: Seen) -> None:
+    """A cancel that lands while the child is being spawned raises out of spawn() with
+    the child already stopped: nothing runs on, nothing hangs."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children()}
+    children: list[int] = []
+
+    async def cancel_once_forked(scope: anyio.CancelScope) -> None:
+        while not children:  # the fork is synchronous: look once per event-loop turn
+            children.extend(p.pid for p in me.children() if p.pid not in before)
+            await anyio.lowlevel.checkpoint()
+        scope.cancel()
+
+    with anyio.fail_after(DEADLINE_S):
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as scope:
+                tg.start_soon(cancel_once_forked, scope)
+                proc = await ProcessNarrationCapture().spawn(["sleep", "7401"])
+                async with proc:  # only reached if spawn() ignored the cancel
+                    pytest.fail("spawn() returned a process after it was cancelled")
+    assert scope.cancelled_caught
+    await wait_gone(children)
