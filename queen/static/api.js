@@ -42,6 +42,8 @@ function askToken(refused) {
     const why = document.getElementById("token-why");
     if (refused) why.textContent = "The queen refused that token: enter the token it was started with (RBEE_TOKEN).";
     input.value = "";
+    // Escape would close the dialog and leave every request waiting: the page needs a token.
+    const stay = (event) => event.preventDefault();
     const submit = (event) => {
       event.preventDefault();
       const given = input.value.trim();
@@ -49,12 +51,13 @@ function askToken(refused) {
       token = given;
       sessionStorage.setItem(TOKEN_KEY, token);
       form.removeEventListener("submit", submit);
+      dialog.removeEventListener("cancel", stay);
       dialog.close();
       asking = null;
       resolve();
     };
     form.addEventListener("submit", submit);
-    dialog.addEventListener("cancel", (event) => event.preventDefault(), { once: true });
+    dialog.addEventListener("cancel", stay);
     dialog.showModal();
     input.focus();
   });
@@ -114,7 +117,8 @@ export function jobPath(jobId) {
  * `onEvent(kind, data, seq)` gets every event once, in order: the last seq seen is sent
  * as Last-Event-ID on reconnect and anything at or below it is skipped. `onEnd(kind,
  * text)` gets the terminator (`DONE`, `ERROR`, `CANCELLED`). Resolves when the stream
- * ended or `signal` aborted; rejects with ApiError when the job does not exist.
+ * ended or `signal` aborted; rejects with ApiError on a 4xx (no such job). A dropped
+ * connection, an unreachable queen or a 5xx is retried with growing pauses.
  */
 export async function streamJob(jobId, { onEvent, onEnd, onDrop, signal }) {
   let last = 0;
@@ -150,7 +154,7 @@ export async function streamJob(jobId, { onEvent, onEnd, onDrop, signal }) {
       if (ended) return;
     } catch (error) {
       if (signal.aborted) return;
-      if (error instanceof ApiError) throw error;
+      if (error instanceof ApiError && error.status < 500) throw error; // no such job, bad id
     }
     onDrop?.(last);
     await sleep(pause, signal);
