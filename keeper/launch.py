@@ -188,7 +188,8 @@ def start(
             f"{said} is ready at {url} (pid {pid}); Ctrl-C stops it"
         ).emit()
 
-    anyio.run(run_foreground, daemon, host.pidfile(daemon.name), timeout_s, ready)
+    if anyio.run(run_foreground, daemon, host.pidfile(daemon.name), timeout_s, ready):
+        raise KeyboardInterrupt  # stopped by Ctrl-C/SIGTERM, its tree gone: exit 130
 
 
 async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemons.PidRecord:
@@ -231,38 +232,55 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
 
 async def run_foreground(
     daemon: Daemon, pidfile: daemons.PidFile, timeout_s: float, on_ready: Callable[[int], None]
-) -> None:
+) -> bool:
     """Run `daemon` attached (its pipes captured, relayed live) until it exits or Ctrl-C
     stops it; `on_ready(pid)` runs once it is healthy (release the start lock, narrate).
 
-    Raises JobFailed when it does not become healthy in time or exits with an error.
+    Returns True when a stop signal ended it (a second one kills its tree at once, as in
+    `keeper run`). Raises JobFailed when it does not become healthy in time or exits
+    with an error.
     """
+    from keeper.supervise import open_stop_signals
     from narration_core.capture import ProcessNarrationCapture
 
     capture = ProcessNarrationCapture(actor=daemon.program)
-    proc = await capture.spawn(daemon.argv, env=daemon.env)
-    pidfile.write(record_for(daemon, proc.pid, log=os.devnull))
     exit_codes: list[int] = []
-    try:
-        async with proc, anyio.create_task_group() as tg:
+    stopped = False
 
-            async def wait_exit() -> None:
-                exit_codes.append(await proc.wait())
-                tg.cancel_scope.cancel()
+    def stopping(sig: object) -> None:
+        NARRATE.action("stop").human(
+            f"Stopping {daemon.program}; a second Ctrl-C or signal kills it at once"
+        ).emit()
 
-            tg.start_soon(wait_exit)
-            with anyio.fail_after(timeout_s):
-                await _wait_healthy(daemon, exited=lambda: None)
-            on_ready(proc.pid)
-            await anyio.sleep_forever()
-    except TimeoutError:
-        raise JobFailed(
-            f"{daemon.program} did not become healthy at {daemon.url} within {timeout_s:g} s"
-        ) from None
-    finally:
-        pidfile.remove()
+    with open_stop_signals() as stops:  # before the spawn: no signal cancels it half-way
+        proc = await capture.spawn(daemon.argv, env=daemon.env)
+        pidfile.write(record_for(daemon, proc.pid, log=os.devnull))
+        try:
+            async with proc, anyio.create_task_group() as tg:
+
+                async def wait_exit() -> None:
+                    nonlocal stopped
+                    code, signalled = await stops.wait(proc, on_stop=stopping)
+                    exit_codes.append(code)
+                    stopped = signalled is not None
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(wait_exit)
+                with anyio.fail_after(timeout_s):
+                    await _wait_healthy(daemon, exited=lambda: None)
+                on_ready(proc.pid)
+                await anyio.sleep_forever()
+        except TimeoutError:
+            raise JobFailed(
+                f"{daemon.program} did not become healthy at {daemon.url} within {timeout_s:g} s"
+            ) from None
+        finally:
+            pidfile.remove()
+    if stopped:
+        return True
     if exit_codes and exit_codes[0] != 0:
         raise JobFailed(f"{daemon.program} {how_it_ended(exit_codes[0])}")
+    return False
 
 
 async def stop(
