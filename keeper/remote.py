@@ -248,10 +248,15 @@ async def open_host(target: HiveHost, *, accept_new_host_key: bool) -> AsyncIter
     async with ssh.connect(target, accept_new_host_key=accept_new_host_key) as conn:
         result = await ssh.run(conn, 'printf "%s" "$HOME"')
         user_home = ssh.text(result.stdout).strip() or "/"
-        async with anyio.create_task_group() as tg:
-            host = SshHost(conn, target, tg, user_home=user_home)
-            try:
-                yield host
-            finally:
-                await host.aclose()
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                host = SshHost(conn, target, tg, user_home=user_home)
+                try:
+                    yield host
+                finally:
+                    await host.aclose()
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the block's own error, not a group of one
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
