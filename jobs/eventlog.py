@@ -2,9 +2,16 @@
 
 A job's `JobLog` numbers events 1, 2, 3… Appends come from any thread (narration from
 `anyio.to_thread` work lands here through the job's narration sink) and never block: they
-go into memory and wake the store's flusher. The flusher writes each log's new events to
-`<folder>/<job>.jsonl` in one `write` (whatever arrived while the previous write ran goes
-in the next: batches grow with the load) and only then lets readers see them (`written`).
+go into memory and wake the store's flusher (directly on the loop; from another thread
+with one scheduled call however many appends come before it runs). The flusher writes each
+log's new events to `<folder>/<job>.jsonl` in one `write` (whatever arrived since its last
+pass goes in the next: batches grow with the load) and only then lets readers see them
+(`written`). A batch of up to INLINE_WRITE_BYTES is written on the event loop itself: a
+`write` into the page cache costs microseconds, far less than a hop to a worker thread
+and back (~0.1-2 ms, more on a busy machine), and that hop sits between every event and
+its readers. Bigger batches, and every write for a while after an inline one was slow (a
+slow or throttled disk), go to a thread so the loop never stalls.
+
 So an event is never sent before it is in the file: durable against a kill -9 of the
 server (the OS has it), not against a power cut (no fsync). The file's last seq is therefore
 at least every id a client was ever sent, and crash recovery's `failed` event takes the next.
@@ -54,6 +61,9 @@ FINISHED_TTL_S = 60.0  # seconds a finished log stays in memory before readers g
 MAX_BATCH = 2048  # events handed to a reader at once (bounds one SSE write to ~1 MB)
 MEMORY_TAIL = 1024  # written events a log keeps in memory (~1 KB each); older ones: the file
 READ_CHUNK = 256 * 1024  # bytes read from a JSONL file per step
+INLINE_WRITE_BYTES = 256 * 1024  # batches up to this are written on the loop (~5-50 µs each)
+SLOW_WRITE_S = 0.005  # an inline write slower than this means the disk is slow right now...
+SLOW_BACKOFF_S = 1.0  # ...so every write goes to a thread for this long, then inline is retried
 FILE_MODE = 0o600  # logs hold job output: the owner's only
 FOLDER_MODE = 0o700
 
@@ -89,7 +99,7 @@ class JobLog:
         self._notify = notify
         self._notify_pending = False
         # Flusher state, touched only on the loop (the file itself under `flush_lock`).
-        self.flush_lock = anyio.Lock()
+        self.flush_lock = anyio.Lock(fast_acquire=True)  # no loop pass when it is free
         self.written = 0  # events in the file; readers see seq <= written
         self.size = 0  # bytes of the file that hold them
         self.fd: int | None = None
@@ -373,6 +383,7 @@ class EventStore:
         self._dirty: dict[JobLog, None] = {}  # logs with unwritten events, in arrival order
         self._retry: dict[JobLog, None] = {}  # logs whose write failed: tried every tick
         self._wakeup = anyio.Event()
+        self._threaded_until = 0.0  # monotonic time until which writes go to a thread
 
     def path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.jsonl"
@@ -431,13 +442,14 @@ class EventStore:
                     await self.flush(log, close=True)
 
     async def flush(self, log: JobLog, *, close: bool = False) -> None:
-        """Write the entries not yet in the file (in a thread); never raises. A failed
-        write ends the log (see `abort`); `close` also closes its file."""
+        """Write the entries not yet in the file (small batches on the loop, see the module
+        docstring); never raises. A failed write ends the log (see `abort`); `close` also
+        closes its file."""
         async with log.flush_lock:
             batch = log.unwritten()
             if batch:
                 try:
-                    nbytes = await anyio.to_thread.run_sync(_write, log, batch)
+                    nbytes = await self._write(log, batch)
                 except Exception as exc:  # any failure to write is this job's
                     await self._write_failed(log, exc)
                 else:
@@ -447,6 +459,18 @@ class EventStore:
             if log.fd is not None and (close or log.is_ended):
                 await anyio.to_thread.run_sync(_close, log)
 
+    async def _write(self, log: JobLog, batch: list[LogEntry]) -> int:
+        """Append `batch` to the log's file, inline or in a thread; returns its bytes."""
+        data = "".join([entry.jsonl() for entry in batch]).encode()
+        if len(data) > INLINE_WRITE_BYTES or time.monotonic() < self._threaded_until:
+            return await anyio.to_thread.run_sync(_write, log, batch, data)
+        start = time.monotonic()
+        try:
+            return _write(log, batch, data)
+        finally:
+            if time.monotonic() - start > SLOW_WRITE_S:
+                self._threaded_until = time.monotonic() + SLOW_BACKOFF_S
+
     async def _write_failed(self, log: JobLog, exc: BaseException) -> None:
         error = storage.storage_error(self.folder, exc)
         self.last_error = error
@@ -455,7 +479,7 @@ class EventStore:
             return  # its final event is still waiting for room; the next tick retries
         final = log.abort(error)
         with contextlib.suppress(Exception):  # no room even for that: retried every tick
-            nbytes = await anyio.to_thread.run_sync(_write, log, [final])
+            nbytes = await self._write(log, [final])
             log.advance(final.seq, nbytes, self.memory_tail)
             self._retry.pop(log, None)
         if self.on_abort is not None:
@@ -515,14 +539,13 @@ def _open(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
 
 
-def _write(log: JobLog, batch: list[LogEntry]) -> int:
-    """Append `batch` in one write, with room for a final event after it; on any error the
-    file is cut back to what it held before, so it never holds half a batch."""
+def _write(log: JobLog, batch: list[LogEntry], data: bytes) -> int:
+    """Append `data` (`batch` as JSONL) in one write, with room for a final event after it;
+    on any error the file is cut back to what it held before, so it never holds half a batch."""
     if log.fd is None:
         log.path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
         log.fd = _open(log.path)
         log.size = os.fstat(log.fd).st_size
-    data = "".join([entry.jsonl() for entry in batch]).encode()
     ends = batch[-1].kind == "state" and is_final(batch[-1].to_event().data.get("state", ""))
     try:
         storage.reserve(log.fd, log.size, len(data) + (0 if ends else storage.FINAL_SLACK))

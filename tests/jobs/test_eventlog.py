@@ -192,6 +192,42 @@ async def test_flusher_writes_running_log_in_batches(tmp_path: Path) -> None:
     assert [parse_jsonl(line).seq for line in lines] == list(range(1, 101))  # type: ignore[union-attr]
 
 
+@pytest.mark.anyio
+async def test_small_writes_stay_on_the_loop_big_or_slow_ones_go_to_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small batch is written on the event loop's thread (no worker-thread hop before its
+    readers see it); a batch over INLINE_WRITE_BYTES, and the write after a slow inline one,
+    go to a worker thread."""
+    import os
+    import time
+
+    from jobs import eventlog
+
+    real_write = os.write
+    on_loop: list[bool] = []  # per write: did it run on the loop's thread?
+    slow = threading.Event()
+
+    def write(fd: int, data: bytes) -> int:
+        on_loop.append(threading.get_ident() == loop_thread)
+        if slow.is_set():
+            time.sleep(2 * eventlog.SLOW_WRITE_S)
+        return real_write(fd, data)
+
+    loop_thread = threading.get_ident()
+    monkeypatch.setattr(os, "write", write)
+    store = EventStore(tmp_path)
+    log = store.create("job-w")
+    for big, is_slow in [(False, False), (True, False), (False, True), (False, False)]:
+        slow.set() if is_slow else slow.clear()
+        log.append("output", {"human": "x" * (eventlog.INLINE_WRITE_BYTES if big else 10)})
+        await store.flush(log)
+    await store.flush(log, close=True)
+    assert on_loop == [True, False, True, False]
+    lines = store.path("job-w").read_text().splitlines()
+    assert [parse_jsonl(line).seq for line in lines] == [1, 2, 3, 4]  # type: ignore[union-attr]
+
+
 def test_jsonl_round_trip_and_garbage() -> None:
     """parse_jsonl reads back what LogEntry writes and rejects torn or foreign lines."""
     entry = LogEntry.encode(7, "output", {"human": 'quote " and }'})
