@@ -8,10 +8,17 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
-from keeper.render import Renderer
+from keeper.render import Renderer, _Verbatim
 from keeper.settings import KeeperSettings, OutputMode
-from narration_core import NarrationEvent, add_observer, format_line, narration_context
+from narration_core import (
+    NarrationEvent,
+    add_observer,
+    format_line,
+    narration_context,
+    parse_line,
+)
 from narration_core._lines import LineSplitter, relay_lines
 from narration_core.redact import needs_redaction, redact
 from narration_core.sinks import register_job_sink
@@ -137,3 +144,36 @@ def test_needs_redaction_is_false_only_for_text_redact_keeps(pieces: list[str]) 
     text = "".join(pieces)
     if not needs_redaction(text):
         assert redact(text) == text
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batch=st.lists(lines(), max_size=8),
+    stream=st.sampled_from(("stdout", "stderr")),
+    color_system=st.sampled_from((None, "standard", "256", "truecolor")),
+    no_color=st.booleans(),
+)
+def test_live_fast_path_draws_what_events_draw(
+    batch: list[str], stream: str, color_system: str | None, no_color: bool
+) -> None:
+    """The live view prints a clean batch with its cached colour codes exactly as Rich
+    prints the events it stands for, whatever the console's colours."""
+    batch = [line for line in batch if not any(c in line for c in "\r\x1b\x85\\")]
+
+    def drawn(items: list[Any]) -> str:
+        screen = io.StringIO()
+        console = Console(
+            file=screen, force_terminal=True, width=60, color_system=color_system, no_color=no_color
+        )
+        renderer = Renderer(KeeperSettings(), console=console, mode="live")
+        renderer._live_batch(items)
+        return screen.getvalue()
+
+    events = []
+    for line in batch:
+        event = parse_line(line)
+        events.append(event or NarrationEvent("run", "output", line, stream=stream))
+    fast = _Verbatim(
+        "", batch, stream, actor="run", origin=None, job_id=None, correlation_id=None, ts=0.0
+    )
+    assert drawn([fast]) == drawn(events)
