@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -28,7 +29,7 @@ print("done")
 """
 
 
-def test_plain_shows_the_final_state_only(keeper, tmp_path: Path) -> None:
+def test_plain_shows_the_final_state_only(keeper: Any, tmp_path: Path) -> None:
     """Plain output shows the bar's final state as one line, with no CR or U+FFFD."""
     (tmp_path / "bar.py").write_text(BAR)
     result = keeper("run", "--", sys.executable, str(tmp_path / "bar.py"))
@@ -39,7 +40,7 @@ def test_plain_shows_the_final_state_only(keeper, tmp_path: Path) -> None:
     assert "20%" not in result.stdout
 
 
-def test_json_carries_the_final_state_only(keeper, tmp_path: Path) -> None:
+def test_json_carries_the_final_state_only(keeper: Any, tmp_path: Path) -> None:
     """--json carries one output event with the final state; no CR or U+FFFD anywhere."""
     (tmp_path / "bar.py").write_text(BAR)
     result = keeper("--json", "run", "--", sys.executable, str(tmp_path / "bar.py"))
@@ -99,3 +100,35 @@ async def test_live_view_shows_progress_in_place(tmp_path: Path) -> None:
     shown = screen.getvalue()
     assert "100%" in shown and "\ufffd" not in shown
     assert "\r100%\r" not in shown  # printed as a line of its own, not drawn over
+
+
+SECRET_BAR = """
+import os, sys, time
+sys.stdout.write("\\rpassword=hunter2 at 10%")
+sys.stdout.flush()
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+sys.stdout.write("\\rdone\\n")
+"""
+
+
+@pytest.mark.anyio
+async def test_progress_is_redacted_like_any_line(tmp_path: Path) -> None:
+    """A secret in a progress bar's live state is redacted before the progress hook."""
+    shown: list[str | None] = []
+    seen = anyio.Event()
+
+    def progress(stream: str, text: str | None) -> None:
+        shown.append(text)
+        seen.set()
+
+    go = tmp_path / "go"
+    capture = ProcessNarrationCapture(on_progress=progress)
+    argv = [sys.executable, "-c", SECRET_BAR, str(go)]
+    async with await capture.spawn(argv) as proc, anyio.create_task_group() as tg:
+        tg.start_soon(proc.wait)
+        with anyio.fail_after(DEADLINE_S):
+            await seen.wait()
+        go.touch()
+    assert shown and shown[0] is not None and "10%" in shown[0]
+    assert not any("hunter2" in (text or "") for text in shown)
