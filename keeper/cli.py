@@ -313,9 +313,32 @@ def hive_list(ctx: typer.Context) -> None:
 
 
 @hive_app.command("install")
-@pending("remote hives over SSH have not landed; install rbee on that machine by hand")
-def hive_install(alias: Annotated[str, typer.Argument(help="Hive alias.")]) -> None:
-    """Install rbee on a remote host over SSH."""
+def hive_install(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="Hive alias (a remote machine).")],
+    venv: Annotated[
+        str | None,
+        typer.Option(help="The venv path on the remote (default: its config's, ~/.rbee/venv)."),
+    ] = None,
+    with_index: Annotated[
+        bool,
+        typer.Option(
+            "--with-index", help="Let the remote's pip fetch dependencies from its index."
+        ),
+    ] = False,
+    accept_new_host_key: AcceptNewHostKey = False,
+) -> None:
+    """Install rbee on a remote machine over SSH: wheels built here, copied by SFTP, no index
+    needed there."""
+    from keeper.commands import hive
+
+    hive.install(
+        _settings(ctx),
+        alias,
+        venv=venv,
+        with_index=with_index,
+        accept_new_host_key=accept_new_host_key,
+    )
 
 
 # -- worker and model: jobs the queen hands to a hive --------------------------------

@@ -11,6 +11,7 @@ HostName, User, Port, IdentityFile). Anything else is a usage error showing an e
     port = 22                   # ssh port
     hive_port = 7835            # where rbee-hive listens on that machine
     venv = "~/.rbee/venv"       # the venv `keeper hive install` creates there
+    python = "python3"          # the interpreter `keeper hive install` creates it with
     queen_url = "http://10.0.0.1:7833"  # the queen as that machine reaches it
     token = "…"                 # the hive's own token (needed to bind beyond loopback)
 """

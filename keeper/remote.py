@@ -217,8 +217,8 @@ class SshHost:
         return self.run_dir / f"{name}.pid"
 
     def python(self) -> str:
-        """The remote interpreter: configured `python`, else the venv's."""
-        return self.target.python or f"{self.venv()}/bin/python"
+        """The venv's interpreter on the remote."""
+        return f"{self.venv()}/bin/python"
 
     def venv(self) -> str:
         return self.absolute(self.target.venv_path)

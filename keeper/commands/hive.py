@@ -144,16 +144,46 @@ def stop(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = Fa
 
 def status(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = False) -> None:
     """The hive's own answer (its workers), through the queen: a forwarded hive_status job.
-    For a remote hive: whether its process runs, from its pidfile over SSH."""
+    For a hive configured as remote: whether its process runs, from its pidfile over SSH."""
     from keeper.commands.jobs import stream_operation
 
-    if (target := remote_target(alias)) is not None:
+    try:
+        target = remote_target(alias)
+    except UsageError:  # not configured here: the queen may know it from its heartbeats
+        target = None
+    if target is not None:
         from keeper.commands import hive_remote
 
         hive_remote.status(settings, target, accept_new_host_key=accept_new_host_key)
         return
 
     stream_operation(settings, {"operation": "hive_status", "hive_id": alias})
+
+
+def install(
+    settings: KeeperSettings,
+    alias: str,
+    *,
+    venv: str | None,
+    with_index: bool,
+    accept_new_host_key: bool,
+) -> None:
+    """Install rbee on the remote machine `alias` names (keeper.commands.hive_install)."""
+    target = remote_target(alias)
+    if target is None:
+        raise UsageError(
+            f"{alias} is this machine, where rbee is already installed; "
+            "install names a remote hive from the hives config or ~/.ssh/config"
+        )
+    from keeper.commands import hive_install
+
+    hive_install.install(
+        settings,
+        target,
+        venv=venv,
+        with_index=with_index,
+        accept_new_host_key=accept_new_host_key,
+    )
 
 
 def list_hives(settings: KeeperSettings) -> None:

@@ -104,8 +104,6 @@ def _url_host(address: str) -> str:
 
 
 def _hive_command(host: SshHost) -> list[str]:
-    if host.target.python:
-        return [host.target.python, "-m", "hive"]
     return [f"{host.venv()}/bin/rbee-hive"]
 
 
@@ -117,10 +115,9 @@ async def _check_installed(host: SshHost) -> None:
     result = await ssh.run(host.conn, ssh.command(["test", "-x", program]))
     if result.exit_status == 0:
         return
-    what = "python" if host.target.python else "venv"
     raise ssh.SshError(
         f"{program} is missing on {host.target.ssh_host}; run `keeper hive install "
-        f'{host.target.alias}` or set {what} = "…" in its hives config entry'
+        f'{host.target.alias}` or set venv = "…" in its hives config entry'
     )
 
 

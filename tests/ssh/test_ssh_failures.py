@@ -95,13 +95,15 @@ def test_a_hive_that_fails_to_start_shows_its_last_lines(
 ) -> None:
     """The remote hive exits before it is healthy: exit 3 saying how it ended, its last
     lines relayed with origin ssh:<alias>, and no pidfile left behind."""
-    broken = tmp_path / "broken-python"
+    venv = tmp_path / "broken-venv"
+    (venv / "bin").mkdir(parents=True)
+    broken = venv / "bin" / "rbee-hive"
     broken.write_text(
         "#!/bin/sh\necho '[rbee-hive ] startup        : Hive testhive starting'\n"
         "echo 'rbee-hive: cannot load the catalog (disk full)'\nexit 2\n"
     )
     broken.chmod(0o755)
-    remote.write_hives_config(rbee_home, python=str(broken))
+    remote.write_hives_config(rbee_home, venv=str(venv))
     result = keeper("--json", "hive", "start", ALIAS, timeout=60.0)
     _assert_one_sentence_exit_3(result, "failed to start", "exited with code 2")
     events = [json.loads(line) for line in result.stdout.splitlines()]
