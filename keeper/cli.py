@@ -306,7 +306,8 @@ def hive_logs(
 
 @hive_app.command("list")
 def hive_list(ctx: typer.Context) -> None:
-    """List the hives the queen knows (config and heartbeats), stale ones marked."""
+    """List the hives this keeper can reach (hives config, ~/.ssh/config), then the ones the
+    queen knows (config and heartbeats), stale ones marked."""
     from keeper.commands import hive
 
     hive.list_hives(_settings(ctx))

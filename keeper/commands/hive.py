@@ -187,10 +187,25 @@ def install(
 
 
 def list_hives(settings: KeeperSettings) -> None:
-    """The hives the queen knows, from its config and their heartbeats."""
+    """The hives this keeper can start (hives config, ~/.ssh/config), then the hives the
+    queen knows, from its config and their heartbeats."""
     from keeper.commands.jobs import stream_operation
+    from keeper.hosts import all_hosts
 
+    with make_renderer(settings):
+        for host in all_hosts():
+            where = "this machine" if host.is_local else _ssh_target(host)
+            NARRATE.action("hive_config").target(host.alias).human(
+                f"{host.alias}: {where} ({host.source})"
+            ).emit()
     stream_operation(settings, {"operation": "hive_list"})
+
+
+def _ssh_target(host: HiveHost) -> str:
+    """`ssh rbee@10.0.0.5:22, hive port 7835` (user and port left to the SSH config if unset)."""
+    user = f"{host.user}@" if host.user else ""
+    port = f":{host.port}" if host.port else ""
+    return f"ssh {user}{host.ssh_host}{port}, hive port {host.hive_port}"
 
 
 def logs(

@@ -40,3 +40,23 @@ def test_start_streams_remote_startup_and_the_hive_outlives_the_keeper(
         pass
     gone = keeper("hive", "status", ALIAS)
     assert gone.returncode == 1 and "not running" in gone.stderr
+
+
+def test_hive_list_shows_configured_and_ssh_config_hives(
+    keeper: Any, remote: Remote, free_tcp_port: int
+) -> None:
+    """`hive list` names localhost, the hives config entry and a Host found only in the SSH
+    config, each with its source, before the queen's own list."""
+    remote.ssh_config.write_text(
+        remote.ssh_config.read_text() + "\nHost other-box\n  HostName 192.0.2.7\nHost *\n"
+    )
+    assert keeper("queen", "start", "--port", str(free_tcp_port)).returncode == 0
+    try:
+        listed = keeper("hive", "list")
+    finally:
+        keeper("queen", "stop")
+    assert listed.returncode == 0, listed.stderr
+    assert "localhost: this machine (local)" in listed.stdout
+    assert f"{ALIAS}: ssh {ALIAS}, hive port {remote.hive_port} (hives config)" in listed.stdout
+    assert "other-box: ssh other-box, hive port 7835 (ssh config)" in listed.stdout
+    assert "Host *" not in listed.stdout and "*:" not in listed.stdout
