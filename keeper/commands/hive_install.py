@@ -116,6 +116,10 @@ async def _install(
             f"Installing {PROJECT} into {venv} from the copied wheels"
         ).emit()
         await _run_remote(host, ssh.sh(PIP_SCRIPT, *pip, PROJECT), step="pip install")
+        # pip keeps an installed rbee of the same version: put this build in place over it.
+        ours = [str(remote_wh / w.name) for w in wheels if w.name.startswith("rbee-")]
+        again = [*pip[:4], "--no-deps", "--force-reinstall", "--no-index", *ours]
+        await _run_remote(host, ssh.sh(PIP_SCRIPT, *again), step="pip install")
         moved = venv != host.venv()  # --venv elsewhere than `hive start` will look
     hint = f'; set venv = "{venv_asked}" in its hives config entry' if moved else ""
     NARRATE.action("installed").human(
