@@ -182,7 +182,8 @@ class SshHost:
         """When the hive answers on its own machine but not from here: say what to fix."""
         bind = self.target.bind_address
         local = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-        port = daemon.url.rsplit(":", 1)[-1].split("/")[0]
+        argv = daemon.argv  # the port it listens on there, which the URL here may not show
+        port = argv[argv.index("--port") + 1] if "--port" in argv else str(self.target.hive_port)
         probe = [self.python(), "-c", PROBE_SCRIPT, f"http://{local}:{port}/health"]
         result = await ssh.run(self.conn, ssh.command([*probe, str(HEALTH_PROBE_TIMEOUT_S)]))
         if result.exit_status != 0:
@@ -190,7 +191,7 @@ class SshHost:
         return (
             f"it answers on {self.name} itself but {daemon.url} is not reachable from here: "
             f'set bind = "0.0.0.0" (with a token) in its hives config entry, open port {port} '
-            "in that machine's firewall, or set hive_port/url to an address this machine reaches"
+            "in that machine's firewall, or set url to an address this machine reaches"
         )
 
     async def is_alive(self, record: daemons.PidRecord) -> bool:

@@ -146,3 +146,21 @@ def test_a_dropped_connection_ends_logs_follow_clearly(keeper: Any, remote: Remo
         assert "dropped while following" in err and "Traceback" not in err
     finally:
         assert keeper("hive", "stop", ALIAS).returncode == 0
+
+
+def test_a_hive_healthy_there_but_unreachable_from_here_says_what_to_fix(
+    keeper: Any, remote: Remote, rbee_home: Path
+) -> None:
+    """The hive answers /health on its own machine but not at the URL the keeper probes:
+    exit 3 saying so and naming bind, firewall and hive_port/url; the hive is stopped."""
+    with socket.socket() as sock:  # an address nothing answers on, as a firewalled port
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    remote.write_hives_config(rbee_home, url=f"http://127.0.0.1:{closed}")
+    result = keeper("hive", "start", ALIAS, "--timeout", "8", timeout=60.0)
+    _assert_one_sentence_exit_3(
+        result, f"answers on {ALIAS} itself", "not reachable from here", "bind", "firewall"
+    )
+    assert not remote.pidfile.exists()
+    status = keeper("hive", "status", ALIAS)
+    assert status.returncode == 1 and "not running" in status.stderr
