@@ -14,10 +14,13 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Start the queen (its startup narration streams live), show status, stop it.
+# A real inference on a fresh machine: `keeper infer` starts a local queen and hive,
+# writes builtin:tiny into the hive's catalog and spawns a worker (all narrated), prints
+# the tokens as they arrive; then the status tables, and everything it started is stopped.
 demo: install
-	$(BIN)/keeper queen start
+	$(BIN)/keeper infer --model builtin:tiny --seed 7 "the queen bee says"
 	$(BIN)/keeper status
+	$(BIN)/keeper hive stop
 	$(BIN)/keeper queen stop
 
 # The whole suite, exactly as CI runs it (.ci/run calls this).
