@@ -3,6 +3,7 @@ reached by alias over SSH, both beating to one queen; cutting one link stales on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -93,10 +94,8 @@ def _kill_namespace(name: str) -> None:
     """SIGKILL what this test started in the namespace (its sshd, hive and workers)."""
     found = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
     for pid in found.stdout.split():
-        try:
+        with contextlib.suppress(OSError, ValueError):
             os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
 
 
 def _keeper(rbee_home: Path, env: dict[str, str], *args: str, timeout: float = 120.0) -> Any:
@@ -139,7 +138,8 @@ def test_two_hives_in_two_namespaces_and_one_link_cut(
     )
     (ssh_dir / "config").write_text(
         "".join(
-            f"Host {ns.alias}\n  HostName {ns.ip}\n  User root\n  IdentityFile {sshd.user_key_path}\n"
+            f"Host {ns.alias}\n  HostName {ns.ip}\n  User root\n"
+            f"  IdentityFile {sshd.user_key_path}\n"
             for ns in two_hosts
         )
     )
