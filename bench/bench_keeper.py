@@ -3,6 +3,8 @@
 1. `keeper --help` wall time   vs `python -c "import typer"`    goal ratio <= 1.5
 2. `keeper queen start` until the queen is healthy: median seconds (start and stop
    repeated in a throw-away RBEE_HOME on a free port).
+3. `keeper status` against that queen, and `keeper queen stop`, each vs an
+   `import typer` timed in the same round                      goal ratio <= 2
 
 Run: python bench/bench_keeper.py [--quick]
 """
@@ -50,23 +52,26 @@ def main() -> None:
     ratio = help_s / typer_s
     print(f"  keeper --help                {help_s * 1e3:7.1f} ms  ratio {ratio:.2f} (goal <= 1.5)")
 
-    starts = []
+    starts, statuses, stops, typers = [], [], [], []
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "RBEE_HOME": home, "NO_COLOR": "1"}
         for _ in range(RUNS):
             port = str(_free_port())
-            url = f"http://127.0.0.1:{port}"
-            starts.append(
-                _wall(
-                    [py, "-m", "keeper", "--queen-url", url, "queen", "start", "--port", port], env
-                )
-            )
-            subprocess.run(
-                [py, "-m", "keeper", "queen", "stop"], check=True, capture_output=True, env=env
-            )
+            keeper = [py, "-m", "keeper", "--queen-url", f"http://127.0.0.1:{port}"]
+            starts.append(_wall([*keeper, "queen", "start", "--port", port], env))
+            # Paired by round: each figure next to a typer import timed just before it.
+            typers.append(_wall([py, "-c", "import typer"]))
+            statuses.append(_wall([*keeper, "status"], env))
+            stops.append(_wall([*keeper, "queen", "stop"], env))
     median = statistics.median(starts)
     spread = f"min {min(starts):.2f}, max {max(starts):.2f}"
     print(f"  keeper queen start → healthy {median:7.2f} s   median ({spread})")
+    for label, walls in (("keeper status (running queen)", statuses), ("keeper queen stop", stops)):
+        ratio = statistics.median(w / t for w, t in zip(walls, typers, strict=True))
+        print(
+            f"  {label:<29}{statistics.median(walls) * 1e3:7.1f} ms  "
+            f"{ratio:.2f}x import typer (goal <= 2)"
+        )
 
 
 if __name__ == "__main__":
