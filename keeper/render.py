@@ -42,6 +42,7 @@ from rich.spinner import Spinner
 from rich.style import Style
 from rich.text import Text
 
+from jobs.relay import to_narration
 from keeper.settings import KeeperSettings, OutputMode
 from narration_core import NarrationEvent, format_line, set_stdout_sink, strip_control
 from narration_core.format import split_line
@@ -192,17 +193,13 @@ class Renderer:
 
         Malformed events are shown as output rather than dropped.
         """
-        if kind in ("narration", "output"):
-            try:
-                item: _Item = NarrationEvent.from_dict(data)
-            except ValueError:
-                item = NarrationEvent("keeper", "output", json.dumps(data), stream="stdout")
-        elif kind == "token":
+        item: _Item
+        if kind == "token":
             item = _Token(data)
         elif kind == "state":
             item = _State(data)
         else:
-            item = NarrationEvent("keeper", kind, json.dumps(data, default=str), stream="stdout")
+            item = to_narration(kind, data)
         self._enqueue(item)
 
     def status(self, text: str | None) -> None:

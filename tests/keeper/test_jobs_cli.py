@@ -102,17 +102,6 @@ def test_unknown_and_finished_jobs_are_clear_errors(keeper, queen_url: str) -> N
     assert "already ended" in cancel.stderr
 
 
-@pytest.mark.parametrize(
-    "args",
-    [("hive", "install", "gpu1")],
-)
-def test_commands_not_landed_yet_exit_2(keeper, args: tuple[str, ...]) -> None:
-    """Commands whose capability has not landed say so in one sentence and exit 2."""
-    result = keeper(*args)
-    assert result.returncode == 2
-    assert "not available yet" in result.stderr
-
-
 def test_usage_errors_exit_2(keeper) -> None:
     """An unknown command or option is a usage error, exit 2."""
     assert keeper("frobnicate").returncode == 2
