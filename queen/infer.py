@@ -91,11 +91,13 @@ class WorkerPool:
         if op.worker_id is not None:
             named = [p for p in picks if p.worker.worker_id == op.worker_id]
             if not named:
-                known = ", ".join(sorted(p.worker.worker_id for p in picks)) or "none"
-                raise InvalidRequest(
-                    f"no live worker {op.worker_id!r} is known to the queen (known: {known}); "
+                known = sorted(p.worker.worker_id for p in picks)
+                raise InvalidRequest(  # 404: the body is valid, the worker it names is not there
+                    f"no live worker {op.worker_id!r} is known to the queen "
+                    f"(known: {', '.join(known) or 'none'}); "
                     "`keeper worker list` shows a hive's workers",
-                    status=400,
+                    detail={"worker_id": op.worker_id, "known": known},
+                    status=404,
                 )
             return named[0]
         fitting = [p for p in picks if self._serves(p, op.model)]
@@ -137,7 +139,10 @@ class WorkerPool:
         hive = self.hive_for(op)
         hop = f"hive:{hive.id}"
         async with JobClient(hive.url, token=self.hives.token_for(hive.id)) as client:
-            model_id = await self._model_id(client, hive.id, op.model)
+            try:
+                model_id = await self._model_id(client, hive.id, op.model)
+            except DaemonUnreachable as exc:
+                raise UpstreamUnreachable(f"hive {hive.id}", hive.url, reason=exc.reason) from exc
             if model_id is None:
                 NARRATE.action("model_download").target(op.model).human(
                     f"Hive {hive.id} does not have {op.model} yet; fetching it first"

@@ -177,6 +177,7 @@ class OpenAIDoor:
     async def chat(self, request: Request) -> Response:
         try:
             body = _parse(ChatBody, await request.body())
+            body.infer("")  # the model and sampling fields are checked before anything runs
             template = await self._template(body.model)
             op = body.infer(render_chat(body.messages, template))
             return await self._answer(op, body.stream, chat=True)
