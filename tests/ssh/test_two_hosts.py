@@ -86,6 +86,9 @@ def two_hosts(sshd: Sshd, tmp_path: Path, rbee_home: Path) -> Iterator[list[Name
     finally:
         for ns in spaces:
             _kill_namespace(ns.name)
+            if ns.sshd is not None:
+                ns.sshd.kill()  # already killed with the namespace, unless it never got in
+                ns.sshd.wait(timeout=10)
             subprocess.run(["ip", "link", "del", ns.veth], capture_output=True)
             subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
 
