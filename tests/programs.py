@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +30,20 @@ STOP_DEADLINE_S = 20.0  # SIGTERM to exit, children included (their grace is 5 s
 URL = re.compile(r"(https?://[^\s;]+)")
 
 Ready = Callable[[NarrationEvent], str | None]
+
+
+_CLOSED: list[socket.socket] = []  # bound, never listening: held for the whole session
+# (here, not in a conftest: pytest may import a conftest twice, under two names)
+
+
+def closed_hive_url() -> str:
+    """A loopback URL where a connection is certainly refused: the port is bound by this
+    test process (so nothing else can take it) and never listened on."""
+    if not _CLOSED:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        _CLOSED.append(sock)
+    return f"http://127.0.0.1:{_CLOSED[0].getsockname()[1]}"
 
 
 def url_of(action: str) -> Ready:

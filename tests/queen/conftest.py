@@ -6,6 +6,10 @@ Reusable across test folders (hoist to tests/conftest.py when keeper tests need 
 - `queen`: a running in-process queen with default settings under the test's RBEE_HOME.
 - `spawn_queen(home, *args)`: the real program (`python -m queen --port 0`), awaited via its
   `ready` narration line, stopped with SIGTERM on exit; yields a `tests.programs.RunningProgram`.
+
+Both point the queen's default `localhost` hive at `closed_hive_url()`, never at the
+default port 7835: another rbee may run on this machine, and a test must not reach it.
+A test that wants a real hive passes its own (`hives=` / `--hive localhost=URL`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from jobs.paths import RbeePaths
 from jobs.server import JobServer, bind_socket, open_job_server
 from queen.app import create_app
 from queen.settings import QueenSettings
-from tests.programs import RunningProgram, spawn_program, url_of
+from tests.programs import RunningProgram, closed_hive_url, spawn_program, url_of
 
 
 @dataclass
@@ -42,10 +46,13 @@ async def start_queen(settings: QueenSettings) -> AsyncIterator[RunningQueen]:
 
 
 def queen_settings(home: Path, **overrides: object) -> QueenSettings:
-    """Settings for a test queen under `home`; keyword overrides replace fields."""
+    """Settings for a test queen under `home` (its `localhost` hive at a closed port);
+    keyword overrides replace fields."""
     import dataclasses
 
-    base = QueenSettings.build(paths=RbeePaths.resolve(home), env={})
+    base = QueenSettings.build(
+        paths=RbeePaths.resolve(home), env={}, hives=[f"localhost={closed_hive_url()}"]
+    )
     return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -60,7 +67,18 @@ QueenProcess = RunningProgram
 
 @asynccontextmanager
 async def spawn_queen(home: Path, *args: str) -> AsyncIterator[RunningProgram]:
-    """Run the real queen-rbee with RBEE_HOME=home until its `ready` line; SIGTERM on exit."""
-    argv = [sys.executable, "-m", "queen", "--port", "0", *args]
+    """Run the real queen-rbee with RBEE_HOME=home until its `ready` line; SIGTERM on exit.
+    Its `localhost` hive is at a closed port unless `args` name another (a later --hive
+    wins)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "queen",
+        "--port",
+        "0",
+        "--hive",
+        f"localhost={closed_hive_url()}",
+    ]
+    argv += args
     async with spawn_program(argv, home=home, ready=url_of("ready")) as queen:
         yield queen

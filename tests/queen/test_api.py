@@ -15,7 +15,8 @@ from jobs.errors import AuthRequired, DaemonUnreachable, JobFinished, JobNotFoun
 if TYPE_CHECKING:
     from tests.queen.conftest import RunningQueen
 
-from tests.queen.conftest import queen_settings, start_queen
+from queen.settings import QueenSettings
+from tests.queen.conftest import closed_hive_url, queen_settings, start_queen
 
 
 def sse_events(text: str) -> tuple[list[tuple[str, dict]], str]:
@@ -110,7 +111,10 @@ async def test_queen_status_and_hive_list(queen: RunningQueen) -> None:
         assert any(e.kind == "narration" and e.data["action"] == "status" for e in events)
         listed = []
         await client.submit_and_stream({"operation": "hive_list"}, listed.append)
-        assert listed[-1].data["result"]["hives"][0]["url"] == "http://127.0.0.1:7835"
+        assert listed[-1].data["result"]["hives"][0]["url"] == closed_hive_url()
+        # outside tests the default is the hive beside the queen, on the default port
+        default = QueenSettings.build(paths=queen.settings.paths, env={})
+        assert default.hives["localhost"] == "http://127.0.0.1:7835"
         jobs = await client.list_jobs()
         assert [j["operation"] for j in jobs] == ["hive_list", "queen_status"]
         with pytest.raises(JobFinished):

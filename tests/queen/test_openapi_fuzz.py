@@ -9,7 +9,6 @@ served document is that one.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,19 +56,12 @@ FUZZ_CONFIG = {
 }
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on, so hive operations fail fast with 502."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_queen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A queen served by uvicorn in a portal thread, so the synchronous schemathesis calls
     reach it over real sockets; its one hive points at a closed port."""
     home: Path = tmp_path_factory.mktemp("fuzz-home")
-    settings_ = queen_settings(home, hives={"localhost": f"http://127.0.0.1:{closed_port()}"})
+    settings_ = queen_settings(home)  # its hive at a closed port: hive operations answer 502
     with (
         start_blocking_portal(backend="asyncio") as portal,
         portal.wrap_async_context_manager(start_queen(settings_)) as queen,
