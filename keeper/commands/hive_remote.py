@@ -58,6 +58,13 @@ def start(
                 return None
             await _check_installed(host)
             url = target.url or f"http://{_url_host(host.peer_address())}:{hive_port}"
+            queen_url = target.queen_url or settings.queen_url
+            if _is_loopback_url(queen_url) and not _is_loopback(host.peer_address()):
+                NARRATE.action("queen_url").level("warn").human(
+                    f"Hive {target.alias} will beat to {queen_url}, which on {target.ssh_host} "
+                    "is that machine itself; set queen_url in its hives config entry to the "
+                    "queen's address as that machine reaches it"
+                ).emit()
             argv = [
                 *_hive_command(host),
                 *("--hive-id", target.alias, "--port", str(hive_port)),
@@ -65,7 +72,7 @@ def start(
                     "--bind",
                     target.bind_address,
                     "--queen-url",
-                    target.queen_url or settings.queen_url,
+                    queen_url,
                 ),
             ]
             if beat_interval is not None:
@@ -97,6 +104,23 @@ def start(
                 f"Hive {target.alias} is ready at {record.url} (pid {record.pid} on "
                 f"{target.ssh_host}); `keeper hive logs {target.alias}` shows its log"
             ).emit()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return _is_loopback(urlsplit(url).hostname or "")
 
 
 def _url_host(address: str) -> str:

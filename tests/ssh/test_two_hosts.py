@@ -126,35 +126,32 @@ def _wait(condition: Any, what: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.slow
-def test_two_hives_in_two_namespaces_and_one_link_cut(
-    sshd: Sshd, two_hosts: list[Namespace], rbee_home: Path, tmp_path: Path
-) -> None:
-    """Each namespace's hive starts by alias over its own sshd, the queen sees both and
-    spawns a worker on each; cutting one link makes only that hive stale."""
+def _configure(
+    sshd: Sshd, spaces: list[Namespace], rbee_home: Path, tmp_path: Path, *, queen_port: int | None
+) -> dict[str, str]:
+    """known_hosts, SSH config and hives config for the namespaces; the keeper's env.
+    `queen_port` None leaves queen_url out of the hives config."""
     ssh_dir = tmp_path / "ssh"
     ssh_dir.mkdir()
     (ssh_dir / "known_hosts").write_text(
-        "".join(
-            f"{ns.ip} {sshd.host_key.export_public_key().decode().strip()}\n" for ns in two_hosts
-        )
+        "".join(f"{ns.ip} {sshd.host_key.export_public_key().decode().strip()}\n" for ns in spaces)
     )
     (ssh_dir / "config").write_text(
         "".join(
             f"Host {ns.alias}\n  HostName {ns.ip}\n  User root\n"
             f"  IdentityFile {sshd.user_key_path}\n"
-            for ns in two_hosts
+            for ns in spaces
         )
     )
-    queen_port = _free_port()
     config = rbee_home / "config"
     config.mkdir(parents=True, exist_ok=True)
     (config / "hives.toml").write_text(
         "".join(
             f'[hives.{ns.alias}]\nhost = "{ns.alias}"\nhome = "{ns.home}"\nvenv = "{sys.prefix}"\n'
-            f'queen_url = "http://{ns.host_ip}:{queen_port}"\ntoken = "{TOKEN}"\n'
+            + (f'queen_url = "http://{ns.host_ip}:{queen_port}"\n' if queen_port else "")
+            + f'token = "{TOKEN}"\n'
             f'bind = "{ns.ip}"\n'
-            for ns in two_hosts
+            for ns in spaces
         )
     )
     env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "RBEE_QUEEN_URL")}
@@ -162,6 +159,17 @@ def test_two_hives_in_two_namespaces_and_one_link_cut(
         "RBEE_SSH_CONFIG": str(ssh_dir / "config"),
         "RBEE_KNOWN_HOSTS": str(ssh_dir / "known_hosts"),
     }
+    return env
+
+
+@pytest.mark.slow
+def test_two_hives_in_two_namespaces_and_one_link_cut(
+    sshd: Sshd, two_hosts: list[Namespace], rbee_home: Path, tmp_path: Path
+) -> None:
+    """Each namespace's hive starts by alias over its own sshd, the queen sees both and
+    spawns a worker on each; cutting one link makes only that hive stale."""
+    queen_port = _free_port()
+    env = _configure(sshd, two_hosts, rbee_home, tmp_path, queen_port=queen_port)
     queen = f"http://127.0.0.1:{queen_port}"
     started = _keeper(
         rbee_home, env, "queen", "start", "--port", str(queen_port), "--bind", "0.0.0.0"
@@ -215,3 +223,19 @@ def test_two_hives_in_two_namespaces_and_one_link_cut(
         assert not _hives(rbee_home, env, queen)["box2"]["stale"]
     finally:
         _keeper(rbee_home, env, "--queen-url", queen, "queen", "stop")
+
+
+def test_a_loopback_queen_url_for_a_remote_hive_is_warned_about(
+    sshd: Sshd, two_hosts: list[Namespace], rbee_home: Path, tmp_path: Path
+) -> None:
+    """A hive on another machine told to beat to the keeper's loopback queen URL (no
+    queen_url configured): the start warns that this is that machine itself."""
+    env = _configure(sshd, two_hosts, rbee_home, tmp_path, queen_port=None)
+    queen = f"http://127.0.0.1:{_free_port()}"
+    started = _keeper(rbee_home, env, "--queen-url", queen, "hive", "start", "box1")
+    assert started.returncode == 0, started.stderr
+    assert f"Hive box1 will beat to {queen}, which on box1 is that machine itself" in (
+        started.stdout
+    )
+    assert "set queen_url" in started.stdout
+    assert _keeper(rbee_home, env, "hive", "stop", "box1").returncode == 0
