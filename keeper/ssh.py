@@ -121,12 +121,16 @@ class _HostKeyCheck(asyncssh.SSHClient):
     def refusal(self, where: str, known_path: Path) -> SshError:
         if self.offered is None:
             return SshError(f"{where} offered no host key known_hosts could check; refusing")
-        fingerprint = self.offered[2].get_fingerprint()
+        host, port, key = self.offered
+        fingerprint = key.get_fingerprint()
+        known_as = host if port is None else f"[{host}]:{port}"  # its known_hosts name
+        if known_as not in where:
+            where = f"{where} ({known_as})"
         if self.changed:
             return SshError(
                 f"the host key of {where} CHANGED (it now offers {fingerprint}), which "
                 "may be an attack; refusing. If the machine was reinstalled, remove its "
-                f"old line from {known_path} (ssh-keygen -R) and connect again"
+                f"old line from {known_path} (ssh-keygen -R '{known_as}') and connect again"
             )
         return SshError(
             f"{where} is not in {known_path}: it offers host key {fingerprint}; if that "

@@ -33,7 +33,9 @@ def test_unknown_host_names_its_fingerprint_and_the_flag_which_stores_it(
     remote.known_hosts.write_text("")
     refused = keeper("hive", "status", ALIAS, timeout=FAIL_FAST_S)
     fingerprint = remote.sshd.host_key.get_fingerprint()
-    _assert_one_sentence_exit_3(refused, fingerprint, "--accept-new-host-key")
+    _assert_one_sentence_exit_3(
+        refused, fingerprint, "--accept-new-host-key", f"[127.0.0.1]:{remote.sshd.port}"
+    )
     accepted = keeper("hive", "status", ALIAS, "--accept-new-host-key", timeout=FAIL_FAST_S)
     assert accepted.returncode == 1 and "not running" in accepted.stderr, accepted.stderr
     assert remote.known_hosts.read_text() == remote.sshd.known_hosts_line()
