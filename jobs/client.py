@@ -248,6 +248,9 @@ def _error_from(response: httpx.Response) -> JobError:
     if "error" not in body and status != 401:  # every rbee error answer has "error"
         base = str(response.url.copy_with(path="/", query=None)).rstrip("/")
         return NotAJobServer(base, reason=_answer(response))
+    if status == 404 and response.request.method == "POST":
+        # the job was created and failed at once: something its operation names is unknown
+        return InvalidRequest(message, detail=detail, status=status)
     if status == 404 and "job_id" in info:
         return JobNotFound(info["job_id"])
     if status == 409 and "job_id" in info:

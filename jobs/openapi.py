@@ -122,6 +122,7 @@ def openapi_schema(
                     "201": _ok("{job_id, sse_url}", "JobCreated"),
                     "400": _err("malformed JSON (or nested too deep)"),
                     "401": _err(_UNAUTHORIZED),
+                    "404": _err("the operation names something unknown here (infer's worker_id)"),
                     "408": _err("the body did not arrive within the read deadline"),
                     "413": _err("the body is larger than the server's limit (1 MiB by default)"),
                     "422": _err("unknown operation, missing or extra field, wrong type or id"),

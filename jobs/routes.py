@@ -70,9 +70,10 @@ def create_job_routes(
         body = {"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"}
         error = job.error
         # Failed before it was ready (an upstream handler checks first): the request was
-        # wrong (400/422) or the upstream is down (502). The job and its log exist too.
+        # wrong (400/422), named something the server does not know (404), or the upstream
+        # is down (502). The job and its log exist too.
         if isinstance(error, DaemonUnreachable) or (
-            isinstance(error, InvalidRequest) and error.status in (400, 422)
+            isinstance(error, InvalidRequest) and error.status in (400, 404, 422)
         ):
             detail = error.detail if isinstance(error.detail, dict) else {"detail": error.detail}
             return JSONResponse(

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from jobs.client import JobClient
-from jobs.errors import AuthRequired, DaemonUnreachable, JobFinished, JobNotFound
+from jobs.errors import AuthRequired, DaemonUnreachable, InvalidRequest, JobFinished, JobNotFound
 
 if TYPE_CHECKING:
     from tests.queen.conftest import RunningQueen
@@ -168,3 +168,23 @@ async def test_client_reports_unreachable_daemon(free_tcp_port: int) -> None:
             await client.health()
         with pytest.raises(DaemonUnreachable):
             [e async for e in client.stream("job-x")]
+
+
+@pytest.mark.anyio
+async def test_infer_naming_an_unknown_worker_is_404(queen: RunningQueen) -> None:
+    """`infer` with a worker_id no hive reports is the client's mistake: 404 with
+    `{"error", "detail"}` naming the worker (the job exists, failed), and JobClient raises
+    InvalidRequest for it, not "no such job"."""
+    body = {"operation": "infer", "prompt": "hi", "model": "m", "worker_id": "w-gone"}
+    async with httpx.AsyncClient(base_url=queen.url) as http:
+        response = await http.post("/v1/jobs", json=body)
+        assert response.status_code == 404, response.text
+        reply = response.json()
+        assert "no live worker 'w-gone'" in reply["error"]
+        assert reply["detail"]["worker_id"] == "w-gone" and reply["detail"]["known"] == []
+        job = (await http.get(f"/v1/jobs/{reply['detail']['job_id']}")).json()
+    assert job["state"] == "failed"
+    async with JobClient(queen.url) as client:
+        with pytest.raises(InvalidRequest, match="no live worker 'w-gone'") as info:
+            await client.submit(body)
+    assert info.value.status == 404
