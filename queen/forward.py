@@ -12,7 +12,10 @@ handlers are `Upstream`: the POST waits until the hive has accepted the job).
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from jobs.client import JobClient
 from jobs.errors import AuthRequired, UpstreamFailed
@@ -21,6 +24,9 @@ from jobs.service import Handler, Job, Upstream
 from narration_core import Narrator
 from queen.errors import HiveRefusedToken
 from queen.hives import HiveRegistry
+
+if TYPE_CHECKING:
+    from queen.infer import WorkerPool
 
 NARRATE = Narrator("queen-rbee")
 
@@ -36,8 +42,12 @@ HIVE_OPERATIONS = (
 )
 
 
-def forwarding_handlers(hives: HiveRegistry) -> dict[str, Handler]:
-    """A handler per hive operation, forwarding to the hive the operation names."""
+def forwarding_handlers(
+    hives: HiveRegistry, workers: WorkerPool | None = None
+) -> dict[str, Handler]:
+    """A handler per hive operation, forwarding to the hive the operation names. Spawns
+    and stops that succeed are told to `workers`, so `infer` sees them before the next
+    beat does (a dashboard user spawns a worker, then prompts it at once)."""
 
     async def to_hive(op: Any, job: Job) -> Any:  # Any: every hive operation has hive_id
         hive = hives.get(op.hive_id)
@@ -53,6 +63,11 @@ def forwarding_handlers(hives: HiveRegistry) -> dict[str, Handler]:
                     raise HiveRefusedToken(hive.id, hive.url, had_token=bool(token)) from exc
                 raise
         hives.seen(hive.id)
+        if workers is not None and op.operation == "worker_spawn" and isinstance(result, dict):
+            with contextlib.suppress(ValidationError):  # not a worker's shape: beats will tell
+                workers.note_spawned(hive.id, result)
+        elif workers is not None and op.operation == "worker_stop":
+            workers.note_stopped(op.worker_id)
         return result
 
     handler = Upstream(to_hive)

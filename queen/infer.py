@@ -2,8 +2,9 @@
 
     keeper -> queen job (infer) -> POST worker /v1/inference -> the worker job's tokens
 
-A worker is chosen from the heartbeats (and the workers this queen just spawned, which
-the next beat has not listed yet): `worker_id` names one; otherwise a loaded worker of
+A worker is chosen from the heartbeats (and the workers just spawned through this queen,
+by `infer` or a forwarded `worker_spawn`, which the next beat has not listed ready yet;
+workers stopped through it are left out): `worker_id` names one; otherwise a loaded worker of
 the model on `hive_id` (or any fresh hive), the one with the fewest requests this queen
 has in flight on it, idle before busy. With none, the queen spawns one on the given hive
 or the only hive, forwarding `model_download` first when the hive's catalog lacks the
@@ -24,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from jobs.beats import WorkerInfo
 from jobs.client import JobClient
 from jobs.errors import DaemonUnreachable, InvalidRequest, JobError, UpstreamUnreachable
@@ -36,7 +39,11 @@ from queen.hives import Hive, HiveRegistry
 NARRATE = Narrator("queen-rbee")
 INFERENCE_PATH = "/v1/inference"  # the worker's route (docs/api.md)
 RECONNECTS = 3  # a dropped worker stream is retried 0.1 + 0.2 + 0.4 s, then the job fails
-LOADED = ("ready", "busy")  # worker states that can take a prompt (busy ones queue it)
+# Worker states that can take a prompt: busy ones queue it; starting and loading ones
+# (perhaps ready already: beats lag) answer 503 until ready, which `run` waits out.
+USABLE = ("ready", "busy", "loading", "starting")
+UNAVAILABLE_WAIT_S = 60.0  # how long a prompt waits on a worker that answers 503
+UNAVAILABLE_RETRY_S = 0.25  # between its tries
 SPAWN_DEVICE = "cpu"  # what a worker spawned for `infer` runs on
 
 
@@ -55,6 +62,7 @@ class WorkerPool:
         self.hives = hives
         self._model_ids: dict[tuple[str, str], str] = {}  # (hive, ref) -> the catalog id
         self._gone: set[tuple[str, int]] = set()  # (worker_id, pid) seen dying under a request
+        self._stopped: set[str] = set()  # worker ids stopped through this queen (never reused)
         self._spawned: dict[str, tuple[Pick, float]] = {}  # worker_id -> pick, when spawned
         self._in_flight: Counter[str] = Counter()  # worker url -> requests this queen runs there
 
@@ -71,12 +79,29 @@ class WorkerPool:
             if home is None or (home.last_seen or 0) > at + home.beat_interval_s:
                 del self._spawned[worker_id]  # a beat since the spawn speaks for it now
             elif hive_id in (None, pick.hive_id):
-                picks.setdefault(worker_id, pick)
+                # newer than a beat sent while it loaded, which would still say `loading`
+                picks[worker_id] = pick
         return [
             p
             for p in picks.values()
-            if (p.worker.worker_id, p.worker.pid) not in self._gone and p.worker.state in LOADED
+            if (p.worker.worker_id, p.worker.pid) not in self._gone
+            and p.worker.worker_id not in self._stopped
+            and p.worker.state in USABLE
         ]
+
+    def note_spawned(self, hive_id: str, result: dict[str, Any]) -> Pick:
+        """Remember a worker a `worker_spawn` through this queen started (its job's result):
+        it takes prompts at once, before its hive's next beat lists it ready."""
+        info = WorkerInfo.model_validate({k: v for k, v in result.items() if k != "log"})
+        pick = Pick(hive_id, info)
+        self._spawned[info.worker_id] = (pick, time.time())
+        return pick
+
+    def note_stopped(self, worker_id: str) -> None:
+        """A `worker_stop` through this queen ended this worker: offer it no more prompts,
+        even while beats sent before the stop still list it."""
+        self._spawned.pop(worker_id, None)
+        self._stopped.add(worker_id)
 
     def model_names(self) -> set[str]:
         """The models loaded anywhere, by catalog id, and the refs they were asked for by."""
@@ -103,7 +128,11 @@ class WorkerPool:
         fitting = [p for p in picks if self._serves(p, op.model)]
         return min(
             fitting,
-            key=lambda p: (self._in_flight[p.worker.url], p.worker.state != "ready"),
+            key=lambda p: (
+                p.worker.state not in ("ready", "busy"),
+                self._in_flight[p.worker.url],
+                p.worker.state != "ready",
+            ),
             default=None,
         )
 
@@ -160,10 +189,7 @@ class WorkerPool:
             ).emit()
             spawn = WorkerSpawn(hive_id=hive.id, model=model_id, device=SPAWN_DEVICE)
             result = await submit_and_forward(client, spawn, into=job, hop=hop)
-        info = WorkerInfo.model_validate({k: v for k, v in result.items() if k != "log"})
-        pick = Pick(hive.id, info)
-        self._spawned[info.worker_id] = (pick, time.time())
-        return pick
+        return self.note_spawned(hive.id, result)
 
     async def _model_id(self, client: JobClient, hive_id: str, ref: str) -> str | None:
         """The hive's catalog id for `ref` when it has the model available, else None."""
@@ -197,7 +223,6 @@ class WorkerPool:
     async def run(self, pick: Pick, op: Infer, job: Job) -> dict[str, Any]:
         """Send the prompt to `pick`'s worker and relay its job into `job`."""
         worker = pick.worker
-        name = f"worker {worker.worker_id}"
         body = {
             "prompt": op.prompt,
             "max_tokens": op.max_tokens,
@@ -210,13 +235,7 @@ class WorkerPool:
         self._in_flight[worker.url] += 1
         try:
             async with JobClient(worker.url, max_reconnects=RECONNECTS) as client:
-                try:
-                    reply = await client.post(INFERENCE_PATH, body)
-                except DaemonUnreachable as exc:
-                    self.gone(worker)
-                    raise UpstreamUnreachable(name, worker.url, reason=exc.reason) from exc
-                except JobError as exc:
-                    raise InvalidRequest(f"{name} refused the prompt: {exc}", status=503) from exc
+                reply = await self._post(client, worker, body)
                 job.mark_ready()
                 NARRATE.action("infer").target(worker.worker_id).human(
                     f"Prompt for {op.model} sent to worker {worker.worker_id} on hive "
@@ -234,6 +253,35 @@ class WorkerPool:
             if not self._in_flight[worker.url]:
                 del self._in_flight[worker.url]
         return {**(result or {}), "worker_id": worker.worker_id, "hive_id": pick.hive_id}
+
+    async def _post(
+        self, client: JobClient, worker: WorkerInfo, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """POST the prompt; a 503 (still loading, queue full) is retried for a while."""
+        name = f"worker {worker.worker_id}"
+        waited = False
+        with anyio.move_on_after(UNAVAILABLE_WAIT_S):
+            while True:
+                try:
+                    reply: dict[str, Any] = await client.post(INFERENCE_PATH, body)
+                    return reply
+                except DaemonUnreachable as exc:
+                    self.gone(worker)
+                    raise UpstreamUnreachable(name, worker.url, reason=exc.reason) from exc
+                except JobError as exc:
+                    if getattr(exc, "status", None) != 503:
+                        raise InvalidRequest(f"{name} refused the prompt: {exc}") from exc
+                    if not waited:
+                        NARRATE.action("infer_wait").target(worker.worker_id).human(
+                            f"Worker {worker.worker_id} cannot take the prompt yet ({exc}); waiting"
+                        ).emit()
+                        waited = True
+                await anyio.sleep(UNAVAILABLE_RETRY_S)
+        raise InvalidRequest(
+            f"{name} could not take the prompt within {UNAVAILABLE_WAIT_S:g} s (still loading "
+            "or busy); retry later or start another worker",
+            status=503,
+        )
 
     def gone(self, worker: WorkerInfo) -> None:
         """Never route to this worker process again (it died under a request)."""

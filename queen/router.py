@@ -64,9 +64,10 @@ def create_router(
             ).emit()
         return {"hives": [h.to_dict() for h in known]}
 
+    pool = workers or WorkerPool(hives)
     return {
         "queen_status": queen_status,
         "hive_list": hive_list,
-        "infer": infer_handler(workers or WorkerPool(hives)),
-        **forwarding_handlers(hives),
+        "infer": infer_handler(pool),
+        **forwarding_handlers(hives, pool),
     }

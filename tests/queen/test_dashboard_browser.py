@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException, TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -119,6 +119,16 @@ def daemons(
 def wait(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
     """`condition(driver)` once truthy, or fail naming `what` after WAIT_S."""
     return WebDriverWait(driver, WAIT_S).until(condition, message=f"waited {WAIT_S} s for {what}")
+
+
+def ends_completed(driver: WebDriver, what: str) -> None:
+    """Wait until the job page shows how the job ended, then require "completed": a failed
+    job fails the test at once, with its log, instead of running out the wait."""
+    try:
+        end = wait(driver, lambda d: text(d, "#job-end"), f"{what} to end")
+    except TimeoutException:
+        end = f"not ended after {WAIT_S} s"
+    assert end == "Job completed.", f"{what}: {end}\n{text(driver, '#job-log')}"
 
 
 def text(driver: WebDriver, css: str) -> str:
@@ -411,19 +421,19 @@ def test_model_and_worker_actions_run_from_the_page(
     daemons.start_hive()
     browser.get(daemons.url + "/")
     act(browser, "model_download", model=model_url)
-    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the download to end")
+    ends_completed(browser, "the download")
     assert browser.execute_script(
         "const bar = document.getElementById('job-progress-bar'); return bar.value === bar.max"
     )
     assert text(browser, "#job-progress-text").startswith("100%")
     act(browser, "worker_spawn", model="small")
-    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the spawn to end")
+    ends_completed(browser, "the spawn")
     browser.find_element(By.LINK_TEXT, "← Dashboard").click()
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers tr"), "the worker row")
     assert "small" in text(browser, "#workers")
     browser.execute_script(WATCH_TOKENS)
     job_id = act(browser, "infer", model="small", prompt="Once upon a time", max_tokens="40")
-    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the inference to end")
+    ends_completed(browser, "the inference")
     assert browser.execute_script("return window.__tokensWhileRunning") is True
     tokens = [
         json.loads(line[6:])["t"]
@@ -437,13 +447,13 @@ def test_model_and_worker_actions_run_from_the_page(
     worker_id = stop[0].find_element(By.XPATH, "../../td[1]").text
     stop[0].click()
     wait(browser, job_id_in_hash, "the worker_stop job page")
-    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the stop to end")
+    ends_completed(browser, "the stop")
     assert text(browser, "#job-op") == "worker_stop"
     assert f"Worker {worker_id} stopped" in text(browser, "#job-log")
     browser.find_element(By.LINK_TEXT, "← Dashboard").click()
     wait(browser, lambda d: worker_id not in text(d, "#workers"), "the worker to leave the table")
     act(browser, "model_delete", model="small")
-    wait(browser, lambda d: text(d, "#job-end") == "Job completed.", "the delete to end")
+    ends_completed(browser, "the delete")
     assert script_errors(browser) == []
 
 

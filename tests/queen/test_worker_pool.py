@@ -1,0 +1,41 @@
+"""Which worker the queen's pool offers for a prompt, between a spawn and the next beat."""
+
+from __future__ import annotations
+
+import time
+
+from jobs.beats import HiveBeat, WorkerInfo
+from jobs.operations import Infer
+from queen.hives import HiveRegistry
+from queen.infer import WorkerPool
+
+
+def worker(state: str) -> WorkerInfo:
+    return WorkerInfo.model_validate(
+        {
+            "worker_id": "w-1",
+            "pid": 4242,
+            "port": 9001,
+            "url": "http://127.0.0.1:9001",
+            "model": "tiny",
+            "state": state,
+        }
+    )
+
+
+def test_a_spawn_the_queen_forwarded_serves_before_the_beat_that_lists_it_ready() -> None:
+    """A worker a forwarded worker_spawn reported ready is offered for its model even while
+    the last beat (sent during its loading) still says `loading`; a forwarded stop ends that."""
+    hives = HiveRegistry({})
+    beat = HiveBeat(
+        hive_id="gpu1", url="http://h", version="1", workers=[worker("loading")], ts=time.time()
+    )
+    hives.beat(beat, now=time.time())
+    pool = WorkerPool(hives)
+    prompt = Infer(prompt="hi", model="tiny")
+    assert pool.find(prompt) is None  # loading: it cannot take a prompt yet
+    pool.note_spawned("gpu1", worker("ready").model_dump() | {"log": "w-1.log"})
+    pick = pool.find(prompt)
+    assert pick is not None and (pick.hive_id, pick.worker.worker_id) == ("gpu1", "w-1")
+    pool.note_stopped("w-1")
+    assert pool.find(prompt) is None
