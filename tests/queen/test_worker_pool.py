@@ -24,8 +24,9 @@ def worker(state: str) -> WorkerInfo:
 
 
 def test_a_spawn_the_queen_forwarded_serves_before_the_beat_that_lists_it_ready() -> None:
-    """A worker a forwarded worker_spawn reported ready is offered for its model even while
-    the last beat (sent during its loading) still says `loading`; a forwarded stop ends that."""
+    """A worker a forwarded worker_spawn reported ready is offered as ready while the last
+    beat (sent during its loading) still says `loading`; once a forwarded stop ended it, it
+    is offered no more, though that beat still lists it."""
     hives = HiveRegistry({})
     beat = HiveBeat(
         hive_id="gpu1", url="http://h", version="1", workers=[worker("loading")], ts=time.time()
@@ -33,9 +34,11 @@ def test_a_spawn_the_queen_forwarded_serves_before_the_beat_that_lists_it_ready(
     hives.beat(beat, now=time.time())
     pool = WorkerPool(hives)
     prompt = Infer(prompt="hi", model="tiny")
-    assert pool.find(prompt) is None  # loading: it cannot take a prompt yet
+    before = pool.find(prompt)  # a loading worker is offered (its prompt waits out the 503s)
+    assert before is not None and before.worker.state == "loading"
     pool.note_spawned("gpu1", worker("ready").model_dump() | {"log": "w-1.log"})
     pick = pool.find(prompt)
     assert pick is not None and (pick.hive_id, pick.worker.worker_id) == ("gpu1", "w-1")
+    assert pick.worker.state == "ready"
     pool.note_stopped("w-1")
     assert pool.find(prompt) is None
