@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +46,28 @@ async def test_an_unreachable_hive_is_named_not_the_queen(
     assert result.returncode == 3, result.stderr
     assert f"hive localhost unreachable at {hive_url}" in result.stderr
     assert "queen is not reachable" not in result.stderr
+
+
+def test_hive_list_and_status_run_as_queen_jobs(keeper: Any, free_tcp_port: int) -> None:
+    """`keeper hive list` and `keeper hive status ALIAS` submit hive_list / hive_status to
+    the queen and render its answer; an alias configured nowhere here is still asked of the
+    queen (it may know the hive from its heartbeats): unknown there too, the queen's
+    one-sentence error, exit 1."""
+    assert keeper("queen", "start", "--port", str(free_tcp_port)).returncode == 0
+    try:
+        listed = keeper("--json", "hive", "list")
+        assert listed.returncode == 0, listed.stderr
+        events = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert any(e.get("action") == "job_start" and e["target"] == "hive_list" for e in events)
+        assert events[-1]["event"] == "state" and events[-1]["state"] == "completed"
+        assert "hives" in events[-1]["result"]
+
+        unknown = keeper("hive", "status", "nosuchhive")
+        assert unknown.returncode == 1
+        assert re.search(r"no hive 'nosuchhive' is known to the queen", unknown.stderr)
+        assert "hive_status" in unknown.stdout
+    finally:
+        assert keeper("queen", "stop").returncode == 0
 
 
 @pytest.fixture
