@@ -68,6 +68,7 @@ class JobClient:
         max_reconnects: int = MAX_RECONNECTS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
         self.max_reconnects = max_reconnects
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -98,7 +99,11 @@ class JobClient:
 
         Sent without the token: /health is open, and a probe should not hand a credential
         to whatever happens to answer on that port."""
-        reply: dict[str, Any] = await self._json("GET", "/health", auth=None)
+        # A probe waits `timeout_s` for the answer too, not the streams' long read
+        # timeout: a port held by something that accepts and never answers is down.
+        reply: dict[str, Any] = await self._json(
+            "GET", "/health", auth=None, timeout=self._timeout_s
+        )
         return reply
 
     async def submit(self, operation: BaseModel | dict[str, Any]) -> str:
