@@ -13,7 +13,6 @@ and its own token; the queen never sends its own token upstream:
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -24,6 +23,7 @@ from typing import Any
 
 from jobs.eventlog import FLUSH_INTERVAL_S
 from jobs.limits import BODY_READ_TIMEOUT_S, MAX_BODY_BYTES, MAX_BODY_ENV
+from jobs.net import is_loopback
 from jobs.operations import ID_PATTERN
 from jobs.paths import HIVE_PORT, HIVES_CONFIG, LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
 from jobs.service import Retention
@@ -31,15 +31,6 @@ from jobs.sse import KEEPALIVE_S
 from queen.errors import QueenConfigError
 
 LOCAL_HIVE_URL = f"http://{LOOPBACK}:{HIVE_PORT}"  # the hive on the queen's own machine
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from jobs.net import is_loopback
 from jobs.paths import HOME_ENV, TOKEN_ENV, RbeePaths
 from keeper import daemons, launch
 from keeper.commands.hive import PROGRAM, QUEEN_TOKEN_ENV, daemon_name
@@ -59,7 +60,7 @@ def start(
             await _check_installed(host)
             url = target.url or f"http://{_url_host(host.peer_address())}:{hive_port}"
             queen_url = target.queen_url or settings.queen_url
-            if _is_loopback_url(queen_url) and not _is_loopback(host.peer_address()):
+            if _is_loopback_url(queen_url) and not is_loopback(host.peer_address()):
                 NARRATE.action("queen_url").level("warn").human(
                     f"Hive {target.alias} will beat to {queen_url}, which on {target.ssh_host} "
                     "is that machine itself; set queen_url in its hives config entry to the "
@@ -106,21 +107,10 @@ def start(
             ).emit()
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _is_loopback_url(url: str) -> bool:
     from urllib.parse import urlsplit
 
-    return _is_loopback(urlsplit(url).hostname or "")
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 def _url_host(address: str) -> str:
