@@ -67,10 +67,12 @@ class WorkerPool:
         self._in_flight: Counter[str] = Counter()  # worker url -> requests this queen runs there
 
     def loaded(self, hive_id: str | None = None) -> list[Pick]:
-        """Every live worker the queen knows of (on `hive_id`, if given)."""
+        """Every live worker the queen knows of (on `hive_id`, if given). Workers of a stale
+        hive count too (a hive whose beats lag on a busy machine still serves; a dead one's
+        worker fails the POST and is marked gone); `find` ranks them last."""
         picks: dict[str, Pick] = {}
         for hive in self.hives.all():
-            if (hive_id is not None and hive.id != hive_id) or hive.is_stale():
+            if hive_id is not None and hive.id != hive_id:
                 continue
             for worker in hive.workers:
                 picks[worker.worker_id] = Pick(hive.id, worker)
@@ -126,9 +128,11 @@ class WorkerPool:
                 )
             return named[0]
         fitting = [p for p in picks if self._serves(p, op.model)]
+        stale = {h.id for h in self.hives.all() if h.is_stale()}
         return min(
             fitting,
             key=lambda p: (
+                p.hive_id in stale,
                 p.worker.state not in ("ready", "busy"),
                 self._in_flight[p.worker.url],
                 p.worker.state != "ready",
@@ -144,12 +148,16 @@ class WorkerPool:
         return next((h for h in self.hives.all() if h.id == hive_id), None)
 
     def hive_for(self, op: Infer) -> Hive:
-        """The hive to start a worker on: the one named, else the only fresh one."""
+        """The hive to start a worker on: the one named, else the only fresh one (or the
+        only hive at all: a late beat does not make a hive gone; a dead one fails the call)."""
         if op.hive_id is not None:
             return self.hives.get(op.hive_id)
-        fresh = [h for h in self.hives.all() if not h.is_stale()]
+        known = self.hives.all()
+        fresh = [h for h in known if not h.is_stale()]
         if len(fresh) == 1:
             return fresh[0]
+        if not fresh and len(known) == 1:
+            return known[0]
         if not fresh:
             raise InvalidRequest(  # 503: the request is fine, the queen cannot serve it yet
                 f"no worker has {op.model} loaded and no hive is running to start one; "

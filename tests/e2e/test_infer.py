@@ -33,7 +33,7 @@ from tests.conftest import KeeperRunner
 
 pytestmark = pytest.mark.slow
 
-BEAT_S = 0.2  # the hive's heartbeat interval here
+BEAT_S = 0.5  # the hive's heartbeat interval here (stale after 1.5 s without one)
 PROMPT = "the queen"
 SAMPLING = {"max_tokens": 24, "temperature": 0.8, "top_p": 0.95, "top_k": 40, "seed": 42}
 LONG = {"max_tokens": 2000, "temperature": 0.0, "seed": 1}  # tens of seconds on the slow model
