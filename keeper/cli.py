@@ -6,15 +6,13 @@ inside each command: `keeper --help` must not pay for HTTP clients, servers or S
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
-from typing import Annotated, ParamSpec
+from typing import Annotated
 
 import typer
 
 from jobs.paths import QUEEN_URL_ENV
-from keeper.errors import NotAvailableYet, UsageError
+from keeper.errors import UsageError
 from keeper.settings import KeeperSettings
 
 app = typer.Typer(
@@ -46,58 +44,6 @@ app.add_typer(jobs_app, name="jobs")
 
 # The settings of the running invocation, for the error handler in __main__ (-v).
 current: KeeperSettings = KeeperSettings()
-
-P = ParamSpec("P")
-_PENDING: set[Callable[..., None]] = set()  # commands whose capability has not landed
-
-
-def pending(missing: str) -> Callable[[Callable[P, None]], Callable[P, None]]:
-    """Mark a command (below its `@…command`) whose capability has not landed: it refuses
-    with NotAvailableYet saying what is `missing` and listing every unmarked command."""
-
-    def mark(command: Callable[P, None]) -> Callable[P, None]:
-        @functools.wraps(command)
-        def refuse(*args: P.args, **kwargs: P.kwargs) -> None:
-            paths = _command_paths()
-            raise NotAvailableYet(
-                next(path for path, fn in paths if fn is refuse),
-                missing,
-                works_today=_grouped([path for path, fn in paths if fn not in _PENDING]),
-            )
-
-        _PENDING.add(refuse)
-        return refuse
-
-    return mark
-
-
-def _command_paths() -> list[tuple[str, Callable[..., object]]]:
-    """Every visible command as ("queen start", callback), in the order of --help."""
-    found: list[tuple[str, Callable[..., object]]] = []
-
-    def walk(group: typer.Typer, prefix: str) -> None:
-        for info in group.registered_commands:
-            if not info.hidden and info.callback is not None:
-                name = info.name or info.callback.__name__.replace("_", "-")
-                found.append((prefix + name, info.callback))
-        for sub in group.registered_groups:
-            if sub.typer_instance is not None:
-                walk(sub.typer_instance, f"{prefix}{sub.name} ")
-
-    walk(app, "")
-    return found
-
-
-def _grouped(paths: list[str]) -> list[str]:
-    """["run", "queen start", "queen stop"] -> ["keeper run", "keeper queen start|stop"]."""
-    groups: dict[str, list[str]] = {}
-    for path in paths:
-        group, _, sub = path.rpartition(" ")
-        groups.setdefault(group or path, []).append(sub)
-    return [
-        f"keeper {group}" + (f" {'|'.join(subs)}" if subs != [group] else "")
-        for group, subs in groups.items()
-    ]
 
 
 def _settings(ctx: typer.Context) -> KeeperSettings:

@@ -39,19 +39,6 @@ class UsageError(KeeperError):
     exit_code = EXIT_USAGE
 
 
-class NotAvailableYet(UsageError):
-    """The command exists in the contract but its capability has not landed; the message
-    lists the commands that do work, so the user has somewhere to go."""
-
-    def __init__(self, command: str, missing: str, *, works_today: list[str]) -> None:
-        self.command = command
-        self.works_today = works_today
-        super().__init__(
-            f"`keeper {command}` is not available yet ({missing}); "
-            f"what works today: {', '.join(works_today)}"
-        )
-
-
 class DaemonUnreachable(KeeperError):
     """A daemon (queen, hive) did not answer, or its port is taken by something else."""
 
