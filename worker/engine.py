@@ -112,18 +112,25 @@ def generate(
 ) -> Generation:
     """Stream a completion of `prompt`, calling `emit(text, index)` per piece of text.
 
-    `should_stop` is checked before every piece, so a cancelled request ends within a
-    token. A piece is one token's text, except where one character spans several tokens
-    (llama-cpp-python holds those back until the character is whole). Blocks: run it in a
-    thread.
+    `should_stop` is checked after every token (llama-cpp-python's stopping criteria),
+    so a cancelled request ends within a token. A piece is one token's text, except where
+    one character spans several tokens (llama-cpp-python holds those back until the
+    character is whole). Blocks: run it in a thread.
     """
+    import llama_cpp
+
     started = time.perf_counter()
     first: float | None = None
     count = 0
     reason: StopReason = "length"
+    # llama-cpp-python may hold text back for many tokens (an unfinished character, a
+    # possible stop string), so checking only between the pieces it yields could let a
+    # cancelled request generate on for seconds: its stopping criteria run per token.
+    per_token = llama_cpp.StoppingCriteriaList([lambda ids, logits: should_stop()])
     # Any: llama-cpp-python types the result as a union of a response and a stream.
     stream: Iterator[dict[str, Any]] = llama.create_completion(  # type: ignore[assignment]
         prompt,
+        stopping_criteria=per_token,
         max_tokens=sampling.max_tokens,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
@@ -150,6 +157,8 @@ def generate(
         close = getattr(stream, "close", None)  # a generator: closing frees llama.cpp's batch
         if close is not None:
             close()
+    if should_stop():
+        reason = "cancelled"  # the per-token criteria ended it, which llama calls "stop"
     elapsed = time.perf_counter() - started
     return Generation(
         tokens_out=count,

@@ -238,7 +238,7 @@ async def test_ctrl_c_mid_generation_cancels_the_queen_job(chain: Chain, slow_mo
         assert any(e.get("action") == "cancel" and e["target"] == job_id for e in keeper.events)
         async with JobClient(chain.queen_url) as client:
             assert (await client.get_job(job_id))["state"] == "cancelled"
-    finally:  # see the xfail below: the worker may still be generating
+    finally:
         chain.run("worker", "stop", worker_id, ok=False)
 
 
@@ -322,12 +322,6 @@ def test_autostart_on_a_fresh_home_answers_the_first_command(tmp_path: Path) -> 
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    reason="the worker checks its stop flag per piece llama-cpp-python yields, and it holds "
-    "back the random-byte text of these models for seconds (worker/engine.py: a "
-    "stopping_criteria would check per token)",
-    strict=False,
-)
 async def test_cancel_mid_generation_leaves_the_worker_idle_and_serving(
     chain: Chain, slow_model: Path
 ) -> None:
