@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 CONTEXT_TOKENS = 0  # 0: the context the model was trained with (llama.cpp reads it from the GGUF)
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda:(\d+))$")
+# Context cells left free at the end of a generation: llama-cpp-python reuses the KV
+# cache of a prompt it has seen, and after a generation that filled every cell its next
+# decode finds no slot ("llama_decode returned 1"), so no generation fills the last two.
+CONTEXT_SPARE_TOKENS = 2
 
 
 def gpu_layers(device: str) -> tuple[int, int]:
@@ -127,11 +131,18 @@ def generate(
     # possible stop string), so checking only between the pieces it yields could let a
     # cancelled request generate on for seconds: its stopping criteria run per token.
     per_token = llama_cpp.StoppingCriteriaList([lambda ids, logits: should_stop()])
+    prompt_tokens = len(llama.tokenize(prompt.encode(), add_bos=True))
+    budget = llama.n_ctx() - prompt_tokens - CONTEXT_SPARE_TOKENS
+    if budget < 1:
+        raise ValueError(
+            f"the prompt is {prompt_tokens} tokens and this model's context holds "
+            f"{llama.n_ctx()}; shorten the prompt"
+        )
     # Any: llama-cpp-python types the result as a union of a response and a stream.
     stream: Iterator[dict[str, Any]] = llama.create_completion(  # type: ignore[assignment]
         prompt,
         stopping_criteria=per_token,
-        max_tokens=sampling.max_tokens,
+        max_tokens=min(sampling.max_tokens, budget),
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         top_k=sampling.top_k,

@@ -73,6 +73,20 @@ async def test_tokens_match_llama_cpp_in_process_and_repeat(
     assert actions.index("inference_start") < actions.index("inference_complete")
 
 
+async def test_generations_that_fill_the_context_run_back_to_back(worker: RunningProgram) -> None:
+    """A request asking for more tokens than the context holds ends at the context's end,
+    and the same worker then serves the same request again (llama.cpp's reused cache once
+    had no slot left: `llama_decode returned 1`); an over-long prompt is refused in words."""
+    prompt = "the queen bee says " * 5  # ~100 of builtin:tiny's 256 context tokens
+    for seed in (0, 1):  # the same seed twice reuses the cache differently and passes
+        events = await infer(worker.url, prompt, max_tokens=1000, seed=seed)
+        assert events[-1].state == "completed", events[-1].data
+        assert events[-1].data["result"]["stop_reason"] == "length" and text_of(events)
+    refused = await infer(worker.url, "bee " * 400, max_tokens=4)
+    assert refused[-1].state == "failed"
+    assert "context holds 256" in refused[-1].data["error"]
+
+
 async def wait_busy(http: httpx.AsyncClient) -> None:
     with anyio.fail_after(10):
         while not (await http.get("/health")).json()["busy"]:  # noqa: ASYNC110 - polled API
