@@ -46,6 +46,7 @@ def create_app(
                 "model": str(state.model),
                 "device": state.device,
                 "version": version,
+                "chat_template": engine.chat_template,
                 **inference.statistics(),
             }
         )

@@ -56,6 +56,14 @@ class Engine:
     def is_loaded(self) -> bool:
         return self.llama is not None
 
+    @property
+    def chat_template(self) -> str | None:
+        """The GGUF's `tokenizer.chat_template`, which the queen's OpenAI door renders
+        chat prompts with; None while loading or when the model has none."""
+        if self.llama is None:
+            return None
+        return self.llama.metadata.get("tokenizer.chat_template") or None
+
     def load(self) -> None:
         """Load the model; raises ModelLoadError or DeviceUnavailable."""
         n_gpu_layers, main_gpu = gpu_layers(self.device)

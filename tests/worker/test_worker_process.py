@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from hive.supervisor import free_port
-from hive.tiny_model import write_tiny_model
+from hive.tiny_model import CHAT_TEMPLATE, write_tiny_model
 from narration_core import parse_line
 from tests.programs import RunningProgram, spawn_program, url_of
 
@@ -62,14 +62,16 @@ async def test_health_says_loading_until_the_model_is_in(rbee_home: Path, tmp_pa
 
 async def test_health_turns_ready_on_the_tiny_model(rbee_home: Path, tmp_path: Path) -> None:
     """On builtin:tiny the worker narrates startup → model_load (loading) → listen →
-    model_load (loaded, with size and time) → ready, /health says `ready`, and SIGTERM
-    ends it with exit 0."""
+    model_load (loaded, with size and time) → ready, /health says `ready` and carries the
+    GGUF's chat template (the queen's OpenAI door renders chats with it), and SIGTERM ends
+    it with exit 0."""
     model = tmp_path / "tiny.gguf"
     write_tiny_model(model)
     async with spawn_worker(rbee_home, model) as worker:
         await worker.wait_action("ready")
         body = await health(worker.url)
         assert body["status"] == "ready" and body["worker_id"] == "w-test"
+        assert body["chat_template"] == CHAT_TEMPLATE
         worker.process.send_signal(signal.SIGTERM)
         with anyio.fail_after(DEADLINE_S):
             assert await worker.process.wait() == 0
