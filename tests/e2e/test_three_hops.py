@@ -72,6 +72,22 @@ def chain(
     finally:
         made.run("hive", "stop", ok=False)
         made.run("queen", "stop", ok=False)
+        _kill_leftovers(rbee_home / "run")
+
+
+def _kill_leftovers(run_dir: Path) -> None:
+    """SIGKILL any daemon a failed `stop` left behind (its pidfile names it), so one
+    test's trouble never leaves a queen or hive running on the machine."""
+    import psutil
+
+    for pidfile in run_dir.glob("*.pid"):
+        try:
+            record = json.loads(pidfile.read_text())
+            process = psutil.Process(int(record["pid"]))
+            if abs(process.create_time() - float(record["create_time"])) < 1.0:
+                process.kill()
+        except (OSError, ValueError, KeyError, psutil.Error):
+            continue  # gone already, or not ours
 
 
 async def wait_for(predicate: Callable[[list[dict[str, Any]]], bool], chain: Chain) -> None:
