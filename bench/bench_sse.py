@@ -5,7 +5,8 @@
 Baseline (same run): N narration events appended through the job's narration sink and
 drained from the in-memory log as SSE frames, no HTTP. Then a child job server narrates
 the same N events; once the job has finished (log in memory), one httpx client reads the
-stream to `[DONE]`: raw bytes (frames counted) and through JobClient (httpx-sse parsing).
+stream to `[DONE]`: raw bytes (frames counted) and through JobClient.stream (the batched
+SSE decoder in jobs.decoder).
 """
 
 from __future__ import annotations
@@ -87,9 +88,7 @@ def main() -> None:
         raw, parsed, frames = anyio.run(over_http, port)
     print(f"baseline  in-memory drain (frames built):  {base:12,.0f} ev/s  = 1.00")
     print(f"SSE hop   httpx raw bytes, frames counted: {raw:12,.0f} ev/s  = {raw / base:.3f}x")
-    print(
-        f"SSE hop   JobClient.stream (httpx-sse):    {parsed:12,.0f} ev/s  = {parsed / base:.3f}x"
-    )
+    print(f"SSE hop   JobClient.stream (decoder):  {parsed:12,.0f} ev/s  = {parsed / base:.3f}x")
     print(f"(frames seen: {frames}, including the job's own lifecycle events)")
 
 
