@@ -203,9 +203,12 @@ def test_foreground_streams_until_ctrl_c_then_stops_the_queen(
 
 def test_logs_follow_prints_new_lines_until_ctrl_c(keeper, free_tcp_port: int) -> None:
     """`queen logs -f` keeps printing what the queen appends; Ctrl-C ends it with 130."""
+    import queue
     import signal
     import subprocess
     import sys
+    import threading
+    import time
 
     url = f"http://127.0.0.1:{free_tcp_port}"
     assert (
@@ -222,14 +225,25 @@ def test_logs_follow_prints_new_lines_until_ctrl_c(keeper, free_tcp_port: int) -
             start_new_session=True,
         ) as follower:
             assert follower.stdout is not None
-            # A status job makes the queen narrate into its log while we follow it.
-            assert keeper("--queen-url", url, "status").returncode == 0
-            for line in follower.stdout:
-                event = parse_line(line)
-                if event is not None and event.action == "status":
-                    break
-            else:
-                raise AssertionError("logs -f ended without showing the new status line")
+            lines: queue.Queue[str] = queue.Queue()
+            reader = threading.Thread(target=lambda: [lines.put(x) for x in follower.stdout])
+            reader.start()
+            # A status job makes the queen narrate into its log while we follow it. The
+            # follower may not be tailing yet (-n 0 skips what is there), so narrate
+            # again until it shows a status line, under a deadline.
+            deadline = time.monotonic() + 30
+            seen = False
+            while not seen and time.monotonic() < deadline:
+                assert keeper("--queen-url", url, "status").returncode == 0
+                try:
+                    while not seen:
+                        event = parse_line(lines.get(timeout=2))
+                        seen = event is not None and event.action == "status"
+                except queue.Empty:
+                    continue
+            if not seen:
+                follower.kill()  # or leaving the `with` would wait on it for ever
+                raise AssertionError("logs -f did not show a new status line within 30 s")
             follower.send_signal(signal.SIGINT)
             assert follower.wait(timeout=30) == 130
     finally:
