@@ -513,7 +513,7 @@ def run(
     command: Annotated[
         list[str],
         typer.Argument(
-            metavar="CMD",
+            metavar="CMD...",
             help="The command and its arguments; put them after `--`: keeper run -- make test.",
         ),
     ],
