@@ -18,116 +18,67 @@ Text from other processes is untrusted: it is printed with control sequences
 neutralised (`strip_control`) and never parsed as Rich markup. JSON carries the same
 sanitised text (a captured line's printed form is in `fields.raw`); the encoder escapes
 control characters, C1 included.
+
+The live view (keeper.live) and JSON encoding (keeper.jsonlines) live apart; Rich is
+imported only for the live view and tables, so plain and JSON output start without it.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import sys
 import threading
 import time
-import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
-from typing import IO, Any
-
-from rich.console import Console, ConsoleOptions, Group, RenderResult
-from rich.live import Live
-from rich.segment import Segment
-from rich.spinner import Spinner
-from rich.style import Style
-from rich.text import Text
+from typing import IO, TYPE_CHECKING, Any
 
 from jobs.relay import to_narration
+from keeper.items import Drawn, Item, State, Token, Verbatim, state_event
+from keeper.jsonlines import batch_json, dumps, escape_c1, event_json
 from keeper.settings import KeeperSettings, OutputMode
 from narration_core import NarrationEvent, format_line, set_stdout_sink, strip_control
-from narration_core.format import split_line
+from narration_core.format import SeedHeads
 from narration_core.sinks import Sink
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from keeper.live import LiveView
 
 FRAME_S = 0.125  # live view: seconds per frame (8 fps), lines coalesced per frame
 FLUSH_DELAY_S = 0.02  # plain/json: seconds to gather a batch after the first queued event
 MAX_PENDING = 20_000  # queued events beyond which the emitter writes the batch itself
 
-ACTOR_STYLES = {  # fixed colours for rbee's own components
-    "keeper": "bold cyan",
-    "queen-rbee": "bold magenta",
-    "rbee-hive": "bold yellow",
-    "llm-worker-rbee": "bold green",
-}
-_PALETTE = ("blue", "cyan", "magenta", "green", "yellow", "bright_blue", "bright_magenta")
-_LEVEL_STYLES = {"error": Style(color="red", bold=True), "warn": Style(color="yellow")}
-_ACTION_STYLE = Style(dim=True)
-_STDERR_STYLE = Style(dim=True)
 # Control characters other than tab and LF: a batch without any skips per-line sanitising.
 _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# JSON allows C1 controls raw, but a terminal may act on them: escape those too.
-_C1 = re.compile(r"[\x7f-\x9f]")
-
-
-class _Token:
-    __slots__ = ("data", "text")
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-        self.text = str(data.get("t", ""))
-
-
-class _State:
-    __slots__ = ("data",)
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-
-
-class _Verbatim:
-    """A clean batch of a child's lines (narration's `LineBatchSink.write_lines`)."""
-
-    __slots__ = ("actor", "correlation_id", "job_id", "lines", "origin", "stream", "text", "ts")
-
-    def __init__(
-        self,
-        text: str,
-        lines: Sequence[str],
-        stream: str,
-        *,
-        actor: str,
-        origin: str | None,
-        job_id: str | None,
-        correlation_id: str | None,
-        ts: float,
-    ) -> None:
-        self.text = text  # the lines, each with its newline; plain mode prints it as is
-        self.lines = lines
-        self.stream = stream
-        self.actor = actor
-        self.origin = origin
-        self.job_id = job_id
-        self.correlation_id = correlation_id
-        self.ts = ts
 
 
 class _BatchSink:
-    """Narration's stdout sink in plain and JSON mode: events, plus clean line batches."""
+    """Narration's stdout sink: events, plus clean line batches."""
 
-    __slots__ = ("enqueue", "event", "lines_as_is")
+    __slots__ = ("enqueue", "event", "lines_as_is", "view")
 
     def __init__(self, renderer: Renderer) -> None:
         self.event = renderer.event
         self.enqueue = renderer._enqueue
         self.lines_as_is = renderer.mode == "plain"  # plain prints a batch as it stands
+        self.view = renderer._view
 
     def __call__(self, ev: NarrationEvent) -> None:
         self.event(ev)
 
     def write_lines(self, text: str, lines: Sequence[str], stream: str, **route: Any) -> None:
-        self.enqueue(_Verbatim(text, lines, stream, **route))
-
-
-_Item = NarrationEvent | _Token | _State | _Verbatim
+        batch = Verbatim(text, lines, stream, **route)
+        if self.view is not None:
+            # Styled here, on the capture's thread, while the frame thread is blocked
+            # writing the last frame to the terminal: the two overlap.
+            self.enqueue(Drawn(self.view.prerendered(batch)))
+        else:
+            self.enqueue(batch)
 
 
 class Renderer:
@@ -161,26 +112,24 @@ class Renderer:
             is_terminal = console.is_terminal if console is not None else _isatty(self._file)
             mode = settings.output_mode(is_terminal=is_terminal)
         self.mode: OutputMode = mode
-        self._console = console
-        self._pending: deque[_Item] = deque()
+        self._view: LiveView | None = None
+        if mode == "live":
+            from rich.console import Console
+
+            from keeper.live import LiveView
+
+            self._view = LiveView(console or Console(file=self._file))
+        self._pending: deque[Item] = deque()
         self._write_lock = threading.Lock()  # one batch at a time, in queue order
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # something was queued
+        self._full = threading.Event()  # ... and it is worth writing at once
         self._stop = threading.Event()
         self._idle = True
         self._thread: threading.Thread | None = None
         self._previous_sink: Sink | None = None
-        self._live: Live | None = None
-        # What the live view says the keeper waits for, and since when (monotonic s).
-        self._status: tuple[str, float] | None = None
-        # One spinner for the whole run: Rich picks its frame from the time since its
-        # first render, so a spinner built per frame would show its first frame forever.
-        self._spinner = Spinner("dots", style="cyan")
-        self._partial = ""  # tokens since the last newline (live: shown in the live area)
-        self._progress: str | None = None  # a child's unfinished `\r` line (live area)
         self._in_tokens = False  # plain: the cursor sits after inline tokens
+        self._seen = SeedHeads()  # json: the heads of the last line batch
         self._broken = False
-        self._styles: dict[str, Style] = {}
-        self._ansi_codes: dict[Style, tuple[str, str]] = {}
 
     # -- the public surface -------------------------------------------------------
 
@@ -193,11 +142,11 @@ class Renderer:
 
         Malformed events are shown as output rather than dropped.
         """
-        item: _Item
+        item: Item
         if kind == "token":
-            item = _Token(data)
+            item = Token(data)
         elif kind == "state":
-            item = _State(data)
+            item = State(data)
         else:
             item = to_narration(kind, data)
         self._enqueue(item)
@@ -208,18 +157,22 @@ class Renderer:
 
         Plain and JSON output print nothing for it: the narration already says it.
         """
+        view = self._view
+        if view is None:
+            return
         if text is None:
-            self._status = None
+            view.status = None
             return
         text = strip_control(text)
-        if self._status is None or self._status[0] != text:
-            self._status = (text, time.monotonic())  # one assignment: the frame thread reads it
+        if view.status is None or view.status[0] != text:
+            view.status = (text, time.monotonic())  # one assignment: the frame thread reads it
 
     def progress(self, stream: str, text: str | None) -> None:
         r"""What a child's `\r` progress bar shows now (None: its line ended); a capture's
         `on_progress`. The live view draws it in place; plain and JSON output print only
         the finished line, which the capture relays as its final state."""
-        self._progress = None if text is None else strip_control(text)
+        if self._view is not None:
+            self._view.progress = None if text is None else strip_control(text)
 
     def flush(self) -> None:
         """Write everything queued so far, in order, in one call."""
@@ -232,25 +185,13 @@ class Renderer:
                     self._write(items)
                 except BrokenPipeError:
                     self._pipe_broke()
-            elif self._live is not None:
-                self._live.refresh()
+            elif self._view is not None:
+                self._view.refresh()
 
     def __enter__(self) -> Renderer:
-        if self.mode == "live":
-            area = _Drawn(self._live_view)
-            console = self._console or Console(file=self._file)
-            self._console = console
-            self._live = Live(
-                get_renderable=lambda: area,
-                console=console,
-                auto_refresh=False,
-                transient=True,
-                redirect_stdout=False,
-                redirect_stderr=False,
-            )
-            self._live.start()
-        sink = _BatchSink(self)
-        self._previous_sink = set_stdout_sink(sink)
+        if self._view is not None:
+            self._view.start()
+        self._previous_sink = set_stdout_sink(_BatchSink(self))
         self._thread = threading.Thread(target=self._frames, name="keeper-render")
         self._thread.start()
         return self
@@ -264,37 +205,56 @@ class Renderer:
         set_stdout_sink(self._previous_sink)
         self._stop.set()
         self._wake.set()
+        self._full.set()
         if self._thread is not None:
             self._thread.join()
-        if self._partial or self._in_tokens:
-            self._enqueue(_State({}))  # ends an unterminated token line
-        self._status = None
+        view = self._view
+        if self._in_tokens or (view is not None and view.partial):
+            self._enqueue(State({}))  # ends an unterminated token line
+        if view is not None:
+            view.status = None
         self.flush()
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        if view is not None:
+            view.stop()
 
     # -- queueing and frames --------------------------------------------------------
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue(self, item: Item) -> None:
         pending = self._pending
         pending.append(item)  # deque.append is atomic: emitters take no lock
         backlog = len(pending)
         if self._idle:
             self._idle = False
             self._wake.set()
+        if type(item) is Verbatim or type(item) is Drawn:
+            self._full.set()  # a chunk of lines is a batch already: write it without waiting
         if backlog > MAX_PENDING:
             self.flush()
 
     def _frames(self) -> None:
-        live = self.mode == "live"
+        live = self._view is not None
+        drawn = -FRAME_S  # when the last frame began (monotonic s)
         while not self._stop.is_set():
             if live:
-                self._stop.wait(FRAME_S)
+                # A frame at least every FRAME_S (the spinner's clock) and at most that often
+                # for single events, which it coalesces. A chunk of a child's lines is drawn
+                # at once, as is the first event after a quiet spell: the terminal is never
+                # left idle while lines wait.
+                pause = drawn + FRAME_S - time.monotonic()
+                if pause > 0:
+                    self._full.wait(pause)
+                self._full.clear()
+                self._wake.clear()
+                self._idle = True
+                # Stop is set before wake on exit: checked after the clear, no wake is lost.
+                if not self._pending and not self._stop.is_set():
+                    self._wake.wait(FRAME_S)
+                drawn = time.monotonic()
             else:
                 self._wake.wait()
-                self._stop.wait(FLUSH_DELAY_S)
+                self._full.wait(FLUSH_DELAY_S)
                 self._wake.clear()
+                self._full.clear()
                 self._idle = True
             if self._stop.is_set():
                 return
@@ -309,21 +269,21 @@ class Renderer:
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
 
-    def _write(self, items: list[_Item]) -> None:
-        if self.mode == "json":
+    def _write(self, items: list[Item]) -> None:
+        if self._view is not None:
+            self._view.draw(items)
+        elif self.mode == "json":
             _write_text(self._file, self._json_batch(items))
-        elif self.mode == "plain" and self._err_file is not None:
+        elif self._err_file is not None:
             # Consecutive runs per file keep each file's lines in order.
             for to_err, run in itertools.groupby(items, key=_for_stderr):
                 _write_text(self._err_file if to_err else self._file, self._plain_batch(list(run)))
-        elif self.mode == "plain":
-            _write_text(self._file, self._plain_batch(items))
         else:
-            self._live_batch(items)
+            _write_text(self._file, self._plain_batch(items))
 
     # -- plain ----------------------------------------------------------------------
 
-    def _plain_batch(self, items: list[_Item]) -> str:
+    def _plain_batch(self, items: list[Item]) -> str:
         out: list[str] = []
         add = out.append
         for item in items:
@@ -333,23 +293,23 @@ class Renderer:
                     self._in_tokens = False
                 add(item.human if item.stream is not None else format_line(item))
                 add("\n")
-            elif type(item) is _Verbatim:
+            elif type(item) is Verbatim:
                 if self._in_tokens:
                     add("\n")
                     self._in_tokens = False
                 add(item.text)
-            elif type(item) is _Token:
+            elif type(item) is Token:
                 add(item.text)
                 self._in_tokens = not item.text.endswith("\n")
-            elif type(item) is _State:
+            elif type(item) is State:
                 if self._in_tokens:
                     add("\n")
                     self._in_tokens = False
                 if item.data:
-                    add(format_line(_state_event(item.data)))
+                    add(format_line(state_event(item.data)))
                     add("\n")
         text = "".join(out)
-        if all(type(item) is _Verbatim for item in items):
+        if all(type(item) is Verbatim for item in items):
             return text  # checked free of control characters by the capture
         if _UNSAFE.search(text) is not None:
             text = "\n".join(map(strip_control, text.split("\n")))
@@ -357,167 +317,26 @@ class Renderer:
 
     # -- json -----------------------------------------------------------------------
 
-    def _json_batch(self, items: list[_Item]) -> str:
+    def _json_batch(self, items: list[Item]) -> str:
         out: list[str] = []
         add = out.append
         for item in items:
             if type(item) is NarrationEvent:
-                add(_event_json(item))
-            elif type(item) is _Verbatim:
-                _batch_json(item, add)
-            elif type(item) is _Token:
-                add(_dumps({"event": "token", **item.data}) + "\n")
-            elif type(item) is _State and item.data:
-                add(_dumps({"event": "state", **item.data}) + "\n")
-        text = "".join(out)
-        if _C1.search(text) is not None:
-            text = _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-        return text
-
-    # -- live -----------------------------------------------------------------------
-
-    def _live_batch(self, items: list[_Item]) -> None:
-        lines: list[list[Segment] | str] = []
-        for item in items:
-            if type(item) is _Token:
-                self._partial += _strip_keep_newlines(item.text)
-                if "\n" in self._partial:
-                    done, _, self._partial = self._partial.rpartition("\n")
-                    lines.extend([Segment(part)] for part in done.split("\n"))
-                continue
-            if self._partial:
-                lines.append([Segment(self._partial)])
-                self._partial = ""
-            if type(item) is NarrationEvent:
-                lines.append(self._segments(item))
-            elif type(item) is _Verbatim:
-                lines.append(self._prerendered(item))
-            elif type(item) is _State and item.data:
-                lines.append(self._segments(_state_event(item.data)))
-        console = self._console
-        if lines and console is not None:
-            console.print(_Lines(lines), soft_wrap=True)
-        if self._live is not None and not lines:
-            self._live.refresh()
-
-    def _segments(self, ev: NarrationEvent) -> list[Segment]:
-        human = strip_control(ev.human)
-        if ev.stream is not None:
-            return [Segment(human, _STDERR_STYLE if ev.stream == "stderr" else None)]
-        actor = strip_control(ev.actor)
-        return [
-            Segment(f"[{actor:<10}] ", self._actor_style(actor)),
-            Segment(f"{strip_control(ev.action):<15}: ", _ACTION_STYLE),
-            Segment(human, _LEVEL_STYLES.get(ev.level)),
-        ]
-
-    def _prerendered(self, batch: _Verbatim) -> str:
-        """The terminal text `_segments` would print for a clean batch's events, with
-        each actor's colour codes built once (Rich costs ~1 µs per styled segment)."""
-        out: list[str] = []
-        add = out.append
-        heads: dict[str, str] = {}  # by the line's first 30 characters, or actor LF action
-        plain_pre, plain_post = ("", "") if batch.stream == "stdout" else self._ansi(_STDERR_STYLE)
-        for line in batch.lines:
-            if line[11:13] == "] " and line[28:30] == ": " and line[:1] == "[" and len(line) > 30:
-                # The seed's widths: the first 30 characters decide the head, and a clean
-                # batch holds no backslash to unescape (see format.split_line).
-                head = heads.get(line[:30])
-                if head is not None:
-                    add(head)
-                    add(line[30:])
-                    add("\n")
-                    continue
-            parts = split_line(line) if line[:1] == "[" else None
-            if parts is None:
-                add(f"{plain_pre}{line}{plain_post}\n" if line else "\n")
-                continue
-            actor, action, human = parts
-            head = heads.get(f"{actor}\n{action}")
-            if head is None:
-                actor_pre, actor_post = self._ansi(self._actor_style(actor))
-                action_pre, action_post = self._ansi(_ACTION_STYLE)
-                head = heads[f"{actor}\n{action}"] = (
-                    f"{actor_pre}[{actor:<10}] {actor_post}{action_pre}{action:<15}: {action_post}"
-                )
-                if len(line) > 30 and line[:30] == f"[{actor:<10}] {action:<15}: ":
-                    heads[line[:30]] = head
-            add(head)
-            add(human)
-            add("\n")
-        return "".join(out)
-
-    def _ansi(self, style: Style) -> tuple[str, str]:
-        """The codes Rich writes before and after a segment in `style` on this console."""
-        codes = self._ansi_codes.get(style)
-        if codes is None:
-            console = self._console
-            # Rich renders with its private _color_system; there is no public twin.
-            system = console._color_system if console is not None else None
-            if system is None:
-                codes = ("", "")
-            else:
-                shown = style.without_color if console is not None and console.no_color else style
-                pre, _, post = shown.render("\x00", color_system=system).partition("\x00")
-                codes = (pre, post)
-            self._ansi_codes[style] = codes
-        return codes
-
-    def _actor_style(self, actor: str) -> Style:
-        style = self._styles.get(actor)
-        if style is None:
-            name = ACTOR_STYLES.get(actor) or _PALETTE[zlib.crc32(actor.encode()) % len(_PALETTE)]
-            style = self._styles[actor] = Style.parse(name)
-        return style
-
-    def _live_view(self) -> Group:
-        parts: list[Any] = []
-        if self._partial:
-            parts.append(Text(self._partial))
-        if self._progress:
-            parts.append(Text(self._progress, no_wrap=True, overflow="ellipsis"))
-        status = self._status
-        if status is not None:
-            text, since = status
-            self._spinner.update(text=Text(f"{text} · {_elapsed(time.monotonic() - since)}"))
-            parts.append(self._spinner)
-        return Group(*parts)
-
-
-class _Lines:
-    """Pre-styled lines as Rich segments: no markup, no wrapping, no measuring."""
-
-    __slots__ = ("lines",)
-
-    def __init__(self, lines: list[list[Segment] | str]) -> None:
-        self.lines = lines  # a str is lines already rendered, each ending with a newline
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        newline = Segment.line()
-        for line in self.lines:
-            if isinstance(line, str):
-                yield Segment(line)
-                continue
-            yield from line
-            yield newline
-
-
-class _Drawn:
-    """A renderable built each time Rich draws it. Live redraws its last renderable under
-    every print; built once per refresh, that would show the status of the last refresh."""
-
-    __slots__ = ("build",)
-
-    def __init__(self, build: Callable[[], Group]) -> None:
-        self.build = build
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self.build()
+                add(event_json(item))
+            elif type(item) is Verbatim:
+                batch_json(item, add, self._seen)
+            elif type(item) is Token:
+                add(dumps({"event": "token", **item.data}) + "\n")
+            elif type(item) is State and item.data:
+                add(dumps({"event": "state", **item.data}) + "\n")
+        return escape_c1("".join(out))
 
 
 def table_console(settings: KeeperSettings) -> Console:
     """A console for tables on stdout: no colour and no bold/underline either with
     --no-color or NO_COLOR (Rich's own `no_color` still prints bold)."""
+    from rich.console import Console
+
     plain = settings.no_color or settings.json
     return Console(color_system=None if plain else "auto", highlight=False)
 
@@ -533,112 +352,14 @@ def make_renderer(
     return Renderer(settings, console=console, file=file, err_file=err_file)
 
 
-def _for_stderr(item: _Item) -> bool:
+def _for_stderr(item: Item) -> bool:
     """Plain mode with an err_file: a child's stderr line, or the keeper's own narration
     (no origin: not relayed from a child)."""
-    if type(item) is _Verbatim:
+    if type(item) is Verbatim:
         return item.stream == "stderr"
     return type(item) is NarrationEvent and (
         item.stream == "stderr" or (item.stream is None and item.origin is None)
     )
-
-
-def _elapsed(seconds: float) -> str:
-    """`4.2s`, or `3m07s` past a minute: tenths show a short wait is moving."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s"
-
-
-def _strip_keep_newlines(text: str) -> str:
-    """`strip_control` for text whose newlines are meaningful (streamed tokens)."""
-    if _UNSAFE.search(text) is None:
-        return text
-    return "\n".join(map(strip_control, text.split("\n")))
-
-
-def _state_event(data: dict[str, Any]) -> NarrationEvent:
-    state = str(data.get("state", "unknown"))
-    error = data.get("error")
-    human = f"job {state}: {error}" if error else f"job {state}"
-    return NarrationEvent("keeper", "state", human, level="error" if error else "info")
-
-
-_str = json.encoder.encode_basestring  # C-accelerated
-
-
-def _opt(value: str | None) -> str:
-    return "null" if value is None else _str(value)
-
-
-def _event_json(ev: NarrationEvent) -> str:
-    """`{"event": ..., **ev.to_dict()}` as one line, without building the dict.
-
-    The hot path of `--json`: json.dumps per event costs more than capture itself.
-    tests/keeper/test_render.py checks it matches `to_dict` key for key.
-    """
-    kind = "narration" if ev.stream is None else "output"
-    tail = ""
-    if ev.fields:
-        tail += f',"fields":{_dumps(ev.fields)}'
-    if ev.origin is not None:
-        tail += f',"origin":{_str(ev.origin)}'
-    if ev.stream is not None:
-        tail += f',"stream":{_str(ev.stream)}'
-    return (
-        f'{{"event":"{kind}","actor":{_str(ev.actor)},"action":{_str(ev.action)},'
-        f'"target":{_opt(ev.target)},"human":{_str(ev.human)},"job_id":{_opt(ev.job_id)},'
-        f'"correlation_id":{_opt(ev.correlation_id)},"level":{_str(ev.level)},'
-        f'"ts":{float(ev.ts)!r}{tail}}}\n'
-    )
-
-
-def _batch_json(batch: _Verbatim, add: Callable[[str], object]) -> None:
-    """`_event_json` of the events a clean line batch stands for, with the parts every
-    line shares built once: the same text, key for key (a property test checks it)."""
-    tail = (
-        f',"job_id":{_opt(batch.job_id)},"correlation_id":{_opt(batch.correlation_id)},'
-        f'"level":"info","ts":{float(batch.ts)!r}'
-    )
-    if batch.origin is not None:
-        tail += f',"origin":{_str(batch.origin)}'
-    narration_tail = tail + "}\n"
-    output_head = (
-        f'{{"event":"output","actor":{_str(batch.actor)},"action":"output","target":null,"human":'
-    )
-    output_tail = f'{tail},"stream":{_str(batch.stream)}}}\n'
-    heads: dict[str, str] = {}
-    for line in batch.lines:
-        if line[11:13] == "] " and line[28:30] == ": " and line[:1] == "[" and len(line) > 30:
-            head = heads.get(line[:30])  # the seed's widths: as in Renderer._prerendered
-            if head is not None:
-                add(head)
-                add(_str(line[30:]))
-                add(narration_tail)
-                continue
-        parts = split_line(line) if line[:1] == "[" else None
-        if parts is None:
-            add(output_head)
-            add(_str(line))
-            add(output_tail)
-            continue
-        actor, action, human = parts
-        head = heads.get(f"{actor}\n{action}")
-        if head is None:
-            head = heads[f"{actor}\n{action}"] = (
-                f'{{"event":"narration","actor":{_str(actor)},"action":{_str(action)},'
-                '"target":null,"human":'
-            )
-            if len(line) > 30 and line[:30] == f"[{actor:<10}] {action:<15}: ":
-                heads[line[:30]] = head
-        add(head)
-        add(_str(human))
-        add(narration_tail)
-
-
-def _dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _write_text(file: IO[str], text: str) -> None:

