@@ -1,7 +1,18 @@
-"""JobClient: submit jobs to a job server (queen or hive) and follow their streams.
+"""JobClient and SyncJobClient: submit jobs to a job server (queen or hive) and follow
+their streams.
 
     async with JobClient("http://127.0.0.1:7833") as client:
         state = await client.submit_and_stream({"operation": "queen_status"}, print)
+
+    with SyncJobClient("http://127.0.0.1:7833") as client:
+        for event in client.stream(client.submit({"operation": "queen_status"})):
+            print(event)
+
+Servers relay with the async client. The keeper, which only ever follows one job at a
+time, uses the sync twin: a command that needs no event loop starts without asyncio
+(~50 ms of every `keeper status`). Both are thin shells around the same pieces below,
+as httpx's Client and AsyncClient are: one set of client options, one translation of
+errors, one resumable stream (`_Resume`).
 
 httpx errors are translated here, at one boundary: a refused or timed-out connection is
 DaemonUnreachable(url); error responses become the JobError leaf their status names. A
@@ -15,14 +26,14 @@ import functools
 import inspect
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
 import httpx
-from pydantic import BaseModel
 
 from jobs.decoder import SSEDecoder
 from jobs.errors import (
@@ -36,6 +47,9 @@ from jobs.errors import (
 )
 from jobs.events import JobEvent, JobState, LogEntry
 from narration_core.sanitize import strip_control
+
+if TYPE_CHECKING:  # pydantic is only needed by a caller that passes a model (~45 ms import)
+    from pydantic import BaseModel
 
 TIMEOUT_S = 10.0  # connect/write/pool timeout for every request
 STREAM_READ_TIMEOUT_S = 60.0  # silence tolerated on a stream (servers send keep-alives every 15 s)
@@ -70,15 +84,7 @@ class JobClient:
         self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
         self.max_reconnects = max_reconnects
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            auth=BearerToken(token) if token else None,
-            timeout=httpx.Timeout(timeout_s, read=STREAM_READ_TIMEOUT_S),
-            # rbee daemons are addressed directly: a proxy from the environment would
-            # only break loopback calls, and would be handed the bearer token.
-            trust_env=False,
-            verify=_tls_context() if self.base_url.lower().startswith("https:") else _no_tls(),
-        )
+        self._http = httpx.AsyncClient(**_http_options(self.base_url, token, timeout_s))
 
     async def __aenter__(self) -> JobClient:
         return self
@@ -108,8 +114,7 @@ class JobClient:
 
     async def submit(self, operation: BaseModel | dict[str, Any]) -> str:
         """Create a job (it starts at once); returns its id."""
-        body = operation.model_dump(mode="json") if isinstance(operation, BaseModel) else operation
-        reply = await self._json("POST", "/v1/jobs", json=body)
+        reply = await self._json("POST", "/v1/jobs", json=_body(operation))
         return str(reply["job_id"])
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
@@ -123,12 +128,12 @@ class JobClient:
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         """State, error and transitions; raises JobNotFound."""
-        reply: dict[str, Any] = await self._json("GET", f"/v1/jobs/{_quote(job_id)}")
+        reply: dict[str, Any] = await self._json("GET", _job_path(job_id))
         return reply
 
     async def cancel(self, job_id: str) -> JobState:
         """Cancel a running job; returns its state. Raises JobNotFound or JobFinished."""
-        reply = await self._json("DELETE", f"/v1/jobs/{_quote(job_id)}")
+        reply = await self._json("DELETE", _job_path(job_id))
         return reply["state"]  # type: ignore[no-any-return]
 
     async def stream(self, job_id: str, *, after: int | None = None) -> AsyncIterator[JobEvent]:
@@ -147,38 +152,24 @@ class JobClient:
         the connection drops, so every event arrives exactly once; raises
         DaemonUnreachable if the server cannot be reached or the stream keeps dropping.
         """
-        last = after or 0
-        failures = 0
-        url = f"/v1/jobs/{_quote(job_id)}/stream"
+        resume = _Resume(self.base_url, after=after, max_reconnects=self.max_reconnects)
+        path = f"{_job_path(job_id)}/stream"
         while True:
-            headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-            if last:
-                headers["Last-Event-ID"] = str(last)
-            decoder = SSEDecoder()
+            dropped: httpx.TransportError | None = None
             try:
-                async with self._http.stream("GET", url, headers=headers) as response:
-                    content_type = response.headers.get("content-type", "")
-                    if response.status_code != 200 or "event-stream" not in content_type:
+                async with self._http.stream("GET", path, headers=resume.attempt()) as response:
+                    if not _is_event_stream(response):
                         await response.aread()
                         raise _error_from(response)
                     async for chunk in response.aiter_bytes():
-                        batch = decoder.feed(chunk)
-                        if batch and batch[0].seq <= last:  # replayed after a reconnect
-                            batch = [entry for entry in batch if entry.seq > last]
+                        batch = resume.feed(chunk)
                         if batch:
-                            last, failures = batch[-1].seq, 0
                             yield batch
-                        if decoder.terminator is not None:
+                        if resume.ended:
                             return
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if last == 0 and failures == 0:
-                    raise DaemonUnreachable(self.base_url, reason=str(exc) or None) from exc
-            except httpx.TransportError:
-                pass  # dropped mid-stream (read error, timeout, protocol): reconnect below
-            failures += 1
-            if failures > self.max_reconnects:
-                raise DaemonUnreachable(self.base_url, reason="the event stream kept dropping")
-            await anyio.sleep(RECONNECT_BACKOFF_S * 2 ** (failures - 1))
+            except httpx.TransportError as exc:
+                dropped = exc  # read error, timeout, protocol: reconnect below
+            await anyio.sleep(resume.retry_after(dropped))
 
     async def submit_and_stream(
         self, operation: BaseModel | dict[str, Any], handler: EventHandler
@@ -197,16 +188,190 @@ class JobClient:
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = await self._http.request(method, path, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise DaemonUnreachable(self.base_url, reason=str(exc) or None) from exc
         except httpx.TransportError as exc:
-            raise DaemonUnreachable(self.base_url, reason=repr(exc)) from exc
-        if response.is_success:
+            raise _unreachable(self.base_url, exc) from exc
+        return _reply(self.base_url, response)
+
+
+class SyncJobClient:
+    """The blocking twin of JobClient for a program that follows one job at a time (the
+    keeper): same requests, errors and resuming stream, no event loop. Use as `with`,
+    or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = TIMEOUT_S,
+        max_reconnects: int = MAX_RECONNECTS,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.max_reconnects = max_reconnects
+        self._http = httpx.Client(**_http_options(self.base_url, token, timeout_s))
+
+    def __enter__(self) -> SyncJobClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def submit(self, operation: BaseModel | dict[str, Any]) -> str:
+        """Create a job (it starts at once); returns its id."""
+        return str(self._json("POST", "/v1/jobs", json=_body(operation))["job_id"])
+
+    def list_jobs(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/jobs", params={"limit": limit})["jobs"])
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """State, error and transitions; raises JobNotFound."""
+        reply: dict[str, Any] = self._json("GET", _job_path(job_id))
+        return reply
+
+    def cancel(self, job_id: str, *, timeout_s: float | None = None) -> JobState:
+        """Cancel a running job; returns its state. Raises JobNotFound or JobFinished.
+
+        `timeout_s` bounds the whole answer (the async twin's callers use a cancel
+        scope): after Ctrl-C nobody should wait out a stream's long read timeout."""
+        timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s
+        return self._json("DELETE", _job_path(job_id), timeout=timeout)["state"]  # type: ignore[no-any-return]
+
+    def stream(self, job_id: str, *, after: int | None = None) -> Iterator[JobEvent]:
+        """Every event after seq `after` until the job ends; the last one is its final
+        `state` event. Reconnects with Last-Event-ID as JobClient.stream does."""
+        resume = _Resume(self.base_url, after=after, max_reconnects=self.max_reconnects)
+        path = f"{_job_path(job_id)}/stream"
+        while True:
+            dropped: httpx.TransportError | None = None
             try:
-                return response.json()
-            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-                raise NotAJobServer(self.base_url, reason=_answer(response)) from exc
-        raise _error_from(response)
+                with self._http.stream("GET", path, headers=resume.attempt()) as response:
+                    if not _is_event_stream(response):
+                        response.read()
+                        raise _error_from(response)
+                    for chunk in response.iter_bytes():
+                        for entry in resume.feed(chunk):
+                            yield entry.to_event()
+                        if resume.ended:
+                            return
+            except httpx.TransportError as exc:
+                dropped = exc  # read error, timeout, protocol: reconnect below
+            time.sleep(resume.retry_after(dropped))
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        return _reply(self.base_url, response)
+
+
+class _Resume:
+    """Where one job's stream stands across reconnects, for both clients (sans-I/O): the
+    headers of the next attempt, which decoded events are new, and how long to wait
+    before trying again."""
+
+    __slots__ = ("_decoder", "_failures", "_max_reconnects", "_url", "last")
+
+    def __init__(self, url: str, *, after: int | None, max_reconnects: int) -> None:
+        self._url = url
+        self._max_reconnects = max_reconnects
+        self._failures = 0
+        self._decoder = SSEDecoder()
+        self.last = after or 0
+
+    def attempt(self) -> dict[str, str]:
+        """The request headers of the next attempt, which reads a fresh response."""
+        self._decoder = SSEDecoder()
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if self.last:
+            headers["Last-Event-ID"] = str(self.last)
+        return headers
+
+    def feed(self, chunk: bytes) -> list[LogEntry]:
+        """The events `chunk` completes that the caller has not seen yet."""
+        batch = self._decoder.feed(chunk)
+        if batch and batch[0].seq <= self.last:  # replayed after a reconnect
+            batch = [entry for entry in batch if entry.seq > self.last]
+        if batch:
+            self.last, self._failures = batch[-1].seq, 0
+        return batch
+
+    @property
+    def ended(self) -> bool:
+        """The end marker arrived: the job is over and so is its stream."""
+        return self._decoder.terminator is not None
+
+    def retry_after(self, error: httpx.TransportError | None) -> float:
+        """Seconds to wait before reconnecting, once an attempt ended without the end
+        marker (`error` when the transport failed, None when the server just closed).
+
+        Raises:
+            DaemonUnreachable: the very first connection failed (nothing is there), or
+                the stream dropped more than `max_reconnects` times in a row.
+        """
+        first = self.last == 0 and self._failures == 0
+        if first and isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+            raise DaemonUnreachable(self._url, reason=str(error) or None) from error
+        self._failures += 1
+        if self._failures > self._max_reconnects:
+            raise DaemonUnreachable(self._url, reason="the event stream kept dropping")
+        return RECONNECT_BACKOFF_S * 2.0 ** (self._failures - 1)
+
+
+def _http_options(base_url: str, token: str | None, timeout_s: float) -> dict[str, Any]:
+    """What both clients build their httpx client with."""
+    return {
+        "base_url": base_url,
+        "auth": BearerToken(token) if token else None,
+        "timeout": httpx.Timeout(timeout_s, read=STREAM_READ_TIMEOUT_S),
+        # rbee daemons are addressed directly: a proxy from the environment would
+        # only break loopback calls, and would be handed the bearer token.
+        "trust_env": False,
+        "verify": _tls_context() if base_url.lower().startswith("https:") else _no_tls(),
+    }
+
+
+def _body(operation: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """A submit's JSON body; a model is dumped by duck typing, so pydantic stays unimported."""
+    if isinstance(operation, dict):
+        return operation
+    dumped: dict[str, Any] = operation.model_dump(mode="json")
+    return dumped
+
+
+def _job_path(job_id: str) -> str:
+    """A job's route, its id quoted as one path segment whatever the user typed (`../x`)."""
+    return f"/v1/jobs/{quote(job_id, safe='')}"
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    content_type = response.headers.get("content-type", "")
+    return response.status_code == 200 and "event-stream" in content_type
+
+
+def _unreachable(base_url: str, exc: httpx.TransportError) -> DaemonUnreachable:
+    """A request that got no answer: refused or timed out connecting, or cut off."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return DaemonUnreachable(base_url, reason=str(exc) or None)
+    return DaemonUnreachable(base_url, reason=repr(exc))
+
+
+def _reply(base_url: str, response: httpx.Response) -> Any:
+    """A successful answer's JSON, or the error it stands for."""
+    if response.is_success:
+        try:
+            return response.json()
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise NotAJobServer(base_url, reason=_answer(response)) from exc
+    raise _error_from(response)
 
 
 def _answer(response: httpx.Response) -> str:
@@ -229,11 +394,6 @@ def _no_tls() -> ssl.SSLContext:
     followed), so no CA bundle is loaded (~40-400 ms of a keeper command's start). The
     context still requires verification, so TLS, were it ever attempted, fails closed."""
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
-
-def _quote(job_id: str) -> str:
-    """A job id as one path segment, whatever the user typed (`../x`, `?a`)."""
-    return quote(job_id, safe="")
 
 
 def _error_from(response: httpx.Response) -> JobError:

@@ -31,20 +31,14 @@ def show(settings: KeeperSettings) -> None:
 
 
 def _snapshot(settings: KeeperSettings) -> dict[str, Any]:
-    import anyio
+    from keeper.commands.jobs import _client
 
-    from keeper.commands.jobs import _client, queen_errors
-
-    async def ask() -> dict[str, Any]:
-        async with _client(settings) as client:
-            final: dict[str, Any] = {}
-            async for event in client.stream(await client.submit({"operation": "queen_status"})):
-                if event.is_final:
-                    final = event.data
-        return dict(final.get("result") or {})
-
-    with queen_errors(settings):
-        return anyio.run(ask)
+    final: dict[str, Any] = {}
+    with _client(settings) as client:
+        for event in client.stream(client.submit({"operation": "queen_status"})):
+            if event.is_final:
+                final = event.data
+    return dict(final.get("result") or {})
 
 
 def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
