@@ -1,0 +1,52 @@
+"""`keeper run` starts without the libraries only other commands need.
+
+Start-up is most of what `keeper run` costs on a short command, so what it imports is
+held here; how fast it runs is measured by bench/bench_run.py, not by a test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+# The list the keeper process imported, printed by the child itself at exit.
+SHOW_MODULES = (
+    "import atexit, sys; atexit.register(lambda: print("
+    "*sorted(name for name, module in sys.modules.items() if module), file=sys.stderr)); "
+    "sys.argv = ['keeper', *sys.argv[1:]]; "
+    "import keeper.__main__ as m; raise SystemExit(m.main())"
+)
+HEAVY = (
+    "rich",
+    "pydantic",
+    "httpx",
+    "httpcore",
+    "uvicorn",
+    "starlette",
+    "asyncssh",
+    "typer._adapters",
+)
+
+
+def _modules(*args: str, env: dict[str, str]) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", SHOW_MODULES, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    return set(done.stderr.split())
+
+
+def test_plain_and_json_keeper_run_import_no_rich_pydantic_or_http() -> None:
+    """Plain and --json `keeper run` print through narration alone: no Rich, no pydantic,
+    no HTTP client or server is loaded."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    for args in (("run", "--", "true"), ("--json", "run", "--", "true")):
+        loaded = _modules(*args, env=env)
+        assert "keeper.commands.run" in loaded  # the command did run
+        heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY)
+        assert heavy == [], f"`keeper {' '.join(args)}` imported {heavy}"
