@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rbee-hive: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     from jobs.errors import CannotListen, StateFolderBusy
-    from jobs.server import claim  # uvicorn and the app load only past the checks
+    from jobs.server import claim, exit_process  # uvicorn and the app load past the checks
 
     NARRATE.action("startup").target(settings.hive_id).human(
         f"Hive {settings.hive_id} starting on {settings.bind}:{settings.port} "
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BIND)
     with state_lock:  # held until the process exits
         anyio.run(_serve, settings, sock)
+    exit_process(0)  # all is flushed and closed: skip the interpreter's teardown
 
 
 def advertised_url(sock: socket.socket) -> str:

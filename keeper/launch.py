@@ -26,7 +26,7 @@ from typing import Protocol
 
 import anyio
 
-from keeper import daemons
+from keeper import daemons, stopping
 from keeper.errors import JobFailed, how_it_ended
 from narration_core import LineSplitter, Narrator, relay_lines
 from narration_core.proctree import StopResult
@@ -294,34 +294,19 @@ async def stop(
 
     Returns None when it was not running (a stale pidfile is removed and said so), after
     calling `if_not_running` (which may raise: say whose daemon answers instead).
+    `stopping.stop_local` is the blocking twin for this machine.
     """
     record = await host.read_record(name)
-    said = label[:1].upper() + label[1:]  # at the start of a sentence
     if record is None or not await host.is_alive(record):
         await host.remove_record(name)
         if if_not_running is not None:
             if_not_running()
-        NARRATE.action("not_running").human(
-            f"{said} is not running (no pidfile)"
-            if record is None
-            else f"{said} was not running; removed the stale pidfile for pid {record.pid}"
-        ).emit()
+        stopping.say_not_running(label, record)
         return None
-    NARRATE.action("stop").target(record.pid).human(
-        f"Stopping {label} (pid {record.pid}) with SIGTERM"
-    ).emit()
+    stopping.say_stopping(label, record)
     result = await host.stop(record)
     await host.remove_record(name)
-    if result is None:
-        NARRATE.action("stopped").target(record.pid).human(f"{said} had already exited").emit()
-    elif result.killed:
-        NARRATE.action("killed").level("warn").target(record.pid).human(
-            f"{said} ignored SIGTERM for {result.seconds:.1f} s and was killed (SIGKILL)"
-        ).emit()
-    else:
-        NARRATE.action("stopped").target(record.pid).human(
-            f"{said} stopped (pid {record.pid}) in {result.seconds:.1f} s"
-        ).emit()
+    stopping.say_stopped(label, record, result)
     return result
 
 

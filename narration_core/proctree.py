@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass
@@ -102,11 +103,38 @@ def stop_tree(leader: psutil.Process, *, grace: float = STOP_GRACE_S) -> StopRes
 def wait_gone(members: list[psutil.Process], *, timeout: float) -> bool:
     """Block until every member has exited (a zombie counts as exited); False on timeout.
 
-    Polled rather than `psutil.wait_procs`: for a process that is not our child that
-    waits until the zombie is reaped, which a container's init may do only seconds later.
+    Not `psutil.wait_procs`: for a process that is not our child that waits until the
+    zombie is reaped, which a container's init may do only seconds later. Each member
+    is waited on through a pidfd where the system has them (Linux 5.3+: readable the
+    moment the process exits, our child or not), so a stop returns as soon as the tree
+    is gone; elsewhere the members are polled every POLL_S.
     """
     deadline = time.monotonic() + timeout
-    while any_alive(members):
+    return all(_wait_exit(member, deadline) for member in members)
+
+
+def _wait_exit(member: psutil.Process, deadline: float) -> bool:
+    """Block until `member` has exited or `deadline` (monotonic) passes; True if it exited."""
+    try:
+        pidfd = os.pidfd_open(member.pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):  # no pidfds here (not Linux, or an old kernel)
+        return _poll_exit(member, deadline)
+    try:
+        # Opened after the pid was looked up: if it was reused meanwhile, the pidfd is
+        # another process's, and our member is already gone.
+        if not any_alive([member]):
+            return True
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(max(0.0, deadline - time.monotonic()) * 1000))
+    finally:
+        os.close(pidfd)
+
+
+def _poll_exit(member: psutil.Process, deadline: float) -> bool:
+    while any_alive([member]):
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL_S)

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"queen-rbee: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     from jobs.errors import CannotListen, StateFolderBusy
-    from jobs.server import claim  # uvicorn and the app load only past the checks
+    from jobs.server import claim, exit_process  # uvicorn and the app load past the checks
 
     NARRATE.action("start").target(settings.port).human(
         f"Queen starting on {settings.bind}:{settings.port} (state in {settings.paths.state})"
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BIND)
     with state_lock:  # held until the process exits
         anyio.run(_serve, settings, sock)
+    exit_process(0)  # all is flushed and closed: skip the interpreter's teardown
 
 
 async def _serve(settings: QueenSettings, sock: socket.socket) -> None:

@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import anyio
-
 from jobs.paths import LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
-from keeper import daemons, launch
+from keeper import daemons
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.render import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import Narrator, strip_control
 
+if TYPE_CHECKING:  # launch loads anyio: `stop` and `status` start without it
+    from keeper import launch
+
 NAME = daemons.QUEEN
 PROGRAM = "queen-rbee"
+HEALTH_TIMEOUT_S = 2.0  # connecting to the queen and its /health answer, each
 
 NARRATE = Narrator("keeper")
 
@@ -50,6 +54,8 @@ def start(
     port = QUEEN_PORT if port is None else port
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
+    from keeper import launch
+
     token = settings.token(token)
     if bind not in (LOOPBACK, "localhost", "::1") and not token:
         raise UsageError(
@@ -119,7 +125,9 @@ def _already_running(
     if daemons.port_in_use(bind, port):
         owner = daemons.port_owner(port)
         if owner is not None and owner.state == paths.state:  # our queen, pidfile lost
-            pidfile.write(launch.record_for(daemon, owner.pid))
+            from keeper.launch import record_for
+
+            pidfile.write(record_for(daemon, owner.pid))
             NARRATE.action("already_running").target(url).human(
                 f"Queen is already running (pid {owner.pid}) at {url}; its pidfile was missing "
                 "and is written again"
@@ -150,14 +158,15 @@ def _client_host(bind: str) -> str:
 
 def stop(settings: KeeperSettings) -> None:
     """Stop this RBEE_HOME's queen; say whose it is when another home's queen answers."""
+    from keeper.stopping import stop_local
+
     paths = RbeePaths.resolve()
-    host = launch.LocalHost(paths.run)
 
     def not_ours() -> None:
         _refuse_foreign_queen(settings.queen_url, paths, doing="stop")
 
     with make_renderer(settings):
-        anyio.run(lambda: launch.stop(host, NAME, label="queen", if_not_running=not_ours))
+        stop_local(paths.run, NAME, label="queen", if_not_running=not_ours)
 
 
 def _refuse_foreign_queen(url: str, paths: RbeePaths, *, doing: str) -> None:
@@ -259,16 +268,29 @@ class _Health:
 
 def _health(url: str) -> _Health:
     """The queen's /health answer; an answer that is not rbee's JSON counts as none."""
-    import httpx
+    if not _accepts_connections(url):
+        return _Health()
+    import httpx  # only once something listens: a stopped queen's port refuses at once
 
     try:
-        response = httpx.get(f"{url}/health", timeout=2.0, trust_env=False)
+        response = httpx.get(f"{url}/health", timeout=HEALTH_TIMEOUT_S, trust_env=False)
         body = response.json()
     except (httpx.HTTPError, ValueError):
         return _Health()
     if not isinstance(body, dict) or response.status_code not in (200, 503):
         return _Health()
     return _Health(response.status_code, body)
+
+
+def _accepts_connections(url: str) -> bool:
+    """Whether anything accepts a TCP connection at `url`'s host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or LOOPBACK, port), HEALTH_TIMEOUT_S):
+            return True
+    except OSError:  # refused, unreachable, unresolvable, timed out: httpx would fail too
+        return False
 
 
 def _duration(seconds: float) -> str:
@@ -280,6 +302,8 @@ def _duration(seconds: float) -> str:
 
 def logs(settings: KeeperSettings, *, follow: bool, lines: int) -> None:
     """Print the last `lines` lines of the queen's log, sanitised; -f keeps following."""
+    from keeper import launch
+
     path = RbeePaths.resolve().logs / f"{NAME}.log"
     if not path.exists():
         raise UsageError(f"no queen log at {path} yet; start the queen with `keeper queen start`")

@@ -58,11 +58,16 @@ async def test_sigterm_cancels_running_jobs_and_exits_zero(rbee_home: Path) -> N
             last = seen[-1].seq
             async with anyio.create_task_group() as tg:
                 rest: list[JobEvent] = []
+                following = anyio.Event()
 
                 async def follow() -> None:
-                    rest.extend([e async for e in client.stream(job_id, after=last)])
+                    async for event in client.stream(job_id, after=last):
+                        rest.append(event)
+                        following.set()
 
                 tg.start_soon(follow)
+                with anyio.fail_after(10):  # the stream is open before the stop begins
+                    await following.wait()
                 queen.process.send_signal(signal.SIGTERM)
             with anyio.fail_after(15):
                 assert await queen.process.wait() == 0
