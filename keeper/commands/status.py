@@ -42,7 +42,11 @@ def _snapshot(settings: KeeperSettings) -> dict[str, Any]:
 
 
 def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
-    """Three Rich tables: the queen, its hives, their workers."""
+    """Three Rich tables: the queen, its hives, their workers.
+
+    Every cell is a Text: ids and model refs are whatever users named them, and a
+    string cell would be read as Rich markup (`[/x]` fails) and emoji codes (`:smile:`).
+    """
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -53,9 +57,13 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
             made.add_column(column)
         return made
 
+    def row(table: Table, *cells: str | Text) -> None:
+        table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells))
+
     queen = table("queen", "url", "version", "up", "jobs")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(snapshot.get("jobs", {}).items()))
-    queen.add_row(
+    row(
+        queen,
         url,
         str(snapshot.get("version", "?")),
         _ago(snapshot.get("uptime_s")),
@@ -69,7 +77,8 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
             if hive.get("stale")
             else Text("never beat" if seen is None else "up")
         )
-        hives.add_row(
+        row(
+            hives,
             hive["hive_id"],
             hive["url"],
             "-" if seen is None else f"{_ago(now - seen)} ago",
@@ -81,7 +90,8 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
     workers = table("workers", "hive", "id", "model", "device", "state", "pid", "port", "RSS")
     for w in snapshot["workers"]:
         rss = w.get("rss_bytes")
-        workers.add_row(
+        row(
+            workers,
             w["hive_id"],
             w["worker_id"],
             w["model"],
