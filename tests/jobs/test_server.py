@@ -131,3 +131,59 @@ async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(5):  # the stuck job would hold a graceful stop for 60 s
             assert await process.wait() == 128 + signal.SIGTERM
+
+
+QUICK_SERVER = """
+import sys, anyio
+from pathlib import Path
+from jobs.server import ServerConfig, bind_socket, create_app, exit_process, serve
+
+async def model_list(op, job):
+    return "listed"
+
+async def main():
+    app = create_app(ServerConfig("quick", "1", Path(sys.argv[1])), {"model_list": model_list})
+    sock = bind_socket("127.0.0.1", 0)
+    async def ready(url):
+        print("URL", url, flush=True)
+    await serve(app, sock, on_ready=ready)
+
+anyio.run(main)
+print("served")  # stdout is a pipe, so this waits in the buffer: exit_process flushes it
+exit_process(0)
+"""
+STOP_DEADLINE_S = 3.0  # generous, yet under the 5 s a shutdown waiting on the idle client takes
+
+
+async def test_sigterm_stops_promptly_with_an_idle_client_connected(tmp_path: Path) -> None:
+    """SIGTERM ends a server that an idle keep-alive client is connected to, exit 0, well
+    before the graceful timeout, and exit_process flushes its buffered last words."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import anyio
+    from anyio.streams.text import TextReceiveStream
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    process = await anyio.open_process(
+        [sys.executable, "-c", QUICK_SERVER, str(tmp_path)], stderr=subprocess.STDOUT, env=env
+    )
+    async with process:
+        assert process.stdout is not None
+        lines = TextReceiveStream(process.stdout)
+        text = ""
+        with anyio.fail_after(30):
+            while (found := re.search(r"URL (\S+)\n", text)) is None:
+                text += await lines.receive()
+        async with httpx.AsyncClient(base_url=found[1], trust_env=False) as http:
+            created = await http.post("/v1/jobs", json={"operation": "model_list"})
+            assert created.status_code == 201  # its connection stays open, idle, in the pool
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(STOP_DEADLINE_S):
+                assert await process.wait() == 0
+        text += "".join([chunk async for chunk in lines])
+    assert "SIGTERM: cancelling running jobs and stopping" in text
+    assert text.endswith("served\n"), text

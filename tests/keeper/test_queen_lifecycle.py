@@ -156,6 +156,52 @@ def test_logs_show_the_queen_log(keeper, free_tcp_port: int) -> None:
         keeper("queen", "stop")
 
 
+WATCH = {"operation": "queen_status", "watch": True, "interval_s": 0.02}  # runs until stopped
+
+
+def test_stop_keeps_jobs_and_logs_whole(keeper, rbee_home, free_tcp_port: int) -> None:
+    """After `keeper queen stop` (which ends the queen without interpreter teardown), a
+    restarted queen serves a finished job and the job the stop cancelled, each with its
+    whole log, and the queen's own log ends with its `stopped` line."""
+    from contextlib import closing
+
+    from jobs.client import SyncJobClient
+
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    start = ("--queen-url", url, "queen", "start", "--port", str(free_tcp_port))
+    assert keeper(*start).returncode == 0
+    try:
+        with SyncJobClient(url) as client:
+            done_id = client.submit({"operation": "queen_status"})
+            done = list(client.stream(done_id))
+            watch_id = client.submit(WATCH)
+            seen = []
+            with closing(client.stream(watch_id)) as events:
+                for event in events:
+                    seen.append(event)
+                    if sum(e.kind == "narration" for e in seen) >= 3:
+                        break
+        stopped = keeper("--queen-url", url, "queen", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "Queen stopped" in stopped.stdout
+        last = parse_line((rbee_home / "logs" / "queen.log").read_text().splitlines()[-1])
+        assert last is not None and (last.actor, last.action) == ("queen-rbee", "stopped")
+
+        assert keeper(*start).returncode == 0
+        with SyncJobClient(url) as client:
+            assert client.get_job(done_id)["state"] == "completed"
+            assert list(client.stream(done_id)) == done
+            record = client.get_job(watch_id)
+            replay = list(client.stream(watch_id))
+    finally:
+        keeper("queen", "stop")
+    assert done[-1].state == "completed"
+    assert record["state"] == "cancelled", record  # not `failed`: no crash recovery
+    assert replay[: len(seen)] == seen
+    assert [e.seq for e in replay] == list(range(1, len(replay) + 1))
+    assert replay[-1].state == "cancelled"
+
+
 def test_stop_when_not_running_says_so(keeper) -> None:
     """Stopping a queen that is not running is not an error."""
     result = keeper("queen", "stop")
