@@ -78,17 +78,9 @@ def test_claim_locks_the_folder_and_says_when_the_port_is_taken(tmp_path: Path) 
         second_sock.close()
 
 
-STUCK_SERVER = """
-import sys, anyio
-from pathlib import Path
-from jobs.server import ServerConfig, bind_socket, create_app, serve
-
-async def model_list(op, job):
-    with anyio.CancelScope(shield=True):  # a job that will not stop when cancelled
-        await anyio.sleep(60)
-
+SERVER_MAIN = """
 async def main():
-    app = create_app(ServerConfig("stuck", "1", Path(sys.argv[1])), {"model_list": model_list})
+    app = create_app(ServerConfig("test", "1", Path(sys.argv[1])), {"model_list": model_list})
     sock = bind_socket("127.0.0.1", 0)
     async def ready(url):
         print("URL", url, flush=True)
@@ -96,13 +88,41 @@ async def main():
 
 anyio.run(main)
 """
+SERVER_IMPORTS = """
+import sys, anyio
+from pathlib import Path
+from jobs.server import ServerConfig, bind_socket, create_app, exit_process, serve
+"""
+STUCK_SERVER = (
+    SERVER_IMPORTS
+    + """
+async def model_list(op, job):
+    with anyio.CancelScope(shield=True):  # a job that will not stop when cancelled
+        await anyio.sleep(60)
+"""
+    + SERVER_MAIN
+)
+
+
+async def _wait_url(lines: AsyncIterator[str]) -> tuple[str, str]:
+    """Read a server program's output until it prints its URL: (the text so far, the URL)."""
+    import re
+
+    import anyio
+
+    text = ""
+    with anyio.fail_after(30):
+        async for chunk in lines:
+            text += chunk
+            if found := re.search(r"URL (\S+)\n", text):
+                return text, found[1]
+    raise AssertionError(f"the server ended before printing its URL: {text}")
 
 
 @pytest.mark.anyio
 async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     """A server whose job ignores cancellation is still waiting after the first SIGTERM;
     the second SIGTERM ends it at once with status 128 + SIGTERM."""
-    import re
     import signal
     import subprocess
     import sys
@@ -116,11 +136,7 @@ async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     async with process:
         assert process.stdout is not None
         lines = TextReceiveStream(process.stdout)
-        text = ""
-        with anyio.fail_after(30):
-            while (found := re.search(r"URL (\S+)\n", text)) is None:
-                text += await lines.receive()
-        url = found[1]
+        text, url = await _wait_url(lines)
         async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
             created = await http.post("/v1/jobs", json={"operation": "model_list"})
         assert created.status_code == 201
@@ -133,25 +149,18 @@ async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
             assert await process.wait() == 128 + signal.SIGTERM
 
 
-QUICK_SERVER = """
-import sys, anyio
-from pathlib import Path
-from jobs.server import ServerConfig, bind_socket, create_app, exit_process, serve
-
+QUICK_SERVER = (
+    SERVER_IMPORTS
+    + """
 async def model_list(op, job):
     return "listed"
-
-async def main():
-    app = create_app(ServerConfig("quick", "1", Path(sys.argv[1])), {"model_list": model_list})
-    sock = bind_socket("127.0.0.1", 0)
-    async def ready(url):
-        print("URL", url, flush=True)
-    await serve(app, sock, on_ready=ready)
-
-anyio.run(main)
+"""
+    + SERVER_MAIN
+    + """
 print("served")  # stdout is a pipe, so this waits in the buffer: exit_process flushes it
 exit_process(0)
 """
+)
 STOP_DEADLINE_S = 3.0  # generous, yet under the 5 s a shutdown waiting on the idle client takes
 
 
@@ -159,7 +168,6 @@ async def test_sigterm_stops_promptly_with_an_idle_client_connected(tmp_path: Pa
     """SIGTERM ends a server that an idle keep-alive client is connected to, exit 0, well
     before the graceful timeout, and exit_process flushes its buffered last words."""
     import os
-    import re
     import signal
     import subprocess
     import sys
@@ -174,11 +182,8 @@ async def test_sigterm_stops_promptly_with_an_idle_client_connected(tmp_path: Pa
     async with process:
         assert process.stdout is not None
         lines = TextReceiveStream(process.stdout)
-        text = ""
-        with anyio.fail_after(30):
-            while (found := re.search(r"URL (\S+)\n", text)) is None:
-                text += await lines.receive()
-        async with httpx.AsyncClient(base_url=found[1], trust_env=False) as http:
+        text, url = await _wait_url(lines)
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
             created = await http.post("/v1/jobs", json={"operation": "model_list"})
             assert created.status_code == 201  # its connection stays open, idle, in the pool
             process.send_signal(signal.SIGTERM)
