@@ -202,6 +202,41 @@ def test_stop_keeps_jobs_and_logs_whole(keeper, rbee_home, free_tcp_port: int) -
     assert replay[-1].state == "cancelled"
 
 
+def _imports(keeper, *args: str) -> set[str]:
+    """The modules `keeper ARGS` imported (from `python -X importtime`), after checking it
+    exited 0."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "keeper", *args],
+        env=keeper.env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+def test_stop_loads_no_event_loop_or_http_client(keeper, free_tcp_port: int) -> None:
+    """`keeper queen stop` stops a running queen, and says when none runs, without loading
+    asyncio, an HTTP client or Rich: start-up is most of what it costs."""
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    start = ("--queen-url", url, "queen", "start", "--port", str(free_tcp_port))
+    assert keeper(*start).returncode == 0
+    try:
+        running = _imports(keeper, "--queen-url", url, "queen", "stop")
+    finally:
+        keeper("queen", "stop")
+    assert keeper("--queen-url", url, "queen", "status").returncode == 3  # it did stop
+    idle = _imports(keeper, "--queen-url", url, "queen", "stop")
+    for loaded in (running, idle):
+        assert "keeper.stopping" in loaded  # the command did run
+        assert sorted(loaded & {"asyncio", "httpx", "httpcore", "rich", "uvicorn"}) == []
+
+
 def test_stop_when_not_running_says_so(keeper) -> None:
     """Stopping a queen that is not running is not an error."""
     result = keeper("queen", "stop")
