@@ -340,11 +340,12 @@ class Renderer:
 
 def table_console(settings: KeeperSettings) -> Console:
     """A console for tables on stdout: no colour and no bold/underline either with
-    --no-color or NO_COLOR (Rich's own `no_color` still prints bold)."""
+    --no-color or NO_COLOR (Rich's own `no_color` still prints bold), and no `:emoji:`
+    codes: a name is shown as it was written."""
     from rich.console import Console
 
     plain = settings.no_color or settings.json
-    return Console(color_system=None if plain else "auto", highlight=False)
+    return Console(color_system=None if plain else "auto", highlight=False, emoji=False)
 
 
 def make_renderer(
