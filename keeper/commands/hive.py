@@ -12,8 +12,6 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-import anyio
-
 from jobs.paths import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
 from keeper import daemons, launch
 from keeper.errors import UsageError
@@ -137,9 +135,10 @@ def stop(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = Fa
 
         hive_remote.stop(settings, target, accept_new_host_key=accept_new_host_key)
         return
-    host = launch.LocalHost(RbeePaths.resolve().run)
+    from keeper.stopping import stop_local
+
     with make_renderer(settings):
-        anyio.run(lambda: launch.stop(host, daemon_name(alias), label=f"hive {alias}"))
+        stop_local(RbeePaths.resolve().run, daemon_name(alias), label=f"hive {alias}")
 
 
 def status(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = False) -> None:
