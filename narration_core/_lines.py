@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from narration_core._keyblock import KEY_MARK, KeyBlocks
 from narration_core.context import _CORRELATION_ID, _JOB_ID
 from narration_core.event import NarrationEvent
-from narration_core.format import HEAD_KEY, format_line, parse_line
+from narration_core.format import HEAD_KEY, SeedHeads, format_line, parse_line
 from narration_core.narrator import emit_event
 from narration_core.redact import needs_redaction, redact
 from narration_core.sanitize import strip_control
@@ -31,6 +31,7 @@ _ACTOR_UNSAFE = re.compile(r"[\s\[\]]+")
 
 HEADS_KEPT = 1024  # verdicts on line heads kept by the fast path (a few per child)
 _HEADS: dict[str, bool] = {}
+_PASSED = SeedHeads()  # the heads of the last all-narration batch that prints as it is
 
 
 class LineSplitter:
@@ -193,14 +194,15 @@ def relay_lines(
     if not check and lines:
         job = job_id if job_id is not None else _JOB_ID.get()
         sink = line_batch_sink(job)
+        block = text + "\n"
         if (
             sink is not None
             and "\\" not in text
             and not needs_redaction(text)
-            and (not sink.lines_as_is or _prints_as_is(lines))
+            and (not sink.lines_as_is or _prints_as_is(block, lines))
         ):
             sink.write_lines(
-                text + "\n",
+                block,
                 lines,
                 stream,
                 actor=actor,
@@ -227,21 +229,29 @@ def _has_control(text: str, lines: Sequence[str]) -> bool:
     return not all(map(str.isprintable, lines)) and _CONTROL.search(text) is not None
 
 
-def _prints_as_is(lines: Sequence[str]) -> bool:
+def _prints_as_is(block: str, lines: Sequence[str]) -> bool:
     """True when each line (free of control characters, backslashes and secrets) prints
-    unchanged as the event it parses to: narration already padded.
+    unchanged as the event it parses to: narration already padded. `block` is the lines,
+    each ending in LF.
 
     A line in the seed's widths prints unchanged exactly when its first 30 characters
     (actor, action and their padding) do, so the verdict is kept per head: a child
-    narrates under a few heads. The batch is read through the set of its lines' first
-    31 characters (a C loop), so each distinct head costs one dict lookup, not each line.
+    narrates under a few heads. A batch under the heads of the last all-narration batch
+    that passed is confirmed by counting them (`SeedHeads.known`); any other is read
+    through the set of its lines' first 31 characters (a C loop), so each distinct head
+    costs one dict lookup, not each line.
     """
+    if _PASSED.known(block, len(lines)) is not None:
+        return True
     verdicts = _HEADS
     other_widths: set[str] = set()
+    heads: dict[str, tuple[str, str]] | None = {}
     for key in set(map(HEAD_KEY, lines)):
         if key[:1] != "[":
+            heads = None
             continue  # plain output prints as it is
         if len(key) < 31:  # the whole line
+            heads = None
             same = _same_when_printed(key)
         elif key[11:13] == "] " and key[28:30] == ": ":
             head = key[:30]
@@ -251,6 +261,8 @@ def _prints_as_is(lines: Sequence[str]) -> bool:
                     verdicts.clear()
                 known = verdicts[head] = _same_when_printed(key)
             same = known
+            if heads is not None:
+                heads[head] = (key[1:11].strip(), key[13:28].strip())
         else:
             other_widths.add(key)
             continue
@@ -258,6 +270,8 @@ def _prints_as_is(lines: Sequence[str]) -> bool:
             return False
     if other_widths:  # narration in other widths (long actors): each line decides
         return all(_same_when_printed(line) for line in lines if line[:31] in other_widths)
+    if heads:
+        _PASSED.remember(heads)
     return True
 
 

@@ -148,13 +148,23 @@ class SeedHeads:
 
     def of(self, text: str, lines: Sequence[str]) -> dict[str, tuple[str, str]] | None:
         """`seed_heads(lines)`, where `text` is the lines each ending in LF."""
-        last = self._last
-        if last and len(last) <= self.RECOUNT_UP_TO and self._covers(last, text, len(lines)):
-            return last
-        heads = seed_heads(lines)
-        if heads is not None:
-            self._last = heads
+        heads = self.known(text, len(lines))
+        if heads is None:
+            heads = seed_heads(lines)
+            if heads is not None:
+                self.remember(heads)
         return heads
+
+    def known(self, text: str, count: int) -> dict[str, tuple[str, str]] | None:
+        """The remembered heads when they are the heads of each of `text`'s `count` lines
+        (each ending in LF, each with a message), else None."""
+        last = self._last
+        if last and len(last) <= self.RECOUNT_UP_TO and self._covers(last, text, count):
+            return last
+        return None
+
+    def remember(self, heads: dict[str, tuple[str, str]]) -> None:
+        self._last = heads
 
     @staticmethod
     def _covers(heads: dict[str, tuple[str, str]], text: str, count: int) -> bool:
