@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keeper.run_argv import RunArgs
 
 # Used by nobody in the keeper, yet imported whenever installed: httpcore tries trio (a
 # test tool may bring it, ~100 ms) and httpx its own CLI (click, pygments: ~25 ms) on
@@ -13,9 +17,15 @@ UNUSED_MODULES = ("trio", "httpx._main")
 def main(argv: list[str] | None = None) -> int:
     for name in UNUSED_MODULES:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "not installed"
-    import typer
-
     _treat_term_and_hup_as_ctrl_c()
+
+    from keeper import run_argv
+
+    quick = run_argv.read(sys.argv[1:] if argv is None else argv)
+    if quick is not None:
+        return _run(quick)
+
+    import typer
 
     from keeper import cli
     from keeper.errors import EXIT_INTERRUPTED, EXIT_USAGE, KeeperError
@@ -42,6 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     if result == EXIT_INTERRUPTED:  # Ctrl-C: Typer returns 130 when not standalone
         sys.stderr.write("keeper: interrupted\n")
     return result if isinstance(result, int) else 0
+
+
+def _run(args: RunArgs) -> int:
+    """`keeper run` without Typer (see keeper.run_argv): the same command, the same
+    settings, errors and exit codes as the command tree gives it."""
+    from keeper.commands import run as run_cmd
+    from keeper.errors import EXIT_INTERRUPTED, KeeperError
+    from keeper.settings import KeeperSettings, check_queen_url
+
+    settings = KeeperSettings.build(
+        json=args.json, no_color=args.no_color, verbose=args.verbose, queen_url=None
+    )
+    try:
+        check_queen_url(None)
+        run_cmd.run(settings, args.command, actor=args.actor, job_id=args.job)
+    except KeeperError as err:
+        _report(err, verbose=settings.verbose)
+        return err.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("keeper: interrupted\n")
+        return EXIT_INTERRUPTED
+    return 0
 
 
 def _treat_term_and_hup_as_ctrl_c() -> None:

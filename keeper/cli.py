@@ -7,14 +7,11 @@ No `from __future__ import annotations` here: Typer reads every command's signat
 every run, and string annotations would make it eval ~450 of them (~12 ms per command).
 """
 
-import os
 from typing import Annotated
 
 import typer
 
-from jobs.paths import QUEEN_URL_ENV
-from keeper.errors import UsageError
-from keeper.settings import KeeperSettings
+from keeper.settings import KeeperSettings, check_queen_url
 
 app = typer.Typer(
     name="keeper",
@@ -75,26 +72,7 @@ def main_options(
         json=json, no_color=no_color, verbose=verbose, queen_url=queen_url
     )
     ctx.obj = current
-    if queen_url is not None:
-        _check_url(queen_url, "--queen-url")
-    elif env_url := os.environ.get(QUEEN_URL_ENV):
-        _check_url(env_url, QUEEN_URL_ENV)
-
-
-def _check_url(url: str, source: str) -> None:
-    """A queen URL is http(s)://host[:port]; anything else fails here, not as "unreachable"."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        valid = False
-    if not valid:
-        raise UsageError(
-            f"{source} {url!r} is not a URL; give the queen's address like http://127.0.0.1:7833"
-        )
+    check_queen_url(queen_url)
 
 
 # -- queen -------------------------------------------------------------------------

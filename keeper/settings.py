@@ -70,3 +70,27 @@ def _started_queen_url() -> str | None:
     from keeper.daemons import QUEEN, recorded_url
 
     return recorded_url(RbeePaths.resolve().run, QUEEN)
+
+
+def check_queen_url(flag: str | None) -> None:
+    """The queen URL from `--queen-url` (else RBEE_QUEEN_URL) is http(s)://host[:port];
+    anything else fails here, with a usage error, not later as "unreachable"."""
+    if flag is not None:
+        _check_url(flag, "--queen-url")
+    elif env_url := os.environ.get(QUEEN_URL_ENV):
+        _check_url(env_url, QUEEN_URL_ENV)
+
+
+def _check_url(url: str, source: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UsageError(
+            f"{source} {url!r} is not a URL; give the queen's address like http://127.0.0.1:7833"
+        )

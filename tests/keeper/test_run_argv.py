@@ -1,0 +1,102 @@
+"""`keeper run` read without Typer means exactly what Typer reads, or is left to Typer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keeper import cli, run_argv
+from keeper.commands import run as run_cmd
+from keeper.settings import KeeperSettings
+
+TOKENS = (
+    "--json", "--no-color", "-v", "--verbose", "run", "--actor", "--job", "--", "make", "test",
+    "-x", "--help", "--queen-url", "http://127.0.0.1:9", "--actor=a", "a b", "", "-", "--x",
+)  # fmt: skip
+
+
+def typer_reads(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
+    """What the command tree hands `keeper.commands.run.run` for `argv`; None when it
+    hands nothing (help, a usage error, another command)."""
+    seen: dict[str, Any] = {}
+
+    def record(
+        settings: KeeperSettings, command: list[str], *, actor: str, job_id: str | None
+    ) -> None:
+        seen.update(settings=settings, command=list(command), actor=actor, job=job_id)
+
+    monkeypatch.setattr(run_cmd, "run", record)
+    try:
+        cli.app(args=argv, prog_name="keeper", standalone_mode=False)
+    except BaseException:  # usage errors, --help's Exit: nothing was run
+        return None
+    return seen or None
+
+
+WORDS = st.sampled_from(TOKENS)
+
+
+@st.composite
+def run_lines(draw: st.DrawFn) -> list[str]:
+    """`[global flags] run [run options] [--] words`, any part of it possibly off."""
+    flags = draw(st.lists(st.sampled_from(("--json", "--no-color", "-v", "--verbose"))))
+    values = st.sampled_from(("build", "a b", "", "-", "--", "-x", "run")) | WORDS
+    options = draw(st.lists(st.tuples(st.sampled_from(("--actor", "--job")), values)))
+    separator = draw(st.sampled_from(([], ["--"])))
+    words = draw(st.lists(st.sampled_from(("make", "-j4", "--json", "--", "run")) | WORDS))
+    return [*flags, "run", *(part for option in options for part in option), *separator, *words]
+
+
+@settings(max_examples=400, deadline=None)
+@given(argv=st.lists(WORDS, max_size=8) | run_lines())
+def test_a_command_line_read_quickly_is_read_as_typer_reads_it(argv: list[str]) -> None:
+    """For any mix of global flags, run options, separators and words: when the quick
+    reader takes a command line, Typer runs the same command with the same settings."""
+    quick = run_argv.read(argv)
+    if quick is None:
+        return
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        read = typer_reads(argv, monkeypatch)
+    assert read is not None, f"Typer runs nothing for {argv}"
+    assert read["command"] == quick.command
+    assert read["actor"] == quick.actor and read["job"] == quick.job
+    expected = KeeperSettings.build(
+        json=quick.json, no_color=quick.no_color, verbose=quick.verbose, queen_url=None
+    )
+    assert read["settings"] == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--", "true"],
+        ["run", "make", "test"],
+        ["--json", "-v", "run", "--actor", "build", "--job", "j1", "--", "make", "-j4"],
+        ["--no-color", "run", "--", "sh", "-c", "exit 3"],
+    ],
+)
+def test_everyday_command_lines_skip_typer(argv: list[str]) -> None:
+    """The forms scripts use are read without Typer."""
+    assert run_argv.read(argv) is not None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--help"],
+        ["run"],
+        ["run", "--"],
+        ["--queen-url", "http://127.0.0.1:9", "run", "--", "true"],
+        ["run", "--actor"],
+        ["run", "--actor=x", "--", "true"],
+        ["run", "--jsn", "--", "true"],
+        ["status"],
+    ],
+)
+def test_help_errors_and_other_forms_go_to_typer(argv: list[str]) -> None:
+    """Help, mistakes and the rarer spellings are left to Typer, which explains them."""
+    assert run_argv.read(argv) is None
