@@ -239,8 +239,10 @@ class SyncJobClient:
     def cancel(self, job_id: str, *, timeout_s: float | None = None) -> JobState:
         """Cancel a running job; returns its state. Raises JobNotFound or JobFinished.
 
-        `timeout_s` bounds the whole answer (the async twin's callers use a cancel
-        scope): after Ctrl-C nobody should wait out a stream's long read timeout."""
+        `timeout_s` bounds each step of the answer (connecting, sending, each read), not
+        their sum as the async twin's cancel scope does: after Ctrl-C nobody should wait
+        out a stream's long read timeout, and a queen that answers nothing costs at most
+        a few times `timeout_s`."""
         timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s
         return self._json("DELETE", _job_path(job_id), timeout=timeout)["state"]  # type: ignore[no-any-return]
 

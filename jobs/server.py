@@ -71,6 +71,7 @@ LIFESPAN_STOP_S = STOP_GRACE_S  # bound on the lifespan's shutdown after a force
 TICK_S = 0.1  # uvicorn's tick: its date header and request limit are checked this often
 TICKS_PER_DAY = 864_000  # uvicorn wraps its tick counter here (counter % 10: once a second)
 SHUTDOWN_POLL_S = 0.005  # seconds between looks at the connections a stop is closing
+SERVER_CLOSE_S = 2.0  # bound on waiting for the listening sockets to close after that
 
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
 
@@ -233,8 +234,10 @@ class JobServer(uvicorn.Server):
             )
             for task in state.tasks:
                 task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
-        for server in self.servers:
-            await server.wait_closed()
+        # Bounded: from Python 3.12.1 wait_closed also waits for every connection to go.
+        with anyio.move_on_after(SERVER_CLOSE_S):
+            for server in self.servers:
+                await server.wait_closed()
         if not self.force_exit:
             await self.lifespan.shutdown()
             return

@@ -45,6 +45,10 @@ class DaemonUnreachable(KeeperError):
     exit_code = EXIT_UNREACHABLE
 
 
+class OutputLost(KeeperError):
+    """The keeper's own output could not be written (a full disk, a terminal gone)."""
+
+
 class JobFailed(KeeperError):
     """A job or a child command ended unsuccessfully; `exit_code` is what keeper exits with."""
 

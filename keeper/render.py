@@ -25,6 +25,7 @@ imported only for the live view and tables, so plain and JSON output start witho
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -37,6 +38,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from jobs.relay import to_narration
+from keeper.errors import OutputLost
 from keeper.items import Drawn, Item, State, Token, Verbatim, state_event
 from keeper.jsonlines import batch_json, dumps, escape_c1, event_json
 from keeper.settings import KeeperSettings, OutputMode
@@ -130,7 +132,8 @@ class Renderer:
         self._previous_sink: Sink | None = None
         self._in_tokens = False  # plain: the cursor sits after inline tokens
         self._seen = SeedHeads()  # json: the heads of the last line batch
-        self._broken = False
+        self._broken = False  # output stopped: its reader left, or it cannot be written
+        self._lost: OSError | None = None  # why, when that was not the reader's choice
 
     # -- the public surface -------------------------------------------------------
 
@@ -184,8 +187,10 @@ class Renderer:
             if items and not self._broken:
                 try:
                     self._write(items)
-                except BrokenPipeError:
-                    self._pipe_broke()
+                except _Unwritable as failed:
+                    self._stop_writing(failed.file, failed.error)
+                except OSError as error:  # the live view's console
+                    self._stop_writing(self._file, error)
             elif self._view is not None:
                 self._view.refresh()
 
@@ -216,7 +221,14 @@ class Renderer:
             view.status = None
         self.flush()
         if view is not None:
-            view.stop()
+            with contextlib.suppress(OSError):  # a terminal gone: nothing left to draw on
+                view.stop()
+        if self._lost is not None and exc_type is None:
+            reason = self._lost.strerror or str(self._lost)
+            raise OutputLost(
+                f"could not write the output ({reason}), so the rest of it was dropped; "
+                "free space where it goes, or send it elsewhere"
+            )
 
     # -- queueing and frames --------------------------------------------------------
 
@@ -237,24 +249,17 @@ class Renderer:
         drawn = -FRAME_S  # when the last frame began (monotonic s)
         while not self._stop.is_set():
             if live:
-                # A frame at least every FRAME_S (the spinner's clock) and at most that often
-                # for single events, which it coalesces. A chunk of a child's lines is drawn
-                # at once, as is the first event after a quiet spell: the terminal is never
-                # left idle while lines wait.
+                # A frame every FRAME_S (the spinner's clock), which coalesces single
+                # events; a chunk of a child's lines is drawn sooner, so the terminal is
+                # never left idle while lines wait, but no sooner than CHUNK_FRAME_S after
+                # the last frame: a frame then carries several chunks, and Rich's redraw of
+                # the live area under them (~0.3 ms) is paid once.
                 pause = drawn + FRAME_S - time.monotonic()
                 if pause > 0 and self._full.wait(pause):
-                    # Chunks, though, no sooner than CHUNK_FRAME_S after the last frame: a
-                    # frame then carries several, and Rich's redraw of the live area under
-                    # them (~0.3 ms) is paid once.
                     rest = drawn + CHUNK_FRAME_S - time.monotonic()
                     if rest > 0:
                         self._stop.wait(rest)
                 self._full.clear()
-                self._wake.clear()
-                self._idle = True
-                # Stop is set before wake on exit: checked after the clear, no wake is lost.
-                if not self._pending and not self._stop.is_set():
-                    self._wake.wait(FRAME_S)
                 drawn = time.monotonic()
             else:
                 self._wake.wait()
@@ -266,14 +271,19 @@ class Renderer:
                 return
             self.flush()
 
-    def _pipe_broke(self) -> None:
-        # The reader went away (`keeper run ... | head`): stop writing, and point stdout
-        # at /dev/null so Python's exit-time flush does not complain about it either.
+    def _stop_writing(self, file: IO[str], error: OSError) -> None:
+        """The reader went away (`keeper run ... | head`), or the output cannot be written
+        (a full disk): stop writing, and point that stream at /dev/null so Python's
+        exit-time flush does not fail on it too. A closed pipe is the reader's choice;
+        anything else is reported when the renderer closes (OutputLost)."""
         self._broken = True
-        if self._file is sys.stdout:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+        if not isinstance(error, BrokenPipeError):
+            self._lost = error
+        for stream in (sys.stdout, sys.stderr):
+            if file is stream:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
 
     def _write(self, items: list[Item]) -> None:
         if self._view is not None:
@@ -360,24 +370,36 @@ def make_renderer(
 
 
 def _for_stderr(item: Item) -> bool:
-    """Plain mode with an err_file: a child's stderr line, or the keeper's own narration
-    (no origin: not relayed from a child)."""
+    """Plain mode with an err_file: a line a child printed on stderr (narration or not),
+    or the keeper's own narration (not relayed from a child: no source, no origin)."""
     if type(item) is Verbatim:
         return item.stream == "stderr"
     return type(item) is NarrationEvent and (
-        item.stream == "stderr" or (item.stream is None and item.origin is None)
+        "stderr" in (item.source, item.stream) or (item.source is None and item.origin is None)
     )
+
+
+class _Unwritable(Exception):
+    """Writing to `file` failed with `error`."""
+
+    def __init__(self, file: IO[str], error: OSError) -> None:
+        super().__init__(str(error))
+        self.file = file
+        self.error = error
 
 
 def _write_text(file: IO[str], text: str) -> None:
     if not text:
         return
     try:
-        file.write(text)
-    except UnicodeEncodeError:  # a non-UTF-8 terminal: show what it can
-        encoding = getattr(file, "encoding", None) or "ascii"
-        file.write(text.encode(encoding, "replace").decode(encoding))
-    file.flush()
+        try:
+            file.write(text)
+        except UnicodeEncodeError:  # a non-UTF-8 terminal: show what it can
+            encoding = getattr(file, "encoding", None) or "ascii"
+            file.write(text.encode(encoding, "replace").decode(encoding))
+        file.flush()
+    except OSError as error:
+        raise _Unwritable(file, error) from error
 
 
 def _isatty(file: IO[str]) -> bool:

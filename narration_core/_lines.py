@@ -194,24 +194,20 @@ def relay_lines(
     if not check and lines:
         job = job_id if job_id is not None else _JOB_ID.get()
         sink = line_batch_sink(job)
-        block = text + "\n"
-        if (
-            sink is not None
-            and "\\" not in text
-            and not needs_redaction(text)
-            and (not sink.lines_as_is or _prints_as_is(block, lines))
-        ):
-            sink.write_lines(
-                block,
-                lines,
-                stream,
-                actor=actor,
-                origin=origin,
-                job_id=job,
-                correlation_id=_CORRELATION_ID.get(),
-                ts=time.time(),
-            )
-            return
+        if sink is not None and "\\" not in text and not needs_redaction(text):
+            block = text + "\n"
+            if not sink.lines_as_is or _prints_as_is(block, lines):
+                sink.write_lines(
+                    block,
+                    lines,
+                    stream,
+                    actor=actor,
+                    origin=origin,
+                    job_id=job,
+                    correlation_id=_CORRELATION_ID.get(),
+                    ts=time.time(),
+                )
+                return
     for line in lines:
         _relay(line, stream, actor, origin, job_id, check)
 
@@ -296,6 +292,7 @@ def _relay(
         event = NarrationEvent(actor, "output", line, stream=stream)
     event.origin = origin
     event.job_id = job_id
+    event.source = stream
     if raw is not None:
         event.fields = {"raw": raw}
     return emit_event(event)

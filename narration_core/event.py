@@ -34,6 +34,9 @@ class NarrationEvent:
     # "stdout"/"stderr" for a raw line a child printed that was not narration (an
     # `output` event on job streams; printed verbatim, not in the narration format).
     stream: str | None = None
+    # The stream a relayed child's line was read from, narration or not: where a local
+    # terminal shows it (`keeper run` keeps a child's stderr on stderr). Not on the wire.
+    source: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_output(self) -> bool:

@@ -81,26 +81,43 @@ def streams(draw: st.DrawFn) -> tuple[list[bytes], int]:
     return chunks, draw(st.sampled_from((24, 64 * 1024)))
 
 
-def render(chunks: list[bytes], max_line: int, *, fast: bool, mode: OutputMode = "plain") -> str:
-    """What `keeper run` prints for this stream; an observer forces the event path."""
+def render(
+    chunks: list[bytes],
+    max_line: int,
+    *,
+    fast: bool,
+    mode: OutputMode = "plain",
+    stream: str = "stdout",
+    err: io.StringIO | None = None,
+) -> str:
+    """What `keeper run` prints for this stream (on `err` too when given, as `keeper run`
+    splits stdout and stderr); an observer forces the event path."""
     out = io.StringIO()
-    with Renderer(KeeperSettings(), file=out, mode=mode):
+    with Renderer(KeeperSettings(), file=out, mode=mode, err_file=err):
         remove = (lambda: None) if fast else add_observer(lambda event: None)
         splitter = LineSplitter(max_line=max_line)
         for chunk in [*chunks, None]:
             batch = splitter.feed(chunk) if chunk is not None else splitter.flush()
-            relay_lines(batch, "stdout", actor="run", origin="pid 1")
+            relay_lines(batch, stream, actor="run", origin="pid 1")
         remove()
     return out.getvalue()
 
 
 @settings(max_examples=300, deadline=None)  # starts a renderer thread per example
-@given(stream=streams())
-def test_fast_path_prints_exactly_what_events_print(stream: tuple[list[bytes], int]) -> None:
+@given(stream=streams(), name=st.sampled_from(("stdout", "stderr")), split=st.booleans())
+def test_fast_path_prints_exactly_what_events_print(
+    stream: tuple[list[bytes], int], name: str, split: bool
+) -> None:
     """For any stream (redaction, key blocks, padding, partial and over-long lines, escapes,
-    control characters), the plain output is the same with and without the fast path."""
+    control characters), read from the child's stdout or stderr, the plain output is the
+    same with and without the fast path, on each file when stdout and stderr are apart."""
     chunks, max_line = stream
-    assert render(chunks, max_line, fast=True) == render(chunks, max_line, fast=False)
+    printed = []
+    for fast in (True, False):
+        err = io.StringIO() if split else None
+        out = render(chunks, max_line, fast=fast, stream=name, err=err)
+        printed.append((out, err.getvalue() if err is not None else None))
+    assert printed[0] == printed[1]
 
 
 def _without_ts(output: str) -> list[dict[str, Any]]:
