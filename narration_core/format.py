@@ -57,17 +57,14 @@ def parse_line(line: str, ts: float | None = None) -> NarrationEvent | None:
     `line` is one line: a trailing newline (LF or CRLF) is ignored. The parsed event has
     no job and is stamped `ts`, else the time it was read, since the line carries neither.
     """
-    if ts is None:
-        ts = time.time()
     if line[11:13] == "] " and line[28:30] == ": " and line[:1] == "[" and len(line) > 30:
         # The seed's widths, inline: nearly every line rbee prints (see split_line).
         human = line[30:]
-        if human[-1] == "\n" or "\\" in human:
-            return _event(split_line(line), ts)
-        return NarrationEvent(
-            line[1:11].strip(), line[13:28].strip(), human, None, None, None, "info", ts
-        )
-    return _event(split_line(line), ts)
+        if human[-1] != "\n" and "\\" not in human:
+            if ts is None:  # the event's own default stamps it: three arguments, not eight
+                return NarrationEvent(line[1:11].strip(), line[13:28].strip(), human)
+            return NarrationEvent(line[1:11].strip(), line[13:28].strip(), human, ts=ts)
+    return _event(split_line(line), time.time() if ts is None else ts)
 
 
 def _event(parts: tuple[str, str, str] | None, ts: float) -> NarrationEvent | None:
