@@ -74,8 +74,13 @@ def say_stopped(label: str, record: daemons.PidRecord, result: StopResult | None
         ).emit()
     else:
         NARRATE.action("stopped").target(record.pid).human(
-            f"{said} stopped (pid {record.pid}) in {result.seconds:.1f} s"
+            f"{said} stopped (pid {record.pid}) in {_took(result.seconds)}"
         ).emit()
+
+
+def _took(seconds: float) -> str:
+    """`0.3 s`, or `12 ms` under a tenth: a prompt stop does not read as "0.0 s"."""
+    return f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds * 1000:.0f} ms"
 
 
 def _sentence(label: str) -> str:

@@ -69,12 +69,17 @@ def main(argv: list[str] | None = None) -> None:
     except (StateFolderBusy, CannotListen) as exc:
         NARRATE.action("failed").level("error").human(str(exc)).emit()
         sys.exit(EXIT_FAILED)
+    from jobs.server import exit_process
+
     try:
         with state_lock:
             anyio.run(_serve, args, worker_id, model, parent, sock, state_dir)
     except WorkerError as exc:
         NARRATE.action("failed").level("error").human(str(exc)).emit()
         sys.exit(EXIT_FAILED)
+    # All is flushed and closed: skip the interpreter's teardown (freeing the model's
+    # memory), which the hive's stop would otherwise wait for.
+    exit_process(0)
 
 
 async def _serve(
