@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -100,3 +103,37 @@ def test_everyday_command_lines_skip_typer(argv: list[str]) -> None:
 def test_help_errors_and_other_forms_go_to_typer(argv: list[str]) -> None:
     """Help, mistakes and the rarer spellings are left to Typer, which explains them."""
     assert run_argv.read(argv) is None
+
+
+def _keeper(*args: str, **popen: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "NO_COLOR": "1", **popen.pop("env", {})}
+    return subprocess.Popen([sys.executable, "-m", "keeper", *args], text=True, env=env, **popen)
+
+
+def test_a_bad_queen_url_in_the_environment_stops_a_quick_run_too() -> None:
+    """`keeper run` read without Typer still refuses a bad RBEE_QUEEN_URL (exit 2), as
+    the command tree does."""
+    proc = _keeper(
+        "run", "--", "true", env={"RBEE_QUEEN_URL": "notaurl"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "RBEE_QUEEN_URL 'notaurl' is not a URL" in err
+
+
+def test_a_reader_that_closes_the_pipe_early_is_not_an_error() -> None:
+    """`keeper run ... | head -1`: the reader leaves after one line; keeper stops writing
+    and exits with the command's code, without a traceback."""
+    child = "for i in range(200000): print(f'[queen-rbee] tick           : step {i}')"
+    proc = _keeper(
+        "run", "--", sys.executable, "-c", child,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith("[queen-rbee] tick")
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in err and "Exception" not in err
