@@ -11,7 +11,6 @@ the keeper waits for with the time since.
 
 from __future__ import annotations
 
-import re
 import time
 import zlib
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from rich.text import Text
 from keeper.items import Drawn, Item, State, Token, Verbatim, state_event
 from narration_core import NarrationEvent, strip_control
 from narration_core.format import SeedHeads, rewrite_heads, split_line
+from narration_core.sanitize import strip_control_lines
 
 ACTOR_STYLES = {  # fixed colours for rbee's own components
     "keeper": "bold cyan",
@@ -37,8 +37,6 @@ _PALETTE = ("blue", "cyan", "magenta", "green", "yellow", "bright_blue", "bright
 _LEVEL_STYLES = {"error": Style(color="red", bold=True), "warn": Style(color="yellow")}
 _ACTION_STYLE = Style(dim=True)
 _STDERR_STYLE = Style(dim=True)
-# Control characters other than tab and LF.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class LiveView:
@@ -87,7 +85,7 @@ class LiveView:
         lines: list[list[Segment] | str] = []
         for item in items:
             if type(item) is Token:
-                self.partial += _strip_keep_newlines(item.text)
+                self.partial += strip_control_lines(item.text)
                 if "\n" in self.partial:
                     done, _, self.partial = self.partial.rpartition("\n")
                     lines.extend([Segment(part)] for part in done.split("\n"))
@@ -237,10 +235,3 @@ def _elapsed(seconds: float) -> str:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m{secs:02d}s"
-
-
-def _strip_keep_newlines(text: str) -> str:
-    """`strip_control` for text whose newlines are meaningful (streamed tokens)."""
-    if _UNSAFE.search(text) is None:
-        return text
-    return "\n".join(map(strip_control, text.split("\n")))

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ from keeper.jsonlines import batch_json, dumps, escape_c1, event_json
 from keeper.settings import KeeperSettings, OutputMode
 from narration_core import NarrationEvent, format_line, set_stdout_sink, strip_control
 from narration_core.format import SeedHeads
+from narration_core.sanitize import strip_control_lines
 from narration_core.sinks import Sink
 
 if TYPE_CHECKING:
@@ -55,9 +55,6 @@ FRAME_S = 0.125  # live view: seconds per frame (8 fps), lines coalesced per fra
 CHUNK_FRAME_S = 0.01  # live view: seconds between frames while a child floods the terminal
 FLUSH_DELAY_S = 0.02  # plain/json: seconds to gather a batch after the first queued event
 MAX_PENDING = 20_000  # queued events beyond which the emitter writes the batch itself
-
-# Control characters other than tab and LF: a batch without any skips per-line sanitising.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class _BatchSink:
@@ -327,9 +324,7 @@ class Renderer:
         text = "".join(out)
         if all(type(item) is Verbatim for item in items):
             return text  # checked free of control characters by the capture
-        if _UNSAFE.search(text) is not None:
-            text = "\n".join(map(strip_control, text.split("\n")))
-        return text
+        return strip_control_lines(text)
 
     # -- json -----------------------------------------------------------------------
 

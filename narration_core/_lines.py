@@ -17,14 +17,13 @@ from narration_core.event import NarrationEvent
 from narration_core.format import HEAD_KEY, SeedHeads, format_line, parse_line
 from narration_core.narrator import emit_event
 from narration_core.redact import needs_redaction, redact
-from narration_core.sanitize import strip_control
+from narration_core.sanitize import has_control_in_lines, strip_control
 from narration_core.sinks import line_batch_sink
 
 MAX_LINE = 64 * 1024  # characters per emitted piece: longer lines arrive as several pieces
 
-# Control characters other than tab and LF; a chunk without any skips per-line sanitising.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# The same set in ASCII text, as bytes for `bytes.translate` (a C loop, ~5x the regex).
+# Control characters other than tab and LF, in ASCII text, as bytes for `bytes.translate`
+# (a C loop, ~5x the regex); a chunk without any skips per-line sanitising.
 _ASCII_CONTROL = bytes((*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F))
 _ACTOR_UNSAFE = re.compile(r"[\s\[\]]+")
 
@@ -189,25 +188,28 @@ def relay_lines(
     per line; plain output also needs every narration line already padded, as it prints
     the batch as it stands. Property tests hold the output of both paths equal.
     """
-    text = "\n".join(lines)
-    check = _has_control(text, lines)
+    block = "\n".join([*lines, ""])  # each line with its LF: what a batch sink takes
+    check = _has_control(block, lines)
     if not check and lines:
         job = job_id if job_id is not None else _JOB_ID.get()
         sink = line_batch_sink(job)
-        if sink is not None and "\\" not in text and not needs_redaction(text):
-            block = text + "\n"
-            if not sink.lines_as_is or _prints_as_is(block, lines):
-                sink.write_lines(
-                    block,
-                    lines,
-                    stream,
-                    actor=actor,
-                    origin=origin,
-                    job_id=job,
-                    correlation_id=_CORRELATION_ID.get(),
-                    ts=time.time(),
-                )
-                return
+        if (
+            sink is not None
+            and "\\" not in block
+            and not needs_redaction(block)
+            and (not sink.lines_as_is or _prints_as_is(block, lines))
+        ):
+            sink.write_lines(
+                block,
+                lines,
+                stream,
+                actor=actor,
+                origin=origin,
+                job_id=job,
+                correlation_id=_CORRELATION_ID.get(),
+                ts=time.time(),
+            )
+            return
     for line in lines:
         _relay(line, stream, actor, origin, job_id, check)
 
@@ -222,7 +224,7 @@ def _has_control(text: str, lines: Sequence[str]) -> bool:
     if text.isascii():
         data = text.encode("ascii")
         return len(data.translate(None, _ASCII_CONTROL)) != len(data)
-    return not all(map(str.isprintable, lines)) and _CONTROL.search(text) is not None
+    return not all(map(str.isprintable, lines)) and has_control_in_lines(text)
 
 
 def _prints_as_is(block: str, lines: Sequence[str]) -> bool:
@@ -285,7 +287,7 @@ def _relay(
     check: bool = True,
 ) -> NarrationEvent:
     raw = None
-    if check and _CONTROL.search(line) is not None:
+    if check and has_control_in_lines(line):
         raw, line = line, strip_control(line)
     event = parse_line(line) if line[:1] == "[" else None
     if event is None:

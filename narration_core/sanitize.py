@@ -21,10 +21,17 @@ _SEQUENCE = re.compile(
     r"|\x1b[ -/]*[0-~]?"
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# The same but LF, for text of several lines.
+_CONTROL_IN_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def has_control(text: str) -> bool:
     return _CONTROL.search(text) is not None
+
+
+def has_control_in_lines(text: str) -> bool:
+    """`has_control` for text of several lines: an LF is not one."""
+    return _CONTROL_IN_LINES.search(text) is not None
 
 
 def strip_control(text: str) -> str:
@@ -32,3 +39,10 @@ def strip_control(text: str) -> str:
     if not _CONTROL.search(text):
         return text
     return _CONTROL.sub(REPLACEMENT, _SEQUENCE.sub("", text))
+
+
+def strip_control_lines(text: str) -> str:
+    """`strip_control` for text of several lines (a batch, streamed tokens): each LF stays."""
+    if _CONTROL_IN_LINES.search(text) is None:
+        return text
+    return "\n".join(map(strip_control, text.split("\n")))
