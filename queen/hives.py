@@ -33,11 +33,13 @@ class Hive:
     url: str
     source: Literal["config", "heartbeat"] = "config"
     last_seen: float | None = None  # wall time of the last heartbeat or successful contact
+    last_beat: float | None = None  # wall time of the last heartbeat alone
     version: str | None = None
     workers: list[WorkerInfo] = field(default_factory=list)  # as of the last beat
     beats: int = 0  # heartbeats received since this queen started
-    # The gap between the last two beats: a hive started with a short interval (tests)
-    # goes stale as quickly as one beating every 2 s goes stale in 6.
+    # The gap between the last two beats (not between a forward and a beat, which can be
+    # any length): a hive started with a short interval (tests) goes stale as quickly as
+    # one beating every 2 s goes stale in 6.
     beat_interval_s: float = BEAT_INTERVAL_S
 
     def is_stale(self, now: float | None = None) -> bool:
@@ -95,12 +97,12 @@ class HiveRegistry:
             news: Literal["new", "back", "ok"] = "new"
         else:
             news = "new" if not hive.beats else "back" if hive.is_stale(now) else "ok"
-            if news == "ok" and hive.last_seen is not None:
-                gap = now - hive.last_seen
+            if news == "ok" and hive.last_beat is not None:
+                gap = now - hive.last_beat
                 hive.beat_interval_s = min(max(gap, MIN_BEAT_INTERVAL_S), BEAT_BACKOFF_MAX_S)
         hive.url = beat.url.rstrip("/")
         hive.version = beat.version
         hive.workers = list(beat.workers)
-        hive.last_seen = now
+        hive.last_seen = hive.last_beat = now
         hive.beats += 1
         return news

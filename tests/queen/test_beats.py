@@ -121,6 +121,20 @@ def test_stale_after_missed_beats_of_the_hives_own_interval() -> None:
     assert [w.worker_id for w in hive.workers] == ["w-0"]  # kept while stale
 
 
+def test_a_forward_between_two_beats_does_not_shorten_the_hives_interval() -> None:
+    """Contact through a forward keeps a hive fresh but is not a beat: the interval stays
+    the one between beats, so the hive is not called stale a moment after its next beat."""
+    hives = HiveRegistry({})
+    one = HiveBeat.model_validate(beat())
+    hives.beat(one, now=100.0)
+    hives.beat(one, now=101.0)  # beats every second
+    hive = hives.get("gpu1")
+    hive.last_seen = 101.9  # a worker spawn forwarded to it just before the next beat
+    assert hives.beat(one, now=102.0) == "ok"
+    assert hive.beat_interval_s == 1.0
+    assert not hive.is_stale(102.0 + 0.9)  # before the next beat is due
+
+
 def test_a_configured_hive_is_never_stale_before_its_first_beat() -> None:
     """A hive from the config that never beat is not called stale; its first beat is news."""
     hives = HiveRegistry({"gpu2": "http://old:7835"})
