@@ -9,6 +9,8 @@ the model on `hive_id` (or any fresh hive), the one with the fewest requests thi
 has in flight on it, idle before busy. With none, the queen spawns one on the given hive
 or the only hive, forwarding `model_download` first when the hive's catalog lacks the
 ref, and `worker_spawn` after; both narrate into the job as every hive operation does.
+Prompts for the same model and hive that arrive meanwhile wait for that worker
+(`worker_wait`) rather than start one each.
 
 Inference goes to the worker directly (the hive never sees it) and its job is relayed
 with `jobs.relay.forward`: tokens stay `token` events; the worker's `inference_start` and
@@ -65,6 +67,9 @@ class WorkerPool:
         self._stopped: set[str] = set()  # worker ids stopped through this queen (never reused)
         self._spawned: dict[str, tuple[Pick, float]] = {}  # worker_id -> pick, when spawned
         self._in_flight: Counter[str] = Counter()  # worker url -> requests this queen runs there
+        # (hive, ref) -> held while one request fetches the model and spawns its worker, so
+        # prompts arriving meanwhile wait for that worker instead of starting their own
+        self._starting: dict[tuple[str, str], anyio.Lock] = {}
 
     def loaded(self, hive_id: str | None = None) -> list[Pick]:
         """Every live worker the queen knows of (on `hive_id`, if given). Workers of a stale
@@ -172,8 +177,20 @@ class WorkerPool:
         )
 
     async def start_worker(self, op: Infer, job: Job) -> Pick:
-        """Make the model available on a hive and spawn a worker for it (narrated)."""
+        """Make the model available on a hive and spawn a worker for it (narrated). One
+        request at a time does so per hive and model; the others wait and take its worker."""
         hive = self.hive_for(op)
+        lock = self._starting.setdefault((hive.id, op.model), anyio.Lock())
+        if lock.locked():
+            NARRATE.action("worker_wait").target(hive.id).human(
+                f"Another request is starting a worker for {op.model} on hive {hive.id}; "
+                "waiting to use it"
+            ).emit()
+        async with lock:
+            started = self.find(op)  # by the request this one waited for
+            return started if started is not None else await self._start(hive, op, job)
+
+    async def _start(self, hive: Hive, op: Infer, job: Job) -> Pick:
         hop = f"hive:{hive.id}"
         async with JobClient(hive.url, token=self.hives.token_for(hive.id)) as client:
             try:

@@ -177,14 +177,18 @@ class Running:
 
     async def exit_code(self) -> int:
         """The keeper's exit code once it has exited (within DEADLINE_S) and been read."""
+        return await self.exit_code_within(DEADLINE_S)
+
+    async def exit_code_within(self, deadline_s: float) -> int:
+        """The keeper's exit code once it has exited (within `deadline_s`) and been read."""
         try:
-            with anyio.fail_after(DEADLINE_S):
+            with anyio.fail_after(deadline_s):
                 while self.process.poll() is None:  # noqa: ASYNC110 - a process, no event
                     await anyio.sleep(0.05)
         except BaseException:
             self.process.kill()
             raise
-        self.thread.join(DEADLINE_S)
+        self.thread.join(deadline_s)
         assert self.process.stdout is not None and self.process.stderr is not None
         self.stderr = self.process.stderr.read()
         self.process.stdout.close()
@@ -345,3 +349,31 @@ async def test_cancel_mid_generation_leaves_the_worker_idle_and_serving(
         assert after[-1]["state"] == "completed" and tokens(after)
     finally:  # a worker still generating would hold up the next tests
         chain.run("worker", "stop", worker_id, ok=False)
+
+
+def test_concurrent_first_prompts_for_a_model_start_one_worker(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """Three `keeper infer` for a model no worker has, started at once: all three answer,
+    the queen starts one worker for them (the others wait for it), not one each."""
+    model = tmp_path / "racing.gguf"
+    write_tiny_model(model, shape=TinyShape(n_ctx=1024))
+    args = ("infer", "--no-autostart", "--model", str(model), "--max-tokens", "4", "--seed", "1")
+    keepers = [Running(chain.popen(*args, f"prompt {i}")) for i in range(3)]
+    codes = [anyio.run(keeper.exit_code_within, 180.0) for keeper in keepers]
+    workers = [w for w in anyio.run(chain.status)["workers"] if w["model"] == "racing"]
+    try:
+        assert codes == [0, 0, 0], [k.stderr for k in keepers]
+        assert all(k.events[-1]["state"] == "completed" and tokens(k.events) for k in keepers)
+        spawns = [
+            e
+            for k in keepers
+            for e in k.events
+            if (e.get("actor"), e.get("action")) == ("queen-rbee", "worker_spawn")
+        ]
+        assert len(spawns) == 1, spawns
+        assert len(workers) == 1, workers
+        assert {k.first("infer", "queen-rbee") for k in keepers} == {workers[0]["worker_id"]}
+    finally:
+        for worker in workers:
+            chain.run("worker", "stop", worker["worker_id"], ok=False)
