@@ -104,6 +104,14 @@ class JobLog:
         self.size = 0  # bytes of the file that hold them
         self.fd: int | None = None
         self.aborted: StorageError | None = None  # why the store ended this log early
+        # Streams reading it now, and since when none has (monotonic): a job that runs until
+        # cancelled can end itself once nobody has read it for a while (a crashed client).
+        self.readers = 0
+        self.unread_since = time.monotonic()
+
+    def unread_for(self) -> float:
+        """Seconds since the last reader left (or the log began), 0.0 while one reads."""
+        return 0.0 if self.readers else time.monotonic() - self.unread_since
 
     def __len__(self) -> int:
         """Events logged so far (in memory or not)."""
@@ -294,6 +302,8 @@ class MemoryReader:
         self._log = log
         self._pos = min(max(after, 0), len(log)) if log.final else max(after, 0)
         self._cursor: JsonlCursor | None = None
+        self._open = True
+        log.readers += 1
 
     async def take(self) -> list[LogEntry]:
         log = self._log
@@ -325,6 +335,11 @@ class MemoryReader:
     def close(self) -> None:
         if self._cursor is not None:
             self._cursor.close()
+        if self._open:
+            self._open = False
+            self._log.readers -= 1
+            if not self._log.readers:
+                self._log.unread_since = time.monotonic()
 
 
 class FileReader:

@@ -72,7 +72,7 @@ class QueenStatus(_Op):
 
     With `watch`, the job keeps narrating a fresh snapshot every `interval_s` until it is
     cancelled (`keeper status --watch`); it is the one queen operation that runs until told
-    to stop.
+    to stop, or until no stream has read it for a while (the queen's `watch_idle_s`).
     """
 
     operation: Literal["queen_status"] = "queen_status"

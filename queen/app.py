@@ -37,7 +37,9 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
 
     def handlers(service: JobService) -> Mapping[str, Handler]:
         door.service = service
-        return create_router(service, hives, version=version, workers=workers)
+        return create_router(
+            service, hives, version=version, workers=workers, watch_idle_s=settings.watch_idle_s
+        )
 
     return create_job_app(
         config,

@@ -15,6 +15,7 @@ from narration_core import Narrator
 from queen.forward import forwarding_handlers
 from queen.hives import HiveRegistry
 from queen.infer import WorkerPool, infer_handler
+from queen.settings import WATCH_IDLE_S
 
 NARRATE = Narrator("queen-rbee")
 
@@ -25,11 +26,15 @@ def create_router(
     *,
     version: str,
     workers: WorkerPool | None = None,
+    watch_idle_s: float = WATCH_IDLE_S,
 ) -> Mapping[str, Handler]:
     """The handlers this queen serves, closed over the state they read (`workers`: who
     serves which model, shared with the OpenAI door).
 
     Calls to a hive carry that hive's own token (`hives.token_for`), never the queen's.
+
+    A `queen_status` watch runs until cancelled, and a client that crashed never cancels
+    it, so it ends itself once no stream has read it for `watch_idle_s`.
     """
 
     async def snapshot() -> dict[str, Any]:
@@ -54,6 +59,12 @@ def create_router(
             if not op.watch:
                 return status
             await anyio.sleep(op.interval_s)
+            if job.log.unread_for() > watch_idle_s:
+                NARRATE.action("status").human(
+                    f"Nobody has read this status watch for {watch_idle_s:g} s; ending it "
+                    "(watch again to start a new one)"
+                ).emit()
+                return status
 
     async def hive_list(op: HiveList, job: Job) -> dict[str, Any]:
         known = hives.all()

@@ -31,6 +31,7 @@ from jobs.sse import KEEPALIVE_S
 from queen.errors import QueenConfigError
 
 LOCAL_HIVE_URL = f"http://{LOOPBACK}:{HIVE_PORT}"  # the hive on the queen's own machine
+WATCH_IDLE_S = 60.0  # a status watch nobody has read for this long ends (a crashed client)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class QueenSettings:
     keepalive_s: float = KEEPALIVE_S
     flush_interval_s: float = FLUSH_INTERVAL_S
     retention: Retention = field(default_factory=Retention)
+    watch_idle_s: float = WATCH_IDLE_S
 
     @classmethod
     def build(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import httpx
 import pytest
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 from queen.settings import QueenSettings
 from tests.queen.conftest import closed_hive_url, queen_settings, start_queen
+
+DEADLINE_S = 20.0  # for a watch to end once unread
 
 
 def sse_events(text: str) -> tuple[list[tuple[str, dict]], str]:
@@ -121,6 +124,31 @@ async def test_queen_status_and_hive_list(queen: RunningQueen) -> None:
             await client.cancel(jobs[0]["job_id"])
         with pytest.raises(JobNotFound):
             await client.get_job("job-nope")
+
+
+@pytest.mark.anyio
+async def test_a_status_watch_nobody_reads_any_more_ends_itself(rbee_home: Path) -> None:
+    """A watch read for longer than the idle limit keeps running; once its reader is gone
+    (a crashed browser or keeper) it ends by itself, saying why, instead of for ever."""
+    settings = queen_settings(rbee_home, watch_idle_s=1.0)
+    watch = {"operation": "queen_status", "watch": True, "interval_s": 0.1}
+    async with start_queen(settings) as queen, httpx.AsyncClient(base_url=queen.url) as http:
+        job_id = (await http.post("/v1/jobs", json=watch)).json()["job_id"]
+        snapshots = 0
+        with anyio.fail_after(DEADLINE_S):
+            async with http.stream("GET", f"/v1/jobs/{job_id}/stream") as stream:
+                async for line in stream.aiter_lines():  # read well past the idle limit
+                    snapshots += line.startswith("event: narration")
+                    if snapshots == 25:
+                        break
+            assert (await http.get(f"/v1/jobs/{job_id}")).json()["state"] == "running"
+            while (await http.get(f"/v1/jobs/{job_id}")).json()["state"] == "running":  # noqa: ASYNC110 - polled over HTTP
+                await anyio.sleep(0.05)
+        assert (await http.get(f"/v1/jobs/{job_id}")).json()["state"] == "completed"
+        events, terminator = sse_events((await http.get(f"/v1/jobs/{job_id}/stream")).text)
+    assert terminator == "[DONE]"
+    last = [data["human"] for kind, data in events if kind == "narration"][-1]
+    assert last.startswith("Nobody has read this status watch for 1 s; ending it")
 
 
 @pytest.mark.anyio
