@@ -24,7 +24,8 @@ import anyio.lowlevel
 sys.path.insert(0, str(Path(__file__).parent))
 from _sse_server import header
 
-from jobs.eventlog import EventStore, MemoryReader
+from jobs.eventlog import EventStore
+from jobs.logreaders import MemoryReader
 
 RATE = 1000.0  # events per second, as in bench_relay's latency rounds
 

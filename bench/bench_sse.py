@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _sse_server import bench_server, header
 
 from jobs.client import JobClient
-from jobs.eventlog import EventStore, MemoryReader
+from jobs.eventlog import EventStore
+from jobs.logreaders import MemoryReader
 from narration_core import Narrator, narration_context, register_job_sink, set_stdout_sink
 
 

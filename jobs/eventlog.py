@@ -1,9 +1,7 @@
 """Per-job append-only event logs: on disk before any reader sees them, a bounded tail in memory.
 
-A job's `JobLog` numbers events 1, 2, 3… Appends come from any thread (narration from
-`anyio.to_thread` work lands here through the job's narration sink) and never block: they
-go into memory and wake the store's flusher (directly on the loop; from another thread
-with one scheduled call however many appends come before it runs). The flusher writes each
+A job's `JobLog` (jobs.joblog) numbers events 1, 2, 3… and takes appends from any thread
+without blocking; `EventStore` here owns every log and its file. Its flusher writes each
 log's new events to `<folder>/<job>.jsonl` in one `write` (whatever arrived since its last
 pass goes in the next: batches grow with the load) and only then lets readers see them
 (`written`). A batch of up to INLINE_WRITE_BYTES is written on the event loop itself: a
@@ -18,7 +16,7 @@ at least every id a client was ever sent, and crash recovery's `failed` event ta
 
 Memory stays bounded: a log keeps about `memory_tail` written events; a reader that falls
 behind reads older ones from the file, then comes back to memory, by seq (no gap, no
-duplicate). Finished logs stay in memory for a while; later readers read the file.
+duplicate; jobs.logreaders). Finished logs stay in memory for a while; later readers read the file.
 
 Disk full (see jobs.storage): every batch first reserves its bytes plus FINAL_SLACK past the
 end of its file. When a write fails, that job cannot go on: its events not yet written are
@@ -29,15 +27,13 @@ cannot be written is retried every tick; its readers wait for it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -45,332 +41,21 @@ import anyio.to_thread
 
 from jobs import storage
 from jobs.errors import StorageError
-from jobs.events import (
-    EventKind,
-    JobState,
-    LogEntry,
-    is_final,
-    iter_jsonl,
-    parse_jsonl,
-    terminator,
-)
+from jobs.events import JobState, LogEntry, is_final, parse_jsonl
+from jobs.joblog import JobLog
+from jobs.logreaders import READ_CHUNK, FileReader, LogReader, MemoryReader
 
 FLUSH_INTERVAL_S = 0.2  # housekeeping tick: evict finished logs, retry refused writes
 KEEP_FINISHED = 16  # finished logs kept in memory for late readers, newest first
 FINISHED_TTL_S = 60.0  # seconds a finished log stays in memory before readers go to disk
-MAX_BATCH = 2048  # events handed to a reader at once (bounds one SSE write to ~1 MB)
 MEMORY_TAIL = 1024  # written events a log keeps in memory (~1 KB each); older ones: the file
-READ_CHUNK = 256 * 1024  # bytes read from a JSONL file per step
 INLINE_WRITE_BYTES = 256 * 1024  # batches up to this are written on the loop (~5-50 µs each)
 SLOW_WRITE_S = 0.005  # an inline write slower than this means the disk is slow right now...
 SLOW_BACKOFF_S = 1.0  # ...so every write goes to a thread for this long, then inline is retried
 FILE_MODE = 0o600  # logs hold job output: the owner's only
 FOLDER_MODE = 0o700
 
-AbortHandler = Callable[["JobLog", StorageError], None]
-
-
-def _loop_waker() -> Callable[[Callable[[], None]], Any]:
-    """A non-blocking "run this on the event loop soon" for other threads.
-
-    anyio's `from_thread.run_sync` waits for the result, and a narration sink must never
-    block, so use the loop's own thread-safe scheduler. rbee runs anyio on asyncio
-    (asyncssh needs it), so that is the only backend served here.
-    """
-    return asyncio.get_running_loop().call_soon_threadsafe
-
-
-class JobLog:
-    """One job's events. Create on the event loop (via `EventStore.create`).
-
-    Seq n sits at `_entries[n - 1 - _base]`; `_base` events (all written) have left memory.
-    """
-
-    def __init__(self, job_id: str, path: Path, notify: Callable[[JobLog], None]) -> None:
-        self.job_id = job_id
-        self.path = path
-        self._entries: list[LogEntry] = []
-        self._base = 0
-        self._final: tuple[JobState, str | None] | None = None
-        self._lock = threading.Lock()
-        self._changed: anyio.Event | None = None  # created by the first waiter, set on write
-        self._loop_thread = threading.get_ident()
-        self._call_soon = _loop_waker()
-        self._notify = notify
-        self._notify_pending = False
-        # Flusher state, touched only on the loop (the file itself under `flush_lock`).
-        self.flush_lock = anyio.Lock(fast_acquire=True)  # no loop pass when it is free
-        self.written = 0  # events in the file; readers see seq <= written
-        self.size = 0  # bytes of the file that hold them
-        self.fd: int | None = None
-        self.aborted: StorageError | None = None  # why the store ended this log early
-        # Streams reading it now, and since when none has (monotonic): a job that runs until
-        # cancelled can end itself once nobody has read it for a while (a crashed client).
-        self.readers = 0
-        self.unread_since = time.monotonic()
-
-    def unread_for(self) -> float:
-        """Seconds since the last reader left (or the log began), 0.0 while one reads."""
-        return 0.0 if self.readers else time.monotonic() - self.unread_since
-
-    def __len__(self) -> int:
-        """Events logged so far (in memory or not)."""
-        return self._base + len(self._entries)
-
-    @property
-    def in_memory(self) -> int:
-        """Events held in memory now (bounded by the store's tail while they are written)."""
-        return len(self._entries)
-
-    @property
-    def final(self) -> tuple[JobState, str | None] | None:
-        """(state, error) once the final state event is in the log, else None."""
-        return self._final
-
-    @property
-    def is_ended(self) -> bool:
-        """True once the final state event is in the file: nothing more will come."""
-        return self._final is not None and self.written == len(self)
-
-    def append(self, kind: EventKind, data: Any) -> int:
-        """Add an event from any thread; returns its seq, or 0 if the log is already closed
-        (a straggler after the job ended: stdout has it, the stream has ended)."""
-        return self._append(kind, data, None)
-
-    def extend(self, entries: list[LogEntry]) -> int:
-        """Append already encoded events (a relay hop's batch) from any thread, numbering
-        them in order; returns the last seq, or 0 if the log is closed. The entries become
-        the log's own, so pass fresh ones (e.g. straight from an `SSEDecoder`)."""
-        with self._lock:
-            if self._final is not None:
-                return 0
-            seq = self._base + len(self._entries)
-            for entry in entries:
-                seq += 1
-                entry.seq = seq
-            self._entries.extend(entries)
-        self._wake_flusher()
-        return seq
-
-    def close(self, state: JobState, data: dict[str, Any]) -> int:
-        """Append the final `state` event and end the log; later appends are dropped."""
-        return self._append("state", data, (state, data.get("error")))
-
-    def _append(self, kind: EventKind, data: Any, final: tuple[JobState, str | None] | None) -> int:
-        encoded = LogEntry.encode(0, kind, data)  # encode outside the lock
-        with self._lock:
-            if self._final is not None:
-                return 0
-            encoded.seq = seq = self._base + len(self._entries) + 1
-            self._entries.append(encoded)
-            if final is not None:
-                self._final = final
-        self._wake_flusher()
-        return seq
-
-    def abort(self, error: StorageError) -> LogEntry:
-        """End the log with `failed` because its events cannot be written: the unwritten
-        ones (no reader saw them) are dropped, so the final event is `written + 1`."""
-        data = {"state": "failed", "ts": time.time(), "error": str(error)}
-        entry = LogEntry.encode(self.written + 1, "state", data)
-        with self._lock:
-            del self._entries[self.written - self._base :]
-            self._entries.append(entry)
-            self._final = ("failed", str(error))
-        self.aborted = error
-        return entry
-
-    def slice(self, after: int, upto: int, limit: int = MAX_BATCH) -> list[LogEntry] | None:
-        """Entries with `after` < seq <= `upto`, at most `limit`; None when seq `after + 1`
-        has left memory (read the file)."""
-        with self._lock:
-            if after < self._base:
-                return None
-            start = after - self._base
-            return self._entries[start : min(upto - self._base, start + limit)]
-
-    def unwritten(self) -> list[LogEntry]:
-        """The entries the file does not have yet (the flusher's next batch)."""
-        with self._lock:
-            return self._entries[self.written - self._base :]
-
-    def advance(self, seq: int, nbytes: int, tail: int) -> None:
-        """Record that the file now holds everything up to `seq`; wake readers; keep only
-        about `tail` written entries in memory (trimmed in steps, so cheap per write)."""
-        self.written = seq
-        self.size += nbytes
-        with self._lock:
-            held = self.written - self._base
-            if held > 2 * tail:
-                drop = held - tail
-                del self._entries[:drop]
-                self._base += drop
-        event, self._changed = self._changed, None
-        if event is not None:
-            event.set()
-
-    def trim(self, tail: int) -> None:
-        """Keep at most `tail` written entries (a finished log waiting for late readers)."""
-        with self._lock:
-            drop = max(0, self.written - self._base - tail)
-            del self._entries[:drop]
-            self._base += drop
-
-    async def wait(self, after: int) -> None:
-        """Return once the file holds more than `after` events or the log has ended."""
-        while self.written <= after and not self.is_ended:
-            event = self._changed
-            if event is None:
-                event = self._changed = anyio.Event()
-            await event.wait()
-
-    def _wake_flusher(self) -> None:
-        if threading.get_ident() == self._loop_thread:
-            self._notify(self)
-            return
-        with self._lock:
-            if self._notify_pending:  # one scheduled wake covers every append before it runs
-                return
-            self._notify_pending = True
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to wake
-            self._call_soon(self._notify_on_loop)
-
-    def _notify_on_loop(self) -> None:
-        self._notify_pending = False
-        self._notify(self)
-
-
-class LogReader(Protocol):
-    """A reader's view of one log: `take` what is ready, `wait` for more, until `at_end`."""
-
-    async def take(self) -> list[LogEntry]: ...
-    async def wait(self) -> None: ...
-    def at_end(self) -> bool: ...
-    def terminator(self) -> str: ...
-    def close(self) -> None: ...
-
-
-class JsonlCursor:
-    """Reads a JSONL log forward in chunks, remembering where it stopped (call in a thread)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._file: IO[bytes] | None = None
-        self._offset = 0
-        self._rest = b""
-        self.eof = False
-
-    def read(self, after: int, limit: int | None = None) -> list[LogEntry]:
-        """Entries with seq > `after` from the next chunk(s), stopping at byte `limit` (the
-        part of a live file that is written) or the end; [] once there is nothing more."""
-        out: list[LogEntry] = []
-        while not out and not self.eof:
-            if self._file is None:
-                try:
-                    self._file = self._path.open("rb")
-                except FileNotFoundError:
-                    self.eof = True
-                    break
-                self._file.seek(self._offset)
-            size = READ_CHUNK if limit is None else min(READ_CHUNK, limit - self._offset)
-            chunk = self._file.read(size) if size > 0 else b""
-            self._offset += len(chunk)
-            if not chunk:
-                if limit is not None:
-                    break  # caught up with what is written; more may come
-                self.eof = True
-                chunk, self._rest = self._rest + b"\n", b""
-            else:
-                chunk, self._rest = self._rest + chunk, b""
-                cut = chunk.rfind(b"\n")
-                chunk, self._rest = chunk[: cut + 1], chunk[cut + 1 :]
-            out.extend(e for e in iter_jsonl(chunk.decode("utf-8", "replace")) if e.seq > after)
-            if out:
-                after = out[-1].seq
-        return out
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-class MemoryReader:
-    """Reads a live (or recently finished) log: memory for the tail, the file behind it."""
-
-    def __init__(self, log: JobLog, after: int) -> None:
-        self._log = log
-        self._pos = min(max(after, 0), len(log)) if log.final else max(after, 0)
-        self._cursor: JsonlCursor | None = None
-        self._open = True
-        log.readers += 1
-
-    async def take(self) -> list[LogEntry]:
-        log = self._log
-        upto = log.written
-        if self._pos >= upto:
-            return []
-        batch = log.slice(self._pos, upto)
-        if batch is None:  # fell behind the memory tail: the file has these
-            if self._cursor is None:
-                self._cursor = JsonlCursor(log.path)
-            batch = await anyio.to_thread.run_sync(self._cursor.read, self._pos, log.size)
-            batch = [entry for entry in batch if entry.seq <= upto]
-            if not batch:  # the file is gone (retention): carry on from memory
-                batch = log.slice(self._pos, upto) or []
-        if batch:
-            self._pos = batch[-1].seq
-        return batch
-
-    async def wait(self) -> None:
-        await self._log.wait(self._pos)
-
-    def at_end(self) -> bool:
-        return self._log.is_ended and self._pos >= self._log.written
-
-    def terminator(self) -> str:
-        state, error = self._log.final or ("failed", "the log ended without a final state")
-        return terminator(state, error)
-
-    def close(self) -> None:
-        if self._cursor is not None:
-            self._cursor.close()
-        if self._open:
-            self._open = False
-            self._log.readers -= 1
-            if not self._log.readers:
-                self._log.unread_since = time.monotonic()
-
-
-class FileReader:
-    """Streams a finished job's JSONL file in chunks, so replay memory stays flat."""
-
-    def __init__(self, path: Path, after: int, state: JobState, error: str | None) -> None:
-        self._cursor = JsonlCursor(path)
-        self._after = after
-        self._final = (state, error)
-
-    async def take(self) -> list[LogEntry]:
-        if self._cursor.eof:
-            return []
-        out = await anyio.to_thread.run_sync(self._cursor.read, self._after)
-        if out:
-            self._after = out[-1].seq
-        if self._cursor.eof:
-            self._cursor.close()
-        return out
-
-    async def wait(self) -> None:
-        pass  # a finished log has nothing more coming
-
-    def at_end(self) -> bool:
-        return self._cursor.eof
-
-    def terminator(self) -> str:
-        return terminator(*self._final)
-
-    def close(self) -> None:
-        self._cursor.close()
+AbortHandler = Callable[[JobLog, StorageError], None]
 
 
 class EventStore:

@@ -36,8 +36,10 @@ from jobs.errors import (
     ServiceUnavailable,
     StorageError,
 )
-from jobs.eventlog import FLUSH_INTERVAL_S, EventStore, JobLog, LogReader
+from jobs.eventlog import FLUSH_INTERVAL_S, EventStore
 from jobs.events import JobState
+from jobs.joblog import JobLog
+from jobs.logreaders import LogReader
 from jobs.operations import Operation, operation_json
 from jobs.registry import CRASH_REASON, JobRecord, JobRegistry
 from narration_core import NarrationEvent, Narrator, narration_context, register_job_sink

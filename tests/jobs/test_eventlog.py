@@ -9,8 +9,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from jobs.eventlog import EventStore, FileReader, LogReader, MemoryReader
+from jobs.eventlog import EventStore
 from jobs.events import LogEntry, iter_jsonl, parse_jsonl
+from jobs.logreaders import FileReader, LogReader, MemoryReader
 
 
 async def drain(reader: LogReader) -> list[LogEntry]:
