@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rbee-hive: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     from jobs.errors import CannotListen, StateFolderBusy
-    from jobs.server import claim, exit_process  # uvicorn and the app load past the checks
+    from jobs.process_exit import exit_process
+    from jobs.server import claim  # uvicorn and the app load past the checks
 
     NARRATE.action("startup").target(settings.hive_id).human(
         f"Hive {settings.hive_id} starting on {settings.bind}:{settings.port} "

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import socket
-import sys
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -44,7 +42,7 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import anyio
 import uvicorn
@@ -57,6 +55,7 @@ from starlette.routing import BaseRoute, Route
 from jobs.auth import BearerAuth
 from jobs.errors import CannotListen
 from jobs.openapi import openapi_schema
+from jobs.process_exit import exit_process
 from jobs.registry import lock_state_folder
 from jobs.routes import EXCEPTION_HANDLERS, create_job_routes
 from jobs.service import Handler, HandlerFactory, JobService, Retention
@@ -347,24 +346,6 @@ async def serve(
         tg.start_soon(announce_ready)
         await server.serve(sockets=[sock])
         tg.cancel_scope.cancel()
-
-
-def exit_process(code: int = 0) -> NoReturn:
-    """End the process now, after flushing logging, stdout and stderr; no teardown.
-
-    A program's `main` calls it once `serve()` has returned: job logs are flushed and
-    closed, the job table is closed and children are stopped by then, so the
-    interpreter's teardown would only free memory. A second signal calls it mid-stop
-    (what a second Ctrl-C means): jobs still running are found by the next start and
-    recorded as failed (crash recovery); children that capture spawned get their
-    parent-death signal.
-    """
-    with contextlib.suppress(Exception):  # a handler on a closed stream: nothing to save
-        logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed or broken stream: nothing to save
-            stream.flush()
-    os._exit(code)
 
 
 @asynccontextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from keeper.run_argv import RunArgs
@@ -110,5 +110,17 @@ def _report(err: BaseException, *, verbose: bool) -> None:
     sys.stderr.write(f"keeper: {strip_control(redact(str(err)))}\n")
 
 
+def run() -> NoReturn:
+    """The console scripts' entry: `main`, then exit without the interpreter's teardown.
+
+    Once `main` returns, the keeper's threads are joined, its files closed and its
+    children stopped, so teardown would only free memory: ~20 ms on every command.
+    """
+    code = main()
+    from jobs.process_exit import exit_process
+
+    exit_process(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

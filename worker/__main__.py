@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     except (StateFolderBusy, CannotListen) as exc:
         NARRATE.action("failed").level("error").human(str(exc)).emit()
         sys.exit(EXIT_FAILED)
-    from jobs.server import exit_process
+    from jobs.process_exit import exit_process
 
     try:
         with state_lock:

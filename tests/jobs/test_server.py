@@ -91,7 +91,8 @@ anyio.run(main)
 SERVER_IMPORTS = """
 import sys, anyio
 from pathlib import Path
-from jobs.server import ServerConfig, bind_socket, create_app, exit_process, serve
+from jobs.process_exit import exit_process
+from jobs.server import ServerConfig, bind_socket, create_app, serve
 """
 STUCK_SERVER = (
     SERVER_IMPORTS
