@@ -41,7 +41,7 @@ from keeper.errors import OutputLost
 from keeper.items import Drawn, Item, State, Token, Verbatim, state_event
 from keeper.jsonlines import batch_json, dumps, escape_c1, event_json
 from keeper.settings import KeeperSettings, OutputMode
-from narration_core import NarrationEvent, format_line, set_stdout_sink, strip_control
+from narration_core import NarrationEvent, format_line, redact, set_stdout_sink, strip_control
 from narration_core.format import SeedHeads
 from narration_core.sanitize import strip_control_lines
 from narration_core.sinks import Sink
@@ -164,7 +164,7 @@ class Renderer:
         if text is None:
             view.status = None
             return
-        text = strip_control(text)
+        text = strip_control(redact(text))  # it may quote a command line, as narration does
         if view.status is None or view.status[0] != text:
             view.status = (text, time.monotonic())  # one assignment: the frame thread reads it
 

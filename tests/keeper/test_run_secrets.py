@@ -1,0 +1,70 @@
+"""`keeper run` shows no secret anywhere it draws: the live view's status line, the head of
+a line that only looks like narration, or the place where an over-long line is cut."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+DEADLINE_S = 30.0  # seconds any single run may take on a slow 2-core machine
+KEEPER = [sys.executable, "-m", "keeper"]
+SECRET = "s3cr3t99x"  # what must never reach the screen
+
+
+def run_keeper(*args: str) -> subprocess.CompletedProcess[str]:
+    """`keeper ARGS...` to completion, output captured as text."""
+    return subprocess.run(
+        [*KEEPER, *args], capture_output=True, text=True, timeout=DEADLINE_S, check=False
+    )
+
+
+def run_on_terminal(*args: str) -> str:
+    """Everything `keeper ARGS...` writes to a 160-column terminal until it exits."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"}
+    env.pop("NO_COLOR", None)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    proc = subprocess.Popen(
+        [*KEEPER, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+    )
+    os.close(follower)
+    seen = bytearray()
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([leader], [], [], left)[0]:
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:  # EIO: the keeper closed the terminal
+                    break
+                if not data:
+                    break
+                seen += data
+        assert proc.wait(timeout=DEADLINE_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
+    return seen.decode("utf-8", "replace")
+
+
+def test_the_live_status_line_redacts_the_command() -> None:
+    """The spinner line under the live view names the running command with its secrets
+    redacted, as the narration lines above it do."""
+    shown = run_on_terminal("run", "--", "sh", "-c", "sleep 0.6", f"token={SECRET}")
+    assert "token=[REDACTED] ·" in shown  # the spinner showed the command
+    assert SECRET not in shown
