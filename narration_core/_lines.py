@@ -290,6 +290,12 @@ def _relay(
     if check and has_control_in_lines(line):
         raw, line = line, strip_control(line)
     event = parse_line(line) if line[:1] == "[" else None
+    if event is not None and needs_redaction(f"{event.actor} {event.action}"):
+        # Only the human text is redacted on emit; a secret in the head (`[x] token=X: y`,
+        # `[app] password: X`) is found in the line as printed, which is read again.
+        redacted = redact(line)
+        if redacted != line:
+            line, event = redacted, parse_line(redacted)
     if event is None:
         event = NarrationEvent(actor, "output", line, stream=stream)
     event.origin = origin

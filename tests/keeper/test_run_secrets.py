@@ -3,6 +3,7 @@ a line that only looks like narration, or the place where an over-long line is c
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -68,3 +69,30 @@ def test_the_live_status_line_redacts_the_command() -> None:
     shown = run_on_terminal("run", "--", "sh", "-c", "sleep 0.6", f"token={SECRET}")
     assert "token=[REDACTED] ·" in shown  # the spinner showed the command
     assert SECRET not in shown
+
+
+# Lines in the narration shape whose secret sits in the head (actor or action), or whose
+# head names the secret its message holds.
+HEAD_SECRETS = (
+    f"[app       ] token={SECRET} : starting",
+    f"[app       ] password       : {SECRET}",
+    f"[x] api_key={SECRET}: msg",
+    f"[ghp_{SECRET}abcdefghijklmnopqrstuvwxyz] run: hi",
+)
+
+
+def test_a_secret_in_a_narration_head_is_redacted_in_plain_and_json() -> None:
+    """A line that looks like narration but holds its secret in the actor or action, or
+    names it there, is redacted as the same text is on a plain line."""
+    script = "".join(f"print({line!r})\n" for line in HEAD_SECRETS)
+    plain = run_keeper("--no-color", "run", "--", sys.executable, "-c", script)
+    assert plain.returncode == 0, plain.stderr
+    assert SECRET not in plain.stdout + plain.stderr
+    assert plain.stdout.count("[REDACTED]") == len(HEAD_SECRETS)
+    assert "[app       ] password       : [REDACTED]\n" in plain.stdout
+    as_json = run_keeper("--json", "run", "--", sys.executable, "-c", script)
+    assert as_json.returncode == 0, as_json.stderr
+    assert SECRET not in as_json.stdout + as_json.stderr
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    heads = {(event["actor"], event["action"], event["human"]) for event in events}
+    assert ("app", "password", "[REDACTED]") in heads
