@@ -21,6 +21,11 @@ from narration_core.sanitize import has_control_in_lines, strip_control
 from narration_core.sinks import line_batch_sink
 
 MAX_LINE = 64 * 1024  # characters per emitted piece: longer lines arrive as several pieces
+# Each piece is redacted alone, so a piece ends early, after a space or tab, where a secret
+# would straddle its end (see `_cut_point`).
+CUT_CONTEXT = 4096  # characters each side of a cut checked for a secret (a PEM key: ~3 KiB)
+CUT_BACK = 4096  # characters a cut may move back to keep a secret in one piece
+CUT_TRIES = 8  # places tried before cutting at the limit all the same
 
 # Control characters other than tab and LF, in ASCII text, as bytes for `bytes.translate`
 # (a C loop, ~5x the regex); a chunk without any skips per-line sanitising.
@@ -37,8 +42,9 @@ class LineSplitter:
     """Split a byte stream into text lines, keeping the unfinished tail for the next chunk.
 
     Decodes UTF-8 with replacement, drops the LF (and a CR before it), and never holds
-    more than `max_line` bytes of an unfinished line: a longer line is handed out in
-    pieces of at most `max_line` characters, cut on character boundaries, so memory
+    more than `max_line` bytes of an unfinished line (and CUT_CONTEXT to see past a cut):
+    a longer line is handed out in pieces of at most `max_line` characters, cut on
+    character boundaries and never through a secret redaction would find, so memory
     stays bounded whatever the peer sends.
 
     A private key printed over several lines is collapsed into one
@@ -62,7 +68,7 @@ class LineSplitter:
         nl = data.rfind(b"\n")
         if nl < 0:
             self._tail = _drop_overwritten(data) if b"\r" in data else data
-            return self._cut_tail([]) if len(self._tail) > self.max_line else []
+            return self._cut_tail([]) if len(self._tail) > self.max_line + CUT_CONTEXT else []
         tail = data[nl + 1 :]
         self._tail = _drop_overwritten(tail) if b"\r" in tail else tail
         # One decode per chunk: LF never occurs inside a UTF-8 sequence, so decoding the
@@ -79,10 +85,13 @@ class LineSplitter:
             lines = self._split_long(lines)
         if self._keys.active or KEY_MARK in text:
             lines = self._keys.filter(lines)
-        return self._cut_tail(lines) if len(self._tail) > self.max_line else lines
+        if len(self._tail) > self.max_line + CUT_CONTEXT:
+            return self._cut_tail(lines)
+        return lines
 
     def flush(self) -> list[str]:
         """What is left at end of stream: the last line that had no newline, if any."""
+        pieces = self._cut_tail([], lookahead=0) if len(self._tail) > self.max_line else []
         tail, self._tail = self._tail, b""
         text = tail.decode("utf-8", "replace")
         if "\r" in text:
@@ -90,7 +99,7 @@ class LineSplitter:
         lines = [text] if text else []
         if self._keys.active or KEY_MARK in text:
             lines = self._keys.filter(lines) + self._keys.finish()
-        return lines
+        return pieces + lines
 
     @property
     def progress(self) -> str | None:
@@ -103,14 +112,22 @@ class LineSplitter:
         # Redacted here: a progress line is drawn on the terminal without an event.
         return redact(_overwritten(tail.decode("utf-8", "ignore"))) or None
 
-    def _cut_tail(self, lines: list[str]) -> list[str]:
+    def _cut_tail(self, lines: list[str], lookahead: int = CUT_CONTEXT) -> list[str]:
+        """`lines` and pieces of the unfinished line, while more than `lookahead` bytes
+        follow where the next piece would end."""
         tail, limit = self._tail, self.max_line
         start = 0
-        while len(tail) - start > limit:
+        while len(tail) - start > limit + lookahead:
             cut = start + limit
             # Back up to the first byte of a UTF-8 sequence so no character is split.
             while cut > start + limit - 3 and (tail[cut] & 0xC0) == 0x80:
                 cut -= 1
+            # Decoded so that each byte that is not UTF-8 stays one character, and back.
+            text = tail[start : cut + lookahead].decode("utf-8", "surrogateescape")
+            size = len(tail[start:cut].decode("utf-8", "surrogateescape"))
+            end = _cut_point(text, size)
+            if end < size:  # after a space or tab: an ASCII byte ends the piece
+                cut = start + len(text[:end].encode("utf-8", "surrogateescape"))
             piece = tail[start:cut].decode("utf-8", "replace")
             lines.append(_overwritten(piece) if "\r" in piece else piece)
             start = cut
@@ -121,11 +138,35 @@ class LineSplitter:
         limit = self.max_line
         out: list[str] = []
         for line in lines:
-            if len(line) <= limit:
-                out.append(line)
-            else:
-                out.extend(line[i : i + limit] for i in range(0, len(line), limit))
+            while len(line) > limit:
+                cut = _cut_point(line, limit)
+                out.append(line[:cut])
+                line = line[cut:]
+            out.append(line)
         return out
+
+
+def _cut_point(text: str, limit: int) -> int:
+    """Where the first piece of an over-long line `text` ends: at `limit` characters, or
+    earlier, right after a space or tab, when a secret would straddle `limit`.
+
+    Each piece is redacted on its own, so a token cut in two would be printed in halves.
+    A place is safe when the text around it (CUT_CONTEXT each side) redacts the same in
+    two parts as whole; `password: X` and `Bearer X` move the cut before their name.
+    """
+    cut, lowest = limit, max(0, limit - CUT_BACK)
+    for _ in range(CUT_TRIES):
+        start = max(0, cut - CUT_CONTEXT)
+        around, at = text[start : cut + CUT_CONTEXT], cut - start
+        if not needs_redaction(around) or (
+            redact(around[:at]) + redact(around[at:]) == redact(around)
+        ):
+            return cut
+        space = max(text.rfind(" ", lowest, cut - 1), text.rfind("\t", lowest, cut - 1))
+        if space < 0:
+            break
+        cut = space + 1
+    return limit
 
 
 def _overwritten(line: str) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 DEADLINE_S = 30.0  # seconds any single run may take on a slow 2-core machine
 KEEPER = [sys.executable, "-m", "keeper"]
@@ -96,3 +98,36 @@ def test_a_secret_in_a_narration_head_is_redacted_in_plain_and_json() -> None:
     events = [json.loads(line) for line in as_json.stdout.splitlines()]
     heads = {(event["actor"], event["action"], event["human"]) for event in events}
     assert ("app", "password", "[REDACTED]") in heads
+
+
+VALUE = "Zq7Wv3Kp9Lm2Xn8Rb5Tc"  # a secret value that only a leak would print
+KEY_BODY = "".join(f"MIIE{i:04d}Qw9z" for i in range(150))  # 1,800 characters of key
+# Secrets in the shapes redaction knows, as a line of over 64 KiB may hold them.
+LONG_LINE_SECRETS = (
+    f"ghp_{VALUE}{VALUE}",
+    f"password={VALUE}",
+    f"password: {VALUE}",
+    f"Authorization: Bearer {VALUE}",
+    f"--token {VALUE}",
+    f'"private_key": "-----BEGIN PRIVATE KEY-----\\n{KEY_BODY}\\n-----END PRIVATE KEY-----\\n"',
+)
+PIECE = 64 * 1024  # characters in each piece an over-long line is printed in
+
+
+def test_a_secret_where_an_over_long_line_is_cut_is_redacted(tmp_path: Path) -> None:
+    """A line longer than a piece is printed in pieces, and a secret that straddles the
+    place where one piece ends is redacted, not printed in two halves."""
+    lines = []
+    for secret in LONG_LINE_SECRETS:
+        for before in (5, len(secret) // 2, len(secret) - 3):  # characters before the cut
+            for after in (100, 3 * PIECE):  # the line ends in the next piece, or later
+                lines.append("x" * (PIECE - before - 1) + " " + secret + " " + "y" * after)
+    printed = tmp_path / "printed.txt"
+    printed.write_text("".join(line + "\n" for line in lines))
+    result = run_keeper("--no-color", "run", "--", "cat", str(printed))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") > len(lines)  # the lines were cut
+    shown = re.sub("[xy]{50,}", "\n", result.stdout)  # the filler, out of the way
+    for text in (VALUE, KEY_BODY):
+        leaks = {text[at : at + 8] for at in range(len(text) - 8) if text[at : at + 8] in shown}
+        assert not leaks, f"pieces of a secret were printed: {sorted(leaks)[:5]}"
