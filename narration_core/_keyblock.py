@@ -3,8 +3,9 @@
 Redaction sees one event, one line, at a time and cannot see a PEM block spread over
 many lines, so `LineSplitter` passes its lines through `KeyBlocks` first. Only key
 material is hidden: the lines of a block are base64 of one width (PEM writes 64,
-OpenSSH 70), a shorter last line, and the armor headers of legacy PEM and PGP. The
-first line that is anything else ends the block there with
+OpenSSH 70), a shorter last line, and the armor headers of legacy PEM and PGP, each
+after the prefix the BEGIN line had, if any (a log's or docker compose's). The first
+line that is anything else ends the block there with
 `[REDACTED PRIVATE KEY (cut: no END line)]`, and that line and everything after it
 pass through: a key whose END line never comes cannot swallow real output.
 """
@@ -81,6 +82,11 @@ class KeyBlocks:
 
     def _is_key_material(self, line: str) -> bool:
         body, width = line.strip(), self._width
+        cut = len(self._prefix or "")
+        if cut and len(line) >= cut and not (_BASE64.fullmatch(body) or _HEADER.fullmatch(body)):
+            # Each line prefixed as the BEGIN line was: by the same text (docker compose's
+            # `web_1  | `) or text of its width (a log's time stamp).
+            body = line[cut:].strip()
         if width == 0:
             if not body or _HEADER.fullmatch(body):
                 return True

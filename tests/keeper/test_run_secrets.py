@@ -131,3 +131,31 @@ def test_a_secret_where_an_over_long_line_is_cut_is_redacted(tmp_path: Path) -> 
     for text in (VALUE, KEY_BODY):
         leaks = {text[at : at + 8] for at in range(len(text) - 8) if text[at : at + 8] in shown}
         assert not leaks, f"pieces of a secret were printed: {sorted(leaks)[:5]}"
+
+
+def _pkcs1_key() -> str:
+    import asyncssh
+
+    return (
+        asyncssh.generate_private_key("ssh-rsa", key_size=1024)
+        .export_private_key("pkcs1-pem")
+        .decode()
+    )
+
+
+def test_a_private_key_printed_with_a_prefix_on_each_line_is_hidden(tmp_path: Path) -> None:
+    """A key whose every line carries the prefix of the BEGIN line (docker compose's
+    `web_1  | `) or a stamp of the same width (a log's time) comes out as one marker."""
+    key = _pkcs1_key().splitlines()
+    compose = [f"web_1  | {line}" for line in [*key, "started"]]
+    stamped = [f"05:42:{i:02d}.{i * 7:03d} app: {line}" for i, line in enumerate([*key, "started"])]
+    printed = tmp_path / "printed.txt"
+    printed.write_text("".join(line + "\n" for line in [*compose, *stamped]))
+    result = run_keeper("--no-color", "run", "--", "cat", str(printed))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "web_1  | [REDACTED PRIVATE KEY]",
+        "web_1  | started",
+        "05:42:00.000 app: [REDACTED PRIVATE KEY]",
+        stamped[-1],
+    ]
