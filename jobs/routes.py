@@ -13,6 +13,7 @@ Every error answers `{"error": <one sentence>, "detail": <anything>}`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -25,7 +26,7 @@ from starlette.routing import BaseRoute, Match, Route
 
 from jobs.errors import DaemonUnreachable, InvalidRequest, JobError, JobFinished
 from jobs.operations import parse_operation
-from jobs.service import JobService
+from jobs.service import Job, JobService
 from jobs.sse import KEEPALIVE_S, EventStreamResponse
 
 READY_WAIT_S = 10.0  # how long POST waits for an upstream handler to confirm (then 201)
@@ -65,8 +66,12 @@ def create_job_routes(
     async def submit(request: Request) -> Response:
         operation = parse_operation(await request.body())
         job = await service.submit(operation)
-        with anyio.move_on_after(READY_WAIT_S):
-            await job.ready.wait()
+        if not await _ready_unless_hung_up(job, request):
+            # The client left without the job's id (a keeper's Ctrl-C while an upstream
+            # was slow to take the job): nobody can follow or cancel it, so stop it here.
+            with contextlib.suppress(JobError):
+                await service.cancel(job.id)
+            return Response(status_code=499)  # nginx's "client closed request"; unread
         body = {"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"}
         error = job.error
         # Failed before it was ready (an upstream handler checks first): the request was
@@ -145,6 +150,27 @@ def _query(request: Request, name: str) -> str | None:
             status=400,
         )
     return values[0] if values else None
+
+
+async def _ready_unless_hung_up(job: Job, request: Request) -> bool:
+    """Wait until `job` is ready (at most READY_WAIT_S); False if the client hung up first.
+
+    The body has been read, so the connection's next message is its disconnect."""
+    hung_up = False
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal hung_up
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            hung_up = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        with anyio.move_on_after(READY_WAIT_S):
+            await job.ready.wait()
+        tg.cancel_scope.cancel()
+    return not hung_up
 
 
 def _int_param(raw: str | None, name: str, *, default: int) -> int:
