@@ -114,7 +114,7 @@ class LineSplitter:
 
     def _cut_tail(self, lines: list[str], lookahead: int = CUT_CONTEXT) -> list[str]:
         """`lines` and pieces of the unfinished line, while more than `lookahead` bytes
-        follow where the next piece would end."""
+        follow where the next piece would end (all of them at the end of the stream)."""
         tail, limit = self._tail, self.max_line
         start = 0
         while len(tail) - start > limit + lookahead:
@@ -123,7 +123,7 @@ class LineSplitter:
             while cut > start + limit - 3 and (tail[cut] & 0xC0) == 0x80:
                 cut -= 1
             # Decoded so that each byte that is not UTF-8 stays one character, and back.
-            text = tail[start : cut + lookahead].decode("utf-8", "surrogateescape")
+            text = tail[start : cut + CUT_CONTEXT].decode("utf-8", "surrogateescape")
             size = len(tail[start:cut].decode("utf-8", "surrogateescape"))
             end = _cut_point(text, size)
             if end < size:  # after a space or tab: an ASCII byte ends the piece

@@ -116,17 +116,19 @@ PIECE = 64 * 1024  # characters in each piece an over-long line is printed in
 
 def test_a_secret_where_an_over_long_line_is_cut_is_redacted(tmp_path: Path) -> None:
     """A line longer than a piece is printed in pieces, and a secret that straddles the
-    place where one piece ends is redacted, not printed in two halves."""
+    place where one piece ends is redacted, not printed in two halves, also on a last
+    line without a newline."""
     lines = []
     for secret in LONG_LINE_SECRETS:
         for before in (5, len(secret) // 2, len(secret) - 3):  # characters before the cut
             for after in (100, 3 * PIECE):  # the line ends in the next piece, or later
                 lines.append("x" * (PIECE - before - 1) + " " + secret + " " + "y" * after)
     printed = tmp_path / "printed.txt"
-    printed.write_text("".join(line + "\n" for line in lines))
+    last = "x" * (PIECE - 10) + " " + LONG_LINE_SECRETS[0] + " " + "y" * 100  # no newline
+    printed.write_text("".join(line + "\n" for line in lines) + last)
     result = run_keeper("--no-color", "run", "--", "cat", str(printed))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("\n") > len(lines)  # the lines were cut
+    assert result.stdout.count("\n") > len(lines) + 1  # the lines were cut
     shown = re.sub("[xy]{50,}", "\n", result.stdout)  # the filler, out of the way
     for text in (VALUE, KEY_BODY):
         leaks = {text[at : at + 8] for at in range(len(text) - 8) if text[at : at + 8] in shown}
