@@ -193,6 +193,14 @@ class StorageError(JobError):
     def detail(self) -> Any:
         return {"folder": str(self.folder), "reason": self.reason, "disk_full": self.full}
 
+    def at_start(self) -> str:
+        """The sentence for a server that this keeps from starting."""
+        if self.full:
+            return (
+                f"the disk holding {self.folder} is full; free some space there, then start again"
+            )
+        return str(self)
+
 
 class ServiceUnavailable(JobError):
     """Raised when a request needs the job service and it is not running (503)."""

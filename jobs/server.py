@@ -53,13 +53,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from jobs.auth import BearerAuth
-from jobs.errors import CannotListen
+from jobs.errors import CannotListen, StorageError
 from jobs.openapi import openapi_schema
 from jobs.process_exit import exit_process
 from jobs.registry import lock_state_folder
 from jobs.routes import EXCEPTION_HANDLERS, create_job_routes
 from jobs.service import Handler, HandlerFactory, JobService, Retention
 from jobs.sse import KEEPALIVE_S
+from jobs.storage import check_room
 from narration_core import Narrator
 from narration_core.proctree import STOP_GRACE_S
 
@@ -280,12 +281,15 @@ def claim(state_dir: Path, host: str, port: int) -> tuple[IO[bytes], socket.sock
     """Lock the state folder, then bind the socket: what a server does before serving.
 
     Returns the open lock file (hold it, e.g. `with lock:`, until the process exits) and
-    the listening socket. Raises StateFolderBusy or CannotListen.
+    the listening socket. Raises StateFolderBusy, StorageError (no room left for the job
+    table: the lifespan would fail with a traceback) or CannotListen.
     """
     lock = lock_state_folder(state_dir)
     try:
+        if (full := check_room(state_dir)) is not None:
+            raise full
         return lock, bind_socket(host, port)
-    except CannotListen:
+    except (CannotListen, StorageError):
         lock.close()
         raise
 

@@ -68,9 +68,13 @@ class PidFile:
         tmp = self.path.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)  # a leftover may have been created with wider modes
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(asdict(record)))
-        tmp.replace(self.path)  # atomic: a reader never sees half a record
+        try:
+            with open(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(asdict(record)))
+            tmp.replace(self.path)  # atomic: a reader never sees half a record
+        except OSError:  # disk full: leave no half-written file behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

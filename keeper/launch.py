@@ -17,6 +17,7 @@ The caller holds the start lock (`keeper.daemons.start_lock`) around the whole s
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ POLL_S = 0.05  # seconds between looks at the log and the child while starting
 HEALTH_EVERY_S = 0.2  # seconds between /health probes while starting
 HEALTH_TIMEOUT_S = 1.0  # one probe; a daemon still importing may not accept yet
 TAIL_CHUNK = 256 * 1024  # bytes read from the log per look
+FREE_SOME_SPACE = "free some space there and start it again"
 
 NARRATE = Narrator("keeper")
 
@@ -97,6 +99,10 @@ class Host(Protocol):
         """True when the process the record names still runs (not a reused pid)."""
         ...
 
+    async def free_bytes(self, folder: Path) -> int | None:
+        """Bytes still free on the disk holding `folder`; None if the host cannot tell."""
+        ...
+
     async def stop(self, record: daemons.PidRecord) -> StopResult | None:
         """SIGTERM the daemon's process group, SIGKILL after the grace; None if gone."""
         ...
@@ -148,6 +154,14 @@ class LocalHost:
 
     async def is_alive(self, record: daemons.PidRecord) -> bool:
         return daemons.live_process(record) is not None
+
+    async def free_bytes(self, folder: Path) -> int | None:
+        from jobs import storage
+
+        try:
+            return storage.free_bytes(folder)
+        except OSError:
+            return None
 
     async def stop(self, record: daemons.PidRecord) -> StopResult | None:
         proc = daemons.live_process(record)
@@ -202,8 +216,15 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
     NARRATE.action("spawn").target(daemon.program).human(
         f"Starting {daemon.program}; log: {daemon.log_path}"
     ).emit()
-    record = await host.spawn(daemon)
-    await host.write_record(record)
+    try:
+        record = await host.spawn(daemon)
+    except OSError as exc:  # the log could not be opened: nothing started
+        raise JobFailed(_cannot_write(daemon, daemon.log_path, exc)) from exc
+    try:
+        await host.write_record(record)
+    except OSError as exc:  # a daemon nobody can find or stop is worse than none
+        await host.stop(record)
+        raise JobFailed(_cannot_write(daemon, host.pidfile(daemon.name).path, exc)) from exc
     tail = LogTail(host, daemon, origin=host.log_origin(record.pid))
     code: int | None = None
     ready = False
@@ -224,9 +245,26 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
             f"and was stopped; {reason}"
         )
     await host.remove_record(daemon.name)
-    raise JobFailed(
-        f"{daemon.program} {how_it_ended(code)} before it was ready; "
-        f"its last lines are above and in {daemon.log_path}"
+    from jobs.storage import MIN_FREE_BYTES  # below it a daemon cannot open its job table
+
+    ended = f"{daemon.program} {how_it_ended(code)} before it was ready"
+    folder = daemon.log_path.parent
+    free = await host.free_bytes(folder)
+    if free is not None and free < MIN_FREE_BYTES:  # its log may hold nothing to show
+        raise JobFailed(f"{ended}: the disk holding {folder} is full; {FREE_SOME_SPACE}")
+    raise JobFailed(f"{ended}; its last lines are above and in {daemon.log_path}")
+
+
+def _cannot_write(daemon: Daemon, path: Path, exc: OSError) -> str:
+    """Why `daemon` could not be started when writing `path` failed, in one sentence."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"{daemon.program} was not started: the disk holding {path.parent} is full; "
+            f"{FREE_SOME_SPACE}"
+        )
+    return (
+        f"{daemon.program} was not started: cannot write {path} ({exc.strerror or exc}); "
+        "check that folder, then start it again"
     )
 
 

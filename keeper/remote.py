@@ -54,6 +54,8 @@ PROBE_SCRIPT = (
     "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))"
 )
 
+FREE_SCRIPT = "import os, sys; s = os.statvfs(sys.argv[1]); print(s.f_bavail * s.f_frsize)"
+
 
 class SshHost:
     """A machine reached over one SSH connection; `home` is its RBEE_HOME there."""
@@ -193,6 +195,12 @@ class SshHost:
             f'set bind = "0.0.0.0" (with a token) in its hives config entry, open port {port} '
             "in that machine's firewall, or set url to an address this machine reaches"
         )
+
+    async def free_bytes(self, folder: Path) -> int | None:
+        script = [self.python(), "-c", FREE_SCRIPT, str(folder)]
+        result = await ssh.run(self.conn, ssh.command(script))
+        text = ssh.text(result.stdout).strip()
+        return int(text) if result.exit_status == 0 and text.isdigit() else None
 
     async def is_alive(self, record: daemons.PidRecord) -> bool:
         state = await self._proc(record.pid)

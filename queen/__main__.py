@@ -22,6 +22,7 @@ from queen.settings import QueenSettings
 NARRATE = Narrator("queen-rbee")
 EXIT_USAGE = 2  # bad flags or unsafe settings
 EXIT_BIND = 1  # the address could not be bound
+EXIT_STORAGE = 1  # no room on the state folder's disk
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     except QueenConfigError as exc:
         print(f"queen-rbee: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    from jobs.errors import CannotListen, StateFolderBusy
+    from jobs.errors import CannotListen, StateFolderBusy, StorageError
     from jobs.process_exit import exit_process
     from jobs.server import claim  # uvicorn and the app load past the checks
 
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     except CannotListen as exc:
         print(f"queen-rbee: {exc}", file=sys.stderr)
         sys.exit(EXIT_BIND)
+    except StorageError as exc:
+        print(f"queen-rbee: not started: {exc.at_start()}", file=sys.stderr)
+        sys.exit(EXIT_STORAGE)
     with state_lock:  # held until the process exits
         anyio.run(_serve, settings, sock)
     exit_process(0)  # all is flushed and closed: skip the interpreter's teardown
