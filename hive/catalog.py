@@ -198,8 +198,12 @@ class Catalog:
         self.folder.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"models": [e.to_dict() for e in self.entries()]}, indent=1)
         tmp = self.folder / f"{INDEX_NAME}.tmp"
-        tmp.write_text(body)
-        os.replace(tmp, self.folder / INDEX_NAME)
+        try:
+            tmp.write_text(body)
+            os.replace(tmp, self.folder / INDEX_NAME)
+        except OSError:  # disk full: the old index stays whole, and no stray .tmp
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _read_index(index: Path) -> list[ModelEntry]:

@@ -7,6 +7,7 @@ as a failed job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,7 @@ from jobs.operations import (
     WorkerStop,
 )
 from jobs.service import Handler, Job, Upstream
+from jobs.storage import storage_error
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
@@ -79,7 +81,10 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
                 f"{op.model} is already in the catalog as {existing.id}"
             ).emit()
             return existing.to_dict()
-        entry = await _add(ref, existing)
+        try:
+            entry = await _add(ref, existing)
+        except OSError as exc:  # the model or the catalog could not be written
+            raise storage_error(catalog.folder, exc) from exc
         return entry.to_dict()
 
     async def _add(ref: ModelRef, existing: ModelEntry | None) -> ModelEntry:
@@ -114,11 +119,11 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             raise
         except DownloadError as exc:
             entry.status, entry.error = "failed", str(exc)
-            catalog.put(entry)  # the .part stays: downloading again resumes
+            _keep_failed(entry)  # the .part stays: downloading again resumes
             raise
-        except BaseException:  # cancelled (or a bug): record it, keep the .part to resume
+        except BaseException:  # cancelled, disk full (or a bug): record it; a .part resumes
             entry.status, entry.error = "failed", "interrupted; download again to resume"
-            catalog.put(entry)
+            _keep_failed(entry)
             raise
         entry.size, entry.sha256, entry.status = size, sha256, "available"
         catalog.put(entry)
@@ -126,6 +131,12 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             f"Model {model_id} available ({size / 1e6:.1f} MB, sha256 {sha256[:12]}…)"
         ).emit()
         return entry
+
+    def _keep_failed(entry: ModelEntry) -> None:
+        """Record a failed entry; on a full disk it stays failed in memory only (a restart
+        reads the saved `downloading` as failed too), and the first error is the one told."""
+        with contextlib.suppress(OSError):
+            catalog.put(entry)
 
     async def _register_local(ref: ModelRef, model_id: str) -> ModelEntry:
         assert ref.path is not None

@@ -9,6 +9,7 @@ text can be encoded) and a few word pieces. The output is gibberish by design.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +103,14 @@ def write_tiny_model(path: Path, *, seed: int = TINY_SEED, shape: TinyShape | No
         writer.add_tensor(f"blk.{i}.ffn_down.weight", noise(shape.n_embd, shape.n_ff))
     writer.add_tensor("output_norm.weight", ones.copy())
     writer.add_tensor("output.weight", noise(len(tokens), shape.n_embd))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(path)
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        tmp.replace(path)
+    except BaseException:  # disk full: half a model is no use, and it holds the space
+        with contextlib.suppress(OSError):
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ FALLOC_FL_PUNCH_HOLE = 0x02  # linux/falloc.h: free a range (always with KEEP_SI
 FINAL_SLACK = 16 * 1024  # bytes kept allocated past a log's end: its final state event fits
 MIN_FREE_BYTES = 64 * 1024  # below this free space the server takes no new jobs (507)
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # "the disk is full" for a user
+SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's words for ENOSPC
 _UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})  # no guarantee here
 
 _Fallocate = Callable[[int, int, int, int], int]
@@ -75,7 +77,9 @@ def storage_error(folder: Path, exc: BaseException) -> StorageError:
     if isinstance(exc, StorageError):
         return exc
     code = getattr(exc, "errno", None)
-    if code in FULL_ERRNOS or "full" in str(exc):  # sqlite3 says "database or disk is full"
+    # sqlite3 says "database or disk is full"; numpy's tofile (gguf) reports the short
+    # write a full disk makes as "8192 requested and 272 written", with no errno.
+    if code in FULL_ERRNOS or "full" in str(exc) or SHORT_WRITE.search(str(exc)):
         return StorageError(folder, "no space left", full=True)
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return StorageError(folder, reason, full=False)
