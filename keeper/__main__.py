@@ -17,6 +17,8 @@ UNUSED_MODULES = ("trio", "httpx._main")
 def main(argv: list[str] | None = None) -> int:
     for name in UNUSED_MODULES:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "not installed"
+    if sys.stdout is None or sys.stderr is None:
+        _discard_closed_output()
     _treat_term_and_hup_as_ctrl_c()
 
     from keeper import run_argv
@@ -74,6 +76,23 @@ def _run(args: RunArgs) -> int:
         sys.stderr.write("keeper: interrupted\n")
         return EXIT_INTERRUPTED
     return 0
+
+
+def _discard_closed_output() -> None:
+    """Started with stdout or stderr closed (`>&-`), write that stream to /dev/null.
+
+    Python leaves a closed stream None (print() then writes nothing), but the renderer and
+    error reports write to it, and the first file opened would take its descriptor.
+    """
+    import os
+
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115 - the process's own stream
 
 
 def _treat_term_and_hup_as_ctrl_c() -> None:

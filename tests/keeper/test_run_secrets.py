@@ -161,3 +161,16 @@ def test_a_private_key_printed_with_a_prefix_on_each_line_is_hidden(tmp_path: Pa
         "05:42:00.000 app: [REDACTED PRIVATE KEY]",
         stamped[-1],
     ]
+
+
+def test_a_closed_stdout_or_stderr_still_ends_with_the_command_s_code() -> None:
+    """Started with stdout or stderr closed (`>&-`, `2>&-`), keeper run writes nothing
+    there, shows no traceback and exits with the command's code."""
+    command = ("--no-color", "run", "--", "sh", "-c", "echo out; echo err >&2; exit 4")
+    for closing in (">&-", "2>&-"):
+        result = subprocess.run(
+            ["sh", "-c", f'exec "$@" {closing}', "sh", *KEEPER, *command],
+            capture_output=True, text=True, timeout=DEADLINE_S, check=False,
+        )  # fmt: skip
+        assert result.returncode == 4, (closing, result.stdout, result.stderr)
+        assert "Traceback" not in result.stdout + result.stderr
