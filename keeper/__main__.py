@@ -119,13 +119,16 @@ def _treat_term_and_hup_as_ctrl_c() -> None:
 
 
 def _report(err: BaseException, *, verbose: bool) -> None:
+    from narration_core import redact, strip_control
+
+    # Messages can quote a command line or an upstream's error: same care as narration,
+    # in the traceback that quotes them too.
     if verbose:
         import traceback
 
-        traceback.print_exception(err)
-    from narration_core import redact, strip_control
+        from narration_core.sanitize import strip_control_lines
 
-    # Messages can quote a command line or an upstream's error: same care as narration.
+        sys.stderr.write(strip_control_lines(redact("".join(traceback.format_exception(err)))))
     sys.stderr.write(f"keeper: {strip_control(redact(str(err)))}\n")
 
 

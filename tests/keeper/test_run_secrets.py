@@ -174,3 +174,14 @@ def test_a_closed_stdout_or_stderr_still_ends_with_the_command_s_code() -> None:
         )  # fmt: skip
         assert result.returncode == 4, (closing, result.stdout, result.stderr)
         assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_verbose_traceback_is_redacted_and_neutralised_too() -> None:
+    """`-v` adds a traceback, which quotes the same failing command line: its secret is
+    redacted and its escape sequences neutralised, as in the one-sentence error."""
+    result = run_keeper(
+        "-v", "--no-color", "run", "--", "sh", "-c", "exit 3", f"token={SECRET}", "\x1b]0;t\x07"
+    )
+    assert result.returncode == 3
+    assert "Traceback" in result.stderr
+    assert SECRET not in result.stderr and "\x1b" not in result.stderr
