@@ -62,7 +62,8 @@ def main_options(
         str | None,
         typer.Option(
             "--queen-url",
-            help="Queen base URL (env RBEE_QUEEN_URL; default http://127.0.0.1:7833).",
+            help="Queen base URL (env RBEE_QUEEN_URL; default: the queen this RBEE_HOME "
+            "started, else http://127.0.0.1:7833).",
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks on errors.")] = False,
