@@ -36,6 +36,7 @@ _ACTOR_UNSAFE = re.compile(r"[\s\[\]]+")
 HEADS_KEPT = 1024  # verdicts on line heads kept by the fast path (a few per child)
 _HEADS: dict[str, bool] = {}
 _PASSED = SeedHeads()  # the heads of the last all-narration batch that prints as it is
+_HEAD_SECRETS: dict[str, bool] = {}  # needs_redaction on "actor action" of relayed heads
 
 
 class LineSplitter:
@@ -319,6 +320,15 @@ def _same_when_printed(line: str) -> bool:
     return event is None or format_line(event) == line
 
 
+def _head_needs_redaction(head: str) -> bool:
+    """`needs_redaction(head)`, kept in _HEAD_SECRETS: a child narrates under a few heads,
+    and the check costs ~1 µs."""
+    if len(_HEAD_SECRETS) >= HEADS_KEPT:
+        _HEAD_SECRETS.clear()
+    verdict = _HEAD_SECRETS[head] = needs_redaction(head)
+    return verdict
+
+
 def _relay(
     line: str,
     stream: str,
@@ -331,11 +341,14 @@ def _relay(
     if check and has_control_in_lines(line):
         raw, line = line, strip_control(line)
     event = parse_line(line) if line[:1] == "[" else None
-    if event is not None and needs_redaction(f"{event.actor} {event.action}"):
+    if event is not None:
         # Only the human text is redacted on emit; a secret in the head (`[x] token=X: y`,
         # `[app] password: X`) is found in the line as printed, which is read again.
-        redacted = redact(line)
-        if redacted != line:
+        head = event.actor + " " + event.action
+        secret = _HEAD_SECRETS.get(head)
+        if secret is None:
+            secret = _head_needs_redaction(head)
+        if secret and (redacted := redact(line)) != line:
             line, event = redacted, parse_line(redacted)
     if event is None:
         event = NarrationEvent(actor, "output", line, stream=stream)
