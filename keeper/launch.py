@@ -30,13 +30,14 @@ import anyio
 from keeper import daemons, stopping
 from keeper.errors import JobFailed, how_it_ended
 from narration_core import LineSplitter, Narrator, relay_lines
-from narration_core.proctree import StopResult
+from narration_core.proctree import STOP_GRACE_S, StopResult
 
 POLL_S = 0.05  # seconds between looks at the log and the child while starting
 HEALTH_EVERY_S = 0.2  # seconds between /health probes while starting
 HEALTH_TIMEOUT_S = 1.0  # one probe; a daemon still importing may not accept yet
 TAIL_CHUNK = 256 * 1024  # bytes read from the log per look
 FREE_SOME_SPACE = "free some space there and start it again"
+ABANDON_GRACE_S = 1.0  # SIGTERM to SIGKILL for a daemon whose start was interrupted
 
 NARRATE = Narrator("keeper")
 
@@ -103,8 +104,10 @@ class Host(Protocol):
         """Bytes still free on the disk holding `folder`; None if the host cannot tell."""
         ...
 
-    async def stop(self, record: daemons.PidRecord) -> StopResult | None:
-        """SIGTERM the daemon's process group, SIGKILL after the grace; None if gone."""
+    async def stop(
+        self, record: daemons.PidRecord, *, grace: float = STOP_GRACE_S
+    ) -> StopResult | None:
+        """SIGTERM the daemon's process group, SIGKILL after `grace` s; None if gone."""
         ...
 
 
@@ -163,11 +166,13 @@ class LocalHost:
         except OSError:
             return None
 
-    async def stop(self, record: daemons.PidRecord) -> StopResult | None:
+    async def stop(
+        self, record: daemons.PidRecord, *, grace: float = STOP_GRACE_S
+    ) -> StopResult | None:
         proc = daemons.live_process(record)
         if proc is None:
             return None
-        return await anyio.to_thread.run_sync(daemons.stop_daemon, proc)
+        return await anyio.to_thread.run_sync(lambda: daemons.stop_daemon(proc, grace=grace))
 
 
 def start(
@@ -231,6 +236,18 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
     try:
         with anyio.move_on_after(timeout_s):
             code, ready = await _watch(host, daemon, record.pid, tail)
+    except anyio.get_cancelled_exc_class():  # Ctrl-C: a start given up leaves no daemon
+        from keeper.supervise import live_stop_signals
+
+        # Not serving yet, it has no jobs to end: a short grace, during which a second
+        # Ctrl-C is held back (it would end the keeper and leave the daemon half-stopped).
+        with anyio.CancelScope(shield=True), anyio.open_signal_receiver(*live_stop_signals()):
+            NARRATE.action("stop").target(record.pid).human(
+                f"Start interrupted; stopping {daemon.program} (pid {record.pid})"
+            ).emit()
+            await host.stop(record, grace=ABANDON_GRACE_S)
+            await host.remove_record(daemon.name)
+        raise
     finally:
         await tail.drain()
     if ready:

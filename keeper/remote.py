@@ -206,14 +206,16 @@ class SshHost:
         state = await self._proc(record.pid)
         return state is not None and state[0] != "Z" and float(state[1]) == record.create_time
 
-    async def stop(self, record: daemons.PidRecord) -> StopResult | None:
-        """SIGTERM the daemon's process group, SIGKILL after the grace; None if gone."""
+    async def stop(
+        self, record: daemons.PidRecord, *, grace: float = STOP_GRACE_S
+    ) -> StopResult | None:
+        """SIGTERM the daemon's process group, SIGKILL after `grace` s; None if gone."""
         if not await self.is_alive(record):
             return None
         began = time.monotonic()
         group = f"-{record.pid}"  # setsid made the daemon its session's and group's leader
         await ssh.run(self.conn, ssh.command(["kill", "-TERM", "--", group]))
-        while time.monotonic() - began < STOP_GRACE_S:
+        while time.monotonic() - began < grace:
             if not await self.is_alive(record):
                 return StopResult(record.pid, killed=False, seconds=time.monotonic() - began)
             await anyio.sleep(STOP_POLL_S)
