@@ -119,6 +119,10 @@ def _treat_term_and_hup_as_ctrl_c() -> None:
 
 
 def _report(err: BaseException, *, verbose: bool) -> None:
+    from keeper.errors import ReaderLeft
+
+    if isinstance(err, ReaderLeft):
+        return  # the reader chose to stop, as `yes | head -1` says nothing either
     from narration_core import redact, strip_control
 
     # Messages can quote a command line or an upstream's error: same care as narration,

@@ -49,6 +49,14 @@ class OutputLost(KeeperError):
     """The keeper's own output could not be written (a full disk, a terminal gone)."""
 
 
+class ReaderLeft(KeeperError):
+    """The reader of the keeper's output left (`keeper run -- yes | head -1`) and the
+    command then died of SIGPIPE, as it does in a shell pipeline: the command's exit code
+    (141) and nothing to say, since the reader chose to stop."""
+
+    exit_code = 128 + 13  # SIGPIPE
+
+
 class JobFailed(KeeperError):
     """A job or a child command ended unsuccessfully; `exit_code` is what keeper exits with."""
 

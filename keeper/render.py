@@ -131,6 +131,7 @@ class Renderer:
         self._seen = SeedHeads()  # json: the heads of the last line batch
         self._broken = False  # output stopped: its reader left, or it cannot be written
         self._lost: OSError | None = None  # why, when that was not the reader's choice
+        self._reader_left = False  # stdout's reader closed the pipe (`| head -1`)
 
     # -- the public surface -------------------------------------------------------
 
@@ -174,6 +175,11 @@ class Renderer:
         the finished line, which the capture relays as its final state."""
         if self._view is not None:
             self._view.progress = None if text is None else strip_control(text)
+
+    def reader_left(self) -> bool:
+        """True once the reader of stdout has closed the pipe (`keeper run ... | head`);
+        a capture's `stdout_gone`."""
+        return self._reader_left
 
     def flush(self) -> None:
         """Write everything queued so far, in order, in one call."""
@@ -276,6 +282,8 @@ class Renderer:
         self._broken = True
         if not isinstance(error, BrokenPipeError):
             self._lost = error
+        elif file is self._file:
+            self._reader_left = True
         for stream in (sys.stdout, sys.stderr):
             if file is stream:
                 devnull = os.open(os.devnull, os.O_WRONLY)

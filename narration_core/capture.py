@@ -76,6 +76,10 @@ class ProcessNarrationCapture:
         on_progress: called with (stream name, text) whenever the unfinished line of a
             `\r` progress bar shows something new, and with (name, None) once it ends;
             the finished line itself is relayed as usual (its last `\r` segment).
+        stdout_gone: asked after each chunk of the child's stdout; True once nobody
+            reads what it prints any more (`keeper run -- yes | head -1`). The child's
+            stdout is then closed, so its next write fails (SIGPIPE) as in a shell
+            pipeline, instead of it running on unread for ever.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class ProcessNarrationCapture:
         grace: float = STOP_GRACE_S,
         max_line: int = MAX_LINE,
         on_progress: ProgressHook | None = None,
+        stdout_gone: Callable[[], bool] | None = None,
     ) -> None:
         self.job_id = job_id
         self.actor = actor
@@ -94,6 +99,7 @@ class ProcessNarrationCapture:
         self.grace = grace
         self.max_line = max_line
         self.on_progress = on_progress
+        self.stdout_gone = stdout_gone
 
     async def spawn(
         self,
@@ -144,6 +150,7 @@ class ProcessNarrationCapture:
             grace=self.grace,
             max_line=self.max_line,
             on_progress=self.on_progress,
+            stdout_gone=self.stdout_gone,
         )
         try:  # a cancel that came during the spawn: stop the tree here, nobody owns it yet
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -169,9 +176,11 @@ class CapturedProcess:
         grace: float,
         max_line: int,
         on_progress: ProgressHook | None = None,
+        stdout_gone: Callable[[], bool] | None = None,
     ) -> None:
         self._process = process
         self._on_progress = on_progress
+        self._stdout_gone = stdout_gone if stdout_gone is not None else _never
         self.pid: int = process.pid
         self.job_id = job_id
         self.actor = actor
@@ -286,12 +295,24 @@ class CapturedProcess:
             if self._on_progress is not None and splitter.progress != progress:
                 progress = splitter.progress
                 self._on_progress(name, progress)
+            if name == "stdout" and self._stdout_gone():
+                await stream.aclose()
+                self._close_stdout_pipe()  # its next write fails, as in a shell pipeline
+                break
         relay_lines(splitter.flush(), name, actor=args[0], origin=args[1], job_id=args[2])
         if self._on_progress is not None and progress is not None:
             self._on_progress(name, None)
         # Only a real end of stream counts: a pump cancelled mid-read is restarted by
         # _stop_and_drain, so what the tree prints while it stops is still relayed.
         self._eof[name].set()
+
+    def _close_stdout_pipe(self) -> None:
+        """Close this end of the child's stdout pipe. Closing anyio's stream only marks it
+        closed (its Process.aclose closes the pipe the same way, through its transport)."""
+        transport = getattr(self._process, "_transport", None)
+        pipe = transport.get_pipe_transport(1) if transport is not None else None
+        if pipe is not None:
+            pipe.close()
 
     async def _stop_and_drain(self) -> None:
         """Stop the tree while still relaying its output, then reap the child.
@@ -370,3 +391,7 @@ def _warn_kill(pid: int, grace: float) -> None:
             level="warn",
         )
     )
+
+
+def _never() -> bool:
+    return False

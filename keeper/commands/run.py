@@ -3,7 +3,8 @@
 Exit codes follow the shell, so `keeper run` can stand in for the command in scripts:
 the command's own code; 127 when the program does not exist and 126 when it cannot be
 executed (as sh and bash report them); 130 on Ctrl-C, after the command's whole process
-tree has been stopped.
+tree has been stopped. When the reader of its output leaves (`keeper run -- yes | head -1`),
+the command's stdout is closed, so it meets SIGPIPE as in a pipeline: 141, said quietly.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from keeper.errors import JobFailed, UsageError, how_it_ended
+from keeper.errors import JobFailed, ReaderLeft, UsageError, how_it_ended
 from keeper.settings import KeeperSettings
 from narration_core import Level
 
@@ -35,6 +36,7 @@ def run(
     Raises:
         UsageError: no command was given.
         JobFailed: the command exited nonzero (`exit_code` is its code) or could not start.
+        ReaderLeft: the reader of stdout left and the command died of SIGPIPE (141).
         KeyboardInterrupt: Ctrl-C; the command's tree is stopped first.
     """
     if not argv:
@@ -64,7 +66,9 @@ async def _supervise(
 
     narrate = Narrator("keeper")
     command = shlex.join(argv)
-    capture = ProcessNarrationCapture(job_id, actor=actor, on_progress=renderer.progress)
+    capture = ProcessNarrationCapture(
+        job_id, actor=actor, on_progress=renderer.progress, stdout_gone=renderer.reader_left
+    )
     try:
         proc = await capture.spawn(argv, stdin=None)  # the command reads our stdin
     except FileNotFoundError as exc:
@@ -102,6 +106,8 @@ async def _supervise(
     narrate.action("exit").target(proc.pid).level(level).human(
         f"{command} {how_it_ended(code)}"
     ).emit()
+    if code == -signal.SIGPIPE and renderer.reader_left():
+        raise ReaderLeft()
     if code != 0:
         # A child killed by signal N reports -N; the shell convention is 128 + N.
         exit_code = code if code > 0 else 128 - code

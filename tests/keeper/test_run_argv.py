@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -122,10 +123,28 @@ def test_a_bad_queen_url_in_the_environment_stops_a_quick_run_too() -> None:
     assert "RBEE_QUEEN_URL 'notaurl' is not a URL" in err
 
 
-def test_a_reader_that_closes_the_pipe_early_is_not_an_error() -> None:
-    """`keeper run ... | head -1`: the reader leaves after one line; keeper stops writing
-    and exits with the command's code, without a traceback."""
-    child = "for i in range(200000): print(f'[queen-rbee] tick           : step {i}')"
+@pytest.mark.parametrize("json", [False, True])
+def test_a_reader_that_closes_the_pipe_early_ends_the_command_as_a_pipeline_does(
+    json: bool,
+) -> None:
+    """`keeper run -- yes | head -1`: once the reader leaves, the command's next write
+    meets SIGPIPE as it would in a shell pipeline, so it ends instead of running on
+    unread; keeper exits 141 like `yes` does, with no error sentence and no traceback."""
+    flags = ["--json"] if json else []
+    proc = _keeper(*flags, "run", "--", "yes", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE
+    assert "keeper:" not in err and "Traceback" not in err
+
+
+def test_a_command_that_ignores_sigpipe_ends_with_its_own_code() -> None:
+    """A Python command (SIGPIPE ignored) whose reader left gets EPIPE on its next write
+    and exits 1, as under `| head`; keeper says how it ended, without a traceback."""
+    child = "for i in range(10**9): print(f'[queen-rbee] tick           : step {i}')"
     proc = _keeper(
         "run", "--", sys.executable, "-c", child,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -135,5 +154,6 @@ def test_a_reader_that_closes_the_pipe_early_is_not_an_error() -> None:
     proc.stdout.close()
     with proc.stderr:
         err = proc.stderr.read()
-    assert proc.wait(timeout=60) == 0
-    assert "Traceback" not in err and "Exception" not in err
+    assert proc.wait(timeout=60) == 1
+    assert "exited with code 1" in err
+    assert "Traceback" not in err
