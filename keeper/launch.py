@@ -104,6 +104,11 @@ class Host(Protocol):
         """Bytes still free on the disk holding `folder`; None if the host cannot tell."""
         ...
 
+    async def serves(self, record: daemons.PidRecord) -> bool:
+        """False when what answers at the record's URL is another process (another
+        RBEE_HOME's daemon won the port); True when it is the daemon, or if unknown."""
+        ...
+
     async def stop(
         self, record: daemons.PidRecord, *, grace: float = STOP_GRACE_S
     ) -> StopResult | None:
@@ -157,6 +162,9 @@ class LocalHost:
 
     async def is_alive(self, record: daemons.PidRecord) -> bool:
         return daemons.live_process(record) is not None
+
+    async def serves(self, record: daemons.PidRecord) -> bool:
+        return _serves(record.pid, record.url)
 
     async def free_bytes(self, folder: Path) -> int | None:
         from jobs import storage
@@ -235,7 +243,7 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
     ready = False
     try:
         with anyio.move_on_after(timeout_s):
-            code, ready = await _watch(host, daemon, record.pid, tail)
+            code, ready = await _watch(host, daemon, record, tail)
     except anyio.get_cancelled_exc_class():  # Ctrl-C: a start given up leaves no daemon
         from keeper.supervise import live_stop_signals
 
@@ -321,8 +329,12 @@ async def run_foreground(
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(wait_exit)
+
+                async def ours() -> bool:
+                    return _serves(proc.pid, daemon.url)
+
                 with anyio.fail_after(timeout_s):
-                    await _wait_healthy(daemon, exited=lambda: None)
+                    await _wait_healthy(daemon, exited=lambda: None, confirm=ours)
                 on_ready(proc.pid)
                 await anyio.sleep_forever()
         except TimeoutError:
@@ -388,7 +400,9 @@ class LogTail:
         relay_lines(lines, "stdout", actor=self.daemon.program, origin=self.origin)
 
 
-async def _watch(host: Host, daemon: Daemon, pid: int, tail: LogTail) -> tuple[int | None, bool]:
+async def _watch(
+    host: Host, daemon: Daemon, record: daemons.PidRecord, tail: LogTail
+) -> tuple[int | None, bool]:
     """Relay the log while probing /health: (exit code, False) if it exited, (None, True)
     once healthy."""
     code: list[int] = []
@@ -398,10 +412,13 @@ async def _watch(host: Host, daemon: Daemon, pid: int, tail: LogTail) -> tuple[i
 
     async def look() -> None:
         await tail.pump()
-        if not code and (found := await host.exit_code(pid)) is not None:
+        if not code and (found := await host.exit_code(record.pid)) is not None:
             code.append(found)
 
-    healthy = await _wait_healthy(daemon, exited=exited, between=look)
+    async def ours() -> bool:
+        return await host.serves(record)
+
+    healthy = await _wait_healthy(daemon, exited=exited, between=look, confirm=ours)
     return exited(), healthy
 
 
@@ -410,9 +427,11 @@ async def _wait_healthy(
     *,
     exited: Callable[[], int | None],
     between: Callable[[], Awaitable[None]] | None = None,
+    confirm: Callable[[], Awaitable[bool]] | None = None,
 ) -> bool:
     """Probe /health every HEALTH_EVERY_S (calling `between` every POLL_S); True once it
-    answers 200, False as soon as `exited()` reports an exit."""
+    answers 200 and `confirm()` agrees that the answer is the daemon's own, False as soon
+    as `exited()` reports an exit."""
     from jobs.client import JobClient
     from jobs.errors import JobError
 
@@ -428,10 +447,21 @@ async def _wait_healthy(
                 next_probe = now + HEALTH_EVERY_S
                 try:
                     await client.health()
-                    return True
                 except JobError:
                     pass  # not listening yet, or not ready to serve
+                else:
+                    if confirm is None or await confirm():
+                        return True  # else another home's daemon got the port first
             await anyio.sleep(POLL_S)
+
+
+def _serves(pid: int, url: str) -> bool:
+    """Whether the local process listening on `url`'s port is `pid` (True if unknown)."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    owner = daemons.port_owner(port) if port is not None else None
+    return owner is None or owner.pid == pid
 
 
 def _rotate(path: Path) -> None:

@@ -202,6 +202,9 @@ class SshHost:
         text = ssh.text(result.stdout).strip()
         return int(text) if result.exit_status == 0 and text.isdigit() else None
 
+    async def serves(self, record: daemons.PidRecord) -> bool:
+        return True  # the pid is the remote wrapper shell's; one RBEE_HOME per remote host
+
     async def is_alive(self, record: daemons.PidRecord) -> bool:
         state = await self._proc(record.pid)
         return state is not None and state[0] != "Z" and float(state[1]) == record.create_time
