@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from keeper.daemons import PidFile
+from tests.conftest import KeeperRunner
 
 DEADLINE_S = 30.0  # keeper start-up, then the stop: SIGTERM, 5 s of grace, SIGKILL
 
@@ -27,7 +28,30 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+        time.sleep(0.01)
+
+
+def start_in_background(runner: KeeperRunner, *args: str) -> subprocess.Popen[str]:
+    """`keeper ARGS` running on its own (Ctrl-C live, as in a terminal), output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "keeper", *args],
+        env=runner.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def freeze_once_spawned(pidfile: PidFile) -> psutil.Process:
+    """The daemon `pidfile` names, frozen (SIGSTOP) as soon as the pidfile appears: spawned,
+    still importing, not yet bound to its port."""
+    wait_until(lambda: pidfile.read() is not None, "the pidfile")
+    record = pidfile.read()
+    assert record is not None
+    frozen = psutil.Process(record.pid)
+    frozen.suspend()
+    return frozen
 
 
 @pytest.mark.parametrize("daemon", ["queen", "hive"])
@@ -38,22 +62,12 @@ def test_ctrl_c_during_a_start_stops_the_half_started_daemon(
     url = f"http://127.0.0.1:{free_tcp_port}"
     name = "queen" if daemon == "queen" else "hive-localhost"
     pidfile = PidFile(rbee_home / "run", name)
-    argv = [sys.executable, "-m", "keeper", "--queen-url", url, daemon, "start"]
-    process = subprocess.Popen(
-        [*argv, "--port", str(free_tcp_port)],
-        env=keeper.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
+    process = start_in_background(
+        keeper, "--queen-url", url, daemon, "start", "--port", str(free_tcp_port)
     )
     started: psutil.Process | None = None
     try:
-        wait_until(lambda: pidfile.read() is not None, "the pidfile")
-        record = pidfile.read()
-        assert record is not None
-        started = psutil.Process(record.pid)
-        started.suspend()  # never healthy: the keeper keeps waiting
+        started = freeze_once_spawned(pidfile)  # never healthy: the keeper keeps waiting
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=DEADLINE_S)
         assert process.returncode == 130, err

@@ -11,26 +11,17 @@ before it binds; home A's queen then starts and serves; B's queen is thawed and 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
 from keeper.daemons import PidFile
 from tests.conftest import KeeperRunner
+from tests.keeper.test_ctrl_c_start import freeze_once_spawned, start_in_background
 
-DEADLINE_S = 30.0
+DEADLINE_S = 30.0  # keeper start-up, then B's queen failing to bind
 HEALTH_PROBES_S = 1.0  # several of the keeper's /health probes (every 0.2 s)
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_a_start_does_not_take_another_homes_queen_for_its_own(
@@ -41,21 +32,10 @@ def test_a_start_does_not_take_another_homes_queen_for_its_own(
     a, b = KeeperRunner(tmp_path / "a"), KeeperRunner(tmp_path / "b")
     start = ["queen", "start", "--port", str(free_tcp_port)]
     b_pidfile = PidFile(b.home / "run", "queen")
-    keeper_b = subprocess.Popen(
-        [sys.executable, "-m", "keeper", *start],
-        env=b.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    keeper_b = start_in_background(b, *start)
     frozen: psutil.Process | None = None
     try:
-        wait_until(lambda: b_pidfile.read() is not None, "B's pidfile")
-        record = b_pidfile.read()
-        assert record is not None
-        frozen = psutil.Process(record.pid)
-        frozen.suspend()  # spawned, not yet bound
+        frozen = freeze_once_spawned(b_pidfile)  # spawned, not yet bound
 
         started_a = a(*start)
         assert started_a.returncode == 0, started_a.stderr
