@@ -1,8 +1,10 @@
 """Stopping a process tree: its process group plus descendants that left the group.
 
 Shared by the async capture (a child it spawned) and the keeper (a detached daemon it
-finds by pidfile), so both stop a tree the same way: SIGTERM to the group, a grace
-period, then SIGKILL. psutil is imported when a tree is stopped, not at import.
+finds by pidfile): SIGTERM, a grace period, then SIGKILL. A captured child's whole tree
+hears the SIGTERM at once; a daemon hears it first and stops its own children, and only
+what it leaves behind is signalled by the keeper. psutil is imported when a tree is
+stopped, not at import.
 """
 
 from __future__ import annotations
@@ -82,15 +84,22 @@ class StopResult:
 
 
 def stop_tree(leader: psutil.Process, *, grace: float = STOP_GRACE_S) -> StopResult:
-    """Stop a group leader and its tree, blocking: SIGTERM, `grace` seconds, SIGKILL.
+    """Stop a daemon and its tree, blocking: SIGTERM, `grace` seconds, SIGKILL.
 
     For a process this one did not spawn (a daemon found by pidfile); a spawned child
-    is stopped by the capture, which also reaps it.
+    is stopped by the capture, which also reaps it. SIGTERM goes to the daemon's own
+    process group first: the processes that left it (a hive's workers, in their own
+    sessions) are the daemon's to stop, and a second SIGTERM from here would cut their
+    graceful stop short. Whatever the daemon leaves behind when it exits gets SIGTERM
+    then, and everything still running when `grace` ends gets SIGKILL.
     """
     start = time.monotonic()
+    deadline = start + grace
     family = [leader, *tree_members(leader.pid)]
-    signal_tree(leader.pid, family, signal.SIGTERM)
-    killed = not wait_gone(family, timeout=grace)
+    signal_tree(leader.pid, [leader], signal.SIGTERM)
+    if wait_gone([leader], timeout=grace) and any_alive(family):
+        signal_tree(leader.pid, family, signal.SIGTERM)  # left behind by the daemon
+    killed = not wait_gone(family, timeout=max(0.0, deadline - time.monotonic()))
     if killed:
         signal_tree(leader.pid, family, signal.SIGKILL)
         wait_gone(family, timeout=KILL_WAIT_S)

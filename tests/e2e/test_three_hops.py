@@ -122,6 +122,20 @@ def test_worker_narration_reaches_the_keeper_through_three_hops(chain: Chain) ->
     assert events[-1] == {**events[-1], "event": "state", "state": "completed"}
 
 
+def test_hive_stop_lets_the_hive_stop_its_workers_gracefully(chain: Chain) -> None:
+    """`keeper hive stop` signals the hive, which stops its worker: the worker hears one
+    SIGTERM and stops cleanly, not a second one from the keeper that cuts its stop short."""
+    chain.start_queen()
+    chain.start_hive()
+    chain.run("model", "download", "builtin:tiny")
+    spawned = json_events(chain.run("--json", "worker", "spawn", "--model", "builtin:tiny").stdout)
+    worker_id = spawned[-1]["result"]["worker_id"]
+    chain.run("hive", "stop")
+    log = (chain.home / "logs" / "workers" / f"{worker_id}.log").read_text()
+    assert "SIGTERM: cancelling running jobs and stopping" in log
+    assert "again: exiting now" not in log
+
+
 @pytest.mark.anyio
 async def test_queen_relearns_a_hive_and_marks_a_killed_one_stale(chain: Chain) -> None:
     """A restarted queen knows the running hive again from its beats; a hive killed with
