@@ -75,6 +75,12 @@ class WorkerPool:
         """Every live worker the queen knows of (on `hive_id`, if given). Workers of a stale
         hive count too (a hive whose beats lag on a busy machine still serves; a dead one's
         worker fails the POST and is marked gone); `find` ranks them last."""
+        return [p for p in self.known(hive_id) if p.worker.state in USABLE]
+
+    def known(self, hive_id: str | None = None) -> list[Pick]:
+        """Every worker as this queen knows it now, in any state: the beats, overridden by
+        what it did itself since (a spawn newer than the last beat, a stop, a worker seen
+        dying), so `queen_status` shows a spawn at once rather than after the next beat."""
         picks: dict[str, Pick] = {}
         for hive in self.hives.all():
             if hive_id is not None and hive.id != hive_id:
@@ -93,7 +99,6 @@ class WorkerPool:
             for p in picks.values()
             if (p.worker.worker_id, p.worker.pid) not in self._gone
             and p.worker.worker_id not in self._stopped
-            and p.worker.state in USABLE
         ]
 
     def note_spawned(self, hive_id: str, result: dict[str, Any]) -> Pick:

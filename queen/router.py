@@ -37,9 +37,18 @@ def create_router(
     it, so it ends itself once no stream has read it for `watch_idle_s`.
     """
 
+    pool = workers or WorkerPool(hives)
+
+    def hive_dicts(now: float) -> list[dict[str, Any]]:
+        """The hives as `to_dict` gives them, with the workers as the pool knows them."""
+        by_hive: dict[str, list[dict[str, Any]]] = {}
+        for pick in pool.known():
+            by_hive.setdefault(pick.hive_id, []).append(pick.worker.model_dump(mode="json"))
+        return [{**h.to_dict(now), "workers": by_hive.get(h.id, [])} for h in hives.all()]
+
     async def snapshot() -> dict[str, Any]:
         now = time.time()
-        known = [h.to_dict(now) for h in hives.all()]
+        known = hive_dicts(now)
         return {
             "version": version,
             "uptime_s": round(now - service.started_at, 3),
@@ -73,9 +82,8 @@ def create_router(
             NARRATE.action("hive_list").target(hive.id).human(
                 f"{hive.id} at {hive.url}{stale}"
             ).emit()
-        return {"hives": [h.to_dict() for h in known]}
+        return {"hives": hive_dicts(time.time())}
 
-    pool = workers or WorkerPool(hives)
     return {
         "queen_status": queen_status,
         "hive_list": hive_list,

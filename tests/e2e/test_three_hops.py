@@ -136,6 +136,23 @@ def test_hive_stop_lets_the_hive_stop_its_workers_gracefully(chain: Chain) -> No
     assert "again: exiting now" not in log
 
 
+def test_status_shows_a_spawned_worker_before_the_next_beat(chain: Chain) -> None:
+    """`keeper status` right after `keeper worker spawn` lists the new worker, ready, though
+    its hive (beating once a minute here) has not beaten since: the queen knows what it
+    just did. Stopping it through the queen takes it off the list as promptly."""
+    chain.start_queen()
+    chain.run("hive", "start", "--port", str(chain.hive_port), "--beat-interval", "60")
+    chain.run("model", "download", "builtin:tiny")
+    spawned = json_events(chain.run("--json", "worker", "spawn", "--model", "builtin:tiny").stdout)
+    worker_id = spawned[-1]["result"]["worker_id"]
+    status = json_events(chain.run("--json", "status").stdout)[-1]["result"]
+    assert [(w["worker_id"], w["state"]) for w in status["workers"]] == [(worker_id, "ready")]
+    (hive,) = status["hives"]
+    assert [w["worker_id"] for w in hive["workers"]] == [worker_id]
+    chain.run("worker", "stop", worker_id)
+    assert json_events(chain.run("--json", "status").stdout)[-1]["result"]["workers"] == []
+
+
 @pytest.mark.anyio
 async def test_queen_relearns_a_hive_and_marks_a_killed_one_stale(chain: Chain) -> None:
     """A restarted queen knows the running hive again from its beats; a hive killed with
