@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
 # test tool may bring it, ~100 ms) and httpx its own CLI (click, pygments: ~25 ms) on
 # every command that talks to a server. None in sys.modules reads as "not installed".
 UNUSED_MODULES = ("trio", "httpx._main")
+# A write that failed for these reasons lost the keeper's output (no file name: a stream).
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("keeper: interrupted\n")
         return EXIT_INTERRUPTED
+    except OSError as err:  # stdout on a full disk, outside the renderer (tables, listings)
+        if err.filename is not None or err.errno not in OUTPUT_ERRNOS:
+            raise
+        from keeper.errors import OutputLost
+
+        lost = OutputLost.because(err)
+        _report(lost, verbose=cli.current.verbose)
+        return lost.exit_code
     except typer.TyperException as err:  # usage errors: Typer prints them with the usage line
         show = getattr(err, "show", None)
         if show is not None:

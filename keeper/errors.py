@@ -48,6 +48,14 @@ class DaemonUnreachable(KeeperError):
 class OutputLost(KeeperError):
     """The keeper's own output could not be written (a full disk, a terminal gone)."""
 
+    @classmethod
+    def because(cls, error: OSError) -> OutputLost:
+        """The one sentence for output that `error` kept from being written."""
+        return cls(
+            f"could not write the output ({error.strerror or error}), so the rest of it was "
+            "dropped; free space where it goes, or send it elsewhere"
+        )
+
 
 class ReaderLeft(KeeperError):
     """The reader of the keeper's output left (`keeper run -- yes | head -1`) and the

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from keeper.commands.jobs import stream_operation
+from keeper.errors import OutputLost
 from keeper.render import Renderer
 from keeper.settings import KeeperSettings
 
@@ -39,6 +40,8 @@ def infer(settings: KeeperSettings, operation: dict[str, Any], *, autostart: boo
         stream_operation(settings, operation, view=text.view, file=sys.stderr)
     finally:
         text.close()
+    if text.lost is not None:  # the job ran to its end; its text could not be written
+        raise OutputLost.because(text.lost)
 
 
 class TextOut:
@@ -47,26 +50,34 @@ class TextOut:
     def __init__(self, file: Any) -> None:
         self.file = file
         self.wrote = False
+        self.lost: OSError | None = None  # why the text could not be written (a full disk)
 
     def view(self, out: Renderer, kind: str, data: Any) -> bool:
         """An EventView: writes `token` events' text itself; everything else to `out`."""
         if kind != "token" or not isinstance(data, dict):
             return False
         piece = str(data.get("t", ""))
-        if piece:
+        if piece and self.lost is None:
             try:
                 self.file.write(piece)
                 self.file.flush()
             except BrokenPipeError:
                 return True  # `| head`: the reader has enough; the job still ends normally
+            except OSError as exc:
+                self.lost = exc  # stop writing; said once the job has ended
+                return True
             self.wrote = True
         return True
 
     def close(self) -> None:
-        if self.wrote:
-            with contextlib.suppress(BrokenPipeError):
+        if self.wrote and self.lost is None:
+            try:
                 self.file.write("\n")
                 self.file.flush()
+            except BrokenPipeError:
+                pass
+            except OSError as exc:
+                self.lost = exc
 
 
 def _isatty(file: Any) -> bool:
