@@ -29,7 +29,9 @@ NARRATE = Narrator("keeper")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 HEALTH_TIMEOUT_S = 2.0  # a queen that does not answer /health within this is not there
 HIVE_PORT_OFFSET = 2  # the hive beside the queen: 7833 -> 7835
-HIVE_KNOWN_DEADLINE_S = 20.0  # until the queen has the new hive's first beat
+# Until the queen has a beat from the hive: a hive that outlived its queen retries on a
+# backoff of up to 30 s (jobs.beats.BEAT_BACKOFF_MAX_S), so its next beat may be that far.
+HIVE_KNOWN_DEADLINE_S = 40.0
 HIVE_KNOWN_POLL_S = 0.1
 LOCAL_HIVE = "localhost"
 
@@ -90,7 +92,11 @@ def _hive_port(queen_port: int | None) -> int:
 
 
 async def _wait_hive_known(settings: KeeperSettings) -> None:
-    """Until the queen lists a fresh hive; raises DaemonUnreachable after the deadline."""
+    """Until the queen has heard a hive beat; raises DaemonUnreachable after the deadline.
+
+    A hive from the queen's config that never beat does not count: its URL is a guess (the
+    default port), and the local hive may run elsewhere (beside a queen on another port).
+    """
     from jobs.client import JobClient
 
     async with JobClient(settings.queen_url, token=settings.token()) as client:
@@ -103,10 +109,11 @@ async def _wait_hive_known(settings: KeeperSettings) -> None:
         with anyio.move_on_after(HIVE_KNOWN_DEADLINE_S):
             while True:
                 await client.submit_and_stream({"operation": "queen_status"}, keep)
-                if any(not h.get("stale") for h in status.get("hives", [])):
+                hives = status.get("hives", [])
+                if any(h.get("last_seen") and not h.get("stale") for h in hives):
                     return
                 await anyio.sleep(HIVE_KNOWN_POLL_S)
     raise DaemonUnreachable(
-        f"the hive started but the queen at {settings.queen_url} has not heard from it "
-        f"within {HIVE_KNOWN_DEADLINE_S:g} s; see `keeper hive logs`"
+        f"the queen at {settings.queen_url} has not heard from the local hive within "
+        f"{HIVE_KNOWN_DEADLINE_S:g} s; see `keeper hive logs`"
     )

@@ -308,7 +308,9 @@ async def test_kill_9_of_the_worker_fails_the_job_naming_it_and_routing_stops(
 def test_autostart_on_a_fresh_home_answers_the_first_command(tmp_path: Path) -> None:
     """On a fresh RBEE_HOME with nothing running, `keeper infer --model builtin:tiny "hello"
     > file` starts a queen and a hive (narrated on stderr), fetches the model, and the file
-    holds just the text and a newline; the daemons are left running for the next command."""
+    holds just the text and a newline; the daemons are left running for the next command.
+    With the queen stopped and the hive left running, the next infer starts a queen that
+    finds that hive."""
     chain = Chain(tmp_path / "home")
     answer = tmp_path / "answer.txt"
     try:
@@ -320,6 +322,13 @@ def test_autostart_on_a_fresh_home_answers_the_first_command(tmp_path: Path) -> 
         assert text.endswith("\n") and len(text) > 1
         assert "autostart" in result.stderr and "Queen is ready" in result.stderr
         assert chain.run("--json", "infer", "--no-autostart", "--model", "builtin:tiny", "hi")
+        # The queen goes away, the hive (on the queen's port + 2, not the default 7835)
+        # stays: the next infer starts a queen and waits for that hive's next beat rather
+        # than sending the job to the default port the new queen's config guesses.
+        chain.run("queen", "stop")
+        again = chain.run("infer", "--model", "builtin:tiny", "--seed", "3", "hello")
+        assert again.stdout == text
+        assert "starting one" in again.stderr and "No local hive runs" not in again.stderr
     finally:
         chain.run("hive", "stop", ok=False)
         chain.run("queen", "stop", ok=False)
