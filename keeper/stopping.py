@@ -42,7 +42,15 @@ def stop_local(
         say_not_running(label, record)
         return None
     say_stopping(label, record)
-    result = daemons.stop_daemon(proc)
+    try:
+        result = daemons.stop_daemon(proc)
+    except KeyboardInterrupt:  # Ctrl-C during the grace: a second stop request kills now
+        NARRATE.action("kill").level("warn").target(record.pid).human(
+            f"Interrupted: killing {label} (pid {record.pid}) now with SIGKILL"
+        ).emit()
+        daemons.stop_daemon(proc, grace=0)
+        pidfile.remove()
+        raise
     pidfile.remove()
     say_stopped(label, record, result)
     return result
