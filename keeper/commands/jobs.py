@@ -69,6 +69,8 @@ def _follow(
     view: EventView | None = None,
 ) -> None:
     """Render a job's events; raise JobFailed if it ends failed or cancelled."""
+    from jobs.errors import DaemonUnreachable as Unreachable
+
     final: dict[str, Any] | None = None
     try:
         for event in client.stream(job_id):
@@ -82,6 +84,12 @@ def _follow(
         if cancel_on_interrupt:
             _cancel_quietly(client, job_id)
         raise
+    except Unreachable as exc:  # the queen died mid-job (crash, kill -9): name the job
+        raise DaemonUnreachable(
+            f"lost the queen at {exc.url} while following job {job_id} "
+            f"({exc.reason or 'no answer'}); once it runs again, `keeper jobs logs {job_id}` "
+            "shows how the job ended"
+        ) from exc
     if final is None:
         return
     state = final.get("state")
