@@ -287,7 +287,9 @@ class WorkerPool:
     async def _post(
         self, client: JobClient, worker: WorkerInfo, body: dict[str, Any]
     ) -> dict[str, Any]:
-        """POST the prompt; a 503 (still loading, queue full) is retried for a while."""
+        """POST the prompt; a 503 (still loading, queue full) is retried for a while, and so
+        is no answer at all from a worker its hive still lists as `starting` (its server
+        is not up yet: another prompt's spawn, a beat sent while it started)."""
         name = f"worker {worker.worker_id}"
         waited = False
         with anyio.move_on_after(UNAVAILABLE_WAIT_S):
@@ -296,21 +298,33 @@ class WorkerPool:
                     reply: dict[str, Any] = await client.post(INFERENCE_PATH, body)
                     return reply
                 except DaemonUnreachable as exc:
-                    self.gone(worker)
-                    raise UpstreamUnreachable(name, worker.url, reason=exc.reason) from exc
+                    if not self._still_starting(worker):
+                        self.gone(worker)
+                        raise UpstreamUnreachable(name, worker.url, reason=exc.reason) from exc
+                    why = "it is still starting"
                 except JobError as exc:
                     if getattr(exc, "status", None) != 503:
                         raise InvalidRequest(f"{name} refused the prompt: {exc}") from exc
-                    if not waited:
-                        NARRATE.action("infer_wait").target(worker.worker_id).human(
-                            f"Worker {worker.worker_id} cannot take the prompt yet ({exc}); waiting"
-                        ).emit()
-                        waited = True
+                    why = str(exc)
+                if not waited:
+                    NARRATE.action("infer_wait").target(worker.worker_id).human(
+                        f"Worker {worker.worker_id} cannot take the prompt yet ({why}); waiting"
+                    ).emit()
+                    waited = True
                 await anyio.sleep(UNAVAILABLE_RETRY_S)
         raise InvalidRequest(
             f"{name} could not take the prompt within {UNAVAILABLE_WAIT_S:g} s (still loading "
             "or busy); retry later or start another worker",
             status=503,
+        )
+
+    def _still_starting(self, worker: WorkerInfo) -> bool:
+        """True while the queen's latest word on this worker process is `starting`."""
+        return any(
+            p.worker.worker_id == worker.worker_id
+            and p.worker.pid == worker.pid
+            and p.worker.state == "starting"
+            for p in self.known()
         )
 
     def gone(self, worker: WorkerInfo) -> None:
