@@ -166,7 +166,29 @@ def stop(settings: KeeperSettings) -> None:
         _refuse_foreign_queen(settings.queen_url, paths, doing="stop")
 
     with make_renderer(settings):
+        _adopt_lost_queen(settings.queen_url, paths)
         stop_local(paths.run, NAME, label="queen", if_not_running=not_ours)
+
+
+def _adopt_lost_queen(url: str, paths: RbeePaths) -> None:
+    """Write the pidfile again when this home's queen serves at `url` without one (a tmp
+    cleaner, a hand), so that a stop finds it, as `start` does."""
+    pidfile = daemons.PidFile(paths.run, NAME)
+    record = pidfile.read()
+    if record is not None and daemons.live_process(record) is not None:
+        return
+    port = urlsplit(url).port
+    if port is None or not _accepts_connections(url):
+        return
+    owner = daemons.port_owner(port)
+    if owner is None or owner.state != paths.state:
+        return  # nothing, or another home's queen: `_refuse_foreign_queen` says whose
+    from keeper.launch import Daemon, record_for
+
+    pidfile.write(record_for(Daemon(NAME, PROGRAM, [], url, paths.logs / f"{NAME}.log"), owner.pid))
+    NARRATE.action("pidfile").target(owner.pid).human(
+        f"Queen (pid {owner.pid}) runs at {url} without its pidfile; wrote it again"
+    ).emit()
 
 
 def _refuse_foreign_queen(url: str, paths: RbeePaths, *, doing: str) -> None:
