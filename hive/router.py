@@ -17,7 +17,7 @@ import anyio
 
 from hive.catalog import Catalog, ModelEntry, ModelRef, check_id, new_entry, parse_ref
 from hive.download import download
-from hive.errors import ChecksumMismatch, DownloadError, ModelInUse, ModelNotFound
+from hive.errors import ChecksumMismatch, DownloadError, ModelInUse
 from hive.supervisor import Supervisor
 from hive.tiny_model import write_tiny_model
 from jobs.errors import InvalidRequest
@@ -75,6 +75,8 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             raise InvalidRequest(
                 f"{op.model} is already being downloaded; wait for that job", status=409
             )
+        if ref.path is not None and (existing is None or existing.status != "available"):
+            await _check_file(ref.path)
         job.mark_ready()
         if existing is not None and existing.status == "available":
             NARRATE.action("model_download").target(existing.id).human(
@@ -140,8 +142,6 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
 
     async def _register_local(ref: ModelRef, model_id: str) -> ModelEntry:
         assert ref.path is not None
-        if not await anyio.Path(ref.path).is_file():
-            raise ModelNotFound(str(ref.path))
         size, sha256 = await anyio.to_thread.run_sync(_size_and_sha256, ref.path)
         entry = new_entry(model_id, ref, ref.path, owned=False)
         entry.size, entry.sha256, entry.status = size, sha256, "available"
@@ -167,7 +167,12 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
         if entry is None:
             if not op.model.startswith(("builtin:", "hf:", "http://", "https://")):
                 check_id(op.model)  # a path posing as an id: 400
-            raise ModelNotFound(op.model)
+            raise InvalidRequest(
+                f"model {op.model!r} is not in this hive's catalog; `keeper model list` "
+                "shows what it has",
+                detail={"model": op.model},
+                status=404,
+            )
         users = supervisor.using(entry.id)
         if users:
             raise ModelInUse(entry.id, users)
@@ -196,6 +201,16 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
         "model_list": model_list,
         "model_delete": Upstream(model_delete),
     }
+
+
+async def _check_file(path: Path) -> None:
+    """Refuse (400) a local model path with no file behind it, before the job is ready."""
+    if not await anyio.Path(path).is_file():
+        raise InvalidRequest(
+            f"there is no file {path} on this hive; check the path",
+            detail={"path": str(path)},
+            status=400,
+        )
 
 
 def _auth_headers(ref: ModelRef) -> dict[str, str]:
