@@ -96,6 +96,9 @@ def start(
     with make_renderer(settings) as out:
         out.status(f"Starting {PROGRAM} {alias} on {LOOPBACK}:{port}")
         with daemons.start_lock(paths.run, name, on_wait=waiting) as release:
+            from keeper.lost_pidfile import adopt
+
+            adopt(paths.run, name, paths.state / name, log=daemon.log_path, label=f"hive {alias}")
             if _already_running(host, name, alias, port):
                 return
             launch.start(
@@ -135,10 +138,21 @@ def stop(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = Fa
 
         hive_remote.stop(settings, target, accept_new_host_key=accept_new_host_key)
         return
+    from keeper.lost_pidfile import adopt
     from keeper.stopping import stop_local
 
+    paths = RbeePaths.resolve()
+    name = daemon_name(alias)
     with make_renderer(settings):
-        stop_local(RbeePaths.resolve().run, daemon_name(alias), label=f"hive {alias}")
+        # The hive's state folder has its pidfile's name (hive.settings.state_dir).
+        adopt(
+            paths.run,
+            name,
+            paths.state / name,
+            log=paths.logs / f"{name}.log",
+            label=f"hive {alias}",
+        )
+        stop_local(paths.run, name, label=f"hive {alias}")
 
 
 def status(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = False) -> None:

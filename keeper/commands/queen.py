@@ -158,6 +158,7 @@ def _client_host(bind: str) -> str:
 
 def stop(settings: KeeperSettings) -> None:
     """Stop this RBEE_HOME's queen; say whose it is when another home's queen answers."""
+    from keeper.lost_pidfile import adopt
     from keeper.stopping import stop_local
 
     paths = RbeePaths.resolve()
@@ -166,29 +167,8 @@ def stop(settings: KeeperSettings) -> None:
         _refuse_foreign_queen(settings.queen_url, paths, doing="stop")
 
     with make_renderer(settings):
-        _adopt_lost_queen(settings.queen_url, paths)
+        adopt(paths.run, NAME, paths.state, log=paths.logs / f"{NAME}.log", label="queen")
         stop_local(paths.run, NAME, label="queen", if_not_running=not_ours)
-
-
-def _adopt_lost_queen(url: str, paths: RbeePaths) -> None:
-    """Write the pidfile again when this home's queen serves at `url` without one (a tmp
-    cleaner, a hand), so that a stop finds it, as `start` does."""
-    pidfile = daemons.PidFile(paths.run, NAME)
-    record = pidfile.read()
-    if record is not None and daemons.live_process(record) is not None:
-        return
-    port = urlsplit(url).port
-    if port is None or not _accepts_connections(url):
-        return
-    owner = daemons.port_owner(port)
-    if owner is None or owner.state != paths.state:
-        return  # nothing, or another home's queen: `_refuse_foreign_queen` says whose
-    from keeper.launch import Daemon, record_for
-
-    pidfile.write(record_for(Daemon(NAME, PROGRAM, [], url, paths.logs / f"{NAME}.log"), owner.pid))
-    NARRATE.action("pidfile").target(owner.pid).human(
-        f"Queen (pid {owner.pid}) runs at {url} without its pidfile; wrote it again"
-    ).emit()
 
 
 def _refuse_foreign_queen(url: str, paths: RbeePaths, *, doing: str) -> None:
