@@ -87,11 +87,12 @@ class WorkerNotFound(HiveError):
 
 
 class WorkerStartError(HiveError):
-    """Raised when a spawned worker exits or is not ready in time; carries its last lines."""
+    """Raised when a spawned worker exits or is not ready in time; quotes what it said last
+    (its own `failed` line when it narrated one), once: the rest is in the job and its log."""
 
-    def __init__(self, worker_id: str, reason: str, last_lines: Sequence[str]) -> None:
+    def __init__(self, worker_id: str, reason: str, said: str | None = None) -> None:
         self.worker_id = worker_id
         self.reason = reason
-        self.last_lines = list(last_lines)
-        tail = f"; its last lines: {' | '.join(self.last_lines)}" if self.last_lines else ""
+        self.said = said
+        tail = f"; it said: {said}" if said else ""
         super().__init__(f"worker {worker_id} did not start: {reason}{tail}")

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from hive.capabilities import capabilities
 from hive.catalog import Catalog, ModelEntry, ModelRef, check_id, new_entry, parse_ref
 from hive.download import download
 from hive.errors import ChecksumMismatch, DownloadError, ModelInUse
@@ -44,6 +45,13 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
 
     async def worker_spawn(op: WorkerSpawn, job: Job) -> dict[str, Any]:
         entry = catalog.resolve(op.model)
+        found = await anyio.to_thread.run_sync(capabilities)  # what /v1/capabilities says
+        if op.device not in found["devices"]:
+            raise InvalidRequest(
+                f"this hive has no device {op.device!r}; it has: {', '.join(found['devices'])}",
+                detail={"device": op.device, "devices": found["devices"]},
+                status=400,
+            )
         job.mark_ready()
         worker = await supervisor.spawn(entry.id, Path(entry.path), op.device, job_id=job.id)
         return worker.to_dict()

@@ -12,7 +12,6 @@ the keeper through the queen. Every line also goes to the worker's log file
 
 from __future__ import annotations
 
-import collections
 import secrets
 import shutil
 import signal
@@ -47,7 +46,6 @@ WORKER_ACTOR = "llm-worker-rbee"
 WORKER_PROGRAM = "llm-worker-rbee"  # console script next to the hive's Python
 HEALTH_POLL_S = 0.05  # between /health probes while a worker starts
 HEALTH_TIMEOUT_S = 2.0  # one probe
-LAST_LINES = 12  # worker lines quoted when it fails to start
 REFRESH_S = 1.0  # how often ready workers are asked whether they are generating (busy)
 
 
@@ -68,9 +66,8 @@ class Worker:
     state: WorkerState = "starting"
     returncode: int | None = None
     exited: anyio.Event = field(default_factory=anyio.Event)
-    last_lines: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=LAST_LINES)
-    )
+    last_line: str | None = None  # what it printed last: quoted if it fails to start
+    failure: str | None = None  # its last error narration (`failed`): quoted before last_line
 
     @property
     def url(self) -> str:
@@ -142,7 +139,7 @@ class Supervisor:
         """Start a worker and return once its /health says ready.
 
         Its output is relayed into `job_id` (and its log file). Raises WorkerStartError
-        with the worker's last lines if it exits first or is not ready in time; the
+        quoting the worker's failure line if it exits first or is not ready in time; the
         worker is stopped then. Cancelling the spawn stops the worker too.
         """
         if self._tg is None:
@@ -186,7 +183,7 @@ class Supervisor:
         except OSError as exc:
             unregister()
             log.close()
-            raise WorkerStartError(worker_id, f"cannot run {argv[0]} ({exc})", []) from exc
+            raise WorkerStartError(worker_id, f"cannot run {argv[0]} ({exc})") from exc
         worker.pid = worker.process.pid
         worker.create_time = _create_time(worker.pid)
         self._workers[worker_id] = worker
@@ -235,11 +232,11 @@ class Supervisor:
                     if code is None or code >= 0
                     else f"it was killed by {_signal_name(-code)}"
                 )
-                raise WorkerStartError(worker.id, reason, list(worker.last_lines))
+                raise WorkerStartError(worker.id, reason, worker.failure or worker.last_line)
         raise WorkerStartError(
             worker.id,
             f"it was not ready within {self.ready_timeout_s:g} s",
-            list(worker.last_lines),
+            worker.failure or worker.last_line,
         )
 
     async def _refresh_forever(self) -> None:
@@ -285,7 +282,8 @@ class Supervisor:
 
 
 class _Tee:
-    """A job sink that writes the worker's lines to its log and keeps the last few."""
+    """A job sink that writes the worker's lines to its log and keeps what a start-up
+    failure quotes: its last line, and its last error narration."""
 
     def __init__(self, worker: Worker, log: IO[str]) -> None:
         self.worker = worker
@@ -295,7 +293,10 @@ class _Tee:
         if event.origin != f"worker:{self.worker.id}":
             return  # the job's own narration (the hive's), not the worker's
         line = event.human if event.stream is not None else format_line(event)
-        self.worker.last_lines.append(line)
+        if event.human.strip():
+            self.worker.last_line = event.human
+        if event.stream is None and event.level == "error":
+            self.worker.failure = event.human
         if not self.log.closed:
             self.log.write(line + "\n")
 

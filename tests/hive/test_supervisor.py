@@ -75,12 +75,12 @@ async def test_spawn_relays_worker_startup_into_the_job_then_stop(rbee_home: Pat
         print(f"worker spawn until ready: {took:.2f} s")
 
 
-async def test_worker_crashing_at_startup_fails_the_job_with_its_last_lines(
+async def test_worker_crashing_at_startup_fails_the_job_quoting_its_failure_once(
     rbee_home: Path, tmp_path: Path
 ) -> None:
     """A corrupt model file makes the worker exit during startup: the spawn job fails
-    naming the worker and its exit, the worker's own last lines are in the error and in
-    the job log, and no worker is left listed."""
+    naming the worker and its exit and quoting the worker's own `failed` line once (not its
+    other lines: those are in the job log), and no worker is left listed."""
     corrupt = tmp_path / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + os.urandom(4096))
     async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
@@ -91,10 +91,10 @@ async def test_worker_crashing_at_startup_fails_the_job_with_its_last_lines(
     final = spawn[-1]
     assert final.state == "failed"
     error = final.data["error"]
-    assert "did not start: it exited with code 1" in error
-    assert "cannot load model" in error  # the worker's own last line, quoted
     failed = [h for a, act, h in narration(spawn) if a == "llm-worker-rbee" and act == "failed"]
-    assert failed and "cannot load model" in failed[0]
+    assert len(failed) == 1 and "cannot load model" in failed[0]
+    assert error.endswith(f"did not start: it exited with code 1; it said: {failed[0]}"), error
+    assert error.count("cannot load model") == 1 and "startup" not in error
     assert listed[-1].data["result"]["workers"] == []
 
 
