@@ -134,17 +134,16 @@ def _report(err: BaseException, *, verbose: bool) -> None:
 
     if isinstance(err, ReaderLeft):
         return  # the reader chose to stop, as `yes | head -1` says nothing either
-    from narration_core import redact, strip_control
+    from narration_core import redact
+    from narration_core.sanitize import strip_control_lines
 
     # Messages can quote a command line or an upstream's error: same care as narration,
-    # in the traceback that quotes them too.
+    # in the traceback that quotes them too. Newlines stay: some messages show a sample.
     if verbose:
         import traceback
 
-        from narration_core.sanitize import strip_control_lines
-
         sys.stderr.write(strip_control_lines(redact("".join(traceback.format_exception(err)))))
-    sys.stderr.write(f"keeper: {strip_control(redact(str(err)))}\n")
+    sys.stderr.write(f"keeper: {strip_control_lines(redact(str(err)))}\n")
 
 
 def run() -> NoReturn:
