@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except OSError as err:  # stdout on a full disk, outside the renderer (tables, listings)
         if err.filename is not None or err.errno not in OUTPUT_ERRNOS:
-            raise
+            return _unexpected(err, verbose=cli.current.verbose)
         from keeper.errors import OutputLost
 
         lost = OutputLost.because(err)
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stderr.write(f"keeper: {err.format_message()}\n")
         return EXIT_USAGE
+    except Exception as err:
+        return _unexpected(err, verbose=cli.current.verbose)
     if result == EXIT_INTERRUPTED:  # Ctrl-C: Typer returns 130 when not standalone
         sys.stderr.write("keeper: interrupted\n")
     return result if isinstance(result, int) else 0
@@ -72,20 +74,23 @@ def _run(args: RunArgs) -> int:
     settings, errors and exit codes as the command tree gives it."""
     from keeper.commands import run as run_cmd
     from keeper.errors import EXIT_INTERRUPTED, KeeperError
-    from keeper.settings import KeeperSettings, check_queen_url
+    from keeper.settings import KeeperSettings, check_home, check_queen_url
 
-    settings = KeeperSettings.build(
-        json=args.json, no_color=args.no_color, verbose=args.verbose, queen_url=None
-    )
     try:
+        check_home()
+        settings = KeeperSettings.build(
+            json=args.json, no_color=args.no_color, verbose=args.verbose, queen_url=None
+        )
         check_queen_url(None)
         run_cmd.run(settings, args.command, actor=args.actor, job_id=args.job)
     except KeeperError as err:
-        _report(err, verbose=settings.verbose)
+        _report(err, verbose=args.verbose)
         return err.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("keeper: interrupted\n")
         return EXIT_INTERRUPTED
+    except Exception as err:
+        return _unexpected(err, verbose=args.verbose)
     return 0
 
 
@@ -144,6 +149,23 @@ def _report(err: BaseException, *, verbose: bool) -> None:
 
         sys.stderr.write(strip_control_lines(redact("".join(traceback.format_exception(err)))))
     sys.stderr.write(f"keeper: {strip_control_lines(redact(str(err)))}\n")
+
+
+def _unexpected(err: Exception, *, verbose: bool) -> int:
+    """The last-resort net: an error no command foresaw is one line naming its type (a
+    bug to report, or a state to repair), exit 1; the traceback only with -v."""
+    from keeper.errors import EXIT_JOB_FAILED
+    from narration_core import redact, strip_control
+
+    if verbose:
+        import traceback
+
+        from narration_core.sanitize import strip_control_lines
+
+        sys.stderr.write(strip_control_lines(redact("".join(traceback.format_exception(err)))))
+    what = strip_control(redact(f"{type(err).__name__}: {err}"))
+    sys.stderr.write(f"keeper: unexpected error ({what}); run again with -v to see where\n")
+    return EXIT_JOB_FAILED
 
 
 def run() -> NoReturn:

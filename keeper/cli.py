@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from keeper.settings import KeeperSettings, check_queen_url
+from keeper.settings import KeeperSettings, check_home, check_queen_url
 
 app = typer.Typer(
     name="keeper",
@@ -69,6 +69,8 @@ def main_options(
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks on errors.")] = False,
 ) -> None:
     global current
+    current = KeeperSettings(verbose=verbose)  # -v holds for errors while building them
+    check_home()
     current = KeeperSettings.build(
         json=json, no_color=no_color, verbose=verbose, queen_url=queen_url
     )

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from jobs.paths import LOOPBACK, QUEEN_PORT, QUEEN_URL_ENV, TOKEN_ENV, RbeePaths
+from jobs.paths import HOME_ENV, LOOPBACK, QUEEN_PORT, QUEEN_URL_ENV, TOKEN_ENV, RbeePaths
 from keeper.errors import UsageError
 
 OutputMode = Literal["live", "plain", "json"]
@@ -70,6 +70,21 @@ def _started_queen_url() -> str | None:
     from keeper.daemons import QUEEN, recorded_url
 
     return recorded_url(RbeePaths.resolve().run, QUEEN)
+
+
+def check_home() -> None:
+    """RBEE_HOME, when set, is a folder or can become one; a file there (or above it) fails
+    here with a usage error, not later as a traceback from the first file read under it."""
+    from pathlib import Path
+
+    home = os.environ.get(HOME_ENV)
+    if not home:
+        return
+    path = Path(home).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise UsageError(f"{HOME_ENV} {home} is not a folder{where}; point it at a folder")
 
 
 def check_queen_url(flag: str | None) -> None:
