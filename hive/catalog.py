@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from hive.errors import ModelNotFound
 from jobs.errors import InvalidRequest
+from jobs.paths import FILE_MODE, private_folder
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
@@ -129,9 +130,10 @@ class Catalog:
     def load(self) -> Catalog:
         """Read the index; a download a dead hive left `downloading` becomes `failed`
         (its partial file stays, so downloading it again resumes)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        index = self.folder / INDEX_NAME
+        index = private_folder(self.folder) / INDEX_NAME
         if index.exists():
+            if index.stat().st_mode & 0o077:  # an older hive wrote it 0644
+                index.chmod(FILE_MODE)
             for entry in _read_index(index):
                 if entry.status == "downloading":
                     entry.status = "failed"
@@ -195,11 +197,13 @@ class Catalog:
 
     def save(self) -> None:
         """Write the index atomically (a crash leaves the old or the new one, never half)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)
         body = json.dumps({"models": [e.to_dict() for e in self.entries()]}, indent=1)
         tmp = self.folder / f"{INDEX_NAME}.tmp"
         try:
-            tmp.write_text(body)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
             os.replace(tmp, self.folder / INDEX_NAME)
         except OSError:  # disk full: the old index stays whole, and no stray .tmp
             tmp.unlink(missing_ok=True)

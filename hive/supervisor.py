@@ -12,6 +12,7 @@ the keeper through the queen. Every line also goes to the worker's log file
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import signal
@@ -30,7 +31,7 @@ import psutil
 
 from hive.errors import WorkerNotFound, WorkerStartError
 from jobs.beats import WorkerInfo, WorkerState
-from jobs.paths import LOOPBACK
+from jobs.paths import FILE_MODE, LOOPBACK, private_folder
 from narration_core import (
     CapturedProcess,
     NarrationEvent,
@@ -145,7 +146,8 @@ class Supervisor:
         if self._tg is None:
             raise RuntimeError("the supervisor is not running; enter `supervisor.running()`")
         worker_id = f"w-{secrets.token_hex(4)}"
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.logs_dir)
+        private_folder(self.state_dir)  # the worker makes its own folder inside
         port = free_port()
         worker = Worker(
             worker_id,
@@ -173,7 +175,8 @@ class Supervisor:
         NARRATE.action("worker_spawn").target(worker_id).human(
             f"Spawning worker {worker_id} for {model_id} on {device}, port {port}"
         ).emit()
-        log = worker.log_path.open("a", buffering=1, encoding="utf-8")
+        fd = os.open(worker.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        log = os.fdopen(fd, "a", buffering=1, encoding="utf-8")  # _run closes it
         unregister = register_job_sink(job_id, _Tee(worker, log))
         capture = ProcessNarrationCapture(
             job_id, actor=WORKER_ACTOR, origin=f"worker:{worker_id}", grace=self.grace_s

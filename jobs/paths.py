@@ -23,6 +23,7 @@ HIVE_PORT = 7835  # rbee-hive's default HTTP port
 WORKER_PORT_BASE = 8080  # first port a hive tries for its workers
 LOOPBACK = "127.0.0.1"  # every server's default bind address
 FOLDER_MODE = 0o700  # rbee's folders: only their owner may list or enter them
+FILE_MODE = 0o600  # rbee's files (logs, indexes): only their owner may read them
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +66,17 @@ class RbeePaths:
         """Create the folders, the owner's only (0700): they hold tokens, job output, logs.
         A folder an older version left open to others is closed."""
         for folder in (self.config, self.state, self.logs, self.run, self.models):
-            folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
-            if folder.stat().st_mode & 0o077:
-                folder.chmod(FOLDER_MODE)
+            private_folder(folder)
         return self
+
+
+def private_folder(folder: Path) -> Path:
+    """Create `folder` (and missing parents) the owner's only (0700), closing it if an older
+    version left it open to others; returns it."""
+    folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        folder.chmod(FOLDER_MODE)
+    return folder
 
 
 def home_env() -> dict[str, str]:
