@@ -142,6 +142,11 @@ def queen_errors(settings: KeeperSettings) -> Iterator[None]:
             "start it with `keeper queen start` or pass --queen-url"
         ) from exc
     except errors.AuthRequired as exc:
+        if settings.token() is not None:  # sent, and refused: setting it is not the fix
+            raise DaemonUnreachable(
+                f"the queen at {settings.queen_url} refused the token in {TOKEN_ENV}; "
+                f"set {TOKEN_ENV} to the one the queen was started with"
+            ) from exc
         raise DaemonUnreachable(
             f"the queen at {settings.queen_url} requires a token; set {TOKEN_ENV}"
         ) from exc

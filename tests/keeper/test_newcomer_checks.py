@@ -10,11 +10,11 @@ from pathlib import Path
 WAIT_S = 30.0  # deadline for a keeper command on a loaded 2-core machine
 
 
-def _keeper_with_home(keeper, home: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`keeper ARGS` with RBEE_HOME set to `home` (the fixture's runner sets its own)."""
+def _keeper_with_env(keeper, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`keeper ARGS` with `env` over the fixture runner's environment (which drops some)."""
     return subprocess.run(
         [sys.executable, "-m", "keeper", *args],
-        env={**keeper.env(), "RBEE_HOME": home},
+        env={**keeper.env(), **env},
         capture_output=True,
         text=True,
         timeout=WAIT_S,
@@ -36,7 +36,7 @@ def test_rbee_home_that_is_a_file_is_a_usage_error(keeper, tmp_path: Path) -> No
     not_a_folder = tmp_path / "f"
     not_a_folder.touch()
     for args in (("status",), ("queen", "start"), ("run", "--", "true")):
-        result = _keeper_with_home(keeper, str(not_a_folder), *args)
+        result = _keeper_with_env(keeper, {"RBEE_HOME": str(not_a_folder)}, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert f"RBEE_HOME {not_a_folder} is not a folder" in result.stderr, args
         assert "Traceback" not in result.stderr
@@ -56,3 +56,24 @@ def test_an_unexpected_error_is_one_line_without_v(keeper) -> None:
     assert verbose.returncode == 1
     assert "Traceback" in verbose.stderr
     assert "keeper: unexpected error (IsADirectoryError: " in verbose.stderr
+
+
+def test_a_refused_token_is_named_as_refused_not_missing(keeper, free_tcp_port: int) -> None:
+    """A queen answering 401 to the RBEE_TOKEN sent says the token was refused (use the one
+    the queen was started with); with none sent it still says to set RBEE_TOKEN."""
+    url = f"http://127.0.0.1:{free_tcp_port}"
+    started = keeper("queen", "start", "--port", str(free_tcp_port), "--token", "right")
+    assert started.returncode == 0, started.stderr
+    try:
+        wrong = _keeper_with_env(
+            keeper, {"RBEE_TOKEN": "wrong"}, "--queen-url", url, "jobs", "list"
+        )
+        assert wrong.returncode == 3, wrong.stderr
+        assert f"the queen at {url} refused the token in RBEE_TOKEN" in wrong.stderr
+        assert "the one the queen was started with" in wrong.stderr
+        assert "requires a token" not in wrong.stderr
+        missing = keeper("--queen-url", url, "jobs", "list")
+        assert missing.returncode == 3, missing.stderr
+        assert f"the queen at {url} requires a token; set RBEE_TOKEN" in missing.stderr
+    finally:
+        keeper("queen", "stop")
