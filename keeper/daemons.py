@@ -203,6 +203,13 @@ class PortOwner:
         return f"`kill {self.pid}`"
 
 
+def port_taken(bind: str, port: int, owner: PortOwner | None) -> str:
+    """The sentence for a port a program other than an rbee server holds (`owner` None:
+    psutil cannot see who): the port is not ours to take, so the fix is on the user's side."""
+    who = f" (pid {owner.pid})" if owner is not None else ""
+    return f"port {port} on {bind} is taken by another program{who}; stop it or pass another --port"
+
+
 def port_owner(port: int) -> PortOwner | None:
     """Who listens on TCP `port` on this machine, if psutil can see it (our own user)."""
     import psutil

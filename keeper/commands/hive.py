@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from jobs.paths import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
 from keeper import daemons, launch
-from keeper.errors import UsageError
+from keeper.errors import DaemonUnreachable, UsageError
 from keeper.render import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import Narrator
@@ -124,10 +124,7 @@ def _already_running(host: launch.LocalHost, name: str, alias: str, port: int) -
             return True
         pidfile.remove()
     if daemons.port_in_use(LOOPBACK, port):
-        raise UsageError(
-            f"port {port} on {LOOPBACK} is taken by another program; "
-            "stop it or start the hive with --port"
-        )
+        raise DaemonUnreachable(daemons.port_taken(LOOPBACK, port, daemons.port_owner(port)))
     return False
 
 

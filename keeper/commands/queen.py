@@ -133,14 +133,12 @@ def _already_running(
                 "and is written again"
             ).emit()
             return True
-        if owner is not None:
+        if owner is not None and owner.state is not None:  # another home's rbee server
             raise DaemonUnreachable(
                 f"port {port} on {bind} is taken by {owner.describe()}; "
                 f"pass another --port, or stop that queen with {owner.stop_hint()}"
             )
-        raise DaemonUnreachable(
-            f"port {port} on {bind} is taken by another program; stop it or pass --port"
-        )
+        raise DaemonUnreachable(daemons.port_taken(bind, port, owner))
     return False
 
 

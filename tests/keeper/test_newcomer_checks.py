@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.keeper.test_errors_for_people import _foreign_http_server
+
 WAIT_S = 30.0  # deadline for a keeper command on a loaded 2-core machine
 
 
@@ -77,3 +81,19 @@ def test_a_refused_token_is_named_as_refused_not_missing(keeper, free_tcp_port: 
         assert f"the queen at {url} requires a token; set RBEE_TOKEN" in missing.stderr
     finally:
         keeper("queen", "stop")
+
+
+@pytest.mark.parametrize("daemon", ["queen", "hive"])
+def test_a_port_held_by_another_program_says_so(
+    keeper, free_tcp_port: int, tmp_path: Path, daemon: str
+) -> None:
+    """`queen start` and `hive start` on a port a non-rbee server holds name it as another
+    program (stop it or pick another --port), not a queen to stop, and both exit 3."""
+    args = (daemon, "start") if daemon == "queen" else (daemon, "start", "localhost")
+    with _foreign_http_server(free_tcp_port, tmp_path):
+        result = keeper(*args, "--port", str(free_tcp_port), "--timeout", "5")
+    assert result.returncode == 3, result.stderr
+    assert f"port {free_tcp_port} on 127.0.0.1 is taken by another program" in result.stderr
+    assert "stop it or pass another --port" in result.stderr
+    assert "not a queen" not in result.stderr and "stop that queen" not in result.stderr
+    assert "start the hive with --port" not in result.stderr
