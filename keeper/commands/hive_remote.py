@@ -17,7 +17,7 @@ from jobs.net import is_loopback
 from jobs.paths import HOME_ENV, TOKEN_ENV, RbeePaths
 from keeper import daemons, launch
 from keeper.commands.hive import PROGRAM, QUEEN_TOKEN_ENV, daemon_name
-from keeper.errors import JobFailed, UsageError
+from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.hosts import HiveHost
 from keeper.render import make_renderer
 from keeper.settings import KeeperSettings
@@ -148,7 +148,8 @@ def stop(settings: KeeperSettings, target: HiveHost, *, accept_new_host_key: boo
 
 
 def status(settings: KeeperSettings, target: HiveHost, *, accept_new_host_key: bool) -> None:
-    """Is the remote hive's process running (its pidfile, checked over SSH)? Exit 1 if not."""
+    """Is the remote hive's process running (its pidfile, checked over SSH)? Exit 3 if not,
+    as for a local hive the queen cannot reach."""
     from keeper import remote
 
     async def go() -> daemons.PidRecord | None:
@@ -161,7 +162,7 @@ def status(settings: KeeperSettings, target: HiveHost, *, accept_new_host_key: b
     with make_renderer(settings):
         record = anyio.run(go)
         if record is None:
-            raise JobFailed(
+            raise DaemonUnreachable(
                 f"hive {target.alias} is not running on {target.ssh_host}; "
                 f"start it with `keeper hive start {target.alias}`"
             )

@@ -36,16 +36,19 @@ def test_unknown_hive_alias_shows_a_sample_config_entry(keeper: Any, args: tuple
 async def test_an_unreachable_hive_is_named_not_the_queen(
     keeper: Any, rbee_home: Path, free_tcp_port: int
 ) -> None:
-    """A queen that answers but cannot reach its hive: exit 3 naming the hive and its URL."""
+    """A queen that answers but cannot reach its hive: exit 3 naming the hive and its URL,
+    for `model list` and for `hive status` alike (a stopped remote hive's status exits 3 too)."""
     hive_url = f"http://127.0.0.1:{free_tcp_port}"
     settings = dataclasses.replace(queen_settings(rbee_home), hives={"localhost": hive_url})
     async with start_queen(settings) as queen:
-        result = await anyio.to_thread.run_sync(
-            lambda: keeper("--queen-url", queen.url, "model", "list")
-        )
-    assert result.returncode == 3, result.stderr
-    assert f"hive localhost unreachable at {hive_url}" in result.stderr
-    assert "queen is not reachable" not in result.stderr
+        results = [
+            await anyio.to_thread.run_sync(keeper, "--queen-url", queen.url, *args)
+            for args in (("model", "list"), ("hive", "status", "localhost"))
+        ]
+    for result in results:
+        assert result.returncode == 3, result.stderr
+        assert f"hive localhost unreachable at {hive_url}" in result.stderr
+        assert "queen is not reachable" not in result.stderr
 
 
 def test_hive_list_and_status_run_as_queen_jobs(keeper: Any, free_tcp_port: int) -> None:

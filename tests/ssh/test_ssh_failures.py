@@ -37,10 +37,10 @@ def test_unknown_host_names_its_fingerprint_and_the_flag_which_stores_it(
         refused, fingerprint, "--accept-new-host-key", f"[127.0.0.1]:{remote.sshd.port}"
     )
     accepted = keeper("hive", "status", ALIAS, "--accept-new-host-key", timeout=FAIL_FAST_S)
-    assert accepted.returncode == 1 and "not running" in accepted.stderr, accepted.stderr
+    assert accepted.returncode == 3 and "not running" in accepted.stderr, accepted.stderr
     assert remote.known_hosts.read_text() == remote.sshd.known_hosts_line()
     again = keeper("hive", "status", ALIAS, timeout=FAIL_FAST_S)
-    assert again.returncode == 1 and "not running" in again.stderr, again.stderr
+    assert again.returncode == 3 and "not running" in again.stderr, again.stderr
 
 
 def test_a_changed_host_key_is_refused_even_with_the_flag(keeper: Any, remote: Remote) -> None:
@@ -165,4 +165,4 @@ def test_a_hive_healthy_there_but_unreachable_from_here_says_what_to_fix(
     )
     assert not remote.pidfile.exists()
     status = keeper("hive", "status", ALIAS)
-    assert status.returncode == 1 and "not running" in status.stderr
+    assert status.returncode == 3 and "not running" in status.stderr
