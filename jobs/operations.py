@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import from_json
 
 from jobs.errors import InvalidRequest
+from jobs.sampling import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
 
 DEFAULT_HIVE = "localhost"  # the hive on the queen's own machine
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # hive and worker ids: TOML bare keys, host names
@@ -140,10 +141,10 @@ class Infer(_Op):
     operation: Literal["infer"] = "infer"
     prompt: str
     model: Text
-    max_tokens: Int = Field(default=128, ge=1, le=32768)
-    temperature: float = Field(default=0.7, ge=0, le=5)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    top_k: Int = Field(default=40, ge=0)
+    max_tokens: Int = Field(default=128, ge=1, le=MAX_TOKENS_LIMIT)
+    temperature: float = Field(default=0.7, ge=0, le=TEMPERATURE_MAX)
+    top_p: float = Field(default=0.95, gt=0, le=TOP_P_MAX)
+    top_k: Int = Field(default=40, ge=TOP_K_MIN)
     seed: Int | None = None
     stop: list[str] = Field(default_factory=list)
     hive_id: Id | None = None  # None: any hive with the model loaded

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from jobs import sampling
 from keeper.settings import KeeperSettings, check_home, check_queen_url
 
 app = typer.Typer(
@@ -352,6 +353,13 @@ def model_delete(
     model.delete(_settings(ctx), ref, hive=hive)
 
 
+def _probability_mass(value: float) -> float:
+    """--top-p: above 0 (Typer's `min` cannot exclude its bound), at most the whole mass."""
+    if not 0 < value <= sampling.TOP_P_MAX:
+        raise typer.BadParameter(f"{value:g} is not in the range 0<x<={sampling.TOP_P_MAX:g}")
+    return value
+
+
 @app.command("infer")
 def infer(
     ctx: typer.Context,
@@ -359,12 +367,28 @@ def infer(
     model: Annotated[
         str, typer.Option(help="Model ref: builtin:tiny, hf:org/repo/file.gguf, a path, a URL.")
     ],
-    max_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 128,
+    max_tokens: Annotated[
+        int,
+        typer.Option(help="Tokens to generate at most.", min=1, max=sampling.MAX_TOKENS_LIMIT),
+    ] = 128,
     temperature: Annotated[
-        float, typer.Option(help="Sampling temperature (0: always the likeliest token).")
+        float,
+        typer.Option(
+            help="Sampling temperature (0: always the likeliest token).",
+            min=0,
+            max=sampling.TEMPERATURE_MAX,
+        ),
     ] = 0.7,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep this much mass.")] = 0.95,
-    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest (0: all).")] = 40,
+    top_p: Annotated[
+        float,
+        typer.Option(
+            help=f"Nucleus sampling: keep this much mass (0<x<={sampling.TOP_P_MAX:g}).",
+            callback=_probability_mass,
+        ),
+    ] = 0.95,
+    top_k: Annotated[
+        int, typer.Option(help="Sample among the k likeliest (0: all).", min=sampling.TOP_K_MIN)
+    ] = 40,
     seed: Annotated[int | None, typer.Option(help="Sampling seed for repeatable output.")] = None,
     stop: Annotated[
         list[str] | None, typer.Option(help="Stop when the text contains this (repeatable).")

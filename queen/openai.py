@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from jobs.errors import JobError
 from jobs.operations import TEXT_MAX_CHARS, Infer
+from jobs.sampling import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
 from jobs.service import JobService
 from queen.infer import WorkerPool
 
@@ -52,11 +53,11 @@ class _Body(BaseModel):
 
     model: str = Field(min_length=1, max_length=TEXT_MAX_CHARS)
     stream: bool = False
-    max_tokens: int | None = Field(default=None, ge=1, le=32768)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=32768)
-    temperature: float | None = Field(default=None, ge=0, le=5)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    temperature: float | None = Field(default=None, ge=0, le=TEMPERATURE_MAX)
+    top_p: float | None = Field(default=None, gt=0, le=TOP_P_MAX)
+    top_k: int | None = Field(default=None, ge=TOP_K_MIN)
     seed: int | None = None
     stop: str | list[str] | None = None
 

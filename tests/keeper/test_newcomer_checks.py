@@ -97,3 +97,31 @@ def test_a_port_held_by_another_program_says_so(
     assert "stop it or pass another --port" in result.stderr
     assert "not a queen" not in result.stderr and "stop that queen" not in result.stderr
     assert "start the hive with --port" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "limit"),
+    [
+        ("--max-tokens", "100000", "32768"),
+        ("--max-tokens", "0", "32768"),
+        ("--temperature", "6", "5"),
+        ("--temperature", "-1", "5"),
+        ("--top-p", "0", "1"),
+        ("--top-p", "1.5", "1"),
+        ("--top-k", "-1", "0"),
+    ],
+)
+def test_sampling_options_beyond_the_queens_limits_are_usage_errors(
+    keeper, free_tcp_port: int, flag: str, value: str, limit: str
+) -> None:
+    """An infer sampling option the queen would refuse (422, exit 1) is a usage error (exit 2)
+    naming its range, before any queen is started or asked; its help states that range."""
+    url = f"http://127.0.0.1:{free_tcp_port}"  # nothing there: never a real queen's port
+    args = ("--queen-url", url, "infer", "--no-autostart", "--model", "builtin:tiny")
+    result = keeper(*args, flag, value, "hi")
+    assert result.returncode == 2, result.stderr
+    assert f"Invalid value for '{flag}'" in result.stderr
+    assert limit in result.stderr.partition(f"Invalid value for '{flag}'")[2]
+    assert not (keeper.home / "run").exists(), "a queen was started for a refused command"
+    help_text = " ".join(keeper("infer", "--help").stdout.split())
+    assert f"{flag} " in help_text and limit in help_text.partition(f"{flag} ")[2].split("--")[0]
