@@ -61,6 +61,7 @@ from jobs.routes import EXCEPTION_HANDLERS, create_job_routes
 from jobs.service import Handler, HandlerFactory, JobService, Retention
 from jobs.sse import KEEPALIVE_S
 from jobs.storage import check_room
+from jobs.version import rbee_version as rbee_version  # the apps' name for it, kept
 from narration_core import Narrator
 from narration_core.proctree import STOP_GRACE_S
 
@@ -162,16 +163,6 @@ def create_app(
         lifespan=run,
     )
     return JobApp(asgi, service, config.name)
-
-
-def rbee_version() -> str:
-    """The installed rbee distribution's version (every program reports the same one)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("rbee")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
 
 
 class JobServer(uvicorn.Server):

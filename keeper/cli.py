@@ -50,6 +50,15 @@ def _settings(ctx: typer.Context) -> KeeperSettings:
     return settings if isinstance(settings, KeeperSettings) else KeeperSettings()
 
 
+def _show_version(value: bool) -> None:
+    """--version: eager, so it answers before anything reads RBEE_HOME or the queen."""
+    if value:
+        from jobs.version import rbee_version
+
+        print(f"keeper {rbee_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -68,6 +77,15 @@ def main_options(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the keeper's version and exit.",
+            callback=_show_version,
+            is_eager=True,
+        ),
+    ] = False,
 ) -> None:
     global current
     current = KeeperSettings(verbose=verbose)  # -v holds for errors while building them

@@ -125,3 +125,16 @@ def test_sampling_options_beyond_the_queens_limits_are_usage_errors(
     assert not (keeper.home / "run").exists(), "a queen was started for a refused command"
     help_text = " ".join(keeper("infer", "--help").stdout.split())
     assert f"{flag} " in help_text and limit in help_text.partition(f"{flag} ")[2].split("--")[0]
+
+
+def test_version_prints_the_installed_version_cheaply(keeper) -> None:
+    """`keeper --version` prints `keeper <the installed rbee version>` and exits 0, loading
+    no HTTP client, Rich or anyio (as cheap as --help)."""
+    from importlib.metadata import version
+
+    from tests.keeper.test_startup import NOT_FOR_HELP, _imported
+
+    result, modules = _imported(keeper, "--version")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == f"keeper {version('rbee')}\n"
+    assert sorted(modules.intersection(NOT_FOR_HELP)) == []
