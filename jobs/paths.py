@@ -20,7 +20,6 @@ HIVES_CONFIG = "hives.toml"  # in the config folder: each hive's host, url and t
 APP_NAME = "rbee"
 QUEEN_PORT = 7833  # queen-rbee's default HTTP port
 HIVE_PORT = 7835  # rbee-hive's default HTTP port
-WORKER_PORT_BASE = 8080  # first port a hive tries for its workers
 LOOPBACK = "127.0.0.1"  # every server's default bind address
 FOLDER_MODE = 0o700  # rbee's folders: only their owner may list or enter them
 FILE_MODE = 0o600  # rbee's files (logs, indexes): only their owner may read them

@@ -152,7 +152,9 @@ def queen_logs(
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
     ] = False,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines to show.")] = 50,
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", help="How many last lines to show.", min=0)
+    ] = 50,
 ) -> None:
     """Show the queen's log file (its stdout and stderr since the last start)."""
     from keeper.commands import queen
@@ -236,7 +238,9 @@ def hive_logs(
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
     ] = False,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines to show.")] = 50,
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", help="How many last lines to show.", min=0)
+    ] = 50,
     accept_new_host_key: AcceptNewHostKey = False,
 ) -> None:
     """Show a hive's log file (its stdout and stderr since the last start)."""

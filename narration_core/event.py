@@ -29,7 +29,7 @@ class NarrationEvent:
     level: Level = "info"
     ts: float = field(default_factory=time.time)
     fields: dict[str, Any] = field(default_factory=dict)
-    # Where a re-emitted event came from ("pid 1234", "ssh gpu1 pid 77"); None when local.
+    # Where a re-emitted event came from ("pid 1234", "ssh:gpu1", "worker:<id>"); None when local.
     origin: str | None = None
     # "stdout"/"stderr" for a raw line a child printed that was not narration (an
     # `output` event on job streams; printed verbatim, not in the narration format).

@@ -138,3 +138,16 @@ def test_version_prints_the_installed_version_cheaply(keeper) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == f"keeper {version('rbee')}\n"
     assert sorted(modules.intersection(NOT_FOR_HELP)) == []
+
+
+@pytest.mark.parametrize("args", [("queen", "logs"), ("hive", "logs", "localhost")])
+def test_logs_refuse_a_negative_line_count(keeper, args: tuple[str, ...]) -> None:
+    """`keeper queen logs -n -5` (and the hive's) is a usage error, not silently accepted."""
+    logs = keeper.home / "logs"
+    logs.mkdir()
+    for name in ("queen", "hive-localhost"):
+        (logs / f"{name}.log").write_text("a line\n")
+    assert keeper(*args, "-n", "5").returncode == 0  # with its log there, 5 lines is fine
+    result = keeper(*args, "-n", "-5")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Invalid value for '-n'" in result.stderr
