@@ -317,26 +317,30 @@ async def run_foreground(
 
     with open_stop_signals() as stops:  # before the spawn: no signal cancels it half-way
         proc = await capture.spawn(daemon.argv, env=daemon.env)
-        pidfile.write(record_for(daemon, proc.pid, log=os.devnull))
         try:
-            async with proc, anyio.create_task_group() as tg:
+            async with proc:
+                try:  # inside `async with proc`: a failure stops the daemon just spawned
+                    pidfile.write(record_for(daemon, proc.pid, log=os.devnull))
+                except OSError as exc:
+                    raise JobFailed(_cannot_write(daemon, pidfile.path, exc)) from exc
+                async with anyio.create_task_group() as tg:
 
-                async def wait_exit() -> None:
-                    nonlocal stopped
-                    code, signalled = await stops.wait(proc, on_stop=stopping)
-                    exit_codes.append(code)
-                    stopped = signalled is not None
-                    tg.cancel_scope.cancel()
+                    async def wait_exit() -> None:
+                        nonlocal stopped
+                        code, signalled = await stops.wait(proc, on_stop=stopping)
+                        exit_codes.append(code)
+                        stopped = signalled is not None
+                        tg.cancel_scope.cancel()
 
-                tg.start_soon(wait_exit)
+                    tg.start_soon(wait_exit)
 
-                async def ours() -> bool:
-                    return _serves(proc.pid, daemon.url)
+                    async def ours() -> bool:
+                        return _serves(proc.pid, daemon.url)
 
-                with anyio.fail_after(timeout_s):
-                    await _wait_healthy(daemon, exited=lambda: None, confirm=ours)
-                on_ready(proc.pid)
-                await anyio.sleep_forever()
+                    with anyio.fail_after(timeout_s):
+                        await _wait_healthy(daemon, exited=lambda: None, confirm=ours)
+                    on_ready(proc.pid)
+                    await anyio.sleep_forever()
         except TimeoutError:
             raise JobFailed(
                 f"{daemon.program} did not become healthy at {daemon.url} within {timeout_s:g} s"

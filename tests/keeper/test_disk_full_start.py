@@ -72,3 +72,23 @@ def test_start_on_a_full_disk_says_so_and_leaves_nothing_behind(
     finally:
         for proc in daemons_of(small_home):  # a failed run leaves none for the next one
             proc.kill()
+
+
+def test_foreground_start_on_a_full_disk_says_so_and_leaves_nothing_behind(
+    small_home: Path,  # noqa: F811 - the fixture imported above
+    free_tcp_port: int,
+) -> None:
+    """`queen start --foreground` on a full disk (no room for even the pidfile): exit 1, one
+    sentence naming the full disk (not "the output"), no queen left running."""
+    keeper = KeeperRunner(small_home)
+    (small_home / "run").mkdir(mode=0o700)
+    fill_disk(small_home)
+    try:
+        failed = keeper("queen", "start", "--foreground", "--port", str(free_tcp_port))
+        assert failed.returncode == 1, failed.stderr
+        [sentence] = failed.stderr.splitlines()
+        assert "is full" in sentence and "free some space" in sentence, sentence
+        assert daemons_of(small_home) == []
+    finally:
+        for proc in daemons_of(small_home):
+            proc.kill()
