@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # psutil is imported where a process is looked at: settings r
 START_TIME_SLACK_S = 1.0
 QUEEN = "queen"  # the queen's name for its pidfile, start lock and log
 SERVER_LOCK = "/server.lock"  # the file every rbee server holds locked in its state folder
+HIVE_STATE_PREFIX = "hive-"  # a hive's state folder is <state>/hive-<alias> (hive.settings)
 PRIVATE_FILE_MODE = 0o600  # pidfiles, lock files and daemon logs: only their owner reads them
 
 
@@ -189,17 +190,28 @@ class PortOwner:
     state: Path | None
     home: str | None
 
+    @property
+    def hive(self) -> str | None:
+        """The alias when the server is a hive: its state folder is `hive-<alias>`
+        (hive.settings), a queen's is the home's state folder itself."""
+        if self.state is None or not self.state.name.startswith(HIVE_STATE_PREFIX):
+            return None
+        return self.state.name.removeprefix(HIVE_STATE_PREFIX)
+
     def describe(self) -> str:
         if self.state is None:
             return f"pid {self.pid}, which is not a queen of this RBEE_HOME"
+        if self.hive is not None:
+            return f"hive {self.hive} (pid {self.pid}, state folder {self.state})"
         return f"the queen of another RBEE_HOME (pid {self.pid}, state folder {self.state})"
 
     def stop_hint(self) -> str:
         """The command that stops this server through its own pidfile."""
+        command = "keeper queen stop" if self.hive is None else f"keeper hive stop {self.hive}"
         if self.home:
-            return f"`RBEE_HOME={self.home} keeper queen stop`"
+            return f"`RBEE_HOME={self.home} {command}`"
         if self.state is not None:
-            return "`keeper queen stop` with RBEE_HOME unset"
+            return f"`{command}` with RBEE_HOME unset"
         return f"`kill {self.pid}`"
 
 

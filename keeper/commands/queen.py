@@ -136,7 +136,7 @@ def _already_running(
         if owner is not None and owner.state is not None:  # another home's rbee server
             raise DaemonUnreachable(
                 f"port {port} on {bind} is taken by {owner.describe()}; "
-                f"pass another --port, or stop that queen with {owner.stop_hint()}"
+                f"pass another --port, or stop it with {owner.stop_hint()}"
             )
         raise DaemonUnreachable(daemons.port_taken(bind, port, owner))
     return False

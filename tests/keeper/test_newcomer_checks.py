@@ -151,3 +151,26 @@ def test_logs_refuse_a_negative_line_count(keeper, args: tuple[str, ...]) -> Non
     result = keeper(*args, "-n", "-5")
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Invalid value for '-n'" in result.stderr
+
+
+def test_queen_start_on_a_hives_port_names_the_hive(keeper, free_tcp_port: int) -> None:
+    """`queen start --port P` where a hive listens names that hive and how to stop it
+    (`keeper hive stop ALIAS`), not "the queen of another RBEE_HOME"; exit 3."""
+    import socket
+
+    with socket.socket() as sock:  # a second free port: where the hive would find a queen
+        sock.bind(("127.0.0.1", 0))
+        queen_port = sock.getsockname()[1]
+    queen_url = f"http://127.0.0.1:{queen_port}"
+    hive = keeper(
+        "--queen-url", queen_url, "hive", "start", "localhost", "--port", str(free_tcp_port)
+    )
+    assert hive.returncode == 0, hive.stderr
+    try:
+        result = keeper("queen", "start", "--port", str(free_tcp_port), "--timeout", "5")
+        assert result.returncode == 3, result.stderr
+        assert f"port {free_tcp_port} on 127.0.0.1 is taken by hive localhost" in result.stderr
+        assert f"`RBEE_HOME={keeper.home} keeper hive stop localhost`" in result.stderr
+        assert "queen" not in result.stderr.partition("taken by")[2]
+    finally:
+        keeper("hive", "stop", "localhost")
