@@ -13,6 +13,7 @@ and its own token; the queen never sends its own token upstream:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -31,6 +32,7 @@ from jobs.sse import KEEPALIVE_S
 from queen.errors import QueenConfigError
 
 LOCAL_HIVE_URL = f"http://{LOOPBACK}:{HIVE_PORT}"  # the hive on the queen's own machine
+LOCAL_HIVE_PIDFILE = "hive-localhost.pid"  # the keeper's pidfile of that hive, in `run`
 WATCH_IDLE_S = 60.0  # a status watch nobody has read for this long ends (a crashed client)
 
 
@@ -76,7 +78,7 @@ class QueenSettings:
             )
         paths = (paths or RbeePaths.resolve()).ensure()
         configured, hive_tokens = read_hives_config(paths.config / HIVES_CONFIG)
-        known = {"localhost": LOCAL_HIVE_URL, **configured}
+        known = {"localhost": local_hive_url(paths), **configured}
         for spec in hives or []:
             hive_id, sep, url = spec.partition("=")
             if not sep or not hive_id or not url.startswith(("http://", "https://")):
@@ -93,6 +95,19 @@ class QueenSettings:
             hive_tokens=hive_tokens,
             max_body_bytes=_positive_int(env, MAX_BODY_ENV, MAX_BODY_BYTES),
         )
+
+
+def local_hive_url(paths: RbeePaths) -> str:
+    """Where this RBEE_HOME's local hive listens, until its first beat says so itself: the
+    URL in its pidfile (`keeper hive start` writes it; a hive beside a queen on another
+    port is not on 7835), else the default port. A queen restarted beside a running hive
+    would otherwise send it jobs at the default port until its next beat, which a hive
+    backing off from the queen's absence may send only 30 s later."""
+    try:
+        url = json.loads((paths.run / LOCAL_HIVE_PIDFILE).read_text(encoding="utf-8"))["url"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return LOCAL_HIVE_URL
+    return url.rstrip("/") if isinstance(url, str) and url.startswith("http://") else LOCAL_HIVE_URL
 
 
 def read_hives_config(path: Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -153,6 +153,20 @@ def test_status_shows_a_spawned_worker_before_the_next_beat(chain: Chain) -> Non
     assert json_events(chain.run("--json", "status").stdout)[-1]["result"]["workers"] == []
 
 
+def test_a_restarted_queen_knows_where_the_running_local_hive_listens(chain: Chain) -> None:
+    """A queen started again beside a local hive that kept running (on a port of its own,
+    beating once a minute) names that hive's real URL at once, from its pidfile, rather
+    than the default port until the hive's next beat."""
+    chain.start_queen()
+    chain.run("hive", "start", "--port", str(chain.hive_port), "--beat-interval", "60")
+    chain.run("queen", "stop")
+    chain.start_queen()
+    listed = json_events(chain.run("--json", "hive", "list").stdout)[-1]["result"]["hives"]
+    assert [(h["hive_id"], h["url"]) for h in listed] == [
+        ("localhost", f"http://127.0.0.1:{chain.hive_port}")
+    ]
+
+
 @pytest.mark.anyio
 async def test_queen_relearns_a_hive_and_marks_a_killed_one_stale(chain: Chain) -> None:
     """A restarted queen knows the running hive again from its beats; a hive killed with
