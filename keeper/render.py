@@ -357,8 +357,18 @@ def table_console(settings: KeeperSettings) -> Console:
     codes: a name is shown as it was written."""
     from rich.console import Console
 
+    class TableConsole(Console):
+        def on_broken_pipe(self) -> None:
+            """The reader left (`keeper status | head -1`): not an error, so stop printing
+            and exit 0, where Rich exits 1."""
+            self.quiet = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            raise SystemExit(0)
+
     plain = settings.no_color or settings.json
-    return Console(color_system=None if plain else "auto", highlight=False, emoji=False)
+    return TableConsole(color_system=None if plain else "auto", highlight=False, emoji=False)
 
 
 def make_renderer(

@@ -37,3 +37,31 @@ def test_stdout_on_a_full_disk_ends_in_one_sentence(
     assert result.returncode == 1
     assert result.stderr.endswith(SENTENCE), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["status"], ["jobs", "list"]], ids=["status", "jobs-list"])
+def test_a_reader_gone_before_the_tables_is_not_an_error(
+    chain: Chain,  # noqa: F811 - the fixture imported above
+    args: list[str],
+) -> None:
+    """`keeper status | head -1` with head gone before the keeper prints: exit 0, nothing
+    on stderr (a reader that leaves is not an error; Rich alone would exit 1)."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has left before the keeper writes a byte
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "keeper", "--queen-url", chain.queen_url, *args],
+            env=chain.keeper.env(),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (0, "")
