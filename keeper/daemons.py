@@ -198,12 +198,14 @@ class PortOwner:
             return None
         return self.state.name.removeprefix(HIVE_STATE_PREFIX)
 
-    def describe(self) -> str:
+    def describe(self, ours: Path | None = None) -> str:
+        """Who it is; `ours` is this RBEE_HOME's state folder, to tell its servers apart."""
         if self.state is None:
             return f"pid {self.pid}, which is not a queen of this RBEE_HOME"
-        if self.hive is not None:
-            return f"hive {self.hive} (pid {self.pid}, state folder {self.state})"
-        return f"the queen of another RBEE_HOME (pid {self.pid}, state folder {self.state})"
+        home_state = self.state.parent if self.hive is not None else self.state
+        whose = "this RBEE_HOME" if home_state == ours else "another RBEE_HOME"
+        what = f"hive {self.hive}" if self.hive is not None else "the queen"
+        return f"{what} of {whose} (pid {self.pid}, state folder {self.state})"
 
     def stop_hint(self) -> str:
         """The command that stops this server through its own pidfile."""
@@ -215,9 +217,15 @@ class PortOwner:
         return f"`kill {self.pid}`"
 
 
-def port_taken(bind: str, port: int, owner: PortOwner | None) -> str:
-    """The sentence for a port a program other than an rbee server holds (`owner` None:
-    psutil cannot see who): the port is not ours to take, so the fix is on the user's side."""
+def port_taken(bind: str, port: int, owner: PortOwner | None, ours: Path) -> str:
+    """The sentence for a port a daemon cannot have: the rbee server holding it named (`ours`
+    is this RBEE_HOME's state folder) with the command that stops it, else the program's pid
+    (`owner` None: psutil cannot see who)."""
+    if owner is not None and owner.state is not None:
+        return (
+            f"port {port} on {bind} is taken by {owner.describe(ours)}; "
+            f"pass another --port, or stop it with {owner.stop_hint()}"
+        )
     who = f" (pid {owner.pid})" if owner is not None else ""
     return f"port {port} on {bind} is taken by another program{who}; stop it or pass another --port"
 

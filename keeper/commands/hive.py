@@ -124,7 +124,9 @@ def _already_running(host: launch.LocalHost, name: str, alias: str, port: int) -
             return True
         pidfile.remove()
     if daemons.port_in_use(LOOPBACK, port):
-        raise DaemonUnreachable(daemons.port_taken(LOOPBACK, port, daemons.port_owner(port)))
+        owner = daemons.port_owner(port)
+        ours = RbeePaths.resolve().state
+        raise DaemonUnreachable(daemons.port_taken(LOOPBACK, port, owner, ours))
     return False
 
 

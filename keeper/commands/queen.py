@@ -133,12 +133,7 @@ def _already_running(
                 "and is written again"
             ).emit()
             return True
-        if owner is not None and owner.state is not None:  # another home's rbee server
-            raise DaemonUnreachable(
-                f"port {port} on {bind} is taken by {owner.describe()}; "
-                f"pass another --port, or stop it with {owner.stop_hint()}"
-            )
-        raise DaemonUnreachable(daemons.port_taken(bind, port, owner))
+        raise DaemonUnreachable(daemons.port_taken(bind, port, owner, paths.state))
     return False
 
 

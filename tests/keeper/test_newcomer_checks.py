@@ -174,3 +174,19 @@ def test_queen_start_on_a_hives_port_names_the_hive(keeper, free_tcp_port: int) 
         assert "queen" not in result.stderr.partition("taken by")[2]
     finally:
         keeper("hive", "stop", "localhost")
+
+
+def test_hive_start_on_the_queens_port_names_the_queen(keeper, free_tcp_port: int) -> None:
+    """`hive start --port P` where this home's queen listens says the queen holds it (pass
+    another --port), not "another program" to stop; exit 3."""
+    started = keeper("queen", "start", "--port", str(free_tcp_port))
+    assert started.returncode == 0, started.stderr
+    try:
+        result = keeper("hive", "start", "localhost", "--port", str(free_tcp_port))
+        assert result.returncode == 3, result.stderr
+        taken = f"port {free_tcp_port} on 127.0.0.1 is taken by the queen of this RBEE_HOME"
+        assert taken in result.stderr
+        assert "pass another --port" in result.stderr
+        assert "another program" not in result.stderr
+    finally:
+        keeper("queen", "stop")
