@@ -363,7 +363,11 @@ def _unreachable(base_url: str, exc: httpx.TransportError) -> DaemonUnreachable:
     """A request that got no answer: refused or timed out connecting, or cut off."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return DaemonUnreachable(base_url, reason=str(exc) or None)
-    return DaemonUnreachable(base_url, reason=repr(exc))
+    if isinstance(exc, httpx.TimeoutException):
+        return DaemonUnreachable(base_url, reason="it stopped answering (timed out)")
+    # A read or protocol error: the daemon went away mid-answer (killed, crashed).
+    said = f": {exc}" if str(exc) else ""
+    return DaemonUnreachable(base_url, reason=f"the connection was cut off{said}")
 
 
 def _reply(base_url: str, response: httpx.Response) -> Any:
