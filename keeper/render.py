@@ -227,11 +227,7 @@ class Renderer:
             with contextlib.suppress(OSError):  # a terminal gone: nothing left to draw on
                 view.stop()
         if self._lost is not None and exc_type is None:
-            reason = self._lost.strerror or str(self._lost)
-            raise OutputLost(
-                f"could not write the output ({reason}), so the rest of it was dropped; "
-                "free space where it goes, or send it elsewhere"
-            )
+            raise OutputLost.because(self._lost)
 
     # -- queueing and frames --------------------------------------------------------
 
