@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 UNUSED_MODULES = ("trio", "httpx._main")
 # A write that failed for these reasons lost the keeper's output (no file name: a stream).
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+# A file of the keeper's own that it may not write: said in one sentence, not as a bug.
+FILE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +156,7 @@ def _report(err: BaseException, *, verbose: bool) -> None:
 def _unexpected(err: Exception, *, verbose: bool) -> int:
     """The last-resort net: an error no command foresaw is one line naming its type (a
     bug to report, or a state to repair), exit 1; the traceback only with -v."""
-    from keeper.errors import EXIT_JOB_FAILED
+    from keeper.errors import EXIT_JOB_FAILED, EXIT_USAGE
     from narration_core import redact, strip_control
 
     if verbose:
@@ -163,6 +165,18 @@ def _unexpected(err: Exception, *, verbose: bool) -> int:
         from narration_core.sanitize import strip_control_lines
 
         sys.stderr.write(strip_control_lines(redact("".join(traceback.format_exception(err)))))
+    if isinstance(err, OSError) and err.filename is not None and err.errno in FILE_ERRNOS:
+        # A file the keeper keeps (pidfile, config, logs) where it may not write: a full
+        # disk fails this command (1); a folder it may not write to is configuration (2).
+        full = err.errno in OUTPUT_ERRNOS
+        fix = (
+            "free space there"
+            if full
+            else "make it writable, or point RBEE_HOME at a folder you can write to"
+        )
+        where = strip_control(str(err.filename))
+        sys.stderr.write(f"keeper: cannot write {where} ({err.strerror}); {fix}\n")
+        return EXIT_JOB_FAILED if full else EXIT_USAGE
     what = strip_control(redact(f"{type(err).__name__}: {err}"))
     sys.stderr.write(f"keeper: unexpected error ({what}); run again with -v to see where\n")
     return EXIT_JOB_FAILED

@@ -3,6 +3,7 @@ proved through the real keeper CLI."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,26 @@ def test_rbee_home_that_is_a_file_is_a_usage_error(keeper, tmp_path: Path) -> No
         assert f"RBEE_HOME {not_a_folder} is not a folder" in result.stderr, args
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_read_only_rbee_home_is_one_sentence(keeper, tmp_path: Path) -> None:
+    """RBEE_HOME on a read-only file system: `queen start` says which file it cannot write
+    and what to do, exit 2, no traceback and no "unexpected error"."""
+    if os.geteuid() != 0:
+        pytest.fail("mounting a read-only file system needs root (CI runs as root)")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        (mount / "home").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        result = _keeper_with_env(keeper, {"RBEE_HOME": str(mount / "home")}, "queen", "start")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"keeper: cannot write {mount / 'home'}/"), result.stderr
+    assert "(Read-only file system); make it writable, or point RBEE_HOME" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_an_unexpected_error_is_one_line_without_v(keeper) -> None:
