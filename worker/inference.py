@@ -9,7 +9,9 @@ with `{tokens_out, decode_time_ms, first_token_ms, stop_reason}` as its result; 
 ends it `failed` with the reason. A llama.cpp context serves one generation at a time, so
 requests queue; when QUEUE_MAX are already waiting, or the model is still loading, the
 answer is 503 with Retry-After. Cancelling the job (DELETE, or the queen cancelling
-across the hop) stops generation within a token.
+across the hop) stops generation within a token. So does its client going away without
+a word (a queen killed mid-stream): a job no stream has read for UNREAD_STOP_S is
+cancelled, rather than generating up to `max_tokens` for nobody, or waiting its turn.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from worker.engine import Engine, Sampling, generate
 NARRATE = Narrator("llm-worker-rbee")
 QUEUE_MAX = 4  # requests waiting behind the running one before the worker answers 503
 RETRY_AFTER_S = 1  # what a 503 tells the client to wait
+UNREAD_STOP_S = 15.0  # a job no stream has read for this long is cancelled (client gone)
+UNREAD_POLL_S = 1.0  # how often a job looks for its readers
 
 
 class Inference:
@@ -51,7 +55,15 @@ class Inference:
         return {"busy": self.busy, "waiting": self.waiting, "queue_max": QUEUE_MAX}
 
     async def infer(self, op: Infer, job: Job) -> dict[str, Any]:
-        """The `infer` job: wait for the model, generate, stream the pieces as tokens."""
+        """The `infer` job: wait for the model, generate, stream the pieces as tokens;
+        cancelled once nobody reads it (see the module docstring)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_when_unread, job)
+            result = await self._infer(op, job)
+            tg.cancel_scope.cancel()
+        return result
+
+    async def _infer(self, op: Infer, job: Job) -> dict[str, Any]:
         if job.id in self._admitted:
             self._admitted.discard(job.id)
         else:
@@ -139,6 +151,17 @@ class Inference:
         self._admitted.add(job.id)
         body = {"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"}
         return JSONResponse(body, status_code=201)
+
+
+async def _cancel_when_unread(job: Job) -> None:
+    """Cancel `job` once no stream has read it for UNREAD_STOP_S."""
+    while job.log.unread_for() <= UNREAD_STOP_S:  # noqa: ASYNC110 - readers come and go unsignalled
+        await anyio.sleep(UNREAD_POLL_S)
+    NARRATE.action("inference_unread").target(job.id).level("warn").human(
+        f"Nobody has read job {job.id} for {UNREAD_STOP_S:g} s (its client went away); "
+        "cancelling it"
+    ).emit()
+    job.cancel_scope.cancel()
 
 
 def _unavailable(message: str) -> Response:

@@ -386,3 +386,35 @@ def test_concurrent_first_prompts_for_a_model_start_one_worker(
     finally:
         for worker in workers:
             chain.run("worker", "stop", worker["worker_id"], ok=False)
+
+
+@pytest.mark.anyio
+async def test_a_generation_whose_queen_died_is_cancelled_on_the_worker(
+    tmp_path: Path, slow_model: Path
+) -> None:
+    """kill -9 of the queen mid-generation: nobody reads the worker's job any more, so the
+    worker cancels it after UNREAD_STOP_S (saying so in its log) and is idle again, rather
+    than generating up to max_tokens for nobody."""
+    from worker.inference import UNREAD_STOP_S
+
+    made = Chain(tmp_path / "home")
+    made.run("queen", "start", "--port", made.queen_url.rsplit(":", 1)[1])
+    try:
+        made.run("hive", "start", "--port", str(free_port()), "--beat-interval", str(BEAT_S))
+        keeper = Running(
+            made.popen("infer", "--no-autostart", "--model", str(slow_model), *flags(LONG), PROMPT)
+        )
+        worker_id, _ = await keeper.first_token()
+        url = (await made.worker(worker_id))["url"]
+        queen = json.loads((made.home / "run" / "queen.pid").read_text())["pid"]
+        os.kill(queen, signal.SIGKILL)
+        assert await keeper.exit_code() == 3
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+            with anyio.fail_after(UNREAD_STOP_S + DEADLINE_S):
+                while (await http.get("/health")).json()["busy"]:  # noqa: ASYNC110 - polled
+                    await anyio.sleep(0.2)
+        log = (made.home / "logs" / "workers" / f"{worker_id}.log").read_text()
+        assert f"for {UNREAD_STOP_S:g} s (its client went away); cancelling it" in log
+    finally:
+        made.run("hive", "stop", ok=False)
+        made.run("queen", "stop", ok=False)
