@@ -60,7 +60,7 @@ def ensure_local_chain(settings: KeeperSettings) -> None:
             f"No local hive runs; starting hive {LOCAL_HIVE} on port {port} (left running: "
             "`keeper hive stop` ends it)"
         ).emit()
-        hive.start(settings, LOCAL_HIVE, port=port, foreground=False)
+        hive.start(settings, LOCAL_HIVE, port=port, foreground=False, any_port_if_running=True)
         started = True
     if started:
         anyio.run(_wait_hive_known, settings)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import sys
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from jobs.paths import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
 from keeper import daemons, launch
-from keeper.errors import DaemonUnreachable, UsageError
+from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.render import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import Narrator
@@ -52,8 +53,13 @@ def start(
     timeout: float = START_TIMEOUT_S,
     beat_interval: float | None = None,
     accept_new_host_key: bool = False,
+    any_port_if_running: bool = False,
 ) -> None:
-    """Start the hive beating to the keeper's queen; stream its startup until healthy."""
+    """Start the hive beating to the keeper's queen; stream its startup until healthy.
+
+    A `port` given for a local hive that already runs elsewhere is an error (JobFailed),
+    as for the queen, unless `any_port_if_running` (autostart: any running hive will do).
+    """
     if (target := remote_target(alias)) is not None:
         if foreground:
             raise UsageError(f"--foreground works for the local hive only, not {alias!r}")
@@ -68,6 +74,7 @@ def start(
             beat_interval=beat_interval,
         )
         return
+    asked_port = None if any_port_if_running else port
     port = HIVE_PORT if port is None else port
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
@@ -99,7 +106,7 @@ def start(
             from keeper.lost_pidfile import adopt
 
             adopt(paths.run, name, paths.state / name, log=daemon.log_path, label=f"hive {alias}")
-            if _already_running(host, name, alias, port):
+            if _already_running(host, name, alias, port, asked_port=asked_port):
                 return
             launch.start(
                 host,
@@ -112,12 +119,22 @@ def start(
             )
 
 
-def _already_running(host: launch.LocalHost, name: str, alias: str, port: int) -> bool:
-    """Say so and return True when this RBEE_HOME's hive already runs; refuse a taken port."""
+def _already_running(
+    host: launch.LocalHost, name: str, alias: str, port: int, *, asked_port: int | None
+) -> bool:
+    """Say so and return True when this RBEE_HOME's hive already runs; refuse a taken port,
+    and a running hive on another port than the one asked for (JobFailed)."""
     pidfile = host.pidfile(name)
     record = pidfile.read()
     if record is not None:
         if daemons.live_process(record) is not None:
+            if asked_port is not None and urlsplit(record.url).port != asked_port:
+                raise JobFailed(
+                    f"hive {alias} of this RBEE_HOME already runs at {record.url} "
+                    f"(pid {record.pid}), not on port {asked_port}; use it, or move it with "
+                    f"`keeper hive stop {alias}` then `keeper hive start {alias} --port "
+                    f"{asked_port}`"
+                )
             NARRATE.action("already_running").target(record.url).human(
                 f"Hive {alias} is already running (pid {record.pid}) at {record.url}"
             ).emit()

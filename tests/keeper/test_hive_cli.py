@@ -86,7 +86,8 @@ def daemons(keeper: Any, free_tcp_port_factory: Callable[[], int]) -> Iterator[t
 
 def test_hive_start_logs_and_stop(keeper: Any, daemons: tuple[int, int]) -> None:
     """`hive start` streams the hive's startup until healthy and leaves it running; a second
-    start finds it; `hive logs` prints its log; `hive stop` stops it."""
+    start finds it (and refuses to say so for another --port: it runs elsewhere); `hive
+    logs` prints its log; `hive stop` stops it."""
     queen_port, hive_port = daemons
     assert keeper("queen", "start", "--port", str(queen_port)).returncode == 0
     started = keeper("--json", "hive", "start", "--port", str(hive_port))
@@ -105,6 +106,10 @@ def test_hive_start_logs_and_stop(keeper: Any, daemons: tuple[int, int]) -> None
     assert rows[0].split()[0] == "localhost" and " up " in rows[0]
     again = keeper("hive", "start", "--port", str(hive_port))
     assert again.returncode == 0 and "already running" in again.stdout
+    elsewhere = keeper("hive", "start", "--port", str(queen_port + 7))
+    assert elsewhere.returncode == 1  # running on another port than asked: say where
+    assert f"already runs at http://127.0.0.1:{hive_port}" in elsewhere.stderr
+    assert f"not on port {queen_port + 7}" in elsewhere.stderr
     logs = keeper("hive", "logs")
     assert logs.returncode == 0 and "] ready" in logs.stdout
     stopped = keeper("hive", "stop")
