@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jobs.eventlog import FLUSH_INTERVAL_S
 from jobs.limits import BODY_READ_TIMEOUT_S, MAX_BODY_BYTES, MAX_BODY_ENV
@@ -105,9 +106,11 @@ def local_hive_url(paths: RbeePaths) -> str:
     backing off from the queen's absence may send only 30 s later."""
     try:
         url = json.loads((paths.run / LOCAL_HIVE_PIDFILE).read_text(encoding="utf-8"))["url"]
-    except (OSError, ValueError, TypeError, KeyError):
+        parts = urlsplit(url)
+        local = parts.scheme == "http" and is_loopback(parts.hostname or "") and parts.port
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return LOCAL_HIVE_URL
-    return url.rstrip("/") if isinstance(url, str) and url.startswith("http://") else LOCAL_HIVE_URL
+    return str(url).rstrip("/") if local else LOCAL_HIVE_URL  # this machine's, nothing else
 
 
 def read_hives_config(path: Path) -> tuple[dict[str, str], dict[str, str]]:
