@@ -51,16 +51,23 @@ def adopt(run_dir: Path, name: str, state_dir: Path, *, log: Path, label: str) -
     try:
         proc = psutil.Process(pid)
         argv, created = proc.cmdline(), proc.create_time()
+        listening = [
+            c.laddr.port
+            for c in proc.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr
+        ]
     except psutil.Error:
         return
-    pidfile.write(daemons.PidRecord(name, pid, created, _url(argv), str(log), argv))
+    url = _url(argv, listening[0] if listening else None)
+    pidfile.write(daemons.PidRecord(name, pid, created, url, str(log), argv))
     NARRATE.action("pidfile").target(pid).human(
         f"{label[:1].upper()}{label[1:]} runs (pid {pid}) without its pidfile; wrote it again"
     ).emit()
 
 
-def _url(argv: list[str]) -> str:
-    """Where a local client reaches a server started with `argv` (its --bind and --port)."""
+def _url(argv: list[str], port: int | None) -> str:
+    """Where a local client reaches a server started with `argv` (its --bind) that listens
+    on `port`: its argv may not say (`--port 0`, `--port=N`, the program's default)."""
 
     def flag(name: str, default: str) -> str:
         return argv[argv.index(name) + 1] if name in argv[:-1] else default
@@ -69,4 +76,4 @@ def _url(argv: list[str]) -> str:
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{flag('--port', '')}"
+    return f"http://{host}:{port if port is not None else flag('--port', '')}"

@@ -1,0 +1,32 @@
+"""A pidfile the keeper writes again for a daemon that lost it (keeper.lost_pidfile) names
+the port the daemon really listens on, whatever its command line says: `--port 0`
+(any free port), `--port=N`, or no --port at all (the program's default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+
+from keeper.daemons import PidFile
+from tests.hive.conftest import spawn_hive
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_hive_started_by_hand_on_any_port_is_found_at_that_port(
+    keeper, rbee_home: Path
+) -> None:
+    """This home's hive, started by hand with --port 0 and no pidfile: `keeper hive start
+    --port P` (the port it took) says it runs, and the pidfile written again records P."""
+    async with spawn_hive(rbee_home, "--hive-id", "localhost") as hive:
+        port = urlsplit(hive.url).port
+        started = await anyio.to_thread.run_sync(
+            lambda: keeper("hive", "start", "--port", str(port))
+        )
+        record = PidFile(rbee_home / "run", "hive-localhost").read()
+    assert started.returncode == 0, started.stderr
+    assert "already running" in started.stdout, started.stdout
+    assert record is not None and urlsplit(record.url).port == port, record
