@@ -173,7 +173,11 @@ def _refuse_foreign_queen(url: str, paths: RbeePaths, *, doing: str) -> None:
     owner = daemons.port_owner(port) if port is not None else None
     if owner is not None and owner.state == paths.state:
         return  # ours after all (pidfile lost); nothing better to say than "not running"
-    whose = owner.describe() if owner is not None else "a server this RBEE_HOME did not start"
+    whose = (
+        owner.describe(paths.state)
+        if owner is not None
+        else "a server this RBEE_HOME did not start"
+    )
     hint = owner.stop_hint() if owner is not None else "the RBEE_HOME it was started with"
     raise DaemonUnreachable(
         f"cannot {doing} the queen at {url}: it is {whose}; manage it with {hint}, "
