@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("keeper: interrupted\n")
         return EXIT_INTERRUPTED
+    except SystemExit as done:  # Typer ends a write to a pipe nobody reads with exit 1
+        if isinstance(done.__context__, BrokenPipeError):
+            return 0  # the reader chose to stop (`keeper queen logs | head -1`): no error
+        raise
     except OSError as err:  # stdout on a full disk, outside the renderer (tables, listings)
         if err.filename is not None or err.errno not in OUTPUT_ERRNOS:
             return _unexpected(err, verbose=cli.current.verbose)
