@@ -37,8 +37,9 @@ def lock_holder(lock: Path) -> int | None:
 
 
 def adopt(run_dir: Path, name: str, state_dir: Path, *, log: Path, label: str) -> None:
-    """Write `name`'s pidfile again when it is missing or stale but a live process holds
-    the lock of `state_dir`: that process is the daemon. Does nothing otherwise."""
+    """Write `name`'s pidfile again when it is missing or stale but a live process that
+    listens on a TCP port holds the lock of `state_dir`: that process is the daemon, and
+    the address it listens on (whatever its argv says) is in the URL. Does nothing otherwise."""
     pidfile = daemons.PidFile(run_dir, name)
     record = pidfile.read()
     if record is not None and daemons.live_process(record) is not None:
@@ -52,28 +53,26 @@ def adopt(run_dir: Path, name: str, state_dir: Path, *, log: Path, label: str) -
         proc = psutil.Process(pid)
         argv, created = proc.cmdline(), proc.create_time()
         listening = [
-            c.laddr.port
+            c.laddr
             for c in proc.net_connections(kind="tcp")
             if c.status == psutil.CONN_LISTEN and c.laddr
         ]
     except psutil.Error:
         return
-    url = _url(argv, listening[0] if listening else None)
+    if not listening:  # not serving (a start failing, or not an rbee server): leave it be
+        return
+    url = _url(listening[0].ip, listening[0].port)
     pidfile.write(daemons.PidRecord(name, pid, created, url, str(log), argv))
     NARRATE.action("pidfile").target(pid).human(
         f"{label[:1].upper()}{label[1:]} runs (pid {pid}) without its pidfile; wrote it again"
     ).emit()
 
 
-def _url(argv: list[str], port: int | None) -> str:
-    """Where a local client reaches a server started with `argv` (its --bind) that listens
-    on `port`: its argv may not say (`--port 0`, `--port=N`, the program's default)."""
-
-    def flag(name: str, default: str) -> str:
-        return argv[argv.index(name) + 1] if name in argv[:-1] else default
-
-    host = flag("--bind", "127.0.0.1")
+def _url(ip: str, port: int) -> str:
+    """Where a local client reaches a server listening on `ip`:`port` (from its socket: its
+    argv may not say, as with `--port 0`, `--port=N` or the program's default port)."""
+    host = ip
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port if port is not None else flag('--port', '')}"
+    return f"http://{host}:{port}"

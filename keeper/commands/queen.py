@@ -81,6 +81,11 @@ def start(
         # The whole sequence (look, rotate the log, spawn, pidfile, health) under one lock:
         # a racing keeper waits here, then finds this queen running.
         with daemons.start_lock(paths.run, NAME, on_wait=waiting) as release:
+            from keeper.lost_pidfile import adopt
+
+            # A queen whose pidfile is lost, on another port than this start's: found by
+            # the state lock it holds, not spawned again (the log would be rotated away).
+            adopt(paths.run, NAME, paths.state, log=daemon.log_path, label="queen")
             if _already_running(paths, daemon, bind, port, asked_port=asked_port):
                 return
             launch.start(
