@@ -106,7 +106,8 @@ async def _supervise(
     narrate.action("exit").target(proc.pid).level(level).human(
         f"{command} {how_it_ended(code)}"
     ).emit()
-    if code == -signal.SIGPIPE and renderer.reader_left():
+    # Killed by SIGPIPE, or a shell whose pipeline was (it exits 128 + 13).
+    if code in (-signal.SIGPIPE, 128 + signal.SIGPIPE) and renderer.reader_left():
         raise ReaderLeft()
     if code != 0:
         # A child killed by signal N reports -N; the shell convention is 128 + N.
