@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from typing import Any
 
@@ -66,7 +67,7 @@ def create_job_routes(
     async def submit(request: Request) -> Response:
         operation = parse_operation(await request.body())
         job = await service.submit(operation)
-        if not await _ready_unless_hung_up(job, request):
+        if not await ready_unless_hung_up(job, request, within=READY_WAIT_S):
             # The client left without the job's id (a keeper's Ctrl-C while an upstream
             # was slow to take the job): nobody can follow or cancel it, so stop it here.
             with contextlib.suppress(JobError):
@@ -152,8 +153,9 @@ def _query(request: Request, name: str) -> str | None:
     return values[0] if values else None
 
 
-async def _ready_unless_hung_up(job: Job, request: Request) -> bool:
-    """Wait until `job` is ready (at most READY_WAIT_S); False if the client hung up first.
+async def ready_unless_hung_up(job: Job, request: Request, *, within: float | None) -> bool:
+    """Wait until `job` is ready (at most `within` seconds, if given); False if the client
+    hung up first (its job is then the caller's to cancel: nobody else knows its id).
 
     The body has been read, so the connection's next message is its disconnect."""
     hung_up = False
@@ -167,7 +169,7 @@ async def _ready_unless_hung_up(job: Job, request: Request) -> bool:
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
-        with anyio.move_on_after(READY_WAIT_S):
+        with anyio.move_on_after(within if within is not None else math.inf):
             await job.ready.wait()
         tg.cancel_scope.cancel()
     return not hung_up

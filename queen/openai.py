@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from jobs.errors import JobError
 from jobs.operations import TEXT_MAX_CHARS, Infer
+from jobs.routes import ready_unless_hung_up
 from jobs.sampling import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
 from jobs.service import JobService
 from queen.infer import WorkerPool
@@ -181,14 +182,14 @@ class OpenAIDoor:
             body.infer("")  # the model and sampling fields are checked before anything runs
             template = await self._template(body.model)
             op = body.infer(render_chat(body.messages, template))
-            return await self._answer(op, body.stream, chat=True)
+            return await self._answer(request, op, body.stream, chat=True)
         except DoorError as exc:
             return exc.response()
 
     async def completions(self, request: Request) -> Response:
         try:
             body = _parse(CompletionBody, await request.body())
-            return await self._answer(body.infer(body.text()), body.stream, chat=False)
+            return await self._answer(request, body.infer(body.text()), body.stream, chat=False)
         except DoorError as exc:
             return exc.response()
 
@@ -210,12 +211,16 @@ class OpenAIDoor:
         self._templates[model] = template
         return template
 
-    async def _answer(self, op: Infer, stream: bool, *, chat: bool) -> Response:
+    async def _answer(self, request: Request, op: Infer, stream: bool, *, chat: bool) -> Response:
         if self.service is None:
             raise RuntimeError("OpenAIDoor.service was not bound to the queen's job service")
         service = self.service
         job = await service.submit(op)
-        await job.ready.wait()  # a worker took the prompt, or the job failed before that
+        # Until a worker took the prompt, or the job failed before that; a client that
+        # left meanwhile (a first request's model fetch) has its job stopped here.
+        if not await ready_unless_hung_up(job, request, within=None):
+            await self._cancel(job.id)
+            return Response(status_code=499)  # nginx's "client closed request"; unread
         if job.error is not None:
             raise _door_error(job.error)
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{job.id}"
