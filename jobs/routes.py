@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -155,23 +156,36 @@ def _query(request: Request, name: str) -> str | None:
 
 async def ready_unless_hung_up(job: Job, request: Request, *, within: float | None) -> bool:
     """Wait until `job` is ready (at most `within` seconds, if given); False if the client
-    hung up first (its job is then the caller's to cancel: nobody else knows its id).
+    hung up first (its job is then the caller's to cancel: nobody else knows its id)."""
+    return await until_hung_up(request, job.ready.wait, within=within)
+
+
+async def until_hung_up(
+    request: Request, wait: Callable[[], Awaitable[None]], *, within: float | None
+) -> bool:
+    """Await `wait()` (at most `within` seconds, if given); False if the client hung up
+    first, which cancels it. Raises what `wait()` raises.
 
     The body has been read, so the connection's next message is its disconnect."""
     hung_up = False
-    async with anyio.create_task_group() as tg:
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def watch() -> None:
-            nonlocal hung_up
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            hung_up = True
+            async def watch() -> None:
+                nonlocal hung_up
+                while (await request.receive())["type"] != "http.disconnect":
+                    pass
+                hung_up = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            with anyio.move_on_after(within if within is not None else math.inf):
+                await wait()
             tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        with anyio.move_on_after(within if within is not None else math.inf):
-            await job.ready.wait()
-        tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # `wait`'s own error, not a group of one
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     return not hung_up
 
 

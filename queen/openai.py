@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from jobs.errors import JobError
 from jobs.operations import TEXT_MAX_CHARS, Infer
-from jobs.routes import ready_unless_hung_up
+from jobs.routes import ready_unless_hung_up, until_hung_up
 from jobs.sampling import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
 from jobs.service import JobService
 from queen.infer import WorkerPool
@@ -233,12 +233,18 @@ class OpenAIDoor:
             )
         text: list[str] = []
         final: dict[str, Any] = {}
-        try:
+
+        async def collect() -> None:
+            nonlocal final
             async for kind, data in self._events(job.id):
                 if kind == "token":
                     text.append(str(data.get("t", "")))
                 else:
                     final = data
+
+        try:  # a client that leaves before the answer stops the generation it waits for
+            if not await until_hung_up(request, collect, within=None):
+                return Response(status_code=499)  # unread, as above
         finally:
             await self._cancel(job.id)
         _check_final(final)
