@@ -150,7 +150,14 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
 
     async def _register_local(ref: ModelRef, model_id: str) -> ModelEntry:
         assert ref.path is not None
-        size, sha256 = await anyio.to_thread.run_sync(_size_and_sha256, ref.path)
+        try:
+            size, sha256 = await anyio.to_thread.run_sync(_size_and_sha256, ref.path)
+        except OSError as exc:  # the user's file, not the hive's disk (a storage error)
+            raise InvalidRequest(
+                f"cannot read {ref.path} ({exc.strerror or exc}); check that file",
+                detail={"path": str(ref.path)},
+                status=400,
+            ) from exc
         entry = new_entry(model_id, ref, ref.path, owned=False)
         entry.size, entry.sha256, entry.status = size, sha256, "available"
         catalog.put(entry)
