@@ -173,13 +173,14 @@ def _unexpected(err: Exception, *, verbose: bool) -> int:
         # A file the keeper keeps (pidfile, config, logs) where it may not write: a full
         # disk fails this command (1); a folder it may not write to is configuration (2).
         full = err.errno in OUTPUT_ERRNOS
-        fix = (
-            "free space there"
-            if full
-            else "make it writable, or point RBEE_HOME at a folder you can write to"
-        )
+        if full:
+            verb, fix = "write", "free space there"
+        elif err.errno == errno.EROFS:
+            verb, fix = "write", "make it writable, or point RBEE_HOME at a folder you can write to"
+        else:  # EACCES/EPERM: the call may have been a read as well as a write
+            verb, fix = "use", "make it yours, or point RBEE_HOME at a folder you own"
         where = strip_control(str(err.filename))
-        sys.stderr.write(f"keeper: cannot write {where} ({err.strerror}); {fix}\n")
+        sys.stderr.write(f"keeper: cannot {verb} {where} ({err.strerror}); {fix}\n")
         return EXIT_JOB_FAILED if full else EXIT_USAGE
     what = strip_control(redact(f"{type(err).__name__}: {err}"))
     sys.stderr.write(f"keeper: unexpected error ({what}); run again with -v to see where\n")
