@@ -36,6 +36,8 @@ POLL_S = 0.05  # seconds between looks at the log and the child while starting
 HEALTH_EVERY_S = 0.2  # seconds between /health probes while starting
 HEALTH_TIMEOUT_S = 1.0  # one probe; a daemon still importing may not accept yet
 TAIL_CHUNK = 256 * 1024  # bytes read from the log per look
+DRAIN_WAIT_S = 5.0  # at most this long for the last of a log to arrive (a remote tail)
+DRAIN_POLL_S = 0.05  # between looks while it does
 FREE_SOME_SPACE = "free some space there and start it again"
 ABANDON_GRACE_S = 1.0  # SIGTERM to SIGKILL for a daemon whose start was interrupted
 
@@ -70,6 +72,10 @@ class Host(Protocol):
 
     async def rotate_log(self, path: Path) -> None:
         """Keep the previous run's log as `<name>.log.1`, so each start has its own."""
+        ...
+
+    async def log_size(self, path: Path) -> int:
+        """The log's size in bytes now (0 if it is not there): where a drain may stop."""
         ...
 
     async def exit_code(self, pid: int) -> int | None:
@@ -138,6 +144,12 @@ class LocalHost:
 
     async def rotate_log(self, path: Path) -> None:
         _rotate(path)  # a rename on a local disk: not worth a thread
+
+    async def log_size(self, path: Path) -> int:
+        try:
+            return path.stat().st_size  # noqa: ASYNC240 - a stat on a local disk
+        except FileNotFoundError:
+            return 0
 
     async def exit_code(self, pid: int) -> int | None:
         return daemons.reap(pid)
@@ -397,7 +409,14 @@ class LogTail:
             self._relay(self.splitter.feed(data))
 
     async def drain(self) -> None:
+        """Relay the rest of the log: up to its size now, which a remote `tail -F` may not
+        have delivered yet when the daemon has just exited (bounded by DRAIN_WAIT_S)."""
         await self.pump()
+        end = await self.host.log_size(self.daemon.log_path)
+        with anyio.move_on_after(DRAIN_WAIT_S):
+            while self.offset < end:
+                await anyio.sleep(DRAIN_POLL_S)
+                await self.pump()
         self._relay(self.splitter.flush())
 
     def _relay(self, lines: list[str]) -> None:

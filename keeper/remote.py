@@ -141,6 +141,11 @@ class SshHost:
     async def rotate_log(self, path: Path) -> None:
         await ssh.run(self.conn, ssh.sh(ROTATE_SCRIPT, str(path)))
 
+    async def log_size(self, path: Path) -> int:
+        result = await ssh.run(self.conn, ssh.command(["stat", "-c", "%s", str(path)]))
+        size = ssh.text(result.stdout).strip()
+        return int(size) if size.isdigit() else 0
+
     async def exit_code(self, pid: int) -> int | None:
         now = time.monotonic()
         if now - self._exit_checked.get(pid, 0.0) < EXIT_CHECK_EVERY_S:
