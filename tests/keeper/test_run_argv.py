@@ -123,15 +123,20 @@ def test_a_bad_queen_url_in_the_environment_stops_a_quick_run_too() -> None:
     assert "RBEE_QUEEN_URL 'notaurl' is not a URL" in err
 
 
-@pytest.mark.parametrize("json", [False, True])
+@pytest.mark.parametrize(
+    ("json", "command"),
+    [(False, ["yes"]), (True, ["yes"]), (False, ["sh", "-c", "yes | cat"])],
+    ids=["plain", "json", "shell-pipeline"],
+)
 def test_a_reader_that_closes_the_pipe_early_ends_the_command_as_a_pipeline_does(
-    json: bool,
+    json: bool, command: list[str]
 ) -> None:
     """`keeper run -- yes | head -1`: once the reader leaves, the command's next write
     meets SIGPIPE as it would in a shell pipeline, so it ends instead of running on
-    unread; keeper exits 141 like `yes` does, with no error sentence and no traceback."""
+    unread; keeper exits 141 like `yes` does, with no error sentence and no traceback.
+    A shell reports its pipeline's SIGPIPE as exit code 141, not as a signal: as quiet."""
     flags = ["--json"] if json else []
-    proc = _keeper(*flags, "run", "--", "yes", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _keeper(*flags, "run", "--", *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline()
     proc.stdout.close()
