@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.test_infer import Chain, chain  # noqa: F401 - chain: a fixture
+from tests.programs import keeper_into_a_left_pipe
 
 SENTENCE = (
     "keeper: could not write the output (No space left on device), so the rest of it was "
@@ -46,22 +47,5 @@ def test_a_reader_gone_before_the_tables_is_not_an_error(
 ) -> None:
     """`keeper status | head -1` with head gone before the keeper prints: exit 0, nothing
     on stderr (a reader that leaves is not an error; Rich alone would exit 1)."""
-    import os
-    import subprocess
-    import sys
-
-    read, write = os.pipe()
-    os.close(read)  # the reader has left before the keeper writes a byte
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "keeper", "--queen-url", chain.queen_url, *args],
-            env=chain.keeper.env(),
-            stdout=write,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        os.close(write)
-    assert (result.returncode, result.stderr) == (0, "")
+    args = ["--queen-url", chain.queen_url, *args]
+    assert keeper_into_a_left_pipe(args, chain.keeper.env()) == (0, "")
