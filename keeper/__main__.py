@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import warnings
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
@@ -20,6 +21,10 @@ FILE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, e
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not sys.warnoptions:  # -W or PYTHONWARNINGS: the user asked to see them
+        # A library's deprecation notice (asyncssh under a new cryptography) is for its
+        # developers, not for the keeper's user: never on screen, whatever the command.
+        warnings.simplefilter("ignore")
     for name in UNUSED_MODULES:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "not installed"
     if sys.stdout is None or sys.stderr is None:

@@ -253,8 +253,7 @@ class WorkerPool:
     async def run(self, pick: Pick, op: Infer, job: Job) -> dict[str, Any]:
         """Send the prompt to `pick`'s worker and relay its job into `job`."""
         worker = pick.worker
-        body = {
-            "prompt": op.prompt,
+        body: dict[str, Any] = {
             "max_tokens": op.max_tokens,
             "temperature": op.temperature,
             "top_p": op.top_p,
@@ -262,6 +261,10 @@ class WorkerPool:
             "seed": op.seed,
             "stop": op.stop,
         }
+        if op.messages is not None:  # the worker renders them through its model's template
+            body["messages"] = [m.model_dump() for m in op.messages]
+        else:
+            body["prompt"] = op.prompt
         self._in_flight[worker.url] += 1
         try:
             async with JobClient(worker.url, max_reconnects=RECONNECTS) as client:

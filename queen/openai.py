@@ -9,11 +9,11 @@ in OpenAI's shapes: JSON, or SSE frames `data: {chunk}` ending with `data: [DONE
 cancels the job, which cancels the worker's generation. Errors use OpenAI's shape
 `{"error": {"message", "type", "param", "code"}}`.
 
-Chat messages become one prompt through the model's chat template: the template a worker
-of that model reports in its /health (`chat_template`), else FALLBACK_TEMPLATE (the
-`<|role|>` format builtin:tiny carries). Sampling fields the client leaves out take the
-`infer` defaults (temperature 0.7, top_p 0.95, top_k 40, 128 tokens); `top_k` is accepted
-as an extension. See docs/api.md.
+Chat messages travel as `messages` in the infer job, and the worker that takes it renders
+them through its model's chat template (worker/chat.py; a model without one gets the
+`<|role|>` format builtin:tiny carries), as for `keeper infer`. Sampling fields the
+client leaves out take the `infer` defaults (temperature 0.7, top_p 0.95, top_k 40, 128
+tokens); `top_k` is accepted as an extension. See docs/api.md.
 """
 
 from __future__ import annotations
@@ -25,25 +25,19 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import anyio
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from jobs.errors import JobError
-from jobs.operations import TEXT_MAX_CHARS, Infer
+from jobs.operations import TEXT_MAX_CHARS, ChatMessage, Infer
 from jobs.routes import ready_unless_hung_up, until_hung_up
 from jobs.sampling import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
 from jobs.service import JobService
 from queen.infer import WorkerPool
 
-BUILTIN_MODELS = ("builtin:tiny",)  # always listed: any hive can make it
-FALLBACK_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-HEALTH_TIMEOUT_S = 2.0  # asking a worker for its chat template
+BUILTIN_MODELS = ("builtin:smollm2", "builtin:tiny")  # always listed: any hive can make them
 CATALOG_TIMEOUT_S = 3.0  # asking the hives for their catalogs (GET /v1/models)
 OWNER = "rbee"
 
@@ -62,8 +56,9 @@ class _Body(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
 
-    def infer(self, prompt: str) -> Infer:
+    def infer(self, prompt: str = "", messages: list[ChatMessage] | None = None) -> Infer:
         fields: dict[str, Any] = {
+            "messages": messages,
             "max_tokens": self.max_completion_tokens or self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -128,36 +123,12 @@ class DoorError(Exception):
         return JSONResponse(body, status_code=self.status)
 
 
-def render_chat(messages: list[Message], template: str | None) -> str:
-    """The prompt for `messages` through a GGUF chat template (sandboxed Jinja)."""
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-    def raise_exception(message: str) -> None:  # templates call it on bad conversations
-        raise DoorError(f"the model's chat template refused the messages: {message}")
-
-    try:
-        compiled = env.from_string(template or FALLBACK_TEMPLATE)
-        return compiled.render(
-            messages=[{"role": m.role, "content": m.text()} for m in messages],
-            add_generation_prompt=True,
-            bos_token="",
-            eos_token="</s>",
-            raise_exception=raise_exception,
-        )
-    except TemplateError as exc:
-        raise DoorError(f"the model's chat template failed: {exc}", status=500) from exc
-
-
 class OpenAIDoor:
     """The routes, over the queen's job service (bound when the service is built)."""
 
     def __init__(self, pool: WorkerPool) -> None:
         self.pool = pool
         self.service: JobService | None = None
-        self._templates: dict[str, str | None] = {}  # model -> template (None: has none)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -179,9 +150,9 @@ class OpenAIDoor:
     async def chat(self, request: Request) -> Response:
         try:
             body = _parse(ChatBody, await request.body())
-            body.infer("")  # the model and sampling fields are checked before anything runs
-            template = await self._template(body.model)
-            op = body.infer(render_chat(body.messages, template))
+            op = body.infer(
+                messages=[ChatMessage(role=m.role, content=m.text()) for m in body.messages]
+            )
             return await self._answer(request, op, body.stream, chat=True)
         except DoorError as exc:
             return exc.response()
@@ -192,24 +163,6 @@ class OpenAIDoor:
             return await self._answer(request, body.infer(body.text()), body.stream, chat=False)
         except DoorError as exc:
             return exc.response()
-
-    async def _template(self, model: str) -> str | None:
-        """The chat template of a loaded worker of `model`, asked once per model."""
-        if model in self._templates:
-            return self._templates[model]
-        pick = self.pool.find(Infer(prompt="", model=model))
-        if pick is None:
-            return None  # not loaded yet: the fallback, this once
-        template: str | None = None
-        try:
-            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, trust_env=False) as http:
-                health = (await http.get(f"{pick.worker.url}/health")).json()
-            found = health.get("chat_template") if isinstance(health, dict) else None
-            template = found if isinstance(found, str) and found else None
-        except (httpx.HTTPError, ValueError):
-            return None
-        self._templates[model] = template
-        return template
 
     async def _answer(self, request: Request, op: Infer, stream: bool, *, chat: bool) -> Response:
         if self.service is None:

@@ -3,7 +3,8 @@
 Where the output goes:
 - stdout is not a terminal (`keeper infer … > answer.txt`, a pipe): stdout gets exactly
   the generated text followed by one newline, written as the tokens arrive; everything
-  else (narration, the job's end, errors) goes to stderr.
+  else (narration, the job's end, errors) goes to stderr. A model that answers nothing
+  gives the newline alone, and stderr says so (NO_TEXT), rather than a silent exit 0.
 - on a terminal, the tokens print inline among the narration (live view or plain lines);
 - `--json`: every event (narration, `token`, `state`) as JSON lines on stdout.
 
@@ -32,22 +33,35 @@ def infer(settings: KeeperSettings, operation: dict[str, Any], *, autostart: boo
         # Starting daemons narrates; with the text on stdout, that belongs on stderr.
         with contextlib.redirect_stdout(sys.stderr) if split else contextlib.nullcontext():
             ensure_local_chain(settings)
-    if not split:
-        stream_operation(settings, operation)
-        return
-    text = TextOut(sys.stdout)
+    text = TextOut(sys.stdout if split else None)
     try:
-        stream_operation(settings, operation, view=text.view, file=sys.stderr)
-    finally:
+        if split:
+            stream_operation(settings, operation, view=text.view, file=sys.stderr)
+        else:  # on a terminal the renderer shows the tokens among the narration
+            stream_operation(settings, operation, view=text.view)
         text.close()
+    except BaseException:
+        text.abandon()
+        raise
     if text.lost is not None:  # the job ran to its end; its text could not be written
         raise OutputLost.because(text.lost)
+    if not text.wrote:
+        sys.stderr.write(NO_TEXT)
+
+
+NO_TEXT = (
+    "keeper: the model produced no text (it ended its answer at once); try again with "
+    "another prompt or --temperature, or --raw for a base model\n"
+)
 
 
 class TextOut:
-    """The generated text alone, on its own file: tokens as they arrive, one final newline."""
+    """The generated text alone, on its own file: tokens as they arrive, one final newline.
 
-    def __init__(self, file: Any) -> None:
+    With no file (a terminal) it only notes whether any text came; the renderer shows it.
+    """
+
+    def __init__(self, file: Any | None) -> None:
         self.file = file
         self.wrote = False
         self.lost: OSError | None = None  # why the text could not be written (a full disk)
@@ -57,27 +71,37 @@ class TextOut:
         if kind != "token" or not isinstance(data, dict):
             return False
         piece = str(data.get("t", ""))
+        if self.file is None:
+            self.wrote = self.wrote or bool(piece)
+            return False
         if piece and self.lost is None:
             try:
                 self.file.write(piece)
                 self.file.flush()
             except BrokenPipeError:
-                return True  # `| head`: the reader has enough; the job still ends normally
+                pass  # `| head`: the reader has enough; the job still ends normally
             except OSError as exc:
                 self.lost = exc  # stop writing; said once the job has ended
-                return True
             self.wrote = True
         return True
 
     def close(self) -> None:
-        if self.wrote and self.lost is None:
-            try:
-                self.file.write("\n")
-                self.file.flush()
-            except BrokenPipeError:
-                pass
-            except OSError as exc:
-                self.lost = exc
+        """The job completed: end the text with its newline (an empty answer is one line
+        too, so a script reading lines sees it)."""
+        if self.file is None or self.lost is not None:
+            return
+        try:
+            self.file.write("\n")
+            self.file.flush()
+        except BrokenPipeError:
+            pass
+        except OSError as exc:
+            self.lost = exc
+
+    def abandon(self) -> None:
+        """The job failed or was interrupted: end a line the text began, nothing more."""
+        if self.wrote:
+            self.close()
 
 
 def _isatty(file: Any) -> bool:

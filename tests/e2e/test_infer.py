@@ -28,7 +28,6 @@ import pytest
 
 from hive.tiny_model import TinyShape, write_tiny_model
 from jobs.client import JobClient
-from queen.openai import Message, render_chat
 from tests.conftest import KeeperRunner
 
 pytestmark = pytest.mark.slow
@@ -215,12 +214,13 @@ def test_same_seed_gives_the_same_tokens_through_the_whole_chain(chain: Chain) -
 def test_keeper_prints_exactly_what_llama_cpp_generates_in_process(
     chain: Chain, tmp_path: Path
 ) -> None:
-    """`keeper infer … > file` leaves exactly the text llama-cpp-python generates in-process
-    for that model, prompt, seed and sampling, plus one newline; narration goes to stderr."""
+    """`keeper infer --raw … > file` leaves exactly the text llama-cpp-python generates
+    in-process for that model, prompt, seed and sampling, plus one newline; narration goes
+    to stderr."""
     answer = tmp_path / "answer.txt"
     with answer.open("w") as out:
         result = chain.run(
-            "infer", "--model", "builtin:tiny", *flags(SAMPLING), PROMPT, stdout=out
+            "infer", "--raw", "--model", "builtin:tiny", *flags(SAMPLING), PROMPT, stdout=out
         )  # fmt: skip
     model = chain.home / "models" / "localhost" / "tiny.gguf"
     direct = in_process(model, PROMPT, SAMPLING)
@@ -248,8 +248,9 @@ async def test_ctrl_c_mid_generation_cancels_the_queen_job(chain: Chain, slow_mo
 
 def test_openai_client_streams_the_same_text_as_keeper_infer(chain: Chain) -> None:
     """The official `openai` client: a streamed chat completion gives the same text as
-    `keeper infer` on the chat-templated prompt with the same settings, a non-streamed
-    completion the same text as `keeper infer` on the raw prompt, and `models.list()`
+    `keeper infer` of the same user message with the same settings (both go through the
+    model's chat template), a non-streamed completion the same text as `keeper infer
+    --raw` on that prompt, and `models.list()`
     lists builtin:tiny and the catalog's model."""
     import openai
 
@@ -265,14 +266,12 @@ def test_openai_client_streams_the_same_text_as_keeper_infer(chain: Chain) -> No
     }
     stream = client.chat.completions.create(messages=messages, stream=True, **common)  # type: ignore[call-overload]
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-    prompt = render_chat([Message(**m) for m in messages], None)
-    keeper = chain.run("infer", "--model", "builtin:tiny", *flags(SAMPLING), prompt)
+    chat = ("infer", "--system", "", "--model", "builtin:tiny")  # no system message, as sent
+    keeper = chain.run(*chat, *flags(SAMPLING), "hello bee")
     assert streamed and keeper.stdout == streamed + "\n"
     completion = client.completions.create(prompt=PROMPT, **common)
-    assert (
-        completion.choices[0].text + "\n"
-        == chain.run("infer", "--model", "builtin:tiny", *flags(SAMPLING), PROMPT).stdout
-    )
+    raw = chain.run("infer", "--raw", "--model", "builtin:tiny", *flags(SAMPLING), PROMPT)
+    assert completion.choices[0].text + "\n" == raw.stdout
     ids = {model.id for model in client.models.list()}
     assert {"builtin:tiny", "tiny"} <= ids
     with pytest.raises(openai.BadRequestError, match="messages"):

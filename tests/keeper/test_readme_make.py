@@ -47,9 +47,10 @@ def test_make_demo_runs_keeper_commands_that_exist() -> None:
 
 
 def test_make_test_runs_the_checks_ci_runs() -> None:
-    """`make test` runs lint, format check, mypy and pytest."""
+    """`make test` checks the lock against pyproject.toml, then runs lint, format check, mypy
+    and pytest."""
     lines = "\n".join(_dry_run("test"))
-    for tool in ("ruff check", "ruff format --check", "mypy", "pytest"):
+    for tool in ("uv lock --check", "ruff check", "ruff format --check", "mypy", "pytest"):
         assert tool in lines
 
 

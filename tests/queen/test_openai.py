@@ -5,24 +5,16 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from hive.tiny_model import CHAT_TEMPLATE
-from queen.openai import FALLBACK_TEMPLATE, Message, render_chat
+from queen.openai import Message
 from tests.queen.conftest import RunningQueen
 
 
-def test_chat_prompt_uses_the_template_or_builtin_tiny_s() -> None:
-    """Messages go through the given chat template (text parts joined); without one, the
-    fallback is exactly builtin:tiny's own template."""
-    messages = [
-        Message(role="system", content="be brief"),
-        Message(role="user", content=[{"type": "text", "text": "hi"}, {"type": "image_url"}]),
-    ]
-    own = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
-    assert render_chat(messages, own) == "[system]be brief[user]hi"
-    assert FALLBACK_TEMPLATE == CHAT_TEMPLATE
-    assert render_chat(messages, None) == (
-        "<|system|>\nbe brief</s>\n<|user|>\nhi</s>\n<|assistant|>\n"
-    )
+def test_a_chat_message_s_text_parts_are_joined() -> None:
+    """A message whose content is a list of parts is its text parts joined; an assistant
+    message with no content is empty text."""
+    parts = [{"type": "text", "text": "h"}, {"type": "image_url"}, {"type": "text", "text": "i"}]
+    assert Message(role="user", content=parts).text() == "hi"
+    assert Message(role="assistant", content=None).text() == ""
 
 
 @pytest.mark.anyio
