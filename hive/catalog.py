@@ -127,8 +127,9 @@ class ModelEntry:
 class Catalog:
     """The models in `folder` (created on first use), persisted in folder/catalog.json."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, hive_id: str = "localhost") -> None:
         self.folder = folder
+        self.hive_id = hive_id  # named in advice (`--hive`)
         self._entries: dict[str, ModelEntry] = {}
 
     def load(self) -> Catalog:
@@ -164,9 +165,9 @@ class Catalog:
         if entry is None:
             if not model.startswith(REF_PREFIXES) and not model.endswith(".gguf"):
                 check_id(model)
-            raise ModelNotFound(model)
+            raise ModelNotFound(model, hive_id=self.hive_id)
         if entry.status != "available":
-            raise ModelNotFound(model, status=entry.status)
+            raise ModelNotFound(model, status=entry.status, hive_id=self.hive_id)
         return entry
 
     def file_for(self, model_id: str) -> Path:

@@ -24,22 +24,27 @@ class HiveConfigError(HiveError):
 
 
 class ModelNotFound(HiveError):
-    """Raised when a model id or reference is not in the catalog."""
+    """Raised when a model id or reference is not in the catalog. `hive_id` makes the
+    advice name the hive (`--hive gpu1`): a command without it would ask localhost."""
 
-    def __init__(self, model: str, *, status: str | None = None) -> None:
+    def __init__(
+        self, model: str, *, status: str | None = None, hive_id: str = "localhost"
+    ) -> None:
         self.model = model
         self.status = status
+        where = "" if hive_id == "localhost" else f" --hive {hive_id}"
         if status == "downloading":
             message = f"model {model!r} is still downloading; wait for its download job"
         elif status == "failed":
             message = (
                 f"model {model!r} did not finish downloading; download it again "
-                f"(`keeper model download {model}`) to resume"
+                f"(`keeper model download {model}{where}`) to resume"
             )
         else:
             message = (
                 f"model {model!r} is not in this hive's catalog; download it first "
-                f"(`keeper model download {model}`) or list models with `keeper model list`"
+                f"(`keeper model download REF{where}`, REF a path, URL, hf:… or builtin:…) or "
+                f"list its models with `keeper model list{where}`"
             )
         super().__init__(message)
 
@@ -80,9 +85,11 @@ class WorkerNotFound(HiveError):
     def __init__(self, worker_id: str, known: Sequence[str]) -> None:
         self.worker_id = worker_id
         names = ", ".join(known) or "none"
+        # The hive cannot name itself: the keeper, which knows which hive it asked, says
+        # which one runs the worker when the queen knows (keeper.commands.worker).
         super().__init__(
-            f"no worker {worker_id!r} on this hive (running: {names}); "
-            "list them with `keeper worker list`"
+            f"no worker {worker_id!r} on this hive (running: {names}); if it runs on another "
+            "hive, name that one with --hive (`keeper status` shows every hive's workers)"
         )
 
 

@@ -10,16 +10,85 @@ every run, and string annotations would make it eval ~450 of them (~12 ms per co
 from typing import Annotated
 
 import typer
+from typer import _click  # Typer's own copy of click: the classes its commands are built on
+from typer._click.exceptions import BadOptionUsage
+from typer.core import TyperGroup
 
 from jobs import sampling
 from keeper.settings import KeeperSettings, check_home, check_queen_url
 
+
+class KeeperGroup(TyperGroup):
+    """The command tree's root: its options (--json, --no-color, --queen-url, -v) are read
+    after the command too (`keeper status --json`), up to `--` or `keeper run`'s command,
+    which belong to the command (keeper.run_argv reads `keeper run` the same way)."""
+
+    def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_root_options(self, ctx, args))
+
+
+def hoist_root_options(root: TyperGroup, ctx: _click.Context, args: list[str]) -> list[str]:
+    """`args` with the root's options that follow a command moved before it.
+
+    Walks the command path so that an option's value (`--stop --json`) and a command's
+    own option of the same name stay where they are; stops at `--`, at an unknown command
+    and at the first argument of a command that reads none after it (`run`).
+    """
+    root_options = _options(root)
+    command: _click.Command = root
+    hoisted: list[str] = []
+    kept: list[str] = []
+    at = 0
+    while at < len(args) and args[at] != "--":
+        arg = args[at]
+        name = arg.partition("=")[0] if arg.startswith("--") else arg
+        own = _options(command)
+        if command is not root and name not in own and name in root_options:
+            size = 2 if root_options[name] and "=" not in arg else 1
+            if at + size > len(args):  # before the command, it would take the command's name
+                raise BadOptionUsage(name, f"Option {name!r} requires an argument.", ctx)
+            hoisted += args[at : at + size]
+            at += size
+            continue
+        if arg.startswith("-") and arg != "-":
+            size = 2 if own.get(name) and "=" not in arg else 1
+            kept += args[at : at + size]  # an option of this command, with its value
+            at += size
+            continue
+        kept.append(arg)
+        at += 1
+        if isinstance(command, TyperGroup):
+            found = command.get_command(ctx, arg)
+            if found is None:
+                break  # not a command: Typer says so
+            command = found
+        elif not command.context_settings.get(
+            "allow_interspersed_args", command.allow_interspersed_args
+        ):
+            break  # `run CMD ...`: what follows is the command's
+    return [*hoisted, *kept, *args[at:]]
+
+
+def _options(command: _click.Command) -> dict[str, bool]:
+    """Each option name of `command` (`--json`, `--no-json`), and whether it takes a value."""
+    names: dict[str, bool] = {}
+    for param in command.params:
+        if param.param_type_name == "option":
+            flag = bool(getattr(param, "is_flag", False) or getattr(param, "count", False))
+            for name in (*param.opts, *param.secondary_opts):
+                names[name] = not flag
+    return names
+
+
 app = typer.Typer(
     name="keeper",
+    cls=KeeperGroup,
     # Typer's Rich help formatter imports rich.markdown and markdown-it on every --help
     # (~80 ms, more than Typer itself); click's plain formatter keeps help instant.
     rich_markup_mode=None,
-    help="rbee keeper: start the queen and hives, run jobs, and watch everything they narrate.",
+    help="rbee keeper: start the queen and hives, run jobs, and watch everything they "
+    "narrate. Its options (--json, --no-color, --queen-url, -v) go before or after the "
+    "command.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -140,7 +209,10 @@ def queen_stop(ctx: typer.Context) -> None:
 
 @queen_app.command("status")
 def queen_status(ctx: typer.Context) -> None:
-    """Is the queen running? Its pid, port, uptime and version."""
+    """Is the queen running? Its pid, port, uptime and version.
+
+    With --json: one `queen` JSON object, for scripts.
+    """
     from keeper.commands import queen
 
     queen.status(_settings(ctx))
@@ -257,8 +329,12 @@ def hive_logs(
 
 @hive_app.command("list")
 def hive_list(ctx: typer.Context) -> None:
-    """List the hives this keeper can reach (hives config, ~/.ssh/config), then the ones the
-    queen knows (config and heartbeats), stale ones marked."""
+    """List the hives: localhost and those of the hives config (how the keeper reaches
+    them), then the ones the queen knows (config and heartbeats), stale ones marked.
+
+    Hosts of ~/.ssh/config are not listed: any of them can still be named to `hive install`
+    or `hive start`. With --json: the events as JSON lines, for scripts.
+    """
     from keeper.commands import hive
 
     hive.list_hives(_settings(ctx))
@@ -325,7 +401,10 @@ def worker_spawn(
 
 @worker_app.command("list")
 def worker_list(ctx: typer.Context, hive: HiveOption = "localhost") -> None:
-    """List a hive's workers."""
+    """List a hive's workers.
+
+    With --json: the events as JSON lines (the last one holds the list), for scripts.
+    """
     from keeper.commands import worker
 
     worker.list_workers(_settings(ctx), hive=hive)
@@ -357,7 +436,10 @@ def model_download(
 
 @model_app.command("list")
 def model_list(ctx: typer.Context, hive: HiveOption = "localhost") -> None:
-    """List the models in a hive's catalog."""
+    """List the models in a hive's catalog.
+
+    With --json: the events as JSON lines (the last one holds the list), for scripts.
+    """
     from keeper.commands import model
 
     model.list_models(_settings(ctx), hive=hive)
@@ -375,6 +457,12 @@ def model_delete(
     model.delete(_settings(ctx), ref, hive=hive)
 
 
+# What `keeper infer` tells a chat model it is, unless --system says otherwise: the
+# default of llama.cpp's own chat CLI. Small models answer plainly with it where their
+# template's own default can lead them astray (SmolLM2-135M on "the capital of France").
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
 def _probability_mass(value: float) -> float:
     """--top-p: above 0 (Typer's `min` cannot exclude its bound), at most the whole mass."""
     if not 0 < value <= sampling.TOP_P_MAX:
@@ -387,7 +475,11 @@ def infer(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="The prompt.")],
     model: Annotated[
-        str, typer.Option(help="Model ref: builtin:tiny, hf:org/repo/file.gguf, a path, a URL.")
+        str,
+        typer.Option(
+            help="Model ref: builtin:smollm2 (a small real chat model), builtin:tiny (random "
+            "weights), hf:org/repo/file.gguf, a path, a URL."
+        ),
     ],
     max_tokens: Annotated[
         int,
@@ -421,6 +513,21 @@ def infer(
     worker: Annotated[
         str | None, typer.Option("--worker", help="Worker id to run on (default: any idle one).")
     ] = None,
+    system: Annotated[
+        str | None,
+        typer.Option(
+            "--system",
+            help='The system message before the prompt (default: "You are a helpful '
+            "assistant.\", as llama.cpp's llama-cli; --system '' sends none, so the model's "
+            "template chooses). Not with --raw.",
+        ),
+    ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw", help="Send the prompt as it is, not as a chat message through the template."
+        ),
+    ] = False,
     no_autostart: Annotated[
         bool,
         typer.Option(
@@ -430,16 +537,19 @@ def infer(
 ) -> None:
     """Run a prompt on a worker and print the tokens as they arrive.
 
+    The prompt is a user message, rendered through the model's chat template (as
+    `ollama run` does); `--raw` sends it as it is, for base models and exact prompts.
     With stdout redirected (`> answer.txt`) stdout holds exactly the text plus one final
     newline, and the narration goes to stderr. A worker with the model is started (and
     the model fetched into the hive's catalog) when none runs; Ctrl-C stops generation.
     """
     from keeper.commands import infer as infer_cmd
 
+    if raw and system is not None:
+        raise typer.BadParameter("--system adds a chat message; it cannot go with --raw")
     operation: dict[str, object] = {
         "operation": "infer",
         "model": model,
-        "prompt": prompt,
         "max_tokens": max_tokens,
         "temperature": temperature,
         "top_p": top_p,
@@ -447,6 +557,12 @@ def infer(
         "seed": seed,
         "stop": stop or [],
     }
+    if raw:
+        operation["prompt"] = prompt
+    else:
+        system = DEFAULT_SYSTEM if system is None else system
+        messages = [{"role": "system", "content": system}] if system else []
+        operation["messages"] = [*messages, {"role": "user", "content": prompt}]
     if hive is not None:
         operation["hive_id"] = hive
     if worker is not None:
@@ -459,7 +575,10 @@ def infer(
 
 @jobs_app.command("list")
 def jobs_list(ctx: typer.Context) -> None:
-    """List the queen's jobs with their state and times."""
+    """List the queen's jobs with their state and times.
+
+    With --json: one JSON object per job, for scripts.
+    """
     from keeper.commands import jobs
 
     jobs.list_jobs(_settings(ctx))
@@ -467,7 +586,10 @@ def jobs_list(ctx: typer.Context) -> None:
 
 @jobs_app.command("show")
 def jobs_show(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Show one job's state and its transitions."""
+    """Show one job's state and its transitions.
+
+    With --json: the job as one JSON object, for scripts.
+    """
     from keeper.commands import jobs
 
     jobs.show(_settings(ctx), job_id)
@@ -503,7 +625,11 @@ def status(
     ] = False,
     interval: Annotated[float, typer.Option(help="Seconds between updates with --watch.")] = 2.0,
 ) -> None:
-    """The queen, its hives (last beat, stale) and their workers as tables."""
+    """The queen, its hives (last beat, stale) and their workers as tables.
+
+    With --json: the status job's events as JSON lines (the last one holds the
+    snapshot), for scripts.
+    """
     if not watch:
         from keeper.commands import status as status_cmd
 

@@ -35,6 +35,8 @@ QUEEN = "queen"  # the queen's name for its pidfile, start lock and log
 SERVER_LOCK = "/server.lock"  # the file every rbee server holds locked in its state folder
 HIVE_STATE_PREFIX = "hive-"  # a hive's state folder is <state>/hive-<alias> (hive.settings)
 PRIVATE_FILE_MODE = 0o600  # pidfiles, lock files and daemon logs: only their owner reads them
+QUEEN_START = "keeper queen start"  # the command that starts the queen, for hints
+FREE_PORT_SEARCH = 100  # ports above a taken one tried for the hint's free port
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,17 +219,31 @@ class PortOwner:
         return f"`kill {self.pid}`"
 
 
-def port_taken(bind: str, port: int, owner: PortOwner | None, ours: Path) -> str:
+def port_taken(
+    bind: str, port: int, owner: PortOwner | None, ours: Path, *, start: str = QUEEN_START
+) -> str:
     """The sentence for a port a daemon cannot have: the rbee server holding it named (`ours`
     is this RBEE_HOME's state folder) with the command that stops it, else the program's pid
-    (`owner` None: psutil cannot see who)."""
+    (`owner` None: psutil cannot see who); then `start`, the command that starts the daemon
+    (`keeper hive start`), with a free port. The command that hit the port may have no
+    --port to pass (`keeper infer` starts a queen and hive itself), so the hint names one."""
+    elsewhere = f"use another port: `{start} --port {_free_port_after(bind, port)}`"
     if owner is not None and owner.state is not None:
         return (
             f"port {port} on {bind} is taken by {owner.describe(ours)}; "
-            f"pass another --port, or stop it with {owner.stop_hint()}"
+            f"stop it with {owner.stop_hint()}, or {elsewhere}"
         )
     who = f" (pid {owner.pid})" if owner is not None else ""
-    return f"port {port} on {bind} is taken by another program{who}; stop it or pass another --port"
+    return f"port {port} on {bind} is taken by another program{who}; stop it, or {elsewhere}"
+
+
+def _free_port_after(bind: str, port: int) -> str:
+    """The first port above `port` nothing listens on now (`PORT` if none is near)."""
+    for candidate in range(port + 1, min(port + FREE_PORT_SEARCH, 65536)):
+        with contextlib.suppress(UsageError):  # that address cannot be bound at all
+            if not port_in_use(bind, candidate):
+                return str(candidate)
+    return "PORT"
 
 
 def port_owner(port: int) -> PortOwner | None:

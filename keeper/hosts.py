@@ -175,14 +175,11 @@ def _from_entry(alias: str, entry: dict[str, Any]) -> HiveHost:
     )
 
 
-def all_hosts() -> list[HiveHost]:
-    """localhost, every configured hive, then SSH config aliases not configured (for list)."""
+def configured_hosts() -> list[HiveHost]:
+    """The hives configured for rbee: localhost, then every hives config entry (what `hive
+    list` shows). SSH config hosts are not hives until named: most are other machines
+    (github.com), though `resolve` takes any of them as a target."""
     entries = configured_hives()
     hosts = [HiveHost(LOCAL, "local")]
     hosts += [_from_entry(alias, entry) for alias, entry in entries.items() if alias != LOCAL]
-    hosts += [
-        HiveHost(alias, "ssh config", ssh_host=alias)
-        for alias in dict.fromkeys(ssh_config_aliases())
-        if alias not in entries and alias != LOCAL and re.fullmatch(ALIAS_PATTERN, alias)
-    ]
     return hosts

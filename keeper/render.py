@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import sys
 import threading
 import time
@@ -47,7 +48,7 @@ from narration_core.sanitize import strip_control_lines
 from narration_core.sinks import Sink
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
 
     from keeper.live import LiveView
 
@@ -55,6 +56,8 @@ FRAME_S = 0.125  # live view: seconds per frame (8 fps), lines coalesced per fra
 CHUNK_FRAME_S = 0.01  # live view: seconds between frames while a child floods the terminal
 FLUSH_DELAY_S = 0.02  # plain/json: seconds to gather a batch after the first queued event
 MAX_PENDING = 20_000  # queued events beyond which the emitter writes the batch itself
+PIPED_WIDTH = 100_000  # columns for tables on a pipe: wider than any row, so none is cut
+TRAILING_BLANKS = re.compile(r" +$", re.MULTILINE)  # Rich pads each table line to its width
 
 
 class _BatchSink:
@@ -365,6 +368,26 @@ def table_console(settings: KeeperSettings) -> Console:
 
     plain = settings.no_color or settings.json
     return TableConsole(color_system=None if plain else "auto", highlight=False, emoji=False)
+
+
+def print_tables(settings: KeeperSettings, *renderables: RenderableType) -> None:
+    """Print Rich tables (and texts) on stdout. On a terminal they fit its width; piped or
+    redirected (`keeper jobs list | awk`), every row is whole however wide it is, and no
+    line ends in the blanks Rich pads its cells with."""
+    console = table_console(settings)
+    if console.is_terminal:
+        for renderable in renderables:
+            console.print(renderable)
+        return
+    console.width = PIPED_WIDTH
+    for renderable in renderables:
+        with console.capture() as captured:
+            console.print(renderable)
+        try:
+            sys.stdout.write(TRAILING_BLANKS.sub("", captured.get()))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            console.on_broken_pipe()
 
 
 def make_renderer(

@@ -2,10 +2,11 @@
 
 `keeper run` stands in for the command it runs, in scripts and CI, so its start-up is
 paid on every use; Typer and the command tree are ~65 ms of it (bench/bench_run.py).
-`keeper [--json] [--no-color] [-v] run [--actor A] [--job J] [--] CMD ARGS...` is read
-here; anything else (help, a typo, `--queen-url`, `=` forms) returns None and goes to
-Typer, which says what is wrong with it. tests/keeper/test_run_argv.py holds both
-readings equal.
+`keeper [G...] run [G | --actor A | --job J]... [--] CMD ARGS...` is read here, G being
+a global flag (--json, --no-color, -v, --verbose): as in the command tree, they may
+follow `run` until its command or `--`, after which everything is the command's.
+Anything else (help, a typo, `--queen-url`, `=` forms) returns None and goes to Typer,
+which says what is wrong with it. tests/keeper/test_run_argv.py holds both readings equal.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def read(argv: Sequence[str]) -> RunArgs | None:
         if arg == "--":
             at += 1
             break
+        if arg in GLOBAL_FLAGS:
+            flags[GLOBAL_FLAGS[arg]] = True
+            at += 1
+            continue
         if arg in RUN_OPTIONS:
             value = argv[at + 1] if at + 1 < len(argv) else "-"
             if value.startswith("-"):  # missing, or an option: Typer's to explain

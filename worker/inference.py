@@ -1,17 +1,23 @@
 """Serving generations: one at a time, a few waiting, tokens on the job's stream.
 
-    POST /v1/inference {prompt, max_tokens, temperature, top_p, top_k, seed, stop}
+    POST /v1/inference {prompt | messages, max_tokens, temperature, top_p, top_k, seed, stop}
         -> 201 {job_id, sse_url}   (the same job API as every rbee server)
 
+`messages` are rendered into the prompt through the model's chat template (worker/chat.py)
+before the job is made, so a conversation the template refuses is a 400.
+
 The job narrates `inference_start`, sends each piece of text as a `token {t, i}` event,
-narrates `inference_complete` (tokens, tok/s, time to first token) and ends `completed`
-with `{tokens_out, decode_time_ms, first_token_ms, stop_reason}` as its result; a failure
-ends it `failed` with the reason. A llama.cpp context serves one generation at a time, so
-requests queue; when QUEUE_MAX are already waiting, or the model is still loading, the
-answer is 503 with Retry-After. Cancelling the job (DELETE, or the queen cancelling
-across the hop) stops generation within a token. So does its client going away without
-a word (a queen killed mid-stream): a job no stream has read for UNREAD_STOP_S is
-cancelled, rather than generating up to `max_tokens` for nobody, or waiting its turn.
+narrates `inference_complete` (tokens generated: llama tokens, not pieces of text; tok/s;
+time to first token) and ends `completed` with `{tokens_out,
+decode_time_ms, first_token_ms, stop_reason}` as its result; a failure ends it `failed`
+with the reason. A llama.cpp context serves one generation at a time, so requests queue;
+when QUEUE_MAX are already waiting, or the model is still loading, the answer is 503 with
+Retry-After. Cancelling the job (DELETE, or the queen cancelling across the hop) stops
+generation within a token, or within a chunk of a long prompt's evaluation (a fraction of
+a second, see worker/engine.py), and the next request starts. So does its client going
+away without a word (a queen killed mid-stream): a job no stream has read for
+UNREAD_STOP_S is cancelled, rather than generating up to `max_tokens` for nobody, or
+waiting its turn.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from jobs.operations import Infer, parse_operation
 from jobs.routes import error_body
 from jobs.service import Handler, Job, JobService
 from narration_core import Narrator
+from worker.chat import render_chat
 from worker.engine import Engine, Sampling, generate
 
 NARRATE = Narrator("llm-worker-rbee")
@@ -96,12 +103,12 @@ class Inference:
             try:
                 await anyio.sleep_forever()
             finally:
-                stop.set()  # the thread sees it before its next token
+                stop.set()  # the thread sees it before its next token or prompt chunk
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_when_cancelled)
-            # Not abandoned on cancel: the thread must finish (within a token, see `stop`)
-            # before the next generation may use the same llama.cpp context.
+            # Not abandoned on cancel: the thread must finish (within a token or a prompt
+            # chunk, see `stop`) before the next generation may use the llama.cpp context.
             result = await anyio.to_thread.run_sync(
                 lambda: generate(llama, op.prompt, sampling, emit=emit, should_stop=stop.is_set)
             )
@@ -143,6 +150,9 @@ class Inference:
         if not isinstance(fields, dict):
             raise InvalidRequest("the body must be a JSON object with a prompt", status=400)
         op = parse_operation({**fields, "operation": "infer", "model": self.model_name})
+        if isinstance(op, Infer) and op.messages is not None:  # refused here: a 400, not a job
+            prompt = render_chat(op.messages, self.engine.chat_template)
+            op = op.model_copy(update={"prompt": prompt, "messages": None})
         if self._service is None:
             raise RuntimeError("Inference.handlers() was not given to the job server")
         job = await self._service.submit(op)

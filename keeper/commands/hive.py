@@ -143,7 +143,8 @@ def _already_running(
     if daemons.port_in_use(LOOPBACK, port):
         owner = daemons.port_owner(port)
         ours = RbeePaths.resolve().state
-        raise DaemonUnreachable(daemons.port_taken(LOOPBACK, port, owner, ours))
+        start = "keeper hive start" if alias == LOCAL else f"keeper hive start {alias}"
+        raise DaemonUnreachable(daemons.port_taken(LOOPBACK, port, owner, ours, start=start))
     return False
 
 
@@ -216,13 +217,13 @@ def install(
 
 
 def list_hives(settings: KeeperSettings) -> None:
-    """The hives this keeper can start (hives config, ~/.ssh/config), then the hives the
-    queen knows, from its config and their heartbeats."""
+    """The hives configured here (localhost and the hives config), then the hives the queen
+    knows, from its config and their heartbeats. SSH config hosts are not listed."""
     from keeper.commands.jobs import stream_operation
-    from keeper.hosts import all_hosts
+    from keeper.hosts import configured_hosts
 
     with make_renderer(settings):
-        for host in all_hosts():
+        for host in configured_hosts():
             where = "this machine" if host.is_local else _ssh_target(host)
             NARRATE.action("hive_config").target(host.alias).human(
                 f"{host.alias}: {where} ({host.source})"

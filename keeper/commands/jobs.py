@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from jobs.events import FINAL_STATES
 from jobs.paths import TOKEN_ENV
 from keeper.errors import DaemonUnreachable, JobFailed, KeeperError, UsageError
-from keeper.render import Renderer, make_renderer, table_console
+from keeper.render import Renderer, make_renderer, print_tables
 from keeper.settings import KeeperSettings
 from narration_core import Narrator
 
@@ -168,6 +168,21 @@ def _run(settings: KeeperSettings, fn: Callable[[SyncJobClient], Any]) -> Any:
         return fn(client)
 
 
+def job_result(settings: KeeperSettings, operation: dict[str, Any]) -> dict[str, Any]:
+    """Run `operation` on the queen without showing its events; its final `result` (empty
+    when it has none). Raises JobFailed when the job does not complete."""
+    final: dict[str, Any] = {}
+    with _client(settings) as client:
+        job_id = client.submit(operation)
+        for event in client.stream(job_id):
+            if event.is_final:
+                final = event.data
+    if final.get("state") != "completed":
+        reason = final.get("error") or f"it ended {final.get('state') or 'without a state'}"
+        raise JobFailed(f"job {job_id} failed: {reason}")
+    return dict(final.get("result") or {})
+
+
 # -- jobs list / show / logs / cancel -------------------------------------------------
 
 
@@ -177,6 +192,7 @@ def list_jobs(settings: KeeperSettings) -> None:
         sys.stdout.writelines(json.dumps({"event": "job", **job}) + "\n" for job in jobs)
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
     for column in ("JOB", "STATE", "OPERATION", "CREATED", "ELAPSED"):
@@ -189,11 +205,7 @@ def list_jobs(settings: KeeperSettings) -> None:
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"])),
             _took(job),
         )
-    console = table_console(settings)
-    if jobs:
-        console.print(table)
-    else:
-        console.print("No jobs yet.", markup=False)
+    print_tables(settings, table if jobs else Text("No jobs yet."))
 
 
 def _took(job: dict[str, Any]) -> str:

@@ -22,23 +22,11 @@ def show(settings: KeeperSettings) -> None:
     if settings.json:
         stream_operation(settings, {"operation": "queen_status"})
         return
-    snapshot = _snapshot(settings)
-    from keeper.render import table_console
+    from keeper.commands.jobs import job_result
+    from keeper.render import print_tables
 
-    console = table_console(settings)
-    for table in tables(snapshot, settings.queen_url, now=time.time()):
-        console.print(table)
-
-
-def _snapshot(settings: KeeperSettings) -> dict[str, Any]:
-    from keeper.commands.jobs import _client
-
-    final: dict[str, Any] = {}
-    with _client(settings) as client:
-        for event in client.stream(client.submit({"operation": "queen_status"})):
-            if event.is_final:
-                final = event.data
-    return dict(final.get("result") or {})
+    snapshot = job_result(settings, {"operation": "queen_status"})
+    print_tables(settings, *tables(snapshot, settings.queen_url, now=time.time()))
 
 
 def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:

@@ -120,7 +120,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
 @pytest.fixture(scope="module")
 def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "slow.gguf"
-    write_tiny_model(path, shape=TinyShape(n_ctx=2048))
+    # Wide enough that LONG's tokens take tens of seconds (~80 tok/s on 2 cores): the
+    # worker no longer slows down as its answer grows, so a narrow model ends in a blink.
+    write_tiny_model(path, shape=TinyShape(n_ctx=2048, n_embd=512, n_layer=8, n_ff=2048))
     return path
 
 
@@ -325,8 +327,12 @@ def test_autostart_on_a_fresh_home_answers_the_first_command(tmp_path: Path) -> 
         # stays: the next infer starts a queen and waits for that hive's next beat rather
         # than sending the job to the default port the new queen's config guesses.
         chain.run("queen", "stop")
-        again = chain.run("infer", "--model", "builtin:tiny", "--seed", "3", "hello")
-        assert again.stdout == text
+        second = tmp_path / "again.txt"
+        with second.open("w") as out:  # a file, as above: a pipe read as text turns \r into \n
+            again = chain.run(
+                "infer", "--model", "builtin:tiny", "--seed", "3", "hello", stdout=out
+            )
+        assert second.read_bytes().decode() == text
         assert "starting one" in again.stderr and "No local hive runs" not in again.stderr
     finally:
         chain.run("hive", "stop", ok=False)

@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from hive.tiny_model import TinyShape, write_tiny_model
 from jobs.client import JobClient
 from jobs.events import JobEvent
 from tests.hive.conftest import spawn_hive
@@ -131,7 +132,7 @@ async def test_stopping_the_hive_stops_its_workers(rbee_home: Path) -> None:
     assert "worker_spawn" in hive.actions()
 
 
-async def test_worker_state_follows_its_generation(rbee_home: Path) -> None:
+async def test_worker_state_follows_its_generation(rbee_home: Path, tmp_path: Path) -> None:
     """While a worker generates, the hive reports it `busy` (what heartbeats tell the queen);
     once the generation is cancelled it is `ready` again."""
 
@@ -139,13 +140,15 @@ async def test_worker_state_follows_its_generation(rbee_home: Path) -> None:
         listed = await run_job(client, {"operation": "worker_list"})
         return str(listed[-1].data["result"]["workers"][0]["state"])
 
+    # Wide enough that its answer takes seconds (builtin:tiny's takes milliseconds).
+    slow = tmp_path / "slow.gguf"
+    write_tiny_model(slow, shape=TinyShape(n_ctx=2048, n_embd=512, n_layer=8, n_ff=2048))
     async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
-        await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
-        spawn = await run_job(client, {"operation": "worker_spawn", "model": "builtin:tiny"})
+        spawn = await run_job(client, {"operation": "worker_spawn", "model": str(slow)})
         url = spawn[-1].data["result"]["url"]
         assert await state(client) == "ready"
         async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
-            body = {"prompt": "a", "max_tokens": 240, "seed": 1}  # seconds on builtin:tiny
+            body = {"prompt": "a", "max_tokens": 2000, "seed": 1}
             job_id = (await http.post("/v1/inference", json=body)).json()["job_id"]
             with anyio.fail_after(10):
                 while await state(client) != "busy":  # noqa: ASYNC110 - polled API

@@ -109,13 +109,14 @@ def test_a_port_held_by_another_program_says_so(
     keeper, free_tcp_port: int, tmp_path: Path, daemon: str
 ) -> None:
     """`queen start` and `hive start` on a port a non-rbee server holds name it as another
-    program (stop it or pick another --port), not a queen to stop, and both exit 3."""
+    program (stop it, or the same start command on a free port), not a queen to stop, and
+    both exit 3."""
     args = (daemon, "start") if daemon == "queen" else (daemon, "start", "localhost")
     with _foreign_http_server(free_tcp_port, tmp_path):
         result = keeper(*args, "--port", str(free_tcp_port), "--timeout", "5")
     assert result.returncode == 3, result.stderr
     assert f"port {free_tcp_port} on 127.0.0.1 is taken by another program" in result.stderr
-    assert "stop it or pass another --port" in result.stderr
+    assert f"stop it, or use another port: `keeper {daemon} start --port " in result.stderr
     assert "not a queen" not in result.stderr and "stop that queen" not in result.stderr
     assert "start the hive with --port" not in result.stderr
 
@@ -192,14 +193,15 @@ def test_queen_start_on_a_hives_port_names_the_hive(keeper, free_tcp_port: int) 
         assert result.returncode == 3, result.stderr
         assert f"port {free_tcp_port} on 127.0.0.1 is taken by hive localhost" in result.stderr
         assert f"`RBEE_HOME={keeper.home} keeper hive stop localhost`" in result.stderr
-        assert "queen" not in result.stderr.partition("taken by")[2]
+        assert "queen" not in result.stderr.partition("taken by")[2].partition(";")[0]
+        assert "or use another port: `keeper queen start --port " in result.stderr
     finally:
         keeper("hive", "stop", "localhost")
 
 
 def test_hive_start_on_the_queens_port_names_the_queen(keeper, free_tcp_port: int) -> None:
-    """`hive start --port P` where this home's queen listens says the queen holds it (pass
-    another --port), not "another program" to stop; exit 3."""
+    """`hive start --port P` where this home's queen listens says the queen holds it (and
+    gives `keeper hive start` with a free port), not "another program" to stop; exit 3."""
     started = keeper("queen", "start", "--port", str(free_tcp_port))
     assert started.returncode == 0, started.stderr
     try:
@@ -207,7 +209,7 @@ def test_hive_start_on_the_queens_port_names_the_queen(keeper, free_tcp_port: in
         assert result.returncode == 3, result.stderr
         taken = f"port {free_tcp_port} on 127.0.0.1 is taken by the queen of this RBEE_HOME"
         assert taken in result.stderr
-        assert "pass another --port" in result.stderr
+        assert "or use another port: `keeper hive start --port " in result.stderr
         assert "another program" not in result.stderr
     finally:
         keeper("queen", "stop")

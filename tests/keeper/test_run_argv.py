@@ -43,12 +43,17 @@ def typer_reads(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, A
 WORDS = st.sampled_from(TOKENS)
 
 
+GLOBAL_FLAGS = st.sampled_from(("--json", "--no-color", "-v", "--verbose"))
+
+
 @st.composite
 def run_lines(draw: st.DrawFn) -> list[str]:
-    """`[global flags] run [run options] [--] words`, any part of it possibly off."""
-    flags = draw(st.lists(st.sampled_from(("--json", "--no-color", "-v", "--verbose"))))
+    """`[global flags] run [run options and global flags] [--] words`, any part of it
+    possibly off."""
+    flags = draw(st.lists(GLOBAL_FLAGS))
     values = st.sampled_from(("build", "a b", "", "-", "--", "-x", "run")) | WORDS
-    options = draw(st.lists(st.tuples(st.sampled_from(("--actor", "--job")), values)))
+    option = st.tuples(st.sampled_from(("--actor", "--job")), values) | st.tuples(GLOBAL_FLAGS)
+    options = draw(st.lists(option))
     separator = draw(st.sampled_from(([], ["--"])))
     words = draw(st.lists(st.sampled_from(("make", "-j4", "--json", "--", "run")) | WORDS))
     return [*flags, "run", *(part for option in options for part in option), *separator, *words]
@@ -81,6 +86,8 @@ def test_a_command_line_read_quickly_is_read_as_typer_reads_it(argv: list[str]) 
         ["run", "make", "test"],
         ["--json", "-v", "run", "--actor", "build", "--job", "j1", "--", "make", "-j4"],
         ["--no-color", "run", "--", "sh", "-c", "exit 3"],
+        ["run", "--json", "--", "make", "--json"],
+        ["run", "-v", "--actor", "build", "--no-color", "make"],
     ],
 )
 def test_everyday_command_lines_skip_typer(argv: list[str]) -> None:

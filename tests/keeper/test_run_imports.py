@@ -42,10 +42,15 @@ def _modules(*args: str, env: dict[str, str]) -> set[str]:
 
 
 def test_plain_and_json_keeper_run_import_no_typer_rich_pydantic_or_http() -> None:
-    """Plain and --json `keeper run` are read without Typer and print through narration
-    alone: no Typer, Rich, pydantic, HTTP client or server is loaded."""
+    """Plain and --json `keeper run` (the flag before or after `run`) are read without
+    Typer and print through narration alone: no Typer, Rich, pydantic, HTTP client or
+    server is loaded."""
     env = {**os.environ, "NO_COLOR": "1"}
-    for args in (("run", "--", "true"), ("--json", "run", "--", "true")):
+    for args in (
+        ("run", "--", "true"),
+        ("--json", "run", "--", "true"),
+        ("run", "--json", "--", "true"),
+    ):
         loaded = _modules(*args, env=env)
         assert "keeper.commands.run" in loaded  # the command did run
         heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gc
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -22,6 +24,10 @@ pytestmark = pytest.mark.anyio
 
 LONG = {"prompt": "a", "max_tokens": 240, "seed": 1}  # runs to the limit on builtin:tiny
 SAMPLING = {"max_tokens": 24, "temperature": 0.8, "top_p": 0.95, "top_k": 40, "seed": 42}
+# With SAMPLING, builtin:tiny answers this in 24 tokens that make fewer pieces of text
+# (byte tokens that join into one character), and create_completion runs on past
+# max_tokens to finish characters (38 tokens): the case where pieces and tokens differ.
+CHAT_PROMPT = "<|user|>\nhello bee</s>\n<|assistant|>\n"
 
 
 @pytest.fixture
@@ -48,29 +54,84 @@ def text_of(events: list[JobEvent]) -> str:
     return "".join(t["t"] for t in tokens)
 
 
+@contextmanager
+def in_process(model: Path) -> Iterator[Any]:
+    """llama-cpp-python's `Llama` on `model` in this process, closed afterwards."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(model_path=str(model), n_ctx=0, verbose=False)
+    try:
+        yield llm
+    finally:
+        llm.close()
+        with warnings.catch_warnings():  # llama-cpp-python leaks /dev/null handles
+            warnings.simplefilter("ignore", ResourceWarning)
+            del llm
+            gc.collect()
+
+
 async def test_tokens_match_llama_cpp_in_process_and_repeat(
     worker: RunningProgram, tmp_path: Path
 ) -> None:
     """The worker streams, as `token` events, exactly the text llama-cpp-python generates
-    in-process for the same model, prompt, seed and sampling; twice the same; and the job
-    narrates inference_start/inference_complete and ends with the generation's figures."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    in-process for the same model, prompt, seed and sampling, and counts the same tokens;
+    twice the same; and the job narrates inference_start/inference_complete and ends with
+    the generation's figures."""
     first = await infer(worker.url, "the queen", **SAMPLING)
     second = await infer(worker.url, "the queen", **SAMPLING)
-    llm = llama_cpp.Llama(model_path=str(tmp_path / "tiny.gguf"), n_ctx=0, verbose=False)
-    direct = llm.create_completion("the queen", **SAMPLING)["choices"][0]["text"]
-    llm.close()
-    with warnings.catch_warnings():  # llama-cpp-python leaks /dev/null handles
-        warnings.simplefilter("ignore", ResourceWarning)
-        del llm
-        gc.collect()
-    assert text_of(first) == text_of(second) == direct and direct
+    with in_process(tmp_path / "tiny.gguf") as llm:
+        direct = llm.create_completion("the queen", **SAMPLING)
+    assert text_of(first) == text_of(second) == direct["choices"][0]["text"] != ""
     result = first[-1].data["result"]
     assert first[-1].state == "completed"
-    assert result["tokens_out"] == sum(e.kind == "token" for e in first)
+    assert result["tokens_out"] == direct["usage"]["completion_tokens"]
     assert result["stop_reason"] in ("length", "stop") and result["first_token_ms"] is not None
     actions = [e.data["action"] for e in first if e.kind == "narration"]
     assert actions.index("inference_start") < actions.index("inference_complete")
+
+
+async def test_tokens_out_counts_llama_tokens_not_pieces_of_text(
+    worker: RunningProgram, tmp_path: Path
+) -> None:
+    """`tokens_out` and inference_complete's "N tokens" count the tokens llama.cpp sampled,
+    not the pieces of text sent (a piece may hold several byte tokens): a generation that
+    stops by length counted exactly max_tokens, and its text is those tokens' text, as
+    llama-cpp-python's own token generator gives them in-process."""
+    events = await infer(worker.url, CHAT_PROMPT, **SAMPLING)
+    result = events[-1].data["result"]
+    pieces = sum(e.kind == "token" for e in events)
+    assert (result["stop_reason"], result["tokens_out"]) == ("length", SAMPLING["max_tokens"])
+    assert pieces < result["tokens_out"]  # this prompt and seed join tokens into pieces
+    complete = [
+        e for e in events if e.kind == "narration" and e.data["action"] == "inference_complete"
+    ]
+    assert complete[0].data["human"].startswith(f"{SAMPLING['max_tokens']} tokens in ")
+    with in_process(tmp_path / "tiny.gguf") as llm:
+        llm.set_seed(SAMPLING["seed"])
+        tokens = llm.tokenize(CHAT_PROMPT.encode(), add_bos=True, special=True)
+        sampled = llm.generate(
+            tokens, top_k=SAMPLING["top_k"], top_p=SAMPLING["top_p"], temp=SAMPLING["temperature"]
+        )
+        generated = [
+            token for _, token in zip(range(SAMPLING["max_tokens"]), sampled, strict=False)
+        ]
+        sampled.close()
+        expected = llm.detokenize(generated).decode("utf-8", errors="ignore")
+    assert text_of(events) == expected
+
+
+async def test_a_stop_string_ends_the_text_before_it(worker: RunningProgram) -> None:
+    """A stop string taken from the middle of a generation's text ends the same
+    generation there: the text before it arrives, the stop string never does, and the job
+    says `stop`, having counted fewer tokens than the generation without it."""
+    sampling = {**SAMPLING, "max_tokens": 48, "seed": 7}
+    whole = await infer(worker.url, "the queen", **sampling)
+    text = text_of(whole)
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    cut = await infer(worker.url, "the queen", **sampling, stop=[stop])
+    assert len(stop) == 2 and text_of(cut) == text[: text.index(stop)]
+    result = cut[-1].data["result"]
+    assert result["stop_reason"] == "stop"
+    assert result["tokens_out"] < whole[-1].data["result"]["tokens_out"]
 
 
 async def test_generations_that_fill_the_context_run_back_to_back(worker: RunningProgram) -> None:
