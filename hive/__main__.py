@@ -96,7 +96,8 @@ async def _serve(settings: HiveSettings, sock: socket.socket) -> None:
     from hive.catalog import Catalog
     from jobs.server import serve, socket_url
 
-    catalog = await anyio.to_thread.run_sync(Catalog(settings.models_dir).load)
+    catalog = Catalog(settings.models_dir, hive_id=settings.hive_id)
+    catalog = await anyio.to_thread.run_sync(catalog.load)
     ready_models = [e.id for e in catalog.entries() if e.status == "available"]
     NARRATE.action("catalog_init").target(str(settings.models_dir)).human(
         f"Model catalog in {settings.models_dir}: {len(ready_models)} model(s) available"

@@ -1,7 +1,8 @@
 """The hive's app: its job handlers, /v1/capabilities and heartbeats on the job-server shell.
 
 Serving it (the lifespan) runs the worker supervisor (leaving it stops every worker) and
-the heartbeats to the queen, when one is configured.
+the heartbeats to the queen, when one is configured. On the way out the hive says goodbye
+to the queen before it stops its workers, so the queen stops offering them at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from hive.capabilities import capabilities
 from hive.catalog import Catalog
-from hive.heartbeat import Heartbeat
+from hive.heartbeat import LEAVE_S, Heartbeat
 from hive.router import create_router
 from hive.settings import HiveSettings
 from hive.supervisor import Supervisor
@@ -26,6 +27,9 @@ from jobs.server import JobApp, ServerConfig, rbee_version
 from jobs.server import create_app as create_job_app
 
 ACTOR = "rbee-hive"  # the hive's narration actor
+# Backstop on the last beat and the goodbye (Heartbeat bounds them itself): a queen that
+# hangs must not hold up the hive's stop, whose workers wait for it.
+LEAVE_DEADLINE_S = LEAVE_S + 0.5
 
 
 def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
@@ -46,6 +50,7 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         async with supervisor.running(), anyio.create_task_group() as tg:
+            heartbeat: Heartbeat | None = None
             if settings.queen_url is not None:
                 heartbeat = Heartbeat(
                     settings.queen_url,
@@ -58,7 +63,9 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
                 )
                 tg.start_soon(heartbeat.run, name="heartbeat")
             yield
-            tg.cancel_scope.cancel()
+            if heartbeat is not None:
+                heartbeat.leave()  # the task group waits for the goodbye, within the deadline
+                tg.cancel_scope.deadline = anyio.current_time() + LEAVE_DEADLINE_S
 
     return create_job_app(
         config,

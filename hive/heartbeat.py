@@ -3,6 +3,10 @@
 While the queen is unreachable (or refuses the beat) the hive backs off, doubling the pause
 up to BEAT_BACKOFF_MAX_S, and narrates once when the queen goes away and once when it is
 back, so a queen that is down for an hour costs a few log lines, not thousands.
+
+When the hive stops, `leave()` ends the beats and the hive says goodbye (`POST
+/v1/heartbeats/goodbye`, with the same token as its beats), so the queen drops it and its
+workers at once instead of calling it stale three beats later.
 """
 
 from __future__ import annotations
@@ -13,16 +17,24 @@ from collections.abc import Callable
 import anyio
 import httpx
 
-from jobs.beats import BEAT_BACKOFF_MAX_S, BEAT_INTERVAL_S, HiveBeat, WorkerInfo
+from jobs.beats import BEAT_BACKOFF_MAX_S, BEAT_INTERVAL_S, HiveBeat, HiveGoodbye, WorkerInfo
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
 BEAT_TIMEOUT_S = 5.0  # one beat's whole request; a slow queen is treated as away
+# A stopping hive waits this long for a beat in flight, then this long for the goodbye:
+# together well inside the grace `keeper hive stop` gives it before SIGKILL (5 s), which
+# its workers need too.
+LAST_BEAT_WAIT_S = 1.0
+GOODBYE_TIMEOUT_S = 1.5
+LEAVE_S = LAST_BEAT_WAIT_S + GOODBYE_TIMEOUT_S  # the most `run` takes after `leave()`
 HEARTBEAT_PATH = "/v1/heartbeats"
+GOODBYE_PATH = "/v1/heartbeats/goodbye"
 
 
 class Heartbeat:
-    """Sends HiveBeats to `queen_url` until cancelled (run it in a task group).
+    """Sends HiveBeats to `queen_url` until `leave()` (then a goodbye) or cancelled (no
+    goodbye); run it in a task group.
 
     Args:
         workers: called before each beat for the current workers.
@@ -42,6 +54,7 @@ class Heartbeat:
         backoff_max_s: float = BEAT_BACKOFF_MAX_S,
     ) -> None:
         self.endpoint = queen_url.rstrip("/") + HEARTBEAT_PATH
+        self.goodbye_endpoint = queen_url.rstrip("/") + GOODBYE_PATH
         self.queen_url = queen_url
         self.hive_id = hive_id
         self.url = url
@@ -53,6 +66,9 @@ class Heartbeat:
         self.sent = 0  # beats the queen accepted
         self.attempts = 0  # beats tried, accepted or not
         self.reachable: bool | None = None  # None until the first beat
+        self.said_goodbye = False  # the queen accepted the goodbye
+        self._leaving = anyio.Event()
+        self._in_flight: anyio.CancelScope | None = None  # the beat being sent, if any
 
     def beat(self) -> HiveBeat:
         return HiveBeat(
@@ -63,29 +79,71 @@ class Heartbeat:
             ts=time.time(),
         )
 
+    def leave(self) -> None:
+        """Stop beating: `run` lets the beat in flight land (LAST_BEAT_WAIT_S at most), says
+        goodbye and returns, within LEAVE_S."""
+        self._leaving.set()
+        if self._in_flight is not None:
+            self._in_flight.deadline = min(
+                self._in_flight.deadline, anyio.current_time() + LAST_BEAT_WAIT_S
+            )
+
     async def run(self) -> None:
-        """Beat forever; never raises for a missing queen (that is what the backoff is for)."""
+        """Beat until `leave()`, then say goodbye; never raises for a missing queen (that
+        is what the backoff is for).
+
+        A beat in flight is given a moment to land before the goodbye rather than cancelled
+        at once: a beat the queen read after the goodbye would list the hive again.
+        """
         headers = {"content-type": "application/json"}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
         pause = self.interval_s
         async with httpx.AsyncClient(timeout=BEAT_TIMEOUT_S, trust_env=False) as client:
-            while True:
-                problem = await self._send(client, headers)
+            while not self._leaving.is_set():
+                self.attempts += 1
+                with anyio.CancelScope() as self._in_flight:
+                    problem = await self._send(client, self.endpoint, self.beat(), headers)
+                self._in_flight = None
+                if self._leaving.is_set():
+                    break  # stopping: no news about the queen's reachability to tell
                 if problem is None:
                     self._went_well()
                     pause = self.interval_s
                 else:
                     self._went_wrong(problem, pause)
                     pause = min(pause * 2, self.backoff_max_s)
-                await anyio.sleep(pause)
+                with anyio.move_on_after(pause):
+                    await self._leaving.wait()
+            await self._goodbye(client, headers)
 
-    async def _send(self, client: httpx.AsyncClient, headers: dict[str, str]) -> str | None:
-        """None when the queen accepted the beat, else why not (one short phrase)."""
-        body = self.beat().model_dump_json()
-        self.attempts += 1
+    async def _goodbye(self, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+        goodbye = HiveGoodbye(hive_id=self.hive_id, url=self.url, ts=time.time())
+        problem: str | None = f"no answer within {GOODBYE_TIMEOUT_S:g} s"
+        with anyio.move_on_after(GOODBYE_TIMEOUT_S):  # the whole request, not each step
+            problem = await self._send(client, self.goodbye_endpoint, goodbye, headers)
+        if problem is None:
+            self.said_goodbye = True
+            NARRATE.action("goodbye").target(self.queen_url).human(
+                f"Told the queen at {self.queen_url} that hive {self.hive_id} is stopping"
+            ).emit()
+            return
+        NARRATE.action("goodbye").target(self.queen_url).level("warn").human(
+            f"Could not tell the queen at {self.queen_url} that hive {self.hive_id} is "
+            f"stopping ({problem}); it will call this hive stale once its beats are missed"
+        ).emit()
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        endpoint: str,
+        message: HiveBeat | HiveGoodbye,
+        headers: dict[str, str],
+    ) -> str | None:
+        """None when the queen accepted `message`, else why not (one short phrase)."""
+        body = message.model_dump_json()
         try:
-            response = await client.post(self.endpoint, content=body, headers=headers)
+            response = await client.post(endpoint, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return str(exc) or type(exc).__name__
         if response.is_success:

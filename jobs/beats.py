@@ -1,10 +1,13 @@
 """Heartbeats: what a hive tells the queen about itself and its workers, every few seconds.
 
-    POST /v1/heartbeats   (hive -> queen)   HiveBeat JSON   -> 204
+    POST /v1/heartbeats           (hive -> queen)   HiveBeat JSON      -> 204
+    POST /v1/heartbeats/goodbye   (hive -> queen)   HiveGoodbye JSON   -> 204
 
 The queen's hive registry is rebuilt from these alone, so a restarted queen knows every
-live hive again after one interval, and a hive that stops beating is marked stale after
-STALE_AFTER_BEATS missed beats rather than forgotten.
+live hive again after one interval. A hive that stops says goodbye, and the queen drops it
+and its workers at once; one that falls silent without a word (killed, cut off) is marked
+stale after STALE_AFTER_BEATS missed beats rather than forgotten. Both calls carry the
+same credential (the queen's token, when it has one).
 """
 
 from __future__ import annotations
@@ -46,3 +49,18 @@ class HiveBeat(_Wire):
     version: str
     workers: list[WorkerInfo] = Field(default_factory=list)
     ts: float  # the hive's wall clock when it sent the beat
+
+
+class HiveGoodbye(_Wire):
+    """A stopping hive's last word: the queen forgets it and its workers.
+
+    `url` is the one its beats gave: a goodbye from a hive the queen knows at another URL
+    (another hive with the same id took its place) changes nothing. Strict: `"ts": false`
+    is refused (422), not read as 0.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    hive_id: str = Field(min_length=1, max_length=128)
+    url: str
+    ts: float  # the hive's wall clock when it left

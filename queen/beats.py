@@ -1,26 +1,31 @@
-"""The queen's end of heartbeats: `POST /v1/heartbeats` (a `jobs.beats.HiveBeat`) -> 204.
+"""The queen's end of heartbeats: `POST /v1/heartbeats` (a `jobs.beats.HiveBeat`) -> 204,
+and `POST /v1/heartbeats/goodbye` (a `jobs.beats.HiveGoodbye`) -> 204.
 
 Each beat updates the hive registry; the first beat of a hive, and the first after it
 went stale, is narrated on the queen's own output, so its log says when hives came and
-went back without a line per beat.
+went back without a line per beat. A goodbye drops the hive and its workers at once, and
+says so. Both routes sit behind the queen's bearer-token check (jobs.auth) like every
+other non-open route, so a goodbye needs the very credential a beat needs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jobs.beats import HiveBeat
+from jobs.beats import HiveBeat, HiveGoodbye
 from jobs.errors import InvalidRequest
 from narration_core import Narrator
 from queen.hives import HiveRegistry
 
 NARRATE = Narrator("queen-rbee")
 HEARTBEAT_PATH = "/v1/heartbeats"
+GOODBYE_PATH = "/v1/heartbeats/goodbye"
+Wire = TypeVar("Wire", bound=BaseModel)
 
 OPENAPI_PATHS: dict[str, Any] = {
     HEARTBEAT_PATH: {
@@ -35,12 +40,25 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "422": {"description": "not a heartbeat: {error, detail}"},
             },
         }
-    }
+    },
+    GOODBYE_PATH: {
+        "post": {
+            "summary": "A stopping hive's goodbye: the queen drops it and its workers",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": HiveGoodbye.model_json_schema()}},
+            },
+            "responses": {
+                "204": {"description": "the hive is gone (or was not known at that URL)"},
+                "422": {"description": "not a goodbye: {error, detail}"},
+            },
+        }
+    },
 }
 
 
 def heartbeat_routes(hives: HiveRegistry) -> list[BaseRoute]:
-    """The heartbeat route, recording into `hives`."""
+    """The heartbeat and goodbye routes, recording into `hives`."""
 
     async def receive(request: Request) -> Response:
         beat = parse_beat(await request.body())
@@ -54,19 +72,37 @@ def heartbeat_routes(hives: HiveRegistry) -> list[BaseRoute]:
             ).emit()
         return Response(status_code=204)
 
-    return [Route(HEARTBEAT_PATH, receive, methods=["POST"])]
+    async def farewell(request: Request) -> Response:
+        goodbye = _parse(HiveGoodbye, await request.body(), "a goodbye")
+        gone = hives.goodbye(goodbye)
+        if gone is not None:
+            workers = len(gone.workers)
+            NARRATE.action("hive_goodbye").target(goodbye.hive_id).human(
+                f"Hive {goodbye.hive_id} at {goodbye.url} stopped; dropped it and its "
+                f"{workers} worker{'s' * (workers != 1)}"
+            ).emit()
+        return Response(status_code=204)
+
+    return [
+        Route(HEARTBEAT_PATH, receive, methods=["POST"]),
+        Route(GOODBYE_PATH, farewell, methods=["POST"]),
+    ]
 
 
 def parse_beat(body: bytes) -> HiveBeat:
     """The HiveBeat in a request body; raises InvalidRequest (422) naming the first problem."""
+    return _parse(HiveBeat, body, "a heartbeat")
+
+
+def _parse(model: type[Wire], body: bytes, what: str) -> Wire:
     try:
-        return HiveBeat.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         detail = exc.errors(include_url=False, include_context=False, include_input=False)
         first: dict[str, Any] = dict(detail[0]) if detail else {}
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise InvalidRequest(
-            f"not a heartbeat: {where}: {first.get('msg', 'invalid')}; "
-            "send a jobs.beats.HiveBeat (see GET /openapi.json)",
+            f"not {what}: {where}: {first.get('msg', 'invalid')}; "
+            f"send a jobs.beats.{model.__name__} (see GET /openapi.json)",
             detail=detail,
         ) from None

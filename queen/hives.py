@@ -3,9 +3,12 @@ hive's own token (from the hives config; the queen's inbound token never goes up
 
 Heartbeats (`POST /v1/heartbeats`, see queen.beats) add the hives that announce
 themselves and keep each hive's URL, version and workers current; a restarted queen
-re-learns them from the next beats. A hive that stops beating is marked stale after
-STALE_AFTER_BEATS of its own intervals, computed from `last_seen` when asked (no timer),
-and kept with what it last said, since nothing else could tell the queen about it.
+re-learns them from the next beats. A hive that stops says goodbye and leaves the list at
+once with its workers (a configured one is kept aside: jobs that name it still find its
+URL and token, and its next beat lists it again). A hive that stops beating without a
+word is marked stale after STALE_AFTER_BEATS of its own intervals, computed from
+`last_seen` when asked (no timer), and kept with what it last said, since nothing else
+could tell the queen about it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from jobs.beats import (
     BEAT_INTERVAL_S,
     STALE_AFTER_BEATS,
     HiveBeat,
+    HiveGoodbye,
     WorkerInfo,
 )
 from queen.errors import UnknownHive
@@ -69,12 +73,16 @@ class HiveRegistry:
     ) -> None:
         self._hives = {hive_id: Hive(hive_id, url) for hive_id, url in hives.items()}
         self._tokens = dict(tokens or {})  # by id, so a hive learned from beats gets its own
+        # Configured hives that said goodbye: the URL they last gave, no beats, no workers.
+        # Invariant: an id is in `_hives` or `_left`, never both.
+        self._left: dict[str, Hive] = {}
+        self._configured = frozenset(hives)
 
     def get(self, hive_id: str) -> Hive:
-        """The hive called `hive_id`; raises UnknownHive."""
-        hive = self._hives.get(hive_id)
+        """The hive called `hive_id` (listed, or configured and stopped); raises UnknownHive."""
+        hive = self._hives.get(hive_id) or self._left.get(hive_id)
         if hive is None:
-            raise UnknownHive(hive_id, sorted(self._hives))
+            raise UnknownHive(hive_id, sorted([*self._hives, *self._left]))
         return hive
 
     def token_for(self, hive_id: str) -> str | None:
@@ -82,6 +90,7 @@ class HiveRegistry:
         return self._tokens.get(hive_id)
 
     def all(self) -> list[Hive]:
+        """The hives to show and to place work on: every one but those that said goodbye."""
         return sorted(self._hives.values(), key=lambda h: h.id)
 
     def seen(self, hive_id: str) -> None:
@@ -92,6 +101,8 @@ class HiveRegistry:
         being stale, or simply still there. The URL follows the hive's own report."""
         now = time.time() if now is None else now
         hive = self._hives.get(beat.hive_id)
+        if hive is None and (left := self._left.pop(beat.hive_id, None)) is not None:
+            hive = self._hives[beat.hive_id] = left  # a configured hive, started again
         if hive is None:
             hive = self._hives[beat.hive_id] = Hive(beat.hive_id, beat.url, "heartbeat")
             news: Literal["new", "back", "ok"] = "new"
@@ -106,3 +117,15 @@ class HiveRegistry:
         hive.last_seen = hive.last_beat = now
         hive.beats += 1
         return news
+
+    def goodbye(self, goodbye: HiveGoodbye) -> Hive | None:
+        """Forget a hive that stopped, and its workers; returns it as it was, or None (and
+        changes nothing) when no hive of that id is listed at that URL. A configured hive
+        stays reachable by its id."""
+        hive = self._hives.get(goodbye.hive_id)
+        if hive is None or hive.url != goodbye.url.rstrip("/"):
+            return None
+        del self._hives[hive.id]
+        if hive.id in self._configured:
+            self._left[hive.id] = Hive(hive.id, hive.url, "config")
+        return hive

@@ -1,13 +1,14 @@
 """`keeper hive install ALIAS`: put rbee in a venv on a remote machine, over SSH only.
 
-The remote needs no package index: the keeper builds this project's wheel and a
-wheelhouse of its dependencies here (`pip wheel`, from pip's cache or the index this
-machine uses), copies them over SFTP, creates the venv with the remote's python and runs
-`pip install --no-index --find-links WHEELHOUSE rbee[worker]` there. Each step narrates,
-and what pip prints (here and there) streams through the line splitter like any child's
-output (actor `pip`, origin `local` or `ssh:<alias>`). The wheels are built for this
-machine's Python and CPU: the remote needs the same Python minor version (or
-`--with-index`, which lets the remote's pip fetch what is missing).
+The remote needs no package index. Once the SSH connection is up (host key verified,
+logged in: a refusal ends the command at once, before anything is built), the keeper
+builds this project's wheel and a wheelhouse of its dependencies here (`pip wheel`, from
+pip's cache or the index this machine uses), copies them over SFTP, creates the venv with
+the remote's python and runs `pip install --no-index --find-links WHEELHOUSE rbee[worker]`
+there. Each step narrates, and what pip prints (here and there) streams through the line
+splitter like any child's output (actor `pip`, origin `local` or `ssh:<alias>`). The
+wheels are built for this machine's Python and CPU: the remote needs the same Python minor
+version (or `--with-index`, which lets the remote's pip fetch what is missing).
 """
 
 from __future__ import annotations
@@ -63,64 +64,83 @@ def install(
     with_index: bool,
     accept_new_host_key: bool,
 ) -> None:
-    """Build, copy, create the venv, install; narrate each step. SshError (exit 3) or
-    JobFailed (exit 1) with the failing step's last lines above."""
+    """Connect, build, copy, create the venv, install; narrate each step. SshError (exit 3)
+    or JobFailed (exit 1) with the failing step's last lines above."""
     root = project_root()
-    with make_renderer(settings) as out, tempfile.TemporaryDirectory(prefix="rbee-wh-") as tmp:
+    with make_renderer(settings) as out:
         out.status(f"Installing rbee on {target.alias}")
-        anyio.run(_install, target, root, Path(tmp), venv, with_index, accept_new_host_key)
+        anyio.run(_install, target, root, venv, with_index, accept_new_host_key)
 
 
 async def _install(
     target: HiveHost,
     root: Path,
-    wheelhouse: Path,
     venv_asked: str | None,
     with_index: bool,
     accept_new_host_key: bool,
 ) -> None:
+    from keeper import remote
+
+    # Connect first: an unknown or changed host key, a refused login or a dead host fails
+    # the command at once, not after a minute of building wheels for nothing. The idle
+    # connection survives the build (keepalives every ssh.KEEPALIVE_S).
+    async with remote.open_host(target, accept_new_host_key=accept_new_host_key) as host:
+        with tempfile.TemporaryDirectory(prefix="rbee-wh-") as tmp:
+            wheelhouse = Path(tmp)
+            what = f"{root}[worker]"
+            build = [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(wheelhouse), what]
+            if with_index:
+                build.insert(4, "--no-deps")
+            NARRATE.action("build").human(
+                f"Building the rbee wheel{'' if with_index else ' and its dependencies'} "
+                f"in {wheelhouse}"
+            ).emit()
+            await _run_local(build, step="building the wheelhouse")
+            wheels, size = await anyio.to_thread.run_sync(_wheels, wheelhouse)
+            await _put_in_place(host, target, wheels, size, venv_asked, with_index)
+
+
+async def _put_in_place(
+    host: SshHost,
+    target: HiveHost,
+    wheels: list[Path],
+    size: float,
+    venv_asked: str | None,
+    with_index: bool,
+) -> None:
+    """Copy the wheels, create the venv and pip install into it on the remote."""
     import asyncssh
 
-    from keeper import remote, ssh
+    from keeper import ssh
 
-    what = f"{root}[worker]"
-    build = [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(wheelhouse), what]
-    if with_index:
-        build.insert(4, "--no-deps")
-    NARRATE.action("build").human(
-        f"Building the rbee wheel{'' if with_index else ' and its dependencies'} in {wheelhouse}"
+    venv = host.absolute(venv_asked) if venv_asked else host.venv()
+    remote_wh = host.home / "wheelhouse"
+    NARRATE.action("copy").human(
+        f"Copying {len(wheels)} wheels ({size:.1f} MiB) to {target.alias}:{remote_wh} over SFTP"
     ).emit()
-    await _run_local(build, step="building the wheelhouse")
-    wheels, size = await anyio.to_thread.run_sync(_wheels, wheelhouse)
-    async with remote.open_host(target, accept_new_host_key=accept_new_host_key) as host:
-        venv = host.absolute(venv_asked) if venv_asked else host.venv()
-        remote_wh = host.home / "wheelhouse"
-        NARRATE.action("copy").human(
-            f"Copying {len(wheels)} wheels ({size:.1f} MiB) to {target.alias}:{remote_wh} over SFTP"
-        ).emit()
-        await ssh.run(host.conn, ssh.sh('rm -rf "$1" && mkdir -p "$1"', str(remote_wh)))
-        try:
-            async with host.conn.start_sftp_client() as sftp:
-                await sftp.put([str(w) for w in wheels], str(remote_wh))
-        except (OSError, asyncssh.Error) as exc:
-            raise ssh.SshError(
-                f"copying the wheels to {target.alias} over SFTP failed ({exc}); check "
-                "that its sshd offers SFTP (Subsystem sftp) and its disk has room"
-            ) from None
-        python = target.python or DEFAULT_PYTHON
-        NARRATE.action("venv").human(f"Creating the venv {venv} with {python}").emit()
-        await _run_remote(host, ssh.sh(VENV_SCRIPT, python, venv), step="creating the venv")
-        pip = [f"{venv}/bin/python", "-m", "pip", "install", "--find-links", str(remote_wh)]
-        pip += [] if with_index else ["--no-index"]
-        NARRATE.action("pip_install").human(
-            f"Installing {PROJECT} into {venv} from the copied wheels"
-        ).emit()
-        await _run_remote(host, ssh.sh(PIP_SCRIPT, *pip, PROJECT), step="pip install")
-        # pip keeps an installed rbee of the same version: put this build in place over it.
-        ours = [str(remote_wh / w.name) for w in wheels if w.name.startswith("rbee-")]
-        again = [*pip[:4], "--no-deps", "--force-reinstall", "--no-index", *ours]
-        await _run_remote(host, ssh.sh(PIP_SCRIPT, *again), step="pip install")
-        moved = venv != host.venv()  # --venv elsewhere than `hive start` will look
+    await ssh.run(host.conn, ssh.sh('rm -rf "$1" && mkdir -p "$1"', str(remote_wh)))
+    try:
+        async with host.conn.start_sftp_client() as sftp:
+            await sftp.put([str(w) for w in wheels], str(remote_wh))
+    except (OSError, asyncssh.Error) as exc:
+        raise ssh.SshError(
+            f"copying the wheels to {target.alias} over SFTP failed ({exc}); check "
+            "that its sshd offers SFTP (Subsystem sftp) and its disk has room"
+        ) from None
+    python = target.python or DEFAULT_PYTHON
+    NARRATE.action("venv").human(f"Creating the venv {venv} with {python}").emit()
+    await _run_remote(host, ssh.sh(VENV_SCRIPT, python, venv), step="creating the venv")
+    pip = [f"{venv}/bin/python", "-m", "pip", "install", "--find-links", str(remote_wh)]
+    pip += [] if with_index else ["--no-index"]
+    NARRATE.action("pip_install").human(
+        f"Installing {PROJECT} into {venv} from the copied wheels"
+    ).emit()
+    await _run_remote(host, ssh.sh(PIP_SCRIPT, *pip, PROJECT), step="pip install")
+    # pip keeps an installed rbee of the same version: put this build in place over it.
+    ours = [str(remote_wh / w.name) for w in wheels if w.name.startswith("rbee-")]
+    again = [*pip[:4], "--no-deps", "--force-reinstall", "--no-index", *ours]
+    await _run_remote(host, ssh.sh(PIP_SCRIPT, *again), step="pip install")
+    moved = venv != host.venv()  # --venv elsewhere than `hive start` will look
     hint = f'; set venv = "{venv_asked}" in its hives config entry' if moved else ""
     NARRATE.action("installed").human(
         f"rbee is installed on {target.alias} in {venv}; start it with "

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 
-from hive.heartbeat import Heartbeat
+from hive.heartbeat import LEAVE_S, Heartbeat
 from jobs.beats import WorkerInfo
+from jobs.client import JobClient
 from narration_core import capture_narration
 from tests.hive.conftest import BeatRecorder
+from tests.programs import closed_hive_url
+from tests.queen.conftest import queen_settings, start_queen
 
 pytestmark = pytest.mark.anyio
+QUEEN_TOKEN = "q-token"
 
 
 async def wait_until(predicate: Callable[[], bool], *, deadline_s: float = 10.0) -> None:
@@ -76,3 +82,85 @@ async def test_queen_away_backs_off_and_says_so_once_each_way(tmp_path: Path) ->
     assert "reachable;" in lines[0]
     assert "unreachable" in lines[1] and "backoff up to 0.08 s" in lines[1]
     assert "reachable again" in lines[2]
+
+
+async def test_leaving_says_goodbye_with_the_beats_token(rbee_home: Path) -> None:
+    """`leave()` ends the beats and sends a goodbye carrying the queen's token: a real queen
+    that requires it drops the hive at once, and `run` returns."""
+    settings = dataclasses.replace(queen_settings(rbee_home), token=QUEEN_TOKEN)
+    async with start_queen(settings) as queen:
+        beat = Heartbeat(
+            queen.url,
+            hive_id="gpu1",
+            url="http://127.0.0.1:7835",
+            version="9.9",
+            workers=list,
+            token=QUEEN_TOKEN,
+            interval_s=0.05,
+        )
+        with capture_narration() as seen:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(beat.run)
+                await wait_until(lambda: beat.sent >= 1)  # the queen took a beat
+                assert "gpu1" in await listed(queen.url)
+                beat.leave()
+        assert beat.said_goodbye
+        assert "gpu1" not in await listed(queen.url)
+    lines = [e.human for e in seen.events if e.action == "goodbye"]
+    assert len(lines) == 1 and "Told the queen" in lines[0], lines
+
+
+async def test_a_queen_that_is_away_gets_one_warning_and_the_hive_stops_anyway() -> None:
+    """With the queen gone, the goodbye fails with one warning and `run` still returns at
+    once (the hive's stop does not wait for the queen)."""
+    queen_url = closed_hive_url()  # refuses connections, as a stopped queen's port does
+    beat = Heartbeat(queen_url, hive_id="h", url="http://127.0.0.1:1", version="1", workers=list)
+    beat.leave()  # before the first beat: run sends none and says goodbye at once
+    with capture_narration() as seen, anyio.fail_after(5):
+        await beat.run()
+    assert not beat.said_goodbye and beat.attempts == 0
+    lines = [(e.level, e.human) for e in seen.events if e.action == "goodbye"]
+    assert len(lines) == 1 and lines[0][0] == "warn" and "Could not tell" in lines[0][1]
+
+
+async def test_a_queen_that_hangs_cannot_hold_the_stop_up() -> None:
+    """A queen that accepts connections and never answers: after `leave()` the beat in
+    flight and the goodbye are given up within LEAVE_S, with one warning."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def never_answer(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await anyio.sleep_forever()
+
+    with capture_narration() as seen:
+        async with listener, anyio.create_task_group() as server:
+            server.start_soon(listener.serve, never_answer)
+            beat = Heartbeat(
+                f"http://127.0.0.1:{port}",
+                hive_id="h",
+                url="http://127.0.0.1:1",
+                version="1",
+                workers=list,
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(beat.run)
+                await wait_until(lambda: beat.attempts == 1)  # a beat in flight, unanswered
+                began = anyio.current_time()
+                beat.leave()
+            took = anyio.current_time() - began
+            server.cancel_scope.cancel()
+    assert took < LEAVE_S + 0.5, took
+    assert beat.sent == 0 and not beat.said_goodbye
+    lines = [e.human for e in seen.events if e.action == "goodbye"]
+    assert len(lines) == 1 and "no answer within" in lines[0], lines
+
+
+async def listed(url: str) -> list[str]:
+    """The ids of the hives the queen at `url` lists in its status."""
+    async with JobClient(url, token=QUEEN_TOKEN) as client:
+        job_id = await client.submit({"operation": "queen_status"})
+        async for event in client.stream(job_id):
+            if event.is_final:
+                return [h["hive_id"] for h in event.data["result"]["hives"]]
+    raise AssertionError("no final state")
