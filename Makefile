@@ -19,9 +19,15 @@ $(UV):
 # --locked: a uv.lock that disagrees with pyproject.toml fails the install (and so CI)
 # rather than being re-resolved against whatever the index holds today.
 # [worker] is llama-cpp-python, compiled from source the first time (about 4 min on 2
-# cores); uv's cache makes every later install of the same version a quick copy.
+# cores). pip compiles it, at the locked version and sdist hash: pip's wheel cache then
+# serves every later install and `keeper hive install`'s `pip wheel`, which would
+# otherwise compile it a second time (uv's cache holds no wheel pip can use).
 $(BIN)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --python $(PYTHON) --extra dev --extra worker
+	$(UV) sync --locked --python $(PYTHON) --extra dev --extra worker --no-install-package llama-cpp-python
+	$(UV) export --frozen --quiet --extra worker --no-emit-project --no-header -o $(VENV)/locked.txt
+	@$(BIN)/python -m pip show --quiet llama-cpp-python 2>/dev/null || echo "Building \
+	llama-cpp-python from source: about 4 min on 2 cores the first time, seconds after"
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r $(VENV)/locked.txt
 	touch $@
 
 install: $(BIN)/.installed
