@@ -2,13 +2,15 @@
 
 Serves the real `jobs` routes with two bench handlers: `model_list` narrates --events
 events at once; `model_download` narrates them only after `POST /bench/go` (so many
-subscribers can connect first). Prints `PORT <n>` once it accepts connections.
+subscribers can connect first). Prints `PORT <n>` once it accepts connections. Its state
+lives in --state (the bench's RBEE_HOME, removed with everything else it started).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -19,8 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jobs.server import ServerConfig, bind_socket, create_app, serve
-from jobs.service import Job
+from jobs.server import Job, ServerConfig, bind_socket, create_app, serve
 from narration_core import Narrator, set_stdout_sink
 
 NARRATE = Narrator("bench")
@@ -30,12 +31,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--keep-finished", type=int, default=16)
+    parser.add_argument("--state", type=Path, required=True)
     args = parser.parse_args()
     # The bench measures the stream, not the server's own console: 100k lines on a
     # discarded stdout would only add noise.
     set_stdout_sink(lambda event: None)
-    with tempfile.TemporaryDirectory() as state:
-        anyio.run(_serve, Path(state), args.events, args.keep_finished)
+    anyio.run(_serve, args.state, args.events, args.keep_finished)
 
 
 async def _serve(state: Path, n: int, keep_finished: int) -> None:
@@ -71,14 +72,18 @@ async def _serve(state: Path, n: int, keep_finished: int) -> None:
 
 
 @contextlib.contextmanager
-def bench_server(events: int, keep_finished: int = 16) -> Iterator[tuple[int, int]]:
-    """Start this server as a child; yields (port, pid) and stops it on exit."""
+def bench_server(events: int, home: Path, *, keep_finished: int = 16) -> Iterator[tuple[int, int]]:
+    """Start this server as a child with its state in a new folder of `home` (the bench's
+    `_daemons.owned_home`); yields (port, pid) and stops it on exit."""
     import subprocess
 
+    state = tempfile.mkdtemp(prefix="sse-server-", dir=home)
+    argv = [sys.executable, __file__, "--events", str(events), "--state", state]
     child = subprocess.Popen(
-        [sys.executable, __file__, "--events", str(events), "--keep-finished", str(keep_finished)],
+        [*argv, "--keep-finished", str(keep_finished)],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "RBEE_HOME": str(home)},
     )
     try:
         assert child.stdout is not None
@@ -92,8 +97,6 @@ def bench_server(events: int, keep_finished: int = 16) -> Iterator[tuple[int, in
 
 
 def header(title: str) -> None:
-    import os
-
     unbuffered = os.environ.get("PYTHONUNBUFFERED")
     print(f"== {title}")
     print(f"PYTHONUNBUFFERED={'set (' + unbuffered + ')' if unbuffered else 'not set'}; "

@@ -16,7 +16,10 @@ autostart), warms a builtin:tiny worker up, then times the same prompt, seed and
 
 tok/s is pieces of text / (end - start); TTFT is start -> first piece. builtin:tiny is the
 worst case: it generates in a few ms, so every per-token cost of the chain shows. The ways
-run round-robin, so a machine whose load drifts slows them alike.
+run round-robin, so a machine whose load drifts slows them alike. Everything started is
+stopped when the bench ends, however it ends (`_daemons`). --quick asks for 64 tokens:
+past about 100, `direct` slows down more than linearly (1.3 s for 200 against 0.05 s for
+64 on builtin:tiny), so the full run's ratios flatter rbee more than the quick run's.
 Goals (issue 9): tok/s >= 0.8x direct; TTFT <= direct + 50 ms.
 """
 
@@ -28,7 +31,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,9 +40,12 @@ import anyio
 sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import conditions, quick_flag
+from _daemons import owned_home
 
 PROMPT = "the queen"
 SAMPLING = {"max_tokens": 200, "temperature": 0.8, "top_p": 0.95, "top_k": 40, "seed": 1}
+QUICK_MAX_TOKENS = 64
+Sampling = dict[str, float]
 Timing = tuple[float, float, int]  # (ttft s, total s, pieces)
 
 
@@ -54,11 +59,11 @@ def keeper_argv(url: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "keeper", "--queen-url", url, *args]
 
 
-def flags() -> list[str]:
-    return [f for k, v in SAMPLING.items() for f in (f"--{k.replace('_', '-')}", str(v))]
+def flags(sampling: Sampling) -> list[str]:
+    return [f for k, v in sampling.items() for f in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def direct(model: Path) -> Callable[[], Timing]:
+def direct(model: Path, sampling: Sampling) -> Callable[[], Timing]:
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(model), n_ctx=0, verbose=False)
@@ -67,7 +72,7 @@ def direct(model: Path) -> Callable[[], Timing]:
         start = time.perf_counter()
         first = None
         pieces = 0
-        for chunk in llm.create_completion(PROMPT, stream=True, **SAMPLING):  # type: ignore[arg-type]
+        for chunk in llm.create_completion(PROMPT, stream=True, **sampling):  # type: ignore[arg-type]
             if chunk["choices"][0]["text"]:  # type: ignore[index]
                 first = first or time.perf_counter()
                 pieces += 1
@@ -77,7 +82,7 @@ def direct(model: Path) -> Callable[[], Timing]:
     return run
 
 
-def through_queen(url: str) -> Callable[[], Timing]:
+def through_queen(url: str, sampling: Sampling) -> Callable[[], Timing]:
     from jobs.client import JobClient
 
     async def once() -> Timing:
@@ -86,7 +91,7 @@ def through_queen(url: str) -> Callable[[], Timing]:
             first = None
             pieces = 0
             job_id = await client.submit({"operation": "infer", "model": "builtin:tiny",
-                                          "prompt": PROMPT, **SAMPLING})  # fmt: skip
+                                          "prompt": PROMPT, **sampling})  # fmt: skip
             async for event in client.stream(job_id):
                 if event.kind == "token":
                     first = first or time.perf_counter()
@@ -97,7 +102,9 @@ def through_queen(url: str) -> Callable[[], Timing]:
     return lambda: anyio.run(once)
 
 
-def through_keeper(url: str, env: dict[str, str], startups: list[float]) -> Callable[[], Timing]:
+def through_keeper(
+    url: str, env: dict[str, str], startups: list[float], sampling: Sampling
+) -> Callable[[], Timing]:
     def run() -> Timing:
         argv = keeper_argv(url, "--json", "infer", "--no-autostart", "--model", "builtin:tiny")
         started = time.perf_counter()
@@ -106,7 +113,7 @@ def through_keeper(url: str, env: dict[str, str], startups: list[float]) -> Call
         startups.append(time.perf_counter() - started)  # interpreter, imports, a round trip
         if quick.returncode != 0:
             raise RuntimeError("keeper jobs list failed")
-        proc = subprocess.Popen([*argv, *flags(), PROMPT], env=env, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([*argv, *flags(sampling), PROMPT], env=env, stdout=subprocess.PIPE,
                                 text=True)  # fmt: skip
         start = time.perf_counter()
         assert proc.stdout is not None
@@ -124,7 +131,7 @@ def through_keeper(url: str, env: dict[str, str], startups: list[float]) -> Call
     return run
 
 
-def through_openai(url: str) -> Callable[[], Timing]:
+def through_openai(url: str, sampling: Sampling) -> Callable[[], Timing]:
     import openai
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
@@ -137,11 +144,11 @@ def through_openai(url: str) -> Callable[[], Timing]:
             model="builtin:tiny",
             prompt=PROMPT,
             stream=True,
-            max_tokens=SAMPLING["max_tokens"],
-            temperature=SAMPLING["temperature"],
-            top_p=SAMPLING["top_p"],
-            seed=SAMPLING["seed"],
-            extra_body={"top_k": SAMPLING["top_k"]},
+            max_tokens=int(sampling["max_tokens"]),
+            temperature=sampling["temperature"],
+            top_p=sampling["top_p"],
+            seed=int(sampling["seed"]),
+            extra_body={"top_k": sampling["top_k"]},
         )
         for chunk in stream:
             if chunk.choices and chunk.choices[0].text:
@@ -173,36 +180,32 @@ def medians(ways: dict[str, Callable[[], Timing]], repeat: int) -> dict[str, Tim
 
 
 def main() -> None:
-    quick = quick_flag(__doc__, "3 runs per way instead of 15")
+    quick = quick_flag(__doc__, f"3 runs per way and {QUICK_MAX_TOKENS} tokens (not 15, 200)")
     repeat = 3 if quick else 15
-    with tempfile.TemporaryDirectory(prefix="rbee-bench-infer-") as home:
-        env = {**os.environ, "RBEE_HOME": home, "NO_COLOR": "1"}
+    sampling: Sampling = {**SAMPLING, "max_tokens": QUICK_MAX_TOKENS} if quick else SAMPLING
+    with owned_home("rbee-bench-infer-") as home:
+        env = {**os.environ, "RBEE_HOME": str(home), "NO_COLOR": "1"}
         env.pop("RBEE_TOKEN", None)
         url = f"http://127.0.0.1:{free_port()}"
-        os.environ["RBEE_HOME"] = home
-        try:
-            warm = subprocess.run(
-                [*keeper_argv(url, "infer", "--model", "builtin:tiny"), "hi"],
-                env=env, capture_output=True, text=True, timeout=300, check=False,
-            )  # fmt: skip
-            if warm.returncode != 0:
-                raise SystemExit(f"could not start the chain: {warm.stderr}")
-            model = Path(home) / "models" / "localhost" / "tiny.gguf"
-            startups: list[float] = []
-            ways = {
-                "direct": direct(model),
-                "queen": through_queen(url),
-                "keeper": through_keeper(url, env, startups),
-                "openai": through_openai(url),
-            }
-            figures = medians(ways, repeat)
-        finally:
-            for what in ("hive", "queen"):
-                subprocess.run(keeper_argv(url, what, "stop"), env=env, capture_output=True,
-                               timeout=60, check=False)  # fmt: skip
+        os.environ["RBEE_HOME"] = str(home)
+        warm = subprocess.run(
+            [*keeper_argv(url, "infer", "--model", "builtin:tiny"), "hi"],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if warm.returncode != 0:
+            raise SystemExit(f"could not start the chain: {warm.stderr}")
+        model = home / "models" / "localhost" / "tiny.gguf"
+        startups: list[float] = []
+        ways = {
+            "direct": direct(model, sampling),
+            "queen": through_queen(url, sampling),
+            "keeper": through_keeper(url, env, startups, sampling),
+            "openai": through_openai(url, sampling),
+        }
+        figures = medians(ways, repeat)
     base_ttft, base_total, base_pieces = figures["direct"]
     base_rate = base_pieces / base_total
-    print(f"bench_infer: builtin:tiny, {SAMPLING}, median of {repeat}; {conditions()}")
+    print(f"bench_infer: builtin:tiny, {sampling}, median of {repeat}; {conditions()}")
     print(
         f"  keeper start-up (keeper --json jobs list): {statistics.median(startups) * 1000:.0f} ms"
     )

@@ -9,8 +9,11 @@
    and prints a table must load (Typer, httpx with httpcore, Rich's console and
    table), vs `import typer` in the same round                 (no goal: a reference)
 
-Bytecode is written and used as an installed keeper's would be, whatever
-PYTHONDONTWRITEBYTECODE says: a module recompiled on every run is not start-up cost.
+Each round runs every command once, in turn, so load from other processes hits them
+alike; ratios are paired by round (each figure over the `import typer` timed just before
+it), and their median printed. Bytecode is written and used as an installed keeper's would
+be, whatever PYTHONDONTWRITEBYTECODE says: a module recompiled on every run is not start-up
+cost. The queens started are stopped when the bench ends, however it ends (`_daemons`).
 
 Run: python bench/bench_keeper.py [--quick]
 """
@@ -22,14 +25,14 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 from _common import conditions, quick_flag
+from _daemons import owned_home
 
-RUNS = 5 if "--quick" in sys.argv else 15
+RUNS = 3 if "--quick" in sys.argv else 15
 # What `python -m keeper` does before importing anything (keeper.__main__), then the
 # libraries a queen query with a table cannot do without.
 FLOOR = (
@@ -44,11 +47,6 @@ def _wall(argv: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def _median_wall(argv: list[str], env: dict[str, str] | None = None) -> float:
-    _wall(argv, env)  # warm the page cache
-    return statistics.median(_wall(argv, env) for _ in range(RUNS))
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -56,27 +54,30 @@ def _free_port() -> int:
 
 
 def main() -> None:
-    print(f"bench_keeper: median of {RUNS} runs; {conditions()}")
+    print(f"bench_keeper: median of {RUNS} interleaved rounds; {conditions()}")
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: compiled once, then cached
     py = sys.executable
-    typer_s = _median_wall([py, "-c", "import typer"])
-    help_s = _median_wall([py, "-m", "keeper", "--help"])
-    print(f"  python -c 'import typer'     {typer_s * 1e3:7.1f} ms  baseline")
-    ratio = help_s / typer_s
-    print(f"  keeper --help                {help_s * 1e3:7.1f} ms  ratio {ratio:.2f} (goal <= 1.5)")
-
-    starts, statuses, stops, floors, typers = [], [], [], [], []
-    with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "RBEE_HOME": home, "NO_COLOR": "1"}
+    typer = [py, "-c", "import typer"]
+    helps, starts, statuses, stops, floors, typers = [], [], [], [], [], []
+    with owned_home("rbee-bench-keeper-") as home:
+        env = {**os.environ, "RBEE_HOME": str(home), "NO_COLOR": "1"}
+        _wall(typer)  # warm the page cache
+        _wall([py, "-m", "keeper", "--help"])
         for _ in range(RUNS):
             port = str(_free_port())
             keeper = [py, "-m", "keeper", "--queen-url", f"http://127.0.0.1:{port}"]
-            starts.append(_wall([*keeper, "queen", "start", "--port", port], env))
             # Paired by round: each figure next to a typer import timed just before it.
-            typers.append(_wall([py, "-c", "import typer"]))
+            typers.append(_wall(typer))
+            helps.append(_wall([py, "-m", "keeper", "--help"]))
+            starts.append(_wall([*keeper, "queen", "start", "--port", port], env))
             statuses.append(_wall([*keeper, "status"], env))
             floors.append(_wall([py, "-c", FLOOR]))
             stops.append(_wall([*keeper, "queen", "stop"], env))
+    typer_s = statistics.median(typers)
+    print(f"  python -c 'import typer'     {typer_s * 1e3:7.1f} ms  baseline")
+    help_s = statistics.median(helps)
+    ratio = statistics.median(h / t for h, t in zip(helps, typers, strict=True))
+    print(f"  keeper --help                {help_s * 1e3:7.1f} ms  ratio {ratio:.2f} (goal <= 1.5)")
     median = statistics.median(starts)
     spread = f"min {min(starts):.2f}, max {max(starts):.2f}"
     print(f"  keeper queen start → healthy {median:7.2f} s   median ({spread})")
@@ -93,5 +94,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    quick_flag(__doc__, "5 runs instead of 15")  # module constants above already read it
+    quick_flag(__doc__, "3 rounds instead of 15")  # module constants above already read it
     main()

@@ -5,8 +5,10 @@ bounded tail of its log in memory (older events are read back from its JSONL fil
 
 Starts the real queen-rbee (own RBEE_HOME), submits N watch jobs at the 0.01 s floor, waits
 until every job has logged enough events to fill its memory tail (2 x MEMORY_TAIL), then
-samples the queen's RSS for S seconds. Prints RSS at both ends, their ratio, and the
-events logged meanwhile (a log held whole in memory grows ~0.6 KB per event).
+samples the queen's RSS for S seconds. Prints RSS at both ends (the start is the baseline),
+their ratio, the highest sample, and the events logged meanwhile (a log held whole in
+memory grows ~0.6 KB per event). The warm-up is fixed by the watch's 100 events/s per job:
+about 22 s, whatever N and S; --quick shortens the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,13 +24,18 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _daemons import owned_home
 from _sse_server import header
 
-from jobs.eventlog import MEMORY_TAIL
+from jobs.server import MEMORY_TAIL
 from narration_core import CAPTURE_ENV, parse_line
 
 TAIL_FULL = 2 * MEMORY_TAIL + 100  # events per job after which a log's memory stops growing
 READY_S = 30.0  # a cold interpreter on a busy 2-core machine
+SAMPLE_EVERY_S = 0.5  # RSS samples while the watches run
+# The queen ends a watch nobody streams after its watch_idle_s (60 s): by then every tail
+# must be full, or the warm-up would wait for events that never come.
+WARM_UP_S = 55.0
 
 
 def start_queen(home: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -61,32 +67,40 @@ def events(http: httpx.Client, job_ids: list[str]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="15 s instead of 60 s")
-    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="4 jobs for 5 s (not 8 for 60 s)")
+    parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None)
     args = parser.parse_args()
-    seconds = args.seconds or (15.0 if args.quick else 60.0)
-    header(f"bench_memory: {args.jobs} queen_status watch jobs at 0.01 s for {seconds:g} s")
-    with tempfile.TemporaryDirectory() as home:
-        child, url = start_queen(home)
-        try:
-            proc = psutil.Process(child.pid)
-            watch = {"operation": "queen_status", "watch": True, "interval_s": 0.01}
-            with httpx.Client(base_url=url, timeout=10, trust_env=False) as http:
-                ids = [http.post("/v1/jobs", json=watch).json()["job_id"] for _ in range(args.jobs)]
-                while min(counts(http, ids)) < TAIL_FULL:  # warm-up: every tail is full
-                    time.sleep(0.5)
-                rss_start, events_start = proc.memory_info().rss, events(http, ids)
-                time.sleep(seconds)
-                rss_end, events_end = proc.memory_info().rss, events(http, ids)
-                for job_id in ids:
-                    http.delete(f"/v1/jobs/{job_id}")
-        finally:
-            child.terminate()
-            child.wait(timeout=30)
+    seconds = args.seconds or (5.0 if args.quick else 60.0)
+    jobs = args.jobs or (4 if args.quick else 8)
+    header(f"bench_memory: {jobs} queen_status watch jobs at 0.01 s for {seconds:g} s")
+    with owned_home("rbee-bench-memory-") as home:
+        child, url = start_queen(str(home))
+        proc = psutil.Process(child.pid)
+        watch = {"operation": "queen_status", "watch": True, "interval_s": 0.01}
+        with httpx.Client(base_url=url, timeout=10, trust_env=False) as http:
+            ids = [http.post("/v1/jobs", json=watch).json()["job_id"] for _ in range(jobs)]
+            deadline = time.monotonic() + WARM_UP_S
+            while (least := min(counts(http, ids))) < TAIL_FULL:  # warm-up: every tail full
+                if time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"bench_memory: a watch logged only {least} of {TAIL_FULL} events in "
+                        f"{WARM_UP_S:g} s (the machine is too busy); try fewer --jobs"
+                    )
+                time.sleep(0.5)
+            rss_start, events_start = proc.memory_info().rss, events(http, ids)
+            end = time.monotonic() + seconds
+            peak = rss_start
+            while time.monotonic() < end:
+                time.sleep(min(SAMPLE_EVERY_S, max(0.0, end - time.monotonic())))
+                peak = max(peak, proc.memory_info().rss)
+            rss_end, events_end = proc.memory_info().rss, events(http, ids)
+            for job_id in ids:
+                http.delete(f"/v1/jobs/{job_id}")
     logged = events_end - events_start
     print(f"RSS after warm-up: {rss_start / 2**20:8.1f} MiB  ({events_start:,} events logged)")
     print(f"RSS at the end:    {rss_end / 2**20:8.1f} MiB  ({events_end:,} events logged)")
+    print(f"RSS highest:       {peak / 2**20:8.1f} MiB  (sampled every {SAMPLE_EVERY_S:g} s)")
     print(f"ratio end/start:   {rss_end / rss_start:8.3f}   (+{logged:,} events in {seconds:g} s; "
           f"{(rss_end - rss_start) / max(logged, 1):,.0f} bytes of RSS per event)")  # fmt: skip
 

@@ -8,7 +8,9 @@
    (and on a mix of any-width narration and plain output, for reference)
 
 Ratios are narration cost / baseline cost for 1-2 and narration speed / baseline speed
-for 3. Run: python bench/bench_narration.py [--quick]
+for 3. Each round runs every variant once, in turn, so load from other processes hits
+them alike; ratios are paired by round, and their median printed.
+Run: python bench/bench_narration.py [--quick]
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from collections import deque
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -36,7 +40,8 @@ from narration_core import (
 )
 from narration_core.sinks import set_stdout_sink
 
-N = 20_000 if "--quick" in sys.argv else 200_000
+N = 10_000 if "--quick" in sys.argv else 200_000
+ROUNDS = 5 if "--quick" in sys.argv else 7
 
 
 def _pipe_writer() -> tuple[io.TextIOWrapper, subprocess.Popen[bytes]]:
@@ -51,7 +56,7 @@ def _pipe_writer() -> tuple[io.TextIOWrapper, subprocess.Popen[bytes]]:
 
 
 def main() -> None:
-    print(f"bench_narration: N={N} events per run, median of 5 runs; {conditions()}")
+    print(f"bench_narration: N={N} events per run, {ROUNDS} interleaved rounds; {conditions()}")
     stream, drain = _pipe_writer()
 
     logger = logging.getLogger("bench")
@@ -72,20 +77,35 @@ def main() -> None:
         for i in range(N):
             narrate.action("start").target("7833").human(f"Queen starting on port {i}").emit()
 
-    sys.stdout = stream
-    try:
-        base = median_seconds(with_logging)
-        plain = median_seconds(with_narration)
+    def with_job() -> float:
         sink_events: deque[NarrationEvent] = deque(maxlen=1024)
         unregister = register_job_sink("bench-job", sink_events.append)
-        with narration_context(job_id="bench-job"):
-            with_job = median_seconds(with_narration)
-        unregister()
+        try:
+            with narration_context(job_id="bench-job"):
+                return _timed(with_narration)
+        finally:
+            unregister()
+
+    def captured() -> float:
         os.environ["RBEE_NARRATION_CAPTURED"] = "1"
         set_stdout_sink(None)  # re-read the capture variable
-        captured = median_seconds(with_narration)
-        del os.environ["RBEE_NARRATION_CAPTURED"]
-        set_stdout_sink(None)
+        try:
+            return _timed(with_narration)
+        finally:
+            del os.environ["RBEE_NARRATION_CAPTURED"]
+            set_stdout_sink(None)
+
+    variants: tuple[Callable[[], float], ...] = (
+        lambda: _timed(with_logging),
+        lambda: _timed(with_narration),
+        with_job,
+        captured,
+    )
+    sys.stdout = stream
+    try:
+        for variant in variants:  # warm-up
+            variant()
+        emits = [[variant() for variant in variants] for _ in range(ROUNDS)]
     finally:
         sys.stdout = real_stdout
         stream.close()
@@ -96,18 +116,16 @@ def main() -> None:
     def row(label: str, figure: str, note: str = "") -> None:
         print(f"  {label:<48} {figure}  {note}")
 
+    def emit_row(label: str, i: int, note: str) -> None:
+        seconds = statistics.median(r[i] for r in emits)
+        ratio = statistics.median(r[i] / r[0] for r in emits)
+        row(label, f"{seconds * us:7.2f} µs/event", f"ratio {ratio:.2f} {note}")
+
+    base = statistics.median(r[0] for r in emits)
     row("logging.info (StreamHandler, flush per record)", f"{base * us:7.2f} µs/event", "baseline")
-    row("emit, no job", f"{plain * us:7.2f} µs/event", f"ratio {plain / base:.2f} (goal <= 1.0)")
-    row(
-        "emit, one job sink",
-        f"{with_job * us:7.2f} µs/event",
-        f"ratio {with_job / base:.2f} (goal <= 1.5)",
-    )
-    row(
-        "emit, captured child (flush per event)",
-        f"{captured * us:7.2f} µs/event",
-        f"ratio {captured / base:.2f} (flushes like logging)",
-    )
+    emit_row("emit, no job", 1, "(goal <= 1.0)")
+    emit_row("emit, one job sink", 2, "(goal <= 1.5)")
+    emit_row("emit, captured child (flush per event)", 3, "(flushes like logging)")
 
     # parse_line on a realistic mix: narration from several actors, plain output, noise.
     lines = []
@@ -161,7 +179,7 @@ def main() -> None:
     # Interleaved, one run of each per round, so load from other processes hits all three.
     fns = (with_regex, with_regex_and_events, with_parse)
     rounds = [[median_seconds(fn, repeat=1) for fn in fns]
-              for _ in range(7)]  # fmt: skip
+              for _ in range(ROUNDS)]  # fmt: skip
     regex_s, equal_s, parse_s = (statistics.median(r[i] for r in rounds) for i in range(3))
     parse_vs_equal = statistics.median(r[1] / r[2] for r in rounds)
     row("seed fixed-width regex match", f"{N / regex_s / 1e6:7.2f} M lines/s", "baseline")
@@ -174,7 +192,7 @@ def main() -> None:
     pairs = [
         (median_seconds(lambda: regex_events(seed_width), repeat=1),
          median_seconds(lambda: parse_all(seed_width), repeat=1))
-        for _ in range(7)
+        for _ in range(ROUNDS)
     ]  # fmt: skip
     row(
         "seed-width lines: regex + the same events",
@@ -194,6 +212,13 @@ def main() -> None:
     )
 
 
+def _timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 if __name__ == "__main__":
-    quick_flag(__doc__, "20k events instead of 200k")  # module constants above already read it
+    # The module constants above already read --quick; this parses it (and --help).
+    quick_flag(__doc__, "10k events and 5 rounds instead of 200k and 7")
     main()

@@ -12,6 +12,10 @@ narrate N events at once or at a fixed rate) and the real queen-rbee forwarding 
   parsed into JobEvents (`stream`), and as raw bytes (baseline);
 - latency: events emitted at 1k/s, arrival minus emission time, direct and through the
   queen; the hop adds the difference (goal: p99 <= 1 ms).
+
+Each measurement runs in rounds that alternate its ways, so load from other processes hits
+them alike; ratios are paired by round. Both servers are stopped when the bench ends,
+however it ends (`_daemons`).
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,14 @@ import anyio
 import anyio.lowlevel
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _daemons import owned_home
 from _sse_server import header
 
 from jobs.client import JobClient
 
 READY_S = 60.0  # a cold start of a server process on a busy machine
-PACED_WARMUP_S = 1.0  # before a paced job emits: the reader's (and relay's) GET is connected
+PACED_WARMUP_S = 5.0  # at most, before a paced job emits: until its first reader is there
+PACED_SETTLE_S = 0.2  # then: the client behind the queen's relay subscribes about as fast
 BURST_YIELD_EVERY = 256  # events the stand-in hive emits between yields to its event loop
 
 
@@ -47,8 +51,7 @@ BURST_YIELD_EVERY = 256  # events the stand-in hive emits between yields to its 
 def serve_hive() -> None:
     """Serve `model_list` (burst of --events) and `model_download` (model="RATExCOUNT":
     COUNT events at RATE per second) on a free port; print `PORT <n>` once serving."""
-    from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
-    from jobs.service import Job
+    from jobs.server import Job, ServerConfig, bind_socket, create_app, open_job_server
     from narration_core import Narrator, set_stdout_sink
 
     parser = argparse.ArgumentParser()
@@ -66,7 +69,12 @@ def serve_hive() -> None:
 
     async def paced(op: Any, job: Job) -> None:
         rate, count = (float(x) for x in op.model.split("x"))
-        await anyio.sleep(PACED_WARMUP_S)  # let every hop subscribe: no event waits for one
+        # Let every hop subscribe first, so that no event waits for one: this job's reader
+        # (the client, or the queen's relay), then the client of the queen's job.
+        with anyio.move_on_after(PACED_WARMUP_S):
+            while not job.log.readers:  # noqa: ASYNC110 (a count, no event to wait on)
+                await anyio.sleep(0.01)
+        await anyio.sleep(PACED_SETTLE_S)
         start = time.perf_counter()
         for i in range(int(count)):
             await anyio.sleep(max(0.0, start + i / rate - time.perf_counter()))
@@ -82,16 +90,17 @@ def serve_hive() -> None:
             print(f"PORT {sock.getsockname()[1]}", flush=True)
             await anyio.sleep_forever()
 
-    with tempfile.TemporaryDirectory() as state:
+    # In the bench's home when it has one: removed with it, even if this process is killed.
+    with tempfile.TemporaryDirectory(dir=os.environ.get("RBEE_HOME")) as state:
         anyio.run(run, Path(state))
 
 
 # -- processes -------------------------------------------------------------------------
 
 
-@contextmanager
-def processes(n: int, home: Path) -> Iterator[tuple[str, str, int, int]]:
-    """(hive URL, queen URL, hive pid, queen pid): the stand-in hive and the real queen."""
+def start_processes(n: int, home: Path) -> tuple[str, str, int, int]:
+    """(hive URL, queen URL, hive pid, queen pid): the stand-in hive and the real queen,
+    both serving. `_daemons.owned_home` (whose home this is) stops them."""
     env = {**os.environ, "RBEE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     hive = subprocess.Popen(
         [sys.executable, __file__, "--serve-hive", "--events", str(n)],
@@ -99,33 +108,26 @@ def processes(n: int, home: Path) -> Iterator[tuple[str, str, int, int]]:
         text=True,
         env=env,
     )
-    queen = None
-    try:
-        assert hive.stdout is not None
-        hive_url = f"http://127.0.0.1:{hive.stdout.readline().split()[1]}"
-        log = home / "queen.out"
-        with log.open("w") as out:
-            queen = subprocess.Popen(
-                [sys.executable, "-m", "queen", "--port", "0", "--hive", f"localhost={hive_url}"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + READY_S
-        queen_url = ""
-        while not queen_url:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"queen did not start: {log.read_text()}")
-            for line in log.read_text().splitlines():
-                if "] ready" in line:
-                    queen_url = line.rsplit(" ", 1)[-1]
-            time.sleep(0.05)
-        yield hive_url, queen_url, hive.pid, queen.pid
-    finally:
-        for child in (queen, hive):
-            if child is not None:
-                child.terminate()
-                child.wait(timeout=15)
+    assert hive.stdout is not None
+    hive_url = f"http://127.0.0.1:{hive.stdout.readline().split()[1]}"
+    log = home / "queen.out"
+    with log.open("w") as out:
+        queen = subprocess.Popen(
+            [sys.executable, "-m", "queen", "--port", "0", "--hive", f"localhost={hive_url}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + READY_S
+    queen_url = ""
+    while not queen_url:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"queen did not start: {log.read_text()}")
+        for line in log.read_text().splitlines():
+            if "] ready" in line:
+                queen_url = line.rsplit(" ", 1)[-1]
+        time.sleep(0.05)
+    return hive_url, queen_url, hive.pid, queen.pid
 
 
 # -- measurements ----------------------------------------------------------------------
@@ -142,7 +144,8 @@ async def read_all(url: str, operation: dict[str, Any]) -> tuple[float, int, str
         return time.perf_counter() - start, count, job_id
 
 
-async def throughput(hive: str, queen: str, repeat: int) -> tuple[float, float, str]:
+async def throughput(hive: str, queen: str, repeat: int) -> tuple[list[float], list[float], str]:
+    """ev/s per round read from the hive directly, and through the queen; a hive job id."""
     direct, relayed = [], []
     op = {"operation": "model_list", "hive_id": "localhost"}
     job_id = ""
@@ -151,33 +154,35 @@ async def throughput(hive: str, queen: str, repeat: int) -> tuple[float, float, 
         direct.append(count / seconds)
         seconds, count, _ = await read_all(queen, op)
         relayed.append(count / seconds)
-    return statistics.median(direct), statistics.median(relayed), job_id
+    return direct, relayed, job_id
 
 
-async def decoding(hive: str, job_id: str) -> tuple[float, float, float]:
-    """ev/s reading one finished job: raw bytes (frames counted), batched, parsed."""
+async def decoding(hive: str, job_id: str, repeat: int) -> list[tuple[float, float, float]]:
+    """ev/s reading one finished job: raw bytes (frames counted), batched, parsed; one
+    triple per round."""
     import httpx
 
-    async with httpx.AsyncClient(timeout=120, trust_env=False) as http:
-        start = time.perf_counter()
-        frames, tail = 0, b""
-        async with http.stream("GET", f"{hive}/v1/jobs/{job_id}/stream") as response:
-            async for chunk in response.aiter_bytes():
-                frames += (tail + chunk).count(b"\nevent: ")
-                tail = chunk[-7:]
-        raw = frames / (time.perf_counter() - start)
-    async with JobClient(hive) as client:
-        start = time.perf_counter()
-        count = 0
-        async for batch in client.stream_entries(job_id):
-            count += len(batch)
-        batched = count / (time.perf_counter() - start)
-        start = time.perf_counter()
-        count = 0
-        async for _ in client.stream(job_id):
-            count += 1
-        parsed = count / (time.perf_counter() - start)
-    return raw, batched, parsed
+    rounds = []
+    async with httpx.AsyncClient(timeout=120, trust_env=False) as http, JobClient(hive) as client:
+        for _ in range(repeat):
+            start = time.perf_counter()
+            frames, tail = 0, b""
+            async with http.stream("GET", f"{hive}/v1/jobs/{job_id}/stream") as response:
+                async for chunk in response.aiter_bytes():
+                    frames += (tail + chunk).count(b"\nevent: ")
+                    tail = chunk[-7:]
+            raw = frames / (time.perf_counter() - start)
+            start = time.perf_counter()
+            count = 0
+            async for batch in client.stream_entries(job_id):
+                count += len(batch)
+            batched = count / (time.perf_counter() - start)
+            start = time.perf_counter()
+            count = 0
+            async for _ in client.stream(job_id):
+                count += 1
+            rounds.append((raw, batched, count / (time.perf_counter() - start)))
+    return rounds
 
 
 async def latencies(url: str, count: int) -> list[float]:
@@ -214,30 +219,37 @@ def main() -> None:
         serve_hive()
         return
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="10k events, 1 run, 500 paced")
+    parser.add_argument(
+        "--quick", action="store_true", help="5k events x 3 rounds, 2 rounds of 300 paced"
+    )
     quick = parser.parse_args().quick
-    n, repeat, paced = (10_000, 1, 500) if quick else (100_000, 3, 3000)
+    n, repeat, lat_repeat, paced = (5_000, 3, 2, 300) if quick else (100_000, 3, 3, 3000)
     header(f"bench_relay: {n} events through one relay hop (hive -> queen -> client)")
-    with tempfile.TemporaryDirectory() as home, processes(n, Path(home)) as running:
-        hive, queen, hive_pid, queen_pid = running
-        direct, relayed, job_id = anyio.run(throughput, hive, queen, repeat)
+    with owned_home("rbee-bench-relay-") as home:
+        hive, queen, hive_pid, queen_pid = start_processes(n, home)
+        directs, relayeds, job_id = anyio.run(throughput, hive, queen, repeat)
         hive_cpu, queen_cpu = (cpu_seconds(hive_pid), cpu_seconds(queen_pid))
         anyio.run(read_all, queen, {"operation": "model_list", "hive_id": "localhost"})
         hive_cpu, queen_cpu = cpu_seconds(hive_pid) - hive_cpu, cpu_seconds(queen_pid) - queen_cpu
-        raw, batched, parsed = anyio.run(decoding, hive, job_id)
+        decoded = anyio.run(decoding, hive, job_id, repeat)
         rounds = [  # alternated, so a busy moment of the machine hits both sides alike
             (anyio.run(latencies, hive, paced), anyio.run(latencies, queen, paced))
-            for _ in range(repeat)
+            for _ in range(lat_repeat)
         ]
+    direct, relayed = statistics.median(directs), statistics.median(relayeds)
+    hop = statistics.median(r / d for d, r in zip(directs, relayeds, strict=True))
     print(f"throughput direct from the hive:  {direct:12,.0f} ev/s  = 1.00")
-    print(f"throughput through the queen:     {relayed:12,.0f} ev/s  = {relayed / direct:.2f}x")
+    print(f"throughput through the queen:     {relayed:12,.0f} ev/s  = {hop:.2f}x")
     print(
         f"CPU per event, one relayed job: hive (emit + serve) {hive_cpu / n * 1e6:.1f} µs, "
         f"queen (relay + serve) {queen_cpu / n * 1e6:.1f} µs"
     )
+    raw, batched, parsed = (statistics.median(r[i] for r in decoded) for i in range(3))
+    batched_x, parsed_x = (statistics.median(r[i] / r[0] for r in decoded) for i in (1, 2))
     print(f"decode  raw bytes, frames counted: {raw:12,.0f} ev/s  = 1.00")
-    print(f"decode  stream_entries (batched):  {batched:12,.0f} ev/s  = {batched / raw:.2f}x")
-    print(f"decode  stream (JobEvents):        {parsed:12,.0f} ev/s  = {parsed / raw:.2f}x")
+    print(f"decode  stream_entries (batched):  {batched:12,.0f} ev/s  = {batched_x:.2f}x")
+    print(f"decode  stream (JobEvents):        {parsed:12,.0f} ev/s  = {parsed_x:.2f}x")
+    print(f"(throughput and decoding: medians of {repeat} rounds, ratios paired by round)")
 
     def median_of(side: int, q: float) -> float:
         return statistics.median(pct(pair[side], q) for pair in rounds)
@@ -245,7 +257,7 @@ def main() -> None:
     for side, name in ((0, "direct"), (1, "via queen")):
         print(
             f"latency {name:<10} at 1k ev/s: p50 {median_of(side, 0.5):6.2f} ms  "
-            f"p99 {median_of(side, 0.99):6.2f} ms  (median of {repeat} rounds of {paced})"
+            f"p99 {median_of(side, 0.99):6.2f} ms  (median of {lat_repeat} rounds of {paced})"
         )
     print(
         f"added by the hop: p50 {median_of(1, 0.5) - median_of(0, 0.5):+.2f} ms  "

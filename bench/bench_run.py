@@ -102,21 +102,22 @@ def commands(folder: Path, lines: int, *, honcho: bool) -> dict[str, tuple[list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 7")
-    parser.add_argument("--lines", type=int, default=300_000)
+    parser.add_argument("--quick", action="store_true", help="100k lines, 3 rounds (not 300k, 7)")
+    parser.add_argument("--lines", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--honcho", action="store_true", help="also time honcho")
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 7)
-    n = args.lines
+    n = args.lines or (100_000 if args.quick else 300_000)
     print(f"bench_run: {n:,} lines, {rounds} interleaved rounds; {conditions()} (removed)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        # Warm the page cache (interpreter, modules) with a short run of each command.
+        for argv, shell in commands(folder, 1_000, honcho=args.honcho).values():
+            run_once(argv, shell=shell)
         cmds = commands(folder, n, honcho=args.honcho)
         times: dict[str, list[float]] = {name: [] for name in cmds}
         rss: dict[str, list[int]] = {name: [] for name in cmds}
-        for argv, shell in cmds.values():  # warm the page cache
-            run_once(argv, shell=shell)
         for _ in range(rounds):
             for name, (argv, shell) in cmds.items():
                 took, peak = run_once(argv, shell=shell)
@@ -134,7 +135,7 @@ def main() -> None:
                 line += f"  {ratio:.2f}x relay (goal >= {goals[name]})"
             print(line)
 
-        # Start-up apart: the cost of 299k more lines, from the same commands at 1k lines.
+        # Start-up apart: the cost of the other lines, from the same commands at 1k lines.
         small_cmds = commands(folder, 1_000, honcho=False)
         small: dict[str, list[float]] = {name: [] for name in small_cmds}
         small_rss: list[int] = []

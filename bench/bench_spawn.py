@@ -5,7 +5,9 @@
 The real chain on free ports under a temporary RBEE_HOME: the keeper starts the queen
 and a local hive, downloads builtin:tiny once, then spawns and stops a worker N times.
 Baseline (same run): `keeper status`, one keeper round trip through the queen with no
-hive work, so the ratio shows what spawning itself costs.
+hive work, so the ratio shows what spawning itself costs. Each round runs the status and
+then a spawn, so load from other processes hits both alike; the ratio is paired by round.
+Everything started is stopped when the bench ends, however it ends (`_daemons`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _daemons import owned_home
 from _sse_server import header
 
 
@@ -39,7 +41,7 @@ def keeper(env: dict[str, str], *args: str) -> tuple[float, subprocess.Completed
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
         check=False,
     )
     if result.returncode != 0:
@@ -60,37 +62,26 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="3 spawns instead of 10")
     n = 3 if parser.parse_args().quick else 10
-    header(f"bench_spawn: keeper worker spawn --model builtin:tiny until ready, {n} times")
-    with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "RBEE_HOME": home, "NO_COLOR": "1"}
+    header(f"bench_spawn: keeper worker spawn --model builtin:tiny until ready, {n} rounds")
+    with owned_home("rbee-bench-spawn-") as home:
+        env = {**os.environ, "RBEE_HOME": str(home), "NO_COLOR": "1"}
         env.pop("RBEE_QUEEN_URL", None)
         keeper(env, "queen", "start", "--port", str(free_port()))
-        try:
-            keeper(env, "hive", "start", "--port", str(free_port()))
-            keeper(env, "model", "download", "builtin:tiny")
-            baseline = statistics.median(keeper(env, "status")[0] for _ in range(n))
-            spawns = []
-            for _ in range(n):
-                seconds, result = keeper(
-                    env, "--json", "worker", "spawn", "--model", "builtin:tiny"
-                )
-                spawns.append(seconds)
-                worker_id = result_of(result.stdout).get("worker_id")
-                if worker_id:
-                    keeper(env, "worker", "stop", str(worker_id))
-        finally:
-            for daemon in ("hive", "queen"):
-                subprocess.run(
-                    [sys.executable, "-m", "keeper", daemon, "stop"],
-                    env=env,
-                    capture_output=True,
-                    check=False,
-                )
-    spawn = statistics.median(spawns)
+        keeper(env, "hive", "start", "--port", str(free_port()))
+        keeper(env, "model", "download", "builtin:tiny")
+        statuses, spawns = [], []
+        for _ in range(n):
+            statuses.append(keeper(env, "status")[0])
+            seconds, result = keeper(env, "--json", "worker", "spawn", "--model", "builtin:tiny")
+            spawns.append(seconds)
+            worker_id = result_of(result.stdout).get("worker_id")
+            if worker_id:
+                keeper(env, "worker", "stop", str(worker_id))
+    baseline, spawn = statistics.median(statuses), statistics.median(spawns)
+    ratio = statistics.median(s / b for s, b in zip(spawns, statuses, strict=True))
     print(f"baseline  keeper status (one round trip): {baseline * 1000:8.0f} ms  = 1.00")
-    ratio = spawn / baseline
     print(f"worker spawn until ready, median:        {spawn * 1000:8.0f} ms  = {ratio:.2f}x")
-    print(f"(spawns: {', '.join(f'{s * 1000:.0f}' for s in spawns)} ms)")
+    print(f"(spawns: {', '.join(f'{s * 1000:.0f}' for s in spawns)} ms; ratio paired by round)")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ import anyio
 
 from hive.errors import HiveConfigError
 from hive.settings import DEFAULT_HIVE_ID, HiveSettings
-from jobs.beats import BEAT_INTERVAL_S
-from jobs.net import tcp_port
-from jobs.paths import HIVE_PORT, LOOPBACK, TOKEN_ENV
+from jobs import BEAT_INTERVAL_S, HIVE_PORT, LOOPBACK, TOKEN_ENV, tcp_port
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
@@ -57,8 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     except HiveConfigError as exc:
         print(f"rbee-hive: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    from jobs.errors import CannotListen, StateFolderBusy, StorageError
-    from jobs.process_exit import exit_process
+    from jobs import CannotListen, StateFolderBusy, StorageError, exit_process
     from jobs.server import claim  # uvicorn and the app load past the checks
 
     NARRATE.action("startup").target(settings.hive_id).human(

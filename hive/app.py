@@ -22,8 +22,8 @@ from hive.heartbeat import LEAVE_S, Heartbeat
 from hive.router import create_router
 from hive.settings import HiveSettings
 from hive.supervisor import Supervisor
-from jobs.limits import BodyLimit
-from jobs.server import JobApp, ServerConfig, rbee_version
+from jobs import rbee_version
+from jobs.server import BodyLimit, JobApp, ServerConfig
 from jobs.server import create_app as create_job_app
 
 ACTOR = "rbee-hive"  # the hive's narration actor

@@ -24,8 +24,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from hive.errors import ModelNotFound
-from jobs.errors import InvalidRequest
-from jobs.paths import FILE_MODE, private_folder
+from jobs import FILE_MODE, InvalidRequest, private_folder
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")

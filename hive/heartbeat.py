@@ -17,7 +17,7 @@ from collections.abc import Callable
 import anyio
 import httpx
 
-from jobs.beats import BEAT_BACKOFF_MAX_S, BEAT_INTERVAL_S, HiveBeat, HiveGoodbye, WorkerInfo
+from jobs import BEAT_BACKOFF_MAX_S, BEAT_INTERVAL_S, HiveBeat, HiveGoodbye, WorkerInfo
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")

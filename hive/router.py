@@ -30,18 +30,18 @@ from hive.errors import ChecksumMismatch, DownloadError, ModelInUse
 from hive.smollm2 import fetch_smollm2
 from hive.supervisor import Supervisor
 from hive.tiny_model import write_tiny_model
-from jobs.errors import InvalidRequest
-from jobs.operations import (
+from jobs import (
     HiveStatus,
+    InvalidRequest,
     ModelDelete,
     ModelDownload,
     ModelList,
     WorkerList,
     WorkerSpawn,
     WorkerStop,
+    storage_error,
 )
-from jobs.service import Handler, Job, Upstream
-from jobs.storage import storage_error
+from jobs.server import Handler, Job, Upstream
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")

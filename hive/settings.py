@@ -1,7 +1,7 @@
 """rbee-hive's settings: built once at the entry point and passed down.
 
 Precedence: command-line flag > RBEE_* environment > default. Folders come from
-`jobs.paths` (RBEE_HOME or the platform's folders); the hive keeps its jobs in its own
+`jobs.RbeePaths` (RBEE_HOME or the platform's folders); the hive keeps its jobs in its own
 state subfolder, so a queen and a hive can share one RBEE_HOME.
 """
 
@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hive.errors import HiveConfigError
-from jobs.beats import BEAT_INTERVAL_S
-from jobs.net import is_loopback
-from jobs.paths import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
+from jobs import BEAT_INTERVAL_S, HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths, is_loopback
 
 QUEEN_TOKEN_ENV = "RBEE_QUEEN_TOKEN"  # bearer token the hive sends with its heartbeats
 HIVE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # the operations' id alphabet

@@ -30,8 +30,7 @@ import httpx
 import psutil
 
 from hive.errors import WorkerNotFound, WorkerStartError
-from jobs.beats import WorkerInfo, WorkerState
-from jobs.paths import FILE_MODE, LOOPBACK, private_folder
+from jobs import FILE_MODE, LOOPBACK, WorkerInfo, WorkerState, private_folder
 from narration_core import (
     CapturedProcess,
     NarrationEvent,

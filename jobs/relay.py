@@ -13,9 +13,6 @@ they were narrated, redacted and printed where they happened, and re-printing ev
 hive and worker line in the queen's log would double them and cost the hop its speed.
 The events stay encoded from the wire to the log; only their `job_id` and `origin`
 are rewritten in place (see `_rehome`).
-
-This module also holds the one conversion from a job stream event to a NarrationEvent
-(`to_narration`), which the keeper renders.
 """
 
 from __future__ import annotations
@@ -26,18 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from jobs.errors import DaemonUnreachable, JobError, UpstreamFailed, UpstreamUnreachable
-from jobs.events import LogEntry
-from narration_core.event import NarrationEvent
+from jobs import DaemonUnreachable, JobError, LogEntry, UpstreamFailed, UpstreamUnreachable
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from jobs.client import JobClient
-    from jobs.service import Job
+    from jobs.server import Job
 
 CANCEL_UPSTREAM_WAIT_S = 5.0  # how long a cancelled hop waits for the upstream to confirm
-_NARRATION_KINDS = ("narration", "output")
 
 
 async def submit_and_forward(
@@ -160,18 +154,3 @@ def _rehome_slow(text: str, new_job: str, hop: str) -> str:
     origin = data.get("origin")
     data["origin"] = f"{hop}/{origin}" if origin else hop
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def to_narration(kind: str, data: Any) -> NarrationEvent:
-    """A non-token, non-state job stream event as the NarrationEvent it stands for.
-
-    `narration` and `output` events rebuild their record; a malformed record or an event
-    of a kind this version does not know becomes an output line holding its JSON, so it
-    is shown rather than dropped.
-    """
-    if kind in _NARRATION_KINDS:
-        try:
-            return NarrationEvent.from_dict(data)
-        except ValueError:
-            return NarrationEvent("keeper", "output", json.dumps(data), stream="stdout")
-    return NarrationEvent("keeper", kind, json.dumps(data, default=str), stream="stdout")

@@ -199,7 +199,7 @@ def run() -> NoReturn:
     children stopped, so teardown would only free memory: ~20 ms on every command.
     """
     code = main()
-    from jobs.process_exit import exit_process
+    from jobs import exit_process
 
     exit_process(code)
 

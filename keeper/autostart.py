@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from jobs.paths import LOOPBACK, RbeePaths
+from jobs import LOOPBACK, RbeePaths
 from keeper import daemons
 from keeper.errors import DaemonUnreachable
 from keeper.settings import KeeperSettings
@@ -30,7 +30,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 HEALTH_TIMEOUT_S = 2.0  # a queen that does not answer /health within this is not there
 HIVE_PORT_OFFSET = 2  # the hive beside the queen: 7833 -> 7835
 # Until the queen has a beat from the hive: a hive that outlived its queen retries on a
-# backoff of up to 30 s (jobs.beats.BEAT_BACKOFF_MAX_S), so its next beat may be that far.
+# backoff of up to 30 s (jobs.BEAT_BACKOFF_MAX_S), so its next beat may be that far.
 HIVE_KNOWN_DEADLINE_S = 40.0
 HIVE_KNOWN_POLL_S = 0.1
 LOCAL_HIVE = "localhost"

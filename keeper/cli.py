@@ -14,7 +14,7 @@ from typer import _click  # Typer's own copy of click: the classes its commands 
 from typer._click.exceptions import BadOptionUsage
 from typer.core import TyperGroup
 
-from jobs import sampling
+from jobs import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
 from keeper.settings import KeeperSettings, check_home, check_queen_url
 
 
@@ -122,7 +122,7 @@ def _settings(ctx: typer.Context) -> KeeperSettings:
 def _show_version(value: bool) -> None:
     """--version: eager, so it answers before anything reads RBEE_HOME or the queen."""
     if value:
-        from jobs.version import rbee_version
+        from jobs import rbee_version
 
         print(f"keeper {rbee_version()}")
         raise typer.Exit()
@@ -465,8 +465,8 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 
 def _probability_mass(value: float) -> float:
     """--top-p: above 0 (Typer's `min` cannot exclude its bound), at most the whole mass."""
-    if not 0 < value <= sampling.TOP_P_MAX:
-        raise typer.BadParameter(f"{value:g} is not in the range 0<x<={sampling.TOP_P_MAX:g}")
+    if not 0 < value <= TOP_P_MAX:
+        raise typer.BadParameter(f"{value:g} is not in the range 0<x<={TOP_P_MAX:g}")
     return value
 
 
@@ -483,25 +483,25 @@ def infer(
     ],
     max_tokens: Annotated[
         int,
-        typer.Option(help="Tokens to generate at most.", min=1, max=sampling.MAX_TOKENS_LIMIT),
+        typer.Option(help="Tokens to generate at most.", min=1, max=MAX_TOKENS_LIMIT),
     ] = 128,
     temperature: Annotated[
         float,
         typer.Option(
             help="Sampling temperature (0: always the likeliest token).",
             min=0,
-            max=sampling.TEMPERATURE_MAX,
+            max=TEMPERATURE_MAX,
         ),
     ] = 0.7,
     top_p: Annotated[
         float,
         typer.Option(
-            help=f"Nucleus sampling: keep this much mass (0<x<={sampling.TOP_P_MAX:g}).",
+            help=f"Nucleus sampling: keep this much mass (0<x<={TOP_P_MAX:g}).",
             callback=_probability_mass,
         ),
     ] = 0.95,
     top_k: Annotated[
-        int, typer.Option(help="Sample among the k likeliest (0: all).", min=sampling.TOP_K_MIN)
+        int, typer.Option(help="Sample among the k likeliest (0: all).", min=TOP_K_MIN)
     ] = 40,
     seed: Annotated[int | None, typer.Option(help="Sampling seed for repeatable output.")] = None,
     stop: Annotated[

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs.paths import HOME_ENV
+from jobs import HOME_ENV
 from keeper.errors import UsageError
 from narration_core import CAPTURE_ENV
 from narration_core.proctree import STOP_GRACE_S, StopResult, stop_tree

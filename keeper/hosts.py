@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.paths import HIVE_PORT, HIVES_CONFIG, LOOPBACK, RbeePaths
+from jobs import HIVE_PORT, HIVES_CONFIG, LOOPBACK, RbeePaths
 from keeper.errors import UsageError
 
 LOCAL = "localhost"  # the hive on this machine, never reached over SSH
 SSH_CONFIG_ENV = "RBEE_SSH_CONFIG"  # the SSH client config to read (default ~/.ssh/config)
 KNOWN_HOSTS_ENV = "RBEE_KNOWN_HOSTS"  # the known_hosts file to verify with (default ~/.ssh/)
 DEFAULT_HOME = "~/.rbee"  # RBEE_HOME on the remote: its venv, logs, pidfiles, models
-ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # as jobs.operations.ID_PATTERN
+ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # as jobs.ID_PATTERN
 STRING_KEYS = ("host", "user", "venv", "python", "queen_url", "token", "home", "bind", "url")
 INT_KEYS = ("port", "hive_port")
 

@@ -179,10 +179,10 @@ class LocalHost:
         return _serves(record.pid, record.url)
 
     async def free_bytes(self, folder: Path) -> int | None:
-        from jobs import storage
+        import jobs
 
         try:
-            return storage.free_bytes(folder)
+            return jobs.free_bytes(folder)
         except OSError:
             return None
 
@@ -282,7 +282,7 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
             f"and was stopped; {reason}"
         )
     await host.remove_record(daemon.name)
-    from jobs.storage import MIN_FREE_BYTES  # below it a daemon cannot open its job table
+    from jobs import MIN_FREE_BYTES  # below it a daemon cannot open its job table
 
     ended = f"{daemon.program} {how_it_ended(code)} before it was ready"
     folder = daemon.log_path.parent
@@ -455,8 +455,8 @@ async def _wait_healthy(
     """Probe /health every HEALTH_EVERY_S (calling `between` every POLL_S); True once it
     answers 200 and `confirm()` agrees that the answer is the daemon's own, False as soon
     as `exited()` reports an exit."""
+    from jobs import JobError
     from jobs.client import JobClient
-    from jobs.errors import JobError
 
     next_probe = 0.0
     async with JobClient(daemon.url, timeout_s=HEALTH_TIMEOUT_S) as client:

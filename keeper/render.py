@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from jobs.relay import to_narration
+from jobs import to_narration
 from keeper.errors import OutputLost
 from keeper.items import Drawn, Item, State, Token, Verbatim, state_event
 from keeper.jsonlines import batch_json, dumps, escape_c1, event_json

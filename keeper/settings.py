@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from jobs.paths import HOME_ENV, LOOPBACK, QUEEN_PORT, QUEEN_URL_ENV, TOKEN_ENV, RbeePaths
+from jobs import HOME_ENV, LOOPBACK, QUEEN_PORT, QUEEN_URL_ENV, TOKEN_ENV, RbeePaths
 from keeper.errors import UsageError
 
 OutputMode = Literal["live", "plain", "json"]

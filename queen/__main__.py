@@ -13,8 +13,7 @@ import sys
 
 import anyio
 
-from jobs.net import tcp_port
-from jobs.paths import LOOPBACK, QUEEN_PORT, TOKEN_ENV
+from jobs import LOOPBACK, QUEEN_PORT, TOKEN_ENV, tcp_port
 from narration_core import Narrator
 from queen.errors import QueenConfigError
 from queen.settings import QueenSettings
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     except QueenConfigError as exc:
         print(f"queen-rbee: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    from jobs.errors import CannotListen, StateFolderBusy, StorageError
-    from jobs.process_exit import exit_process
+    from jobs import CannotListen, StateFolderBusy, StorageError, exit_process
     from jobs.server import claim  # uvicorn and the app load past the checks
 
     NARRATE.action("start").target(settings.port).human(

@@ -6,10 +6,9 @@ from collections.abc import Mapping
 
 from starlette.middleware import Middleware
 
-from jobs.limits import BodyLimit
-from jobs.server import JobApp, ServerConfig, rbee_version
+from jobs import rbee_version
+from jobs.server import BodyLimit, Handler, JobApp, JobService, ServerConfig
 from jobs.server import create_app as create_job_app
-from jobs.service import Handler, JobService
 from queen.beats import OPENAPI_PATHS, heartbeat_routes
 from queen.dashboard import OPEN_PATHS, OPEN_PREFIXES, dashboard_routes
 from queen.hives import HiveRegistry

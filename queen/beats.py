@@ -1,11 +1,11 @@
-"""The queen's end of heartbeats: `POST /v1/heartbeats` (a `jobs.beats.HiveBeat`) -> 204,
-and `POST /v1/heartbeats/goodbye` (a `jobs.beats.HiveGoodbye`) -> 204.
+"""The queen's end of heartbeats: `POST /v1/heartbeats` (a `jobs.HiveBeat`) -> 204,
+and `POST /v1/heartbeats/goodbye` (a `jobs.HiveGoodbye`) -> 204.
 
 Each beat updates the hive registry; the first beat of a hive, and the first after it
 went stale, is narrated on the queen's own output, so its log says when hives came and
 went back without a line per beat. A goodbye drops the hive and its workers at once, and
-says so. Both routes sit behind the queen's bearer-token check (jobs.auth) like every
-other non-open route, so a goodbye needs the very credential a beat needs.
+says so. Both routes sit behind the queen's bearer-token check (jobs.server.BearerAuth)
+like every other non-open route, so a goodbye needs the very credential a beat needs.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jobs.beats import HiveBeat, HiveGoodbye
-from jobs.errors import InvalidRequest
+from jobs import HiveBeat, HiveGoodbye, InvalidRequest
 from narration_core import Narrator
 from queen.hives import HiveRegistry
 
@@ -103,6 +102,6 @@ def _parse(model: type[Wire], body: bytes, what: str) -> Wire:
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise InvalidRequest(
             f"not {what}: {where}: {first.get('msg', 'invalid')}; "
-            f"send a jobs.beats.{model.__name__} (see GET /openapi.json)",
+            f"send a jobs.{model.__name__} (see GET /openapi.json)",
             detail=detail,
         ) from None

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from jobs import AuthRequired, UpstreamFailed
 from jobs.client import JobClient
-from jobs.errors import AuthRequired, UpstreamFailed
 from jobs.relay import submit_and_forward
-from jobs.service import Handler, Job, Upstream
+from jobs.server import Handler, Job, Upstream
 from narration_core import Narrator
 from queen.errors import HiveRefusedToken
 from queen.hives import HiveRegistry

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from jobs.beats import (
+from jobs import (
     BEAT_BACKOFF_MAX_S,
     BEAT_INTERVAL_S,
     STALE_AFTER_BEATS,

@@ -29,12 +29,20 @@ from typing import Any
 
 import anyio
 
-from jobs.beats import WorkerInfo
+from jobs import (
+    DaemonUnreachable,
+    Infer,
+    InvalidRequest,
+    JobError,
+    ModelDownload,
+    ModelList,
+    UpstreamUnreachable,
+    WorkerInfo,
+    WorkerSpawn,
+)
 from jobs.client import JobClient
-from jobs.errors import DaemonUnreachable, InvalidRequest, JobError, UpstreamUnreachable
-from jobs.operations import Infer, ModelDownload, ModelList, WorkerSpawn
 from jobs.relay import forward, submit_and_forward
-from jobs.service import Handler, Job, Upstream
+from jobs.server import Handler, Job, Upstream
 from narration_core import Narrator
 from queen.hives import Hive, HiveRegistry
 

@@ -30,11 +30,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from jobs.errors import JobError
-from jobs.operations import TEXT_MAX_CHARS, ChatMessage, Infer
-from jobs.routes import ready_unless_hung_up, until_hung_up
-from jobs.sampling import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
-from jobs.service import JobService
+from jobs import (
+    MAX_TOKENS_LIMIT,
+    TEMPERATURE_MAX,
+    TEXT_MAX_CHARS,
+    TOP_K_MIN,
+    TOP_P_MAX,
+    ChatMessage,
+    Infer,
+    JobError,
+)
+from jobs.server import JobService, ready_unless_hung_up, until_hung_up
 from queen.infer import WorkerPool
 
 BUILTIN_MODELS = ("builtin:smollm2", "builtin:tiny")  # always listed: any hive can make them

@@ -1,5 +1,7 @@
-"""Operation -> handler for the queen. Operations not listed fail their job with
-OperationUnavailable until their issue lands (hive lifecycle, workers, models, infer)."""
+"""Operation -> handler for the queen: its own status and hive list, `infer` routed to a
+worker (queen.infer), and the hive operations forwarded to the hive they name
+(queen.forward). `hive_start` and `hive_stop` are the keeper's (it starts and stops hives
+itself, locally or over SSH), so here they fail their job with OperationUnavailable."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from typing import Any
 
 import anyio
 
-from jobs.operations import HiveList, QueenStatus
-from jobs.service import Handler, Job, JobService
+from jobs import HiveList, QueenStatus
+from jobs.server import Handler, Job, JobService
 from narration_core import Narrator
 from queen.forward import forwarding_handlers
 from queen.hives import HiveRegistry

@@ -1,7 +1,7 @@
 """queen-rbee's settings: built once at the entry point and passed down.
 
 Precedence: command-line flag > RBEE_* environment > hives config > default. Folders come
-from `jobs.paths` (RBEE_HOME or the platform's folders).
+from `jobs.RbeePaths` (RBEE_HOME or the platform's folders).
 
 The hives config (`<config>/hives.toml`, shared with the keeper) gives each hive its URL
 and its own token; the queen never sends its own token upstream:
@@ -23,13 +23,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from jobs.eventlog import FLUSH_INTERVAL_S
-from jobs.limits import BODY_READ_TIMEOUT_S, MAX_BODY_BYTES, MAX_BODY_ENV
-from jobs.net import is_loopback
-from jobs.operations import ID_PATTERN
-from jobs.paths import HIVE_PORT, HIVES_CONFIG, LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
-from jobs.service import Retention
-from jobs.sse import KEEPALIVE_S
+from jobs import (
+    HIVE_PORT,
+    HIVES_CONFIG,
+    ID_PATTERN,
+    LOOPBACK,
+    QUEEN_PORT,
+    TOKEN_ENV,
+    RbeePaths,
+    is_loopback,
+)
+from jobs.server import (
+    BODY_READ_TIMEOUT_S,
+    FLUSH_INTERVAL_S,
+    KEEPALIVE_S,
+    MAX_BODY_BYTES,
+    MAX_BODY_ENV,
+    Retention,
+)
 from queen.errors import QueenConfigError
 
 LOCAL_HIVE_URL = f"http://{LOOPBACK}:{HIVE_PORT}"  # the hive on the queen's own machine

@@ -1,8 +1,14 @@
-"""Guards on the package structure: imports flow down, public names are curated."""
+"""Guards on the package structure: imports flow down, layers meet at public faces, and
+public names are curated."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
+import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,7 @@ import narration_core
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("narration_core", "jobs", "queen", "hive", "worker", "keeper")
+PROGRAMS = ("queen", "hive", "worker", "keeper")
 # What each package may import from the project: libraries at the bottom, programs on
 # top, keeper a client of the programs (it talks HTTP, never imports them).
 ALLOWED = {
@@ -21,28 +28,154 @@ ALLOWED = {
     "worker": {"narration_core", "jobs"},
     "keeper": {"narration_core", "jobs"},
 }
+# The layers of jobs and what each may import of jobs: the vocabulary (`jobs` itself) at
+# the bottom, the client and the server shell side by side on it, the relay on top of both.
+JOBS_LAYERS = {
+    "jobs": {"jobs"},
+    "jobs.client": {"jobs", "jobs.client"},
+    "jobs.server": {"jobs", "jobs.server"},
+    "jobs.relay": {"jobs", "jobs.client", "jobs.server", "jobs.relay"},
+}
+# All the keeper may import of jobs: the vocabulary and the client, by their public faces.
+KEEPER_JOBS = {"jobs", "jobs.client"}
+FACES = ("jobs", "jobs.client", "jobs.server")
+# Never loaded by `import jobs`: the keeper's --help and `keeper run` import the vocabulary.
+NOT_FOR_THE_VOCABULARY = ("pydantic", "httpx", "anyio", "starlette", "uvicorn", "argparse")
 
 
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
+@dataclass(frozen=True, slots=True)
+class Import:
+    """One import of a project module: the file and line it stands on, the module it names."""
+
+    path: Path
+    line: int
+    module: str
+
+    def __str__(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line} imports {self.module}"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    """True when the dotted `name` is a module or package of the tree."""
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _project_imports(path: Path) -> list[Import]:
+    """Every import of a project module in `path`, function-level and TYPE_CHECKING ones
+    included. `from X import y` names `X.y` when that is a module, else `X`."""
+    found: list[Import] = []
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[: len(package) - node.level + 1]
+                base = ".".join([*anchor, *filter(None, [base])])
+            names = [
+                f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base
+                for alias in node.names
+            ]
+        else:
+            continue
+        found.extend(
+            Import(path, node.lineno, name) for name in names if name.split(".")[0] in PACKAGES
+        )
     return found
+
+
+def _files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _layer(module: str) -> str:
+    """The jobs layer a module of jobs belongs to (`jobs._events` -> `jobs`)."""
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in ("client", "server", "relay"):
+        return ".".join(parts[:2])
+    return "jobs"
+
+
+def _is_private(module: str) -> bool:
+    return any(part.startswith("_") for part in module.split("."))
+
+
+def _jobs_imports(package: str) -> list[Import]:
+    return [
+        found
+        for path in _files(package)
+        for found in _project_imports(path)
+        if found.module.split(".")[0] == "jobs"
+    ]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_imports_only_flow_down(package: str) -> None:
     """No package imports a sibling program or anything above it in the layering."""
-    violations = []
-    for path in sorted((ROOT / package).rglob("*.py")):
-        for name in _imports(path) & set(PACKAGES):
-            if name != package and name not in ALLOWED[package]:
-                violations.append(f"{path.relative_to(ROOT)} imports {name}")
+    violations = [
+        str(found)
+        for path in _files(package)
+        for found in _project_imports(path)
+        if (name := found.module.split(".")[0]) != package and name not in ALLOWED[package]
+    ]
     assert violations == []
+
+
+def test_keeper_imports_only_the_vocabulary_and_the_client() -> None:
+    """Every keeper module imports of jobs only `jobs` and `jobs.client`: never the server
+    shell, the relay or a private module."""
+    violations = [
+        str(found) for found in _jobs_imports("keeper") if found.module not in KEEPER_JOBS
+    ]
+    assert violations == []
+
+
+def test_programs_import_jobs_only_by_its_public_faces() -> None:
+    """No program imports a `_private` module of jobs: what they use is on a public face."""
+    violations = [
+        str(found)
+        for program in PROGRAMS
+        for found in _jobs_imports(program)
+        if _is_private(found.module)
+    ]
+    assert violations == []
+
+
+def test_jobs_layers_import_only_the_layers_below() -> None:
+    """The vocabulary imports only itself; the client and the server shell import the
+    vocabulary and themselves (never each other, never the relay); the relay may use all."""
+    violations = [
+        str(found)
+        for found in _jobs_imports("jobs")
+        if _layer(found.module) not in JOBS_LAYERS[_layer(_module_name(found.path))]
+    ]
+    assert violations == []
+
+
+def test_jobs_layers_meet_only_at_public_faces() -> None:
+    """A module of jobs imports `_private` modules of its own layer only; another layer's
+    names come through that layer's face (`from jobs import LogEntry`)."""
+    violations = [
+        str(found)
+        for found in _jobs_imports("jobs")
+        if _is_private(found.module) and _layer(found.module) != _layer(_module_name(found.path))
+    ]
+    assert violations == []
+
+
+def test_vocabulary_lazy_names_stay_in_the_vocabulary() -> None:
+    """The names `jobs` loads on first use come from its own private modules."""
+    jobs = importlib.import_module("jobs")
+    assert {_layer(module) for module in jobs._LAZY.values()} == {"jobs"}
 
 
 def test_narration_core_all_matches_its_public_names() -> None:
@@ -54,3 +187,34 @@ def test_narration_core_all_matches_its_public_names() -> None:
     assert set(narration_core.__all__) == (public - modules) | set(narration_core._LAZY)
     for name in narration_core.__all__:
         assert getattr(narration_core, name) is not None
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_jobs_faces_all_match_their_public_names(face: str) -> None:
+    """`__all__` of `jobs`, `jobs.client` and `jobs.server` lists exactly the public names
+    each exposes (lazy ones included), once each, and every one resolves."""
+    module = importlib.import_module(face)
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert len(module.__all__) == len(set(module.__all__))
+    assert set(module.__all__) == public | set(getattr(module, "_LAZY", {}))
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_importing_the_vocabulary_loads_no_models_or_http() -> None:
+    """`import jobs` loads neither pydantic nor an HTTP, server or async library: the keeper
+    pays for those only in the commands that use them."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, jobs; print(*sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    loaded = {name.split(".")[0] for name in done.stdout.split()}
+    assert sorted(loaded.intersection(NOT_FOR_THE_VOCABULARY)) == []

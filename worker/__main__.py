@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio
 
-from jobs.paths import LOOPBACK
+from jobs import LOOPBACK
 from narration_core import Narrator
 
 NARRATE = Narrator("llm-worker-rbee")
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Worker {worker_id} starting: {model.name} on {args.device}, port {args.port}"
         + (f", hive {args.hive_url}" if args.hive_url else "")
     ).emit()
-    from jobs.errors import CannotListen, StateFolderBusy
-    from jobs.paths import RbeePaths
+    from jobs import CannotListen, RbeePaths, StateFolderBusy
     from jobs.server import claim
     from worker.errors import WorkerError
 
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     except (StateFolderBusy, CannotListen) as exc:
         NARRATE.action("failed").level("error").human(str(exc)).emit()
         sys.exit(EXIT_FAILED)
-    from jobs.process_exit import exit_process
+    from jobs import exit_process
 
     try:
         with state_lock:

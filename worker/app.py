@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jobs.limits import BodyLimit
-from jobs.server import JobApp, ServerConfig, rbee_version
+from jobs import rbee_version
+from jobs.server import BodyLimit, JobApp, ServerConfig
 from jobs.server import create_app as create_job_app
 from worker.engine import Engine
 from worker.inference import Inference

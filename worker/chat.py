@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jobs.errors import InvalidRequest
-from jobs.operations import ChatMessage
+from jobs import ChatMessage, InvalidRequest
 
 FALLBACK_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"

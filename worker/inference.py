@@ -31,10 +31,8 @@ import anyio.lowlevel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from jobs.errors import InvalidRequest
-from jobs.operations import Infer, parse_operation
-from jobs.routes import error_body
-from jobs.service import Handler, Job, JobService
+from jobs import Infer, InvalidRequest, parse_operation
+from jobs.server import Handler, Job, JobService, error_body
 from narration_core import Narrator
 from worker.chat import render_chat
 from worker.engine import Engine, Sampling, generate

@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from jobs.paths import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
+from jobs import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
 from keeper import daemons, launch
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.render import make_renderer

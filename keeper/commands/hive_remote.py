@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from jobs.net import is_loopback
-from jobs.paths import HOME_ENV, TOKEN_ENV, RbeePaths
+from jobs import HOME_ENV, TOKEN_ENV, RbeePaths, is_loopback
 from keeper import daemons, launch
 from keeper.commands.hive import PROGRAM, QUEEN_TOKEN_ENV, daemon_name
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError

@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from jobs.events import FINAL_STATES
-from jobs.paths import TOKEN_ENV
+from jobs import FINAL_STATES, TOKEN_ENV
 from keeper.errors import DaemonUnreachable, JobFailed, KeeperError, UsageError
 from keeper.render import Renderer, make_renderer, print_tables
 from keeper.settings import KeeperSettings
@@ -69,7 +68,7 @@ def _follow(
     view: EventView | None = None,
 ) -> None:
     """Render a job's events; raise JobFailed if it ends failed or cancelled."""
-    from jobs.errors import DaemonUnreachable as Unreachable
+    from jobs import DaemonUnreachable as Unreachable
 
     final: dict[str, Any] | None = None
     try:
@@ -100,7 +99,7 @@ def _follow(
 
 
 def _cancel_quietly(client: SyncJobClient, job_id: str) -> None:
-    from jobs.errors import JobError
+    from jobs import JobError
 
     try:
         client.cancel(job_id, timeout_s=CANCEL_TIMEOUT_S)
@@ -124,24 +123,24 @@ def _client(settings: KeeperSettings) -> Iterator[SyncJobClient]:
 @contextlib.contextmanager
 def queen_errors(settings: KeeperSettings) -> Iterator[None]:
     """Translate the job client's errors into keeper errors with their exit codes."""
-    from jobs import errors
+    import jobs
 
     try:
         yield
-    except errors.NotAJobServer as exc:
+    except jobs.NotAJobServer as exc:
         raise DaemonUnreachable(
             f"{settings.queen_url} is not a queen: something else answers there "
             f"({exc.reason}); pass the queen's URL with --queen-url, or stop that program "
             "and run `keeper queen start`"
         ) from exc
-    except errors.DaemonUnreachable as exc:
+    except jobs.DaemonUnreachable as exc:
         if exc.url.rstrip("/") != settings.queen_url:  # the queen answered: its hive did not
             raise DaemonUnreachable(str(exc)) from exc
         raise DaemonUnreachable(
             f"queen is not reachable at {settings.queen_url}; "
             "start it with `keeper queen start` or pass --queen-url"
         ) from exc
-    except errors.AuthRequired as exc:
+    except jobs.AuthRequired as exc:
         if settings.token() is not None:  # sent, and refused: setting it is not the fix
             raise DaemonUnreachable(
                 f"the queen at {settings.queen_url} refused the token in {TOKEN_ENV}; "
@@ -150,16 +149,16 @@ def queen_errors(settings: KeeperSettings) -> Iterator[None]:
         raise DaemonUnreachable(
             f"the queen at {settings.queen_url} requires a token; set {TOKEN_ENV}"
         ) from exc
-    except errors.JobNotFound as exc:
+    except jobs.JobNotFound as exc:
         raise UsageError(
             f"the queen at {settings.queen_url} has no job {exc.job_id!r}; "
             "`keeper jobs list` shows its jobs"
         ) from exc
-    except errors.JobFinished as exc:
+    except jobs.JobFinished as exc:
         raise KeeperError(
             f"job {exc.job_id} already ended ({exc.state}); there is nothing to cancel"
         ) from exc
-    except errors.JobError as exc:
+    except jobs.JobError as exc:
         raise KeeperError(f"the queen refused the request: {exc}") from exc
 
 

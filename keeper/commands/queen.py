@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from jobs.paths import LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
+from jobs import LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
 from keeper import daemons
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.render import make_renderer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from jobs.paths import LOOPBACK, QUEEN_URL_ENV, TOKEN_ENV, RbeePaths
+from jobs import LOOPBACK, QUEEN_URL_ENV, TOKEN_ENV, RbeePaths
 from keeper.errors import DaemonUnreachable
 from keeper.render import make_renderer
 from keeper.settings import KeeperSettings

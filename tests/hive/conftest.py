@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from jobs.beats import HiveBeat
+from jobs import HiveBeat
 from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
 from tests.programs import RunningProgram, spawn_program, url_of
 

@@ -13,8 +13,8 @@ import pytest
 from hive.catalog import Catalog, check_id, hf_url, new_entry, parse_ref
 from hive.router import _auth_headers
 from hive.tiny_model import write_tiny_model
+from jobs import InvalidRequest
 from jobs.client import JobClient
-from jobs.errors import InvalidRequest
 from tests.hive.conftest import spawn_hive
 from tests.hive.test_supervisor import run_job
 

@@ -11,7 +11,7 @@ import anyio.abc
 import pytest
 
 from hive.heartbeat import LEAVE_S, Heartbeat
-from jobs.beats import WorkerInfo
+from jobs import WorkerInfo
 from jobs.client import JobClient
 from narration_core import capture_narration
 from tests.hive.conftest import BeatRecorder

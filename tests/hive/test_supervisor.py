@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from hive.tiny_model import TinyShape, write_tiny_model
+from jobs import JobEvent
 from jobs.client import JobClient
-from jobs.events import JobEvent
 from tests.hive.conftest import spawn_hive
 
 pytestmark = pytest.mark.anyio

@@ -10,8 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
-from jobs.service import Handler, JobService
+from jobs.server import Handler, JobService, ServerConfig, bind_socket, create_app, open_job_server
 
 
 @dataclass

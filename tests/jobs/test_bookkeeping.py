@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from jobs.client import JobClient
-from jobs.service import Job
+from jobs.server import Job
 
 if TYPE_CHECKING:
     from tests.jobs.conftest import JobsKit

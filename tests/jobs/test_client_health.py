@@ -8,8 +8,8 @@ import anyio
 import anyio.abc
 import pytest
 
+from jobs import DaemonUnreachable
 from jobs.client import JobClient
-from jobs.errors import DaemonUnreachable
 
 
 @pytest.mark.anyio

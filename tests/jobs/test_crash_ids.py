@@ -8,9 +8,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from jobs import JobEvent, parse_jsonl
 from jobs.client import JobClient
-from jobs.events import JobEvent, parse_jsonl
-from jobs.registry import CRASH_REASON
+from jobs.server import CRASH_REASON
 from tests.queen.conftest import spawn_queen
 
 BUSY = {"operation": "queen_status", "watch": True, "interval_s": 0.01}

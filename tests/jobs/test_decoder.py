@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from jobs.decoder import SSEDecoder
-from jobs.events import LogEntry
+from jobs import LogEntry
+from jobs.client import SSEDecoder
 
 EVENTS = [
     LogEntry.encode(1, "state", {"state": "running", "ts": 1.0}),

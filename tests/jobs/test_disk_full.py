@@ -15,8 +15,8 @@ import anyio
 import httpx
 import pytest
 
+from jobs import JobEvent, parse_jsonl
 from jobs.client import JobClient
-from jobs.events import JobEvent, parse_jsonl
 from tests.queen.conftest import spawn_queen
 
 FAST = {"operation": "queen_status", "watch": True, "interval_s": 0.05}

@@ -9,9 +9,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from jobs.eventlog import EventStore
-from jobs.events import LogEntry, iter_jsonl, parse_jsonl
-from jobs.logreaders import FileReader, LogReader, MemoryReader
+from jobs import LogEntry, iter_jsonl, parse_jsonl
+from jobs.server import EventStore, FileReader, LogReader, MemoryReader
 
 
 async def drain(reader: LogReader) -> list[LogEntry]:
@@ -203,7 +202,7 @@ async def test_small_writes_stay_on_the_loop_big_or_slow_ones_go_to_a_thread(
     import os
     import time
 
-    from jobs import eventlog
+    from jobs.server import _eventlog as eventlog  # its write path's internals
 
     real_write = os.write
     on_loop: list[bool] = []  # per write: did it run on the loop's thread?
@@ -273,7 +272,7 @@ async def test_an_io_error_ends_only_the_log_that_hit_it(
     import errno
     import os
 
-    from jobs.errors import StorageError
+    from jobs import StorageError
 
     aborted: list[tuple[str, StorageError]] = []
     store = EventStore(

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.errors import InvalidRequest
-from jobs.operations import OPERATION_NAMES, Infer, WorkerSpawn, operation_json, parse_operation
+from jobs import (
+    OPERATION_NAMES,
+    Infer,
+    InvalidRequest,
+    WorkerSpawn,
+    operation_json,
+    parse_operation,
+)
 
 
 def test_upstream_shape_parses() -> None:

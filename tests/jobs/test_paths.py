@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from jobs import HOME_ENV, RbeePaths, home_env
 from jobs.client import JobClient
-from jobs.paths import HOME_ENV, RbeePaths, home_env
 
 
 def test_rbee_home_holds_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,7 +42,7 @@ async def test_state_logs_and_folders_are_the_owners_only(
     import os
     import stat
 
-    from jobs.registry import lock_state_folder
+    from jobs.server import lock_state_folder
 
     (rbee_home / "logs").mkdir(mode=0o755)
     old = os.umask(0o022)

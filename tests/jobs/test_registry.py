@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.errors import JobNotFound
-from jobs.registry import CRASH_REASON, JobRegistry
+from jobs import JobNotFound
+from jobs.server import CRASH_REASON, JobRegistry
 
 
 @pytest.mark.anyio

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
+from jobs import DaemonUnreachable, to_narration
 from jobs.client import JobClient
-from jobs.errors import DaemonUnreachable
-from jobs.relay import submit_and_forward, to_narration
-from jobs.service import Job, Upstream
+from jobs.relay import submit_and_forward
+from jobs.server import Job, Upstream
 from narration_core import Narrator, relay_line
 from tests.queen.conftest import spawn_queen
 

@@ -12,9 +12,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jobs.errors import CannotListen, StateFolderBusy
-from jobs.server import ServerConfig, bind_socket, claim, create_app, open_job_server
-from jobs.service import Job, JobService
+from jobs import CannotListen, StateFolderBusy
+from jobs.server import (
+    Job,
+    JobService,
+    ServerConfig,
+    bind_socket,
+    claim,
+    create_app,
+    open_job_server,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -91,7 +98,7 @@ anyio.run(main)
 SERVER_IMPORTS = """
 import sys, anyio
 from pathlib import Path
-from jobs.process_exit import exit_process
+from jobs import exit_process
 from jobs.server import ServerConfig, bind_socket, create_app, serve
 """
 STUCK_SERVER = (

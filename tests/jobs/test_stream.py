@@ -13,7 +13,7 @@ import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
 from jobs.client import JobClient
-from jobs.service import Job
+from jobs.server import Job
 from narration_core import Narrator
 
 if TYPE_CHECKING:

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
+from jobs import DaemonUnreachable, JobEvent, JobFinished, JobNotFound
 from jobs.client import SyncJobClient
-from jobs.errors import DaemonUnreachable, JobFinished, JobNotFound
-from jobs.events import JobEvent
 from tests.jobs.test_stream import cutting_proxy, emitter
 
 if TYPE_CHECKING:

@@ -118,7 +118,7 @@ def test_stale_pidfile_is_cleaned_up(keeper, rbee_home, free_tcp_port: int) -> N
 
 def test_queen_that_dies_at_startup_is_reported(keeper, rbee_home, free_tcp_port: int) -> None:
     """A queen that cannot start: its last lines are shown and keeper exits 1 in one sentence."""
-    from jobs.registry import lock_state_folder
+    from jobs.server import lock_state_folder
 
     with lock_state_folder(rbee_home / "state"):  # as if another queen served this folder
         result = keeper("queen", "start", "--port", str(free_tcp_port))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.paths import RbeePaths
+from jobs import RbeePaths
 from narration_core import parse_line
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.paths import RbeePaths
+from jobs import RbeePaths
 from jobs.server import JobServer, bind_socket, open_job_server
 from queen.app import create_app
 from queen.settings import QueenSettings

@@ -10,8 +10,8 @@ import anyio
 import httpx
 import pytest
 
+from jobs import AuthRequired, DaemonUnreachable, InvalidRequest, JobFinished, JobNotFound
 from jobs.client import JobClient
-from jobs.errors import AuthRequired, DaemonUnreachable, InvalidRequest, JobFinished, JobNotFound
 
 if TYPE_CHECKING:
     from tests.queen.conftest import RunningQueen

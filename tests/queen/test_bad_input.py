@@ -16,9 +16,7 @@ import anyio
 import httpx
 import pytest
 
-from jobs.limits import MAX_BODY_BYTES, MAX_BODY_ENV
-from jobs.registry import JobRegistry
-from jobs.routes import LIST_LIMIT_MAX
+from jobs.server import LIST_LIMIT_MAX, MAX_BODY_BYTES, MAX_BODY_ENV, JobRegistry
 from queen.errors import QueenConfigError
 from queen.settings import QueenSettings
 from tests.queen.conftest import queen_settings, start_queen

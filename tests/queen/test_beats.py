@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from jobs.beats import STALE_AFTER_BEATS, HiveBeat, WorkerInfo
+from jobs import STALE_AFTER_BEATS, HiveBeat, WorkerInfo
 from jobs.client import JobClient
 from queen.hives import HiveRegistry
 from tests.queen.conftest import queen_settings, start_queen

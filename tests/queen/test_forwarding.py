@@ -16,11 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from jobs.beats import HiveBeat
+from jobs import HiveBeat, operation_json
 from jobs.client import JobClient
-from jobs.operations import operation_json
-from jobs.server import ServerConfig, bind_socket, create_app, open_job_server, socket_url
-from jobs.service import Job
+from jobs.server import Job, ServerConfig, bind_socket, create_app, open_job_server, socket_url
 from narration_core import Narrator, relay_line
 from queen.forward import HIVE_OPERATIONS
 from tests.queen.conftest import queen_settings, start_queen

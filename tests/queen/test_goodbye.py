@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobs.beats import HiveBeat, HiveGoodbye, WorkerInfo
+from jobs import HiveBeat, HiveGoodbye, WorkerInfo
 from jobs.client import JobClient
 from queen.hives import HiveRegistry
 from queen.infer import WorkerPool

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from jobs.beats import BEAT_INTERVAL_S, STALE_AFTER_BEATS
+from jobs import BEAT_INTERVAL_S, STALE_AFTER_BEATS
 from jobs.client import SyncJobClient
 
 TOKEN = "goodbye-test-token"

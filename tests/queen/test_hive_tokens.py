@@ -17,9 +17,8 @@ import anyio.abc
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from jobs import HIVES_CONFIG, JobEvent, RbeePaths
 from jobs.client import JobClient
-from jobs.events import JobEvent
-from jobs.paths import HIVES_CONFIG, RbeePaths
 from queen.errors import QueenConfigError
 from queen.settings import QueenSettings
 from tests.queen.conftest import queen_settings, spawn_queen, start_queen

@@ -18,8 +18,8 @@ import schemathesis
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, settings
 
-from jobs.openapi import openapi_schema
-from jobs.server import rbee_version
+from jobs import rbee_version
+from jobs.server import openapi_schema
 from queen.beats import OPENAPI_PATHS as HEARTBEAT_OPENAPI_PATHS
 from tests.queen.conftest import queen_settings, start_queen
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from jobs import JobEvent, parse_jsonl
 from jobs.client import JobClient
-from jobs.events import JobEvent, parse_jsonl
-from jobs.registry import CRASH_REASON, JobRegistry
+from jobs.server import CRASH_REASON, JobRegistry
 from tests.queen.conftest import spawn_queen
 
 WATCH = {"operation": "queen_status", "watch": True, "interval_s": 0.02}
@@ -116,7 +116,7 @@ def test_second_queen_on_one_state_folder_refuses_to_start(rbee_home) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, jobs.registry as r; from pathlib import Path;"
+            "import sys, jobs.server as r; from pathlib import Path;"
             " h = r.lock_state_folder(Path(sys.argv[1])); print('locked', flush=True);"
             " sys.stdin.read()",
             str(rbee_home / "state"),

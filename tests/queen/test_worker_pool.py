@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from jobs.beats import HiveBeat, WorkerInfo
-from jobs.operations import Infer
+from jobs import HiveBeat, Infer, WorkerInfo
 from queen.hives import HiveRegistry
 from queen.infer import WorkerPool
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hive.tiny_model import CHAT_TEMPLATE
-from jobs.errors import InvalidRequest
-from jobs.operations import ChatMessage
+from jobs import ChatMessage, InvalidRequest
 from worker.chat import FALLBACK_TEMPLATE, render_chat
 
 MESSAGES = [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")]

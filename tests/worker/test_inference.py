@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from hive.tiny_model import write_tiny_model
+from jobs import JobEvent
 from jobs.client import JobClient
-from jobs.events import JobEvent
 from tests.programs import RunningProgram
 from tests.worker.test_worker_process import spawn_worker
 from worker.inference import QUEUE_MAX

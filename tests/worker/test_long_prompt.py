@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from hive.tiny_model import TinyShape, write_tiny_model
+from jobs import JobEvent
 from jobs.client import JobClient
-from jobs.events import JobEvent
 from tests.programs import RunningProgram
 from tests.worker.test_inference import infer, text_of, wait_busy
 from tests.worker.test_worker_process import spawn_worker

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.operations import OPERATION_ADAPTER
-from jobs.routes import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_PARAM_INT
+from jobs import OPERATION_ADAPTER
+from jobs.server._routes import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_PARAM_INT
 
 _ERROR = {
     "type": "object",

@@ -24,8 +24,8 @@ from pydantic import (
 )
 from pydantic_core import from_json
 
-from jobs.errors import InvalidRequest
-from jobs.sampling import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
+from jobs._errors import InvalidRequest
+from jobs._sampling import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
 
 DEFAULT_HIVE = "localhost"  # the hive on the queen's own machine
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # hive and worker ids: TOML bare keys, host names

@@ -1,7 +1,9 @@
 """The job event model: what a job's stream carries, and the job states.
 
 An event is `(seq, kind, data)`. `seq` counts from 1 per job with no gaps, so a reader
-that remembers the last seq it saw can resume exactly where it stopped.
+that remembers the last seq it saw can resume exactly where it stopped. A narration or
+output event read back from a stream is the NarrationEvent it carries (`to_narration`),
+which is what the keeper renders.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from narration_core.event import NarrationEvent
 from narration_core.sanitize import strip_control
 
 EventKind = Literal["narration", "token", "output", "state"]
@@ -25,6 +28,7 @@ FINAL_STATES: frozenset[JobState] = frozenset({"completed", "failed", "cancelled
 DONE = "[DONE]"
 ERROR = "[ERROR]"
 CANCELLED = "[CANCELLED]"
+_NARRATION_KINDS = ("narration", "output")  # kinds whose data is a NarrationEvent record
 
 
 def is_final(state: str) -> bool:
@@ -130,3 +134,18 @@ def iter_jsonl(text: str) -> Iterator[LogEntry]:
     the chunk: replay from disk is ~1.5x faster than splitting and parsing line by line)."""
     for match in _LINE.finditer(text):
         yield LogEntry(int(match[1]), match[2], match[3])  # type: ignore[arg-type]
+
+
+def to_narration(kind: str, data: Any) -> NarrationEvent:
+    """A non-token, non-state job stream event as the NarrationEvent it stands for.
+
+    `narration` and `output` events rebuild their record; a malformed record or an event
+    of a kind this version does not know becomes an output line holding its JSON, so it
+    is shown rather than dropped.
+    """
+    if kind in _NARRATION_KINDS:
+        try:
+            return NarrationEvent.from_dict(data)
+        except ValueError:
+            return NarrationEvent("keeper", "output", json.dumps(data), stream="stdout")
+    return NarrationEvent("keeper", kind, json.dumps(data, default=str), stream="stdout")

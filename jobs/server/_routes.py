@@ -1,9 +1,9 @@
-"""Starlette routes for a job server (queen now, hive later) and its one error mapper.
+"""The Starlette routes every job server (queen, hive, worker) serves, and its one error mapper.
 
     POST   /v1/jobs              -> 201 {"job_id", "sse_url"}
     GET    /v1/jobs              -> {"jobs": [...]}, newest first
     GET    /v1/jobs/{id}         -> state + transitions
-    GET    /v1/jobs/{id}/stream  -> SSE (see jobs.sse), resumable via Last-Event-ID / ?after=N
+    GET    /v1/jobs/{id}/stream  -> SSE (see _sse.py), resumable via Last-Event-ID / ?after=N
     DELETE /v1/jobs/{id}         -> cancel (404 unknown, 409 already ended)
     GET    /health               -> {"status": "ok", "version"}; 503 + {"error", "detail"} when
                                     jobs cannot run (service not running, disk full)
@@ -26,10 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
-from jobs.errors import DaemonUnreachable, InvalidRequest, JobError, JobFinished
-from jobs.operations import parse_operation
-from jobs.service import Job, JobService
-from jobs.sse import KEEPALIVE_S, EventStreamResponse
+from jobs import DaemonUnreachable, InvalidRequest, JobError, JobFinished, parse_operation
+from jobs.server._service import Job, JobService
+from jobs.server._sse import KEEPALIVE_S, EventStreamResponse
 
 READY_WAIT_S = 10.0  # how long POST waits for an upstream handler to confirm (then 201)
 CANCEL_REPLY_WAIT_S = 3.0  # how long DELETE waits to report the final state (then 202)

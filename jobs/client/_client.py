@@ -35,17 +35,19 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from jobs.decoder import SSEDecoder
-from jobs.errors import (
+from jobs import (
     AuthRequired,
     DaemonUnreachable,
     InvalidRequest,
     JobError,
+    JobEvent,
     JobFinished,
     JobNotFound,
+    JobState,
+    LogEntry,
     NotAJobServer,
 )
-from jobs.events import JobEvent, JobState, LogEntry
+from jobs.client._decoder import SSEDecoder
 from narration_core.sanitize import strip_control
 
 if TYPE_CHECKING:  # pydantic is only needed by a caller that passes a model (~45 ms import)

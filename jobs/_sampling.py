@@ -1,5 +1,5 @@
 """The limits of an infer's sampling options, in one place for both sides: the queen
-validates against them (`jobs.operations.Infer`) and the keeper's flags state and check
+validates against them (`jobs.Infer`) and the keeper's flags state and check
 them before any request (`keeper.cli`). Free of pydantic, so `keeper --help` stays cheap."""
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from typing import IO, Protocol
 import anyio
 import anyio.to_thread
 
-from jobs.events import JobState, LogEntry, iter_jsonl, terminator
-from jobs.joblog import JobLog
+from jobs import JobState, LogEntry, iter_jsonl, terminator
+from jobs.server._joblog import JobLog
 
 READ_CHUNK = 256 * 1024  # bytes read from a JSONL file per step
 

@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 from starlette.types import Receive, Scope, Send
 
-from jobs.logreaders import LogReader
+from jobs.server._logreaders import LogReader
 
 KEEPALIVE_S = 15.0  # idle seconds before a keep-alive comment; proxies drop silent streams
 KEEPALIVE = b": keep-alive\n\n"

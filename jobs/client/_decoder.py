@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from jobs.events import CANCELLED, DONE, ERROR, EVENT_KINDS, LogEntry
+from jobs import CANCELLED, DONE, ERROR, EVENT_KINDS, LogEntry
 
 _TERMINATORS = (DONE, ERROR, CANCELLED)
 # One whole frame as rbee's servers write it; `[^\n]` keeps a match inside its frame.

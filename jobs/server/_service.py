@@ -29,19 +29,20 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from jobs.errors import (
+from jobs import (
     JobError,
     JobFinished,
+    JobState,
+    Operation,
     OperationUnavailable,
     ServiceUnavailable,
     StorageError,
+    operation_json,
 )
-from jobs.eventlog import FLUSH_INTERVAL_S, EventStore
-from jobs.events import JobState
-from jobs.joblog import JobLog
-from jobs.logreaders import LogReader
-from jobs.operations import Operation, operation_json
-from jobs.registry import CRASH_REASON, JobRecord, JobRegistry
+from jobs.server._eventlog import FLUSH_INTERVAL_S, EventStore
+from jobs.server._joblog import JobLog
+from jobs.server._logreaders import LogReader
+from jobs.server._registry import CRASH_REASON, JobRecord, JobRegistry
 from narration_core import NarrationEvent, Narrator, narration_context, register_job_sink
 
 Handler = Callable[[Any, "Job"], Awaitable[Any]]  # Any: each handler takes its own model

@@ -1,4 +1,5 @@
-"""Room on the disk for what a job server writes, and what to say when there is none.
+"""Room kept on the disk for a job log's final event. Free space and what a full disk means
+for a user belong to the vocabulary (`jobs.check_room`, `jobs.storage_error`).
 
 A job's log must always be able to take its final state event, even when the disk fills
 up in the middle of the job. So before each batch the event log reserves the batch's bytes
@@ -15,18 +16,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
-
-from jobs.errors import StorageError
 
 FALLOC_FL_KEEP_SIZE = 0x01  # linux/falloc.h: allocate past the end without changing the size
 FALLOC_FL_PUNCH_HOLE = 0x02  # linux/falloc.h: free a range (always with KEEP_SIZE)
 FINAL_SLACK = 16 * 1024  # bytes kept allocated past a log's end: its final state event fits
-MIN_FREE_BYTES = 64 * 1024  # below this free space the server takes no new jobs (507)
-FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # "the disk is full" for a user
-SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's words for ENOSPC
 _UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})  # no guarantee here
 
 _Fallocate = Callable[[int, int, int, int], int]
@@ -64,36 +59,6 @@ def release(fd: int, offset: int, length: int) -> None:
     """Give back reserved blocks past the end of a file that is complete (best effort)."""
     if _fallocate is not None and length > 0:
         _fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, offset, length)
-
-
-def free_bytes(folder: Path) -> int:
-    """Bytes an unprivileged writer may still use on the filesystem holding `folder`."""
-    stat = os.statvfs(folder)
-    return stat.f_bavail * stat.f_frsize
-
-
-def storage_error(folder: Path, exc: BaseException) -> StorageError:
-    """The StorageError a failed write of `folder` means for a user."""
-    if isinstance(exc, StorageError):
-        return exc
-    code = getattr(exc, "errno", None)
-    # sqlite3 says "database or disk is full"; numpy's tofile (gguf) reports the short
-    # write a full disk makes as "8192 requested and 272 written", with no errno.
-    if code in FULL_ERRNOS or "full" in str(exc) or SHORT_WRITE.search(str(exc)):
-        return StorageError(folder, "no space left", full=True)
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return StorageError(folder, reason, full=False)
-
-
-def check_room(folder: Path) -> StorageError | None:
-    """A StorageError when the disk holding `folder` has less than MIN_FREE_BYTES free."""
-    try:
-        free = free_bytes(folder)
-    except OSError as exc:
-        return storage_error(folder, exc)
-    if free < MIN_FREE_BYTES:
-        return StorageError(folder, f"{free} bytes free", full=True)
-    return None
 
 
 def probe(folder: Path) -> None:

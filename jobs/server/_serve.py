@@ -1,14 +1,8 @@
-"""The one job-server shell queen, hive and worker are built on.
+"""Serving a job app: the socket, uvicorn, and a prompt stop on SIGTERM/SIGINT.
 
-    job_app = create_app(ServerConfig("rbee-hive", version, state_dir), handlers, routes=[...])
     lock, sock = claim(state_dir, host, port)     # the state-folder lock, then the socket
     with lock:
         anyio.run(serve, job_app, sock)            # until SIGTERM/SIGINT
-
-A program supplies its handlers (or a factory that receives the JobService, when a
-handler reads the service itself), extra routes, middleware and a lifespan for its own
-resources; the shell adds the job routes, /health, /openapi.json, the error mapper and
-bearer auth when a token is set.
 
 uvicorn's own signal handlers re-raise the signal after shutdown (exit 143) and wait for
 open streams before the app can cancel its jobs, so a running job's SSE stream would hold
@@ -30,38 +24,17 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Collection,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import anyio
 import uvicorn
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
-from jobs.auth import BearerAuth
-from jobs.errors import CannotListen, StorageError
-from jobs.openapi import openapi_schema
-from jobs.process_exit import exit_process
-from jobs.registry import lock_state_folder
-from jobs.routes import EXCEPTION_HANDLERS, create_job_routes
-from jobs.service import Handler, HandlerFactory, JobService, Retention
-from jobs.sse import KEEPALIVE_S
-from jobs.storage import check_room
-from jobs.version import rbee_version as rbee_version  # the apps' name for it, kept
+from jobs import CannotListen, StorageError, check_room, exit_process
+from jobs.server._app import JobApp
+from jobs.server._registry import lock_state_folder
 from narration_core import Narrator
 from narration_core.proctree import STOP_GRACE_S
 
@@ -73,96 +46,6 @@ TICK_S = 0.1  # uvicorn's tick: its date header and request limit are checked th
 TICKS_PER_DAY = 864_000  # uvicorn wraps its tick counter here (counter % 10: once a second)
 SHUTDOWN_POLL_S = 0.005  # seconds between looks at the connections a stop is closing
 SERVER_CLOSE_S = 2.0  # bound on waiting for the listening sockets to close after that
-
-Lifespan = Callable[[], AbstractAsyncContextManager[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """What every job server has: a name (actor, OpenAPI title), a version, a state folder."""
-
-    name: str
-    version: str
-    state_dir: Path
-    token: str | None = None
-    keepalive_s: float = KEEPALIVE_S
-    flush_interval_s: float | None = None
-    retention: Retention | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JobApp:
-    """The ASGI app and the JobService it serves; the server needs both to stop cleanly."""
-
-    asgi: Starlette
-    service: JobService
-    name: str
-
-
-def create_app(
-    config: ServerConfig,
-    handlers: Mapping[str, Handler] | HandlerFactory,
-    *,
-    routes: Sequence[BaseRoute] = (),
-    middleware: Sequence[Middleware] = (),
-    lifespan: Lifespan | None = None,
-    openapi_paths: dict[str, Any] | None = None,
-    open_paths: Collection[str] = (),
-    open_prefixes: Collection[str] = (),
-) -> JobApp:
-    """A job server for `config` running `handlers`.
-
-    `routes` come before the job routes, so a program may answer a path itself (the
-    worker's /health). `lifespan` is entered inside the running service and left before
-    it stops. Bearer auth wraps everything (outermost) when `config.token` is set;
-    `open_paths` (exact) and `open_prefixes` stay open besides /health: pages that hold
-    no secrets, such as the queen's dashboard.
-    """
-    service = JobService(
-        config.state_dir,
-        handlers,
-        actor=config.name,
-        flush_interval_s=config.flush_interval_s,
-        retention=config.retention,
-    )
-    schema = openapi_schema(title=config.name, version=config.version, extra_paths=openapi_paths)
-
-    async def openapi(request: Request) -> Response:
-        return JSONResponse(schema)
-
-    @asynccontextmanager
-    async def run(app: Starlette) -> AsyncIterator[None]:
-        async with service.running():
-            if lifespan is None:
-                yield
-            else:
-                async with lifespan():
-                    yield
-
-    all_routes = [
-        *routes,
-        *create_job_routes(service, version=config.version, keepalive_s=config.keepalive_s),
-        Route("/openapi.json", openapi, methods=["GET"]),
-    ]
-    auth = (
-        [
-            Middleware(
-                BearerAuth,
-                token=config.token,
-                open_paths=open_paths,
-                open_prefixes=open_prefixes,
-            )
-        ]
-        if config.token
-        else []
-    )
-    asgi = Starlette(
-        routes=all_routes,
-        middleware=[*auth, *middleware],
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=run,
-    )
-    return JobApp(asgi, service, config.name)
 
 
 class JobServer(uvicorn.Server):

@@ -1,6 +1,6 @@
 """Per-job append-only event logs: on disk before any reader sees them, a bounded tail in memory.
 
-A job's `JobLog` (jobs.joblog) numbers events 1, 2, 3… and takes appends from any thread
+A job's `JobLog` (_joblog.py) numbers events 1, 2, 3… and takes appends from any thread
 without blocking; `EventStore` here owns every log and its file. Its flusher writes each
 log's new events to `<folder>/<job>.jsonl` in one `write` (whatever arrived since its last
 pass goes in the next: batches grow with the load) and only then lets readers see them
@@ -16,9 +16,9 @@ at least every id a client was ever sent, and crash recovery's `failed` event ta
 
 Memory stays bounded: a log keeps about `memory_tail` written events; a reader that falls
 behind reads older ones from the file, then comes back to memory, by seq (no gap, no
-duplicate; jobs.logreaders). Finished logs stay in memory for a while; later readers read the file.
+duplicate; _logreaders.py). Finished logs stay in memory for a while; later readers read the file.
 
-Disk full (see jobs.storage): every batch first reserves its bytes plus FINAL_SLACK past the
+Disk full (see _storage.py): every batch first reserves its bytes plus FINAL_SLACK past the
 end of its file. When a write fails, that job cannot go on: its events not yet written are
 dropped (nobody saw them), its `failed` state event goes into the slack kept for it, and
 `on_abort` tells the service to stop the job. Other jobs carry on. A final event that still
@@ -39,11 +39,18 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from jobs import storage
-from jobs.errors import StorageError
-from jobs.events import JobState, LogEntry, is_final, parse_jsonl
-from jobs.joblog import JobLog
-from jobs.logreaders import READ_CHUNK, FileReader, LogReader, MemoryReader
+from jobs import (
+    JobState,
+    LogEntry,
+    StorageError,
+    check_room,
+    is_final,
+    parse_jsonl,
+    storage_error,
+)
+from jobs.server import _storage as storage
+from jobs.server._joblog import JobLog
+from jobs.server._logreaders import READ_CHUNK, FileReader, LogReader, MemoryReader
 
 FLUSH_INTERVAL_S = 0.2  # housekeeping tick: evict finished logs, retry refused writes
 KEEP_FINISHED = 16  # finished logs kept in memory for late readers, newest first
@@ -172,7 +179,7 @@ class EventStore:
                 self._threaded_until = time.monotonic() + SLOW_BACKOFF_S
 
     async def _write_failed(self, log: JobLog, exc: BaseException) -> None:
-        error = storage.storage_error(self.folder, exc)
+        error = storage_error(self.folder, exc)
         self.last_error = error
         self._retry[log] = None
         if log.aborted is not None:
@@ -203,13 +210,13 @@ class EventStore:
 
     async def storage_problem(self) -> StorageError | None:
         """Why this store cannot take new jobs now (disk full, failing writes), else None."""
-        problem = storage.check_room(self.folder.parent)
+        problem = check_room(self.folder.parent)
         if problem is not None or self.last_error is None:
             return problem
         try:  # a write failed and nothing has written since: see whether writes work now
             await anyio.to_thread.run_sync(storage.probe, self.folder)
         except OSError as exc:
-            return storage.storage_error(self.folder, exc)
+            return storage_error(self.folder, exc)
         self.last_error = None
         return None
 

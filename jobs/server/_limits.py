@@ -12,8 +12,8 @@ from __future__ import annotations
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobs.errors import InvalidRequest
-from jobs.routes import SafeJSONResponse, error_body
+from jobs import InvalidRequest
+from jobs.server._routes import SafeJSONResponse, error_body
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: an operation is a few hundred bytes; a long prompt fits
 BODY_READ_TIMEOUT_S = 30.0  # seconds for the whole body to arrive once the headers have

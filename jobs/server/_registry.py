@@ -29,9 +29,7 @@ from typing import IO, Any, TypeVar
 
 import anyio.to_thread
 
-from jobs.errors import JobNotFound, StateFolderBusy
-from jobs.events import FINAL_STATES, JobState
-from jobs.storage import storage_error
+from jobs import FINAL_STATES, JobNotFound, JobState, StateFolderBusy, storage_error
 
 CRASH_REASON = "the server stopped while the job was running (crash or kill)"
 FILE_MODE = 0o600  # the job table holds every job's parameters: the owner's only

@@ -5,7 +5,7 @@ job's narration sink) and never block: they go into memory and wake the store's 
 (directly on the loop; from another thread with one scheduled call however many appends
 come before it runs). Readers see an event only once the file holds it (`written`), and a
 log keeps only a bounded tail of written events in memory; older ones are read back from
-the file (see jobs.logreaders).
+the file (see _logreaders.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from typing import Any
 
 import anyio
 
-from jobs.errors import StorageError
-from jobs.events import EventKind, JobState, LogEntry
+from jobs import EventKind, JobState, LogEntry, StorageError
 
 MAX_BATCH = 2048  # events handed to a reader at once (bounds one SSE write to ~1 MB)
 

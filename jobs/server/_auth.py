@@ -14,7 +14,7 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jobs.errors import AuthRequired
+from jobs import AuthRequired
 
 OPEN_PATHS = frozenset({"/health"})  # reachable without a token
 

@@ -1,0 +1,81 @@
+"""jobs.server: the one job-server shell queen, hive and worker are built on.
+
+    job_app = create_app(ServerConfig("rbee-hive", version, state_dir), handlers, routes=[...])
+    lock, sock = claim(state_dir, host, port)     # the state-folder lock, then the socket
+    with lock:
+        anyio.run(serve, job_app, sock)            # until SIGTERM/SIGINT
+
+Behind this face: the app factory and its serving (`_app`, `_serve`), the job routes with
+their SSE stream (`_routes`, `_sse`), the job service (`_service`), the event store
+(`_eventlog`, `_joblog`, `_logreaders`, `_storage`), the job table (`_registry`), bearer
+auth, body limits and the OpenAPI document (`_auth`, `_limits`, `_openapi`). The server
+imports the vocabulary (`jobs`), never the client or the relay.
+"""
+
+from jobs.server._app import JobApp, Lifespan, ServerConfig, create_app
+from jobs.server._auth import BearerAuth
+from jobs.server._eventlog import FLUSH_INTERVAL_S, MEMORY_TAIL, EventStore
+from jobs.server._joblog import JobLog
+from jobs.server._limits import BODY_READ_TIMEOUT_S, MAX_BODY_BYTES, MAX_BODY_ENV, BodyLimit
+from jobs.server._logreaders import FileReader, LogReader, MemoryReader
+from jobs.server._openapi import openapi_schema
+from jobs.server._registry import CRASH_REASON, JobRecord, JobRegistry, lock_state_folder
+from jobs.server._routes import (
+    LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX,
+    error_body,
+    ready_unless_hung_up,
+    until_hung_up,
+)
+from jobs.server._serve import (
+    JobServer,
+    bind_socket,
+    claim,
+    open_job_server,
+    serve,
+    socket_url,
+)
+from jobs.server._service import Handler, HandlerFactory, Job, JobService, Retention, Upstream
+from jobs.server._sse import KEEPALIVE_S
+
+__all__ = [
+    "BODY_READ_TIMEOUT_S",
+    "CRASH_REASON",
+    "FLUSH_INTERVAL_S",
+    "KEEPALIVE_S",
+    "LIST_LIMIT_DEFAULT",
+    "LIST_LIMIT_MAX",
+    "MAX_BODY_BYTES",
+    "MAX_BODY_ENV",
+    "MEMORY_TAIL",
+    "BearerAuth",
+    "BodyLimit",
+    "EventStore",
+    "FileReader",
+    "Handler",
+    "HandlerFactory",
+    "Job",
+    "JobApp",
+    "JobLog",
+    "JobRecord",
+    "JobRegistry",
+    "JobServer",
+    "JobService",
+    "Lifespan",
+    "LogReader",
+    "MemoryReader",
+    "Retention",
+    "ServerConfig",
+    "Upstream",
+    "bind_socket",
+    "claim",
+    "create_app",
+    "error_body",
+    "lock_state_folder",
+    "open_job_server",
+    "openapi_schema",
+    "ready_unless_hung_up",
+    "serve",
+    "socket_url",
+    "until_hung_up",
+]

@@ -1,0 +1,119 @@
+"""The one job-server shell queen, hive and worker are built on: the app factory.
+
+    job_app = create_app(ServerConfig("rbee-hive", version, state_dir), handlers, routes=[...])
+
+A program supplies its handlers (or a factory that receives the JobService, when a
+handler reads the service itself), extra routes, middleware and a lifespan for its own
+resources; the shell adds the job routes, /health, /openapi.json, the error mapper and
+bearer auth when a token is set. Serving the app is `jobs.server.serve`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from jobs.server._auth import BearerAuth
+from jobs.server._openapi import openapi_schema
+from jobs.server._routes import EXCEPTION_HANDLERS, create_job_routes
+from jobs.server._service import Handler, HandlerFactory, JobService, Retention
+from jobs.server._sse import KEEPALIVE_S
+
+Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """What every job server has: a name (actor, OpenAPI title), a version, a state folder."""
+
+    name: str
+    version: str
+    state_dir: Path
+    token: str | None = None
+    keepalive_s: float = KEEPALIVE_S
+    flush_interval_s: float | None = None
+    retention: Retention | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobApp:
+    """The ASGI app and the JobService it serves; the server needs both to stop cleanly."""
+
+    asgi: Starlette
+    service: JobService
+    name: str
+
+
+def create_app(
+    config: ServerConfig,
+    handlers: Mapping[str, Handler] | HandlerFactory,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    middleware: Sequence[Middleware] = (),
+    lifespan: Lifespan | None = None,
+    openapi_paths: dict[str, Any] | None = None,
+    open_paths: Collection[str] = (),
+    open_prefixes: Collection[str] = (),
+) -> JobApp:
+    """A job server for `config` running `handlers`.
+
+    `routes` come before the job routes, so a program may answer a path itself (the
+    worker's /health). `lifespan` is entered inside the running service and left before
+    it stops. Bearer auth wraps everything (outermost) when `config.token` is set;
+    `open_paths` (exact) and `open_prefixes` stay open besides /health: pages that hold
+    no secrets, such as the queen's dashboard.
+    """
+    service = JobService(
+        config.state_dir,
+        handlers,
+        actor=config.name,
+        flush_interval_s=config.flush_interval_s,
+        retention=config.retention,
+    )
+    schema = openapi_schema(title=config.name, version=config.version, extra_paths=openapi_paths)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(schema)
+
+    @asynccontextmanager
+    async def run(app: Starlette) -> AsyncIterator[None]:
+        async with service.running():
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan():
+                    yield
+
+    all_routes = [
+        *routes,
+        *create_job_routes(service, version=config.version, keepalive_s=config.keepalive_s),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    auth = (
+        [
+            Middleware(
+                BearerAuth,
+                token=config.token,
+                open_paths=open_paths,
+                open_prefixes=open_prefixes,
+            )
+        ]
+        if config.token
+        else []
+    )
+    asgi = Starlette(
+        routes=all_routes,
+        middleware=[*auth, *middleware],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=run,
+    )
+    return JobApp(asgi, service, config.name)
