@@ -25,8 +25,8 @@ $(UV):
 $(BIN)/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked --python $(PYTHON) --extra dev --extra worker --no-install-package llama-cpp-python
 	$(UV) export --frozen --quiet --extra worker --no-emit-project --no-header -o $(VENV)/locked.txt
-	@$(BIN)/python -m pip show --quiet llama-cpp-python 2>/dev/null || echo "Building \
-	llama-cpp-python from source: about 4 min on 2 cores the first time, seconds after" >&2
+	@$(BIN)/python -m pip show --quiet llama-cpp-python 2>/dev/null || echo "Installing \
+	llama-cpp-python (compiled from source the first time: about 4 min on 2 cores)" >&2
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r $(VENV)/locked.txt
 	touch $@
 
