@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import conditions
 
-from keeper.render import Renderer
+from keeper.output import Renderer
 from keeper.settings import KeeperSettings
 from narration_core.capture import ProcessNarrationCapture
 

@@ -25,7 +25,7 @@ from _common import conditions
 from bench_capture import child_argv, child_env
 from rich.console import Console
 
-from keeper.render import Renderer
+from keeper.output import Renderer
 from keeper.settings import KeeperSettings
 from narration_core.capture import ProcessNarrationCapture
 

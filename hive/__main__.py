@@ -21,8 +21,6 @@ from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
 EXIT_USAGE = 2  # bad flags, unsafe settings or a busy state folder
-EXIT_BIND = 1  # the address could not be bound
-EXIT_STORAGE = 1  # no room on the state folder's disk
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,27 +53,19 @@ def main(argv: list[str] | None = None) -> None:
     except HiveConfigError as exc:
         print(f"rbee-hive: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    from jobs import CannotListen, StateFolderBusy, StorageError, exit_process
-    from jobs.server import claim  # uvicorn and the app load past the checks
+    from jobs.server import run_daemon  # uvicorn and the app load past the checks
 
     NARRATE.action("startup").target(settings.hive_id).human(
         f"Hive {settings.hive_id} starting on {settings.bind}:{settings.port} "
         f"(state in {settings.state_dir})"
     ).emit()
-    try:
-        state_lock, sock = claim(settings.state_dir, settings.bind, settings.port)
-    except StateFolderBusy as exc:
-        print(f"rbee-hive: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-    except CannotListen as exc:
-        print(f"rbee-hive: {exc}", file=sys.stderr)
-        sys.exit(EXIT_BIND)
-    except StorageError as exc:
-        print(f"rbee-hive: not started: {exc.at_start()}", file=sys.stderr)
-        sys.exit(EXIT_STORAGE)
-    with state_lock:  # held until the process exits
-        anyio.run(_serve, settings, sock)
-    exit_process(0)  # all is flushed and closed: skip the interpreter's teardown
+    run_daemon(
+        "rbee-hive",
+        settings.state_dir,
+        settings.bind,
+        settings.port,
+        lambda sock: _serve(settings, sock),
+    )
 
 
 def advertised_url(sock: socket.socket) -> str:

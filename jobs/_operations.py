@@ -25,7 +25,16 @@ from pydantic import (
 from pydantic_core import from_json
 
 from jobs._errors import InvalidRequest
-from jobs._sampling import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TOP_K_MIN, TOP_P_MAX
+from jobs._sampling import (
+    MAX_TOKENS_DEFAULT,
+    MAX_TOKENS_LIMIT,
+    TEMPERATURE_DEFAULT,
+    TEMPERATURE_MAX,
+    TOP_K_DEFAULT,
+    TOP_K_MIN,
+    TOP_P_DEFAULT,
+    TOP_P_MAX,
+)
 
 DEFAULT_HIVE = "localhost"  # the hive on the queen's own machine
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # hive and worker ids: TOML bare keys, host names
@@ -148,22 +157,34 @@ class ChatMessage(BaseModel):
     content: str
 
 
+def _one_input_schema(schema: dict[str, Any]) -> None:
+    """The tag is required, and the schema states what `Infer._one_input` checks, so a
+    client reading /openapi.json never sends a body the server then refuses."""
+    _operation_is_required(schema)
+    schema["not"] = {
+        "required": ["prompt", "messages"],
+        "properties": {"prompt": {"minLength": 1}, "messages": {"type": "array"}},
+    }
+
+
 class Infer(_Op):
     """Generate text; tokens arrive as `token` events on the job's stream.
 
     The input is either `prompt`, sent to the model as it is, or `messages`, which the
-    queen renders into the prompt through the chat template of the model the worker
-    loaded (`keeper infer` without `--raw`, the OpenAI door's chat completions).
+    worker renders into the prompt through its model's chat template (`keeper infer`
+    without `--raw`, the OpenAI door's chat completions).
     """
+
+    model_config = ConfigDict(json_schema_extra=_one_input_schema)
 
     operation: Literal["infer"] = "infer"
     prompt: str = ""
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     model: Text
-    max_tokens: Int = Field(default=128, ge=1, le=MAX_TOKENS_LIMIT)
-    temperature: float = Field(default=0.7, ge=0, le=TEMPERATURE_MAX)
-    top_p: float = Field(default=0.95, gt=0, le=TOP_P_MAX)
-    top_k: Int = Field(default=40, ge=TOP_K_MIN)
+    max_tokens: Int = Field(default=MAX_TOKENS_DEFAULT, ge=1, le=MAX_TOKENS_LIMIT)
+    temperature: float = Field(default=TEMPERATURE_DEFAULT, ge=0, le=TEMPERATURE_MAX)
+    top_p: float = Field(default=TOP_P_DEFAULT, gt=0, le=TOP_P_MAX)
+    top_k: Int = Field(default=TOP_K_DEFAULT, ge=TOP_K_MIN)
     seed: Int | None = None
     stop: list[str] = Field(default_factory=list)
     hive_id: Id | None = None  # None: any hive with the model loaded

@@ -1,8 +1,14 @@
-"""The limits of an infer's sampling options, in one place for both sides: the queen
-validates against them (`jobs.Infer`) and the keeper's flags state and check
-them before any request (`keeper.cli`). Free of pydantic, so `keeper --help` stays cheap."""
+"""An infer's sampling options, their defaults and limits, in one place for every side:
+the queen validates against them (`jobs.Infer`), the keeper's flags default to and check
+them before any request (`keeper.cli`), and the worker's `Sampling` starts from them.
+Free of pydantic, so `keeper --help` stays cheap."""
 
 from __future__ import annotations
+
+MAX_TOKENS_DEFAULT = 128  # tokens per job unless asked: a short answer, quickly
+TEMPERATURE_DEFAULT = 0.7  # some variety, still on topic
+TOP_P_DEFAULT = 0.95  # nucleus sampling: drop only the unlikeliest tail
+TOP_K_DEFAULT = 40  # candidates per token: llama.cpp's own default
 
 MAX_TOKENS_LIMIT = 32768  # tokens per job: a long answer, yet a bounded job for a stuck stream
 TEMPERATURE_MAX = 5.0  # beyond this sampling is noise whatever the model

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from jobs import LOOPBACK, RbeePaths
+from jobs import LOOPBACK, RbeePaths, queen_status_op
 from keeper import daemons
 from keeper.errors import DaemonUnreachable
 from keeper.settings import KeeperSettings
@@ -108,7 +108,7 @@ async def _wait_hive_known(settings: KeeperSettings) -> None:
 
         with anyio.move_on_after(HIVE_KNOWN_DEADLINE_S):
             while True:
-                await client.submit_and_stream({"operation": "queen_status"}, keep)
+                await client.submit_and_stream(queen_status_op(), keep)
                 hives = status.get("hives", [])
                 if any(h.get("last_seen") and not h.get("stale") for h in hives):
                     return

@@ -34,6 +34,8 @@ START_TIME_SLACK_S = 1.0
 QUEEN = "queen"  # the queen's name for its pidfile, start lock and log
 SERVER_LOCK = "/server.lock"  # the file every rbee server holds locked in its state folder
 HIVE_STATE_PREFIX = "hive-"  # a hive's state folder is <state>/hive-<alias> (hive.settings)
+HIVE_PROGRAM = "rbee-hive"  # the hive's console script, local and remote
+QUEEN_TOKEN_ENV = "RBEE_QUEEN_TOKEN"  # what rbee-hive sends with its heartbeats
 PRIVATE_FILE_MODE = 0o600  # pidfiles, lock files and daemon logs: only their owner reads them
 QUEEN_START = "keeper queen start"  # the command that starts the queen, for hints
 FREE_PORT_SEARCH = 100  # ports above a taken one tried for the hint's free port
@@ -81,6 +83,11 @@ class PidFile:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def hive_daemon_name(alias: str) -> str:
+    """The hive's pidfile, lock and log name: `hive-localhost`."""
+    return f"{HIVE_STATE_PREFIX}{alias}"
 
 
 def recorded_url(run_dir: Path, name: str) -> str | None:

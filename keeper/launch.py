@@ -28,16 +28,14 @@ from typing import Protocol
 import anyio
 
 from keeper import daemons, stopping
+from keeper.daemon_log import TAIL_CHUNK, LogTail
 from keeper.errors import JobFailed, how_it_ended
-from narration_core import LineSplitter, Narrator, relay_lines
+from narration_core import Narrator
 from narration_core.proctree import STOP_GRACE_S, StopResult
 
 POLL_S = 0.05  # seconds between looks at the log and the child while starting
 HEALTH_EVERY_S = 0.2  # seconds between /health probes while starting
 HEALTH_TIMEOUT_S = 1.0  # one probe; a daemon still importing may not accept yet
-TAIL_CHUNK = 256 * 1024  # bytes read from the log per look
-DRAIN_WAIT_S = 5.0  # at most this long for the last of a log to arrive (a remote tail)
-DRAIN_POLL_S = 0.05  # between looks while it does
 FREE_SOME_SPACE = "free some space there and start it again"
 ABANDON_GRACE_S = 1.0  # SIGTERM to SIGKILL for a daemon whose start was interrupted
 
@@ -250,7 +248,9 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
     except OSError as exc:  # a daemon nobody can find or stop is worse than none
         await host.stop(record)
         raise JobFailed(_cannot_write(daemon, host.pidfile(daemon.name).path, exc)) from exc
-    tail = LogTail(host, daemon, origin=host.log_origin(record.pid))
+    tail = LogTail(
+        host, daemon.log_path, program=daemon.program, origin=host.log_origin(record.pid)
+    )
     code: int | None = None
     ready = False
     try:
@@ -393,36 +393,6 @@ async def stop(
     return result
 
 
-class LogTail:
-    """Relays what a daemon appends to its log, line by line, as if it were piped."""
-
-    def __init__(self, host: Host, daemon: Daemon, *, origin: str) -> None:
-        self.host = host
-        self.daemon = daemon
-        self.origin = origin
-        self.offset = 0
-        self.splitter = LineSplitter()
-
-    async def pump(self) -> None:
-        while data := await self.host.read_log(self.daemon.log_path, self.offset):
-            self.offset += len(data)
-            self._relay(self.splitter.feed(data))
-
-    async def drain(self) -> None:
-        """Relay the rest of the log: up to its size now, which a remote `tail -F` may not
-        have delivered yet when the daemon has just exited (bounded by DRAIN_WAIT_S)."""
-        await self.pump()
-        end = await self.host.log_size(self.daemon.log_path)
-        with anyio.move_on_after(DRAIN_WAIT_S):
-            while self.offset < end:
-                await anyio.sleep(DRAIN_POLL_S)
-                await self.pump()
-        self._relay(self.splitter.flush())
-
-    def _relay(self, lines: list[str]) -> None:
-        relay_lines(lines, "stdout", actor=self.daemon.program, origin=self.origin)
-
-
 async def _watch(
     host: Host, daemon: Daemon, record: daemons.PidRecord, tail: LogTail
 ) -> tuple[int | None, bool]:
@@ -508,52 +478,3 @@ def record_for(daemon: Daemon, pid: int, *, log: str | None = None) -> daemons.P
         log=log or str(daemon.log_path),
         argv=daemon.argv,
     )
-
-
-def print_log(path: Path, *, program: str, as_json: bool, follow: bool, lines: int) -> None:
-    """Print the last `lines` lines of a daemon's log, sanitised (or as JSON events); with
-    `follow`, keep printing what is appended, across a restart's rotation, until Ctrl-C."""
-    data = path.read_bytes()
-    show, flush = log_printer(program, as_json=as_json)
-    for raw in data.splitlines()[-lines:] if lines > 0 else []:
-        show(raw.decode("utf-8", "replace"))
-    flush()
-    offset = len(data)
-    splitter = LineSplitter()
-    while follow:  # until Ctrl-C (exit 130)
-        try:
-            with path.open("rb") as f:
-                if os.fstat(f.fileno()).st_size < offset:  # a new start rotated the log
-                    offset = 0
-                f.seek(offset)
-                chunk = f.read(TAIL_CHUNK)
-        except FileNotFoundError:  # between the rotation and the new daemon's first line
-            chunk = b""
-        if chunk:
-            offset += len(chunk)
-            for line in splitter.feed(chunk):
-                show(line)
-            flush()
-        else:
-            time.sleep(POLL_S * 4)
-
-
-def log_printer(program: str, *, as_json: bool) -> tuple[Callable[[str], None], Callable[[], None]]:
-    """(show, flush) for a daemon's log lines on stdout: sanitised text, or with --json
-    one event per line in the shape of every other --json output."""
-    import json
-    import sys
-
-    from narration_core import NarrationEvent, parse_line, strip_control
-
-    out = sys.stdout
-
-    def show(line: str) -> None:
-        if as_json:
-            event = parse_line(line) or NarrationEvent(program, "output", line, stream="stdout")
-            record = {"event": "output" if event.stream else "narration", **event.to_dict()}
-            out.write(json.dumps(record) + "\n")
-        else:
-            out.write(strip_control(line) + "\n")
-
-    return show, out.flush

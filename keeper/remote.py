@@ -26,7 +26,7 @@ import anyio
 import asyncssh
 from anyio.abc import TaskGroup
 
-from keeper import daemons, launch, ssh
+from keeper import daemon_log, daemons, launch, ssh
 from keeper.hosts import HiveHost
 from narration_core.proctree import STOP_GRACE_S, StopResult
 
@@ -129,13 +129,13 @@ class SshHost:
             self._tail_procs.append(process)
             self._tg.start_soon(self._pump, process, self._tails[path])
         buffer = self._tails[path]
-        data = bytes(buffer[: launch.TAIL_CHUNK])
+        data = bytes(buffer[: daemon_log.TAIL_CHUNK])
         del buffer[: len(data)]
         return data
 
     async def _pump(self, process: asyncssh.SSHClientProcess[bytes], buffer: bytearray) -> None:
         with contextlib.suppress(asyncssh.Error, OSError, anyio.ClosedResourceError):
-            while chunk := await process.stdout.read(launch.TAIL_CHUNK):
+            while chunk := await process.stdout.read(daemon_log.TAIL_CHUNK):
                 buffer += chunk
 
     async def rotate_log(self, path: Path) -> None:

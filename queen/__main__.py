@@ -11,17 +11,13 @@ import argparse
 import socket
 import sys
 
-import anyio
-
 from jobs import LOOPBACK, QUEEN_PORT, TOKEN_ENV, tcp_port
 from narration_core import Narrator
 from queen.errors import QueenConfigError
 from queen.settings import QueenSettings
 
 NARRATE = Narrator("queen-rbee")
-EXIT_USAGE = 2  # bad flags or unsafe settings
-EXIT_BIND = 1  # the address could not be bound
-EXIT_STORAGE = 1  # no room on the state folder's disk
+EXIT_USAGE = 2  # bad flags, unsafe settings or a busy state folder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,26 +40,18 @@ def main(argv: list[str] | None = None) -> None:
     except QueenConfigError as exc:
         print(f"queen-rbee: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    from jobs import CannotListen, StateFolderBusy, StorageError, exit_process
-    from jobs.server import claim  # uvicorn and the app load past the checks
+    from jobs.server import run_daemon  # uvicorn and the app load past the checks
 
     NARRATE.action("start").target(settings.port).human(
         f"Queen starting on {settings.bind}:{settings.port} (state in {settings.paths.state})"
     ).emit()
-    try:
-        state_lock, sock = claim(settings.paths.state, settings.bind, settings.port)
-    except StateFolderBusy as exc:
-        print(f"queen-rbee: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-    except CannotListen as exc:
-        print(f"queen-rbee: {exc}", file=sys.stderr)
-        sys.exit(EXIT_BIND)
-    except StorageError as exc:
-        print(f"queen-rbee: not started: {exc.at_start()}", file=sys.stderr)
-        sys.exit(EXIT_STORAGE)
-    with state_lock:  # held until the process exits
-        anyio.run(_serve, settings, sock)
-    exit_process(0)  # all is flushed and closed: skip the interpreter's teardown
+    run_daemon(
+        "queen-rbee",
+        settings.paths.state,
+        settings.bind,
+        settings.port,
+        lambda sock: _serve(settings, sock),
+    )
 
 
 async def _serve(settings: QueenSettings, sock: socket.socket) -> None:

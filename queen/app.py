@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from jobs import rbee_version
 from jobs.server import BodyLimit, Handler, JobApp, JobService, ServerConfig
@@ -32,18 +33,20 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
         retention=settings.retention,
     )
     workers = WorkerPool(hives)
-    door = OpenAIDoor(workers)
 
     def handlers(service: JobService) -> Mapping[str, Handler]:
-        door.service = service
         return create_router(
             service, hives, version=version, workers=workers, watch_idle_s=settings.watch_idle_s
         )
 
+    def routes(service: JobService) -> list[BaseRoute]:
+        door = OpenAIDoor(workers, service)
+        return [*heartbeat_routes(hives), *door.routes(), *dashboard_routes()]
+
     return create_job_app(
         config,
         handlers,
-        routes=[*heartbeat_routes(hives), *door.routes(), *dashboard_routes()],
+        routes=routes,
         openapi_paths=OPENAPI_PATHS,
         open_paths=OPEN_PATHS,
         open_prefixes=OPEN_PREFIXES,

@@ -242,22 +242,6 @@ class WorkerPool:
                 return str(entry["id"])
         return None
 
-    async def catalog_names(self) -> set[str]:
-        """Every model id and ref in the fresh hives' catalogs (hives that fail are skipped)."""
-        names: set[str] = set()
-        for hive in self.hives.all():
-            if hive.is_stale():
-                continue
-            try:
-                async with JobClient(hive.url, token=self.hives.token_for(hive.id)) as client:
-                    models = await _models(client, hive.id)
-            except JobError:
-                continue
-            for entry in models:
-                if entry.get("status") == "available":
-                    names.update(str(entry[k]) for k in ("id", "source") if entry.get(k))
-        return names
-
     async def run(self, pick: Pick, op: Infer, job: Job) -> dict[str, Any]:
         """Send the prompt to `pick`'s worker and relay its job into `job`."""
         worker = pick.worker
@@ -309,7 +293,7 @@ class WorkerPool:
                     reply: dict[str, Any] = await client.post(INFERENCE_PATH, body)
                     return reply
                 except DaemonUnreachable as exc:
-                    if not self._still_starting(worker):
+                    if not _still_starting(self.known(), worker):
                         self.gone(worker)
                         raise UpstreamUnreachable(name, worker.url, reason=exc.reason) from exc
                     why = "it is still starting"
@@ -329,15 +313,6 @@ class WorkerPool:
             status=503,
         )
 
-    def _still_starting(self, worker: WorkerInfo) -> bool:
-        """True while the queen's latest word on this worker process is `starting`."""
-        return any(
-            p.worker.worker_id == worker.worker_id
-            and p.worker.pid == worker.pid
-            and p.worker.state == "starting"
-            for p in self.known()
-        )
-
     def gone(self, worker: WorkerInfo) -> None:
         """Never route to this worker process again (it died under a request)."""
         self._gone.add((worker.worker_id, worker.pid))
@@ -345,6 +320,33 @@ class WorkerPool:
         NARRATE.action("worker_gone").target(worker.worker_id).level("warn").human(
             f"Worker {worker.worker_id} at {worker.url} is gone; no more prompts go there"
         ).emit()
+
+
+async def catalog_names(hives: HiveRegistry) -> set[str]:
+    """Every model id and ref in the fresh hives' catalogs (hives that fail are skipped)."""
+    names: set[str] = set()
+    for hive in hives.all():
+        if hive.is_stale():
+            continue
+        try:
+            async with JobClient(hive.url, token=hives.token_for(hive.id)) as client:
+                models = await _models(client, hive.id)
+        except JobError:
+            continue
+        for entry in models:
+            if entry.get("status") == "available":
+                names.update(str(entry[k]) for k in ("id", "source") if entry.get(k))
+    return names
+
+
+def _still_starting(known: list[Pick], worker: WorkerInfo) -> bool:
+    """True while the queen's latest word on this worker process is `starting`."""
+    return any(
+        p.worker.worker_id == worker.worker_id
+        and p.worker.pid == worker.pid
+        and p.worker.state == "starting"
+        for p in known
+    )
 
 
 async def _models(client: JobClient, hive_id: str) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ from jobs import (
     JobError,
 )
 from jobs.server import JobService, ready_unless_hung_up, until_hung_up
-from queen.infer import WorkerPool
+from queen.infer import WorkerPool, catalog_names
 
 BUILTIN_MODELS = ("builtin:smollm2", "builtin:tiny")  # always listed: any hive can make them
 CATALOG_TIMEOUT_S = 3.0  # asking the hives for their catalogs (GET /v1/models)
@@ -130,11 +130,11 @@ class DoorError(Exception):
 
 
 class OpenAIDoor:
-    """The routes, over the queen's job service (bound when the service is built)."""
+    """The routes, over the queen's job service: each request is an `infer` job."""
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool, service: JobService) -> None:
         self.pool = pool
-        self.service: JobService | None = None
+        self.service = service
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -146,7 +146,7 @@ class OpenAIDoor:
     async def models(self, request: Request) -> Response:
         names = set(BUILTIN_MODELS) | self.pool.model_names()
         with anyio.move_on_after(CATALOG_TIMEOUT_S):
-            names |= await self.pool.catalog_names()
+            names |= await catalog_names(self.pool.hives)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": OWNER}
             for name in sorted(names)
@@ -171,8 +171,6 @@ class OpenAIDoor:
             return exc.response()
 
     async def _answer(self, request: Request, op: Infer, stream: bool, *, chat: bool) -> Response:
-        if self.service is None:
-            raise RuntimeError("OpenAIDoor.service was not bound to the queen's job service")
         service = self.service
         job = await service.submit(op)
         # Until a worker took the prompt, or the job failed before that; a client that
@@ -233,7 +231,6 @@ class OpenAIDoor:
 
     async def _events(self, job_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """The job's tokens, then its final state: ("token", {t, i}) ... ("state", {...})."""
-        assert self.service is not None
         reader = await self.service.reader(job_id, 0)
         try:
             while True:
@@ -251,7 +248,6 @@ class OpenAIDoor:
             reader.close()
 
     async def _cancel(self, job_id: str) -> None:
-        assert self.service is not None
         with contextlib.suppress(JobError):  # JobFinished: it ended, nothing to stop
             await self.service.cancel(job_id)
 

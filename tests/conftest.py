@@ -1,8 +1,107 @@
-"""Fixtures every test folder shares."""
+"""Fixtures every test folder shares, and the `process` marker's rule.
+
+A test is marked `process` when it starts a process (a subprocess, a daemon, the keeper,
+sshd, chromium): when it is `slow`, when its function or one of its fixtures names a way
+to start one (SPAWNING_NAMES; helpers of the same module are followed), or when its file
+says so in `pytestmark`. Any other test that starts a process fails at once, naming the
+marker, so `-m "not process"` stays a fast suite that never goes stale.
+"""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+from tests.support import KeeperRunner
+
+# Names whose use starts a process: subprocess and its kin, and the helpers built on them.
+SPAWNING_NAMES = frozenset(
+    {
+        "subprocess",
+        "Popen",
+        "open_process",
+        "run_process",
+        "executable",  # sys.executable: a Python child
+        "ProcessNarrationCapture",
+        "KeeperRunner",
+        "Chain",
+        "spawn_program",
+        "spawn_queen",
+        "spawn_hive",
+        "spawn_worker",
+        "start_in_background",
+        "keeper_into_a_left_pipe",
+        "foreign_http_server",
+        "imported_by",
+    }
+)
+
+
+def starts_a_process(fn: Any, seen: set[Any] | None = None) -> bool:
+    """Whether `fn`, or a function of its own module that it names, names a SPAWNING_NAME."""
+    seen = set() if seen is None else seen
+    fn = inspect.unwrap(fn)
+    if not inspect.isfunction(fn) or fn in seen:
+        return False
+    seen.add(fn)
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    names = {
+        node.id if isinstance(node, ast.Name) else node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name | ast.Attribute)
+    }
+    if names & SPAWNING_NAMES:
+        return True
+    scope = fn.__globals__
+    return any(
+        starts_a_process(scope[name], seen)
+        for name in names
+        if getattr(scope.get(name), "__module__", None) == fn.__module__
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `process` every test that is `slow`, or whose function or fixtures (or the
+    functions of their own module they call) start a process."""
+    for item in items:
+        if item.get_closest_marker("process") or not isinstance(item, pytest.Function):
+            continue
+        info = item._fixtureinfo
+        fixtures = [
+            d.func
+            for name, defs in info.name2fixturedefs.items()
+            if name != "_no_unmarked_process"  # the guard names subprocess to stop it
+            for d in defs
+        ]
+        if item.get_closest_marker("slow") or any(
+            starts_a_process(fn) for fn in [item.function, *fixtures]
+        ):
+            item.add_marker(pytest.mark.process)
+
+
+@pytest.fixture(autouse=True)
+def _no_unmarked_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked `process` cannot start one: the marker never goes stale."""
+    if request.node.get_closest_marker("process"):
+        return
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process ({args!r}): mark it "
+            "`pytest.mark.process` (see tests/conftest.py)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
 
 
 @pytest.fixture
@@ -25,31 +124,26 @@ def keeper(rbee_home):
     return KeeperRunner(rbee_home)
 
 
-class KeeperRunner:
-    """`keeper(...)` runs `python -m keeper ARGS` with RBEE_HOME set and returns the result."""
+SMALL_DISK = "2m"  # tmpfs size for disk-full tests: fills in a blink, holds a queen's state
 
-    def __init__(self, home) -> None:
-        self.home = home
 
-    def env(self) -> dict[str, str]:
-        import os
-
-        env = dict(os.environ)
-        env["RBEE_HOME"] = str(self.home)
-        env.pop("RBEE_QUEEN_URL", None)
-        env.pop("RBEE_TOKEN", None)
-        env["NO_COLOR"] = "1"
-        return env
-
-    def __call__(self, *args: str, timeout: float = 60.0):
-        import subprocess
-        import sys
-
-        return subprocess.run(
-            [sys.executable, "-m", "keeper", *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+@pytest.fixture
+def small_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """RBEE_HOME on its own small tmpfs, so a test can fill the disk for real (needs root,
+    as here and in CI); unmounted afterwards."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    options = f"size={SMALL_DISK},mode=0700"
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for a disk-full test: {done.stderr.strip()}")
+    monkeypatch.setenv("RBEE_HOME", str(mount))
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -13,8 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,17 +21,11 @@ import psutil
 import pytest
 
 from keeper.daemons import PidFile
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 UP_DEADLINE_S = 40.0  # the bench starts a queen, a hive and a worker on a loaded 2-core box
 STOP_DEADLINE_S = 20.0  # SIGTERM, 5 s of grace, SIGKILL: the bench's own bound is ~7 s
-
-
-def wait_until(condition: Callable[[], bool], what: str, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def alive(proc: psutil.Process) -> bool:

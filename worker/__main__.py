@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hive-url", default=None, help="the hive that spawned this worker")
     parser.add_argument("--bind", default=LOOPBACK, help="address to listen on")
     parser.add_argument(
-        "--state-dir", default=None, help="job registry folder (default: state/workers/ID)"
+        "--state-dir", default=None, help="state folder it locks (default: state/workers/ID)"
     )
     return parser.parse_args(argv)
 
@@ -55,30 +54,30 @@ def main(argv: list[str] | None = None) -> None:
         f"Worker {worker_id} starting: {model.name} on {args.device}, port {args.port}"
         + (f", hive {args.hive_url}" if args.hive_url else "")
     ).emit()
-    from jobs import CannotListen, RbeePaths, StateFolderBusy
-    from jobs.server import claim
+    from jobs import RbeePaths
+    from jobs.server import run_daemon
     from worker.errors import WorkerError
 
     if args.state_dir:
         state_dir = Path(args.state_dir)
     else:
         state_dir = RbeePaths.resolve().ensure().state / "workers" / worker_id
-    try:
-        state_lock, sock = claim(state_dir, args.bind, args.port)
-    except (StateFolderBusy, CannotListen) as exc:
-        NARRATE.action("failed").level("error").human(str(exc)).emit()
-        sys.exit(EXIT_FAILED)
-    from jobs import exit_process
 
-    try:
-        with state_lock:
-            anyio.run(_serve, args, worker_id, model, parent, sock, state_dir)
-    except WorkerError as exc:
-        NARRATE.action("failed").level("error").human(str(exc)).emit()
-        sys.exit(EXIT_FAILED)
-    # All is flushed and closed: skip the interpreter's teardown (freeing the model's
-    # memory), which the hive's stop would otherwise wait for.
-    exit_process(0)
+    def report(reason: str) -> None:
+        NARRATE.action("failed").level("error").human(reason).emit()
+
+    # A clean stop skips the interpreter's teardown (freeing the model's memory), which
+    # the hive's stop would otherwise wait for.
+    run_daemon(
+        "llm-worker-rbee",
+        state_dir,
+        args.bind,
+        args.port,
+        lambda sock: _serve(args, worker_id, model, parent, sock, state_dir),
+        report=report,
+        busy_exit=EXIT_FAILED,
+        fatal=(WorkerError,),
+    )
 
 
 async def _serve(

@@ -1,5 +1,7 @@
 """The worker's app on the job-server shell: /health (`loading`, `ready` or `failed`) and
-POST /v1/inference (worker/inference.py)."""
+POST /v1/inference (worker/inference.py), its one door for generations. Its jobs are kept
+in memory only (`durable=False`): the queen's log records what it relays, and the hive
+removes the worker's state folder when it exits."""
 
 from __future__ import annotations
 
@@ -52,11 +54,11 @@ def create_app(
         )
 
     return create_job_app(
-        ServerConfig(ACTOR, version, state_dir, token=token),
-        inference.handlers,
-        routes=[
+        ServerConfig(ACTOR, version, state_dir, token=token, durable=False),
+        inference.handlers(),
+        routes=lambda service: [
             Route("/health", health, methods=["GET"]),
-            Route("/v1/inference", inference.route, methods=["POST"]),
+            *inference.routes(service),
         ],
         middleware=[Middleware(BodyLimit)],  # 1 MiB bodies, read within a deadline
     )

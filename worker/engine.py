@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from jobs import MAX_TOKENS_DEFAULT, TEMPERATURE_DEFAULT, TOP_K_DEFAULT, TOP_P_DEFAULT
 from worker.errors import DeviceUnavailable, ModelLoadError
 
 if TYPE_CHECKING:
@@ -99,10 +100,10 @@ StopReason = Literal["stop", "length", "cancelled"]
 class Sampling:
     """How to pick tokens (llama-cpp-python's names and meanings)."""
 
-    max_tokens: int = 128
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
+    max_tokens: int = MAX_TOKENS_DEFAULT
+    temperature: float = TEMPERATURE_DEFAULT
+    top_p: float = TOP_P_DEFAULT
+    top_k: int = TOP_K_DEFAULT
     seed: int | None = None
     stop: Sequence[str] = ()
 

@@ -1,7 +1,10 @@
 """Serving generations: one at a time, a few waiting, tokens on the job's stream.
 
     POST /v1/inference {prompt | messages, max_tokens, temperature, top_p, top_k, seed, stop}
-        -> 201 {job_id, sse_url}   (the same job API as every rbee server)
+        -> 201 {job_id, sse_url}   (followed and cancelled through the job API)
+
+The worker's one door for generations: `POST /v1/jobs` refuses them (see `refuse_jobs`),
+while `GET /v1/jobs/{id}/stream` and `DELETE /v1/jobs/{id}` serve the jobs made here.
 
 `messages` are rendered into the prompt through the model's chat template (worker/chat.py)
 before the job is made, so a conversation the template refuses is a 400.
@@ -30,6 +33,7 @@ import anyio
 import anyio.lowlevel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from jobs import Infer, InvalidRequest, parse_operation
 from jobs.server import Handler, Job, JobService, error_body
@@ -45,7 +49,8 @@ UNREAD_POLL_S = 1.0  # how often a job looks for its readers
 
 
 class Inference:
-    """The worker's generations: the `infer` handler and the POST /v1/inference route."""
+    """The worker's generations: the `infer` handler, and the POST /v1/inference route
+    over the job service that runs it (`routes`)."""
 
     def __init__(self, engine: Engine, *, model_name: str) -> None:
         self.engine = engine
@@ -53,8 +58,6 @@ class Inference:
         self._lock = anyio.Lock()
         self.waiting = 0  # requests admitted and not yet generating
         self.busy = False
-        self._admitted: set[str] = set()  # jobs the route counted in `waiting` already
-        self._service: JobService | None = None
 
     def statistics(self) -> dict[str, Any]:
         return {"busy": self.busy, "waiting": self.waiting, "queue_max": QUEUE_MAX}
@@ -69,11 +72,7 @@ class Inference:
         return result
 
     async def _infer(self, op: Infer, job: Job) -> dict[str, Any]:
-        if job.id in self._admitted:
-            self._admitted.discard(job.id)
-        else:
-            self.waiting += 1  # submitted as a plain job (POST /v1/jobs)
-        try:
+        try:  # counted in `waiting` by the route that made the job
             await self._lock.acquire()
         finally:
             self.waiting -= 1
@@ -128,12 +127,22 @@ class Inference:
             "stop_reason": result.stop_reason,
         }
 
-    def handlers(self, service: JobService) -> dict[str, Handler]:
-        """The handler factory for the job server: `infer`, and the service the route uses."""
-        self._service = service
+    def handlers(self) -> dict[str, Handler]:
+        """The job server's handlers: `infer`, run for the jobs the route makes."""
         return {"infer": self.infer}
 
-    async def route(self, request: Request) -> Response:
+    def routes(self, service: JobService) -> list[BaseRoute]:
+        """POST /v1/inference over `service`, and POST /v1/jobs refused (one door)."""
+
+        async def inference(request: Request) -> Response:
+            return await self._submit(request, service)
+
+        return [
+            Route("/v1/inference", inference, methods=["POST"]),
+            Route("/v1/jobs", refuse_jobs, methods=["POST"]),
+        ]
+
+    async def _submit(self, request: Request, service: JobService) -> Response:
         """POST /v1/inference: the `infer` fields without `operation` and `model`."""
         if self.engine.llama is None:
             return _unavailable("the model is still loading; retry shortly")
@@ -151,12 +160,9 @@ class Inference:
         if isinstance(op, Infer) and op.messages is not None:  # refused here: a 400, not a job
             prompt = render_chat(op.messages, self.engine.chat_template)
             op = op.model_copy(update={"prompt": prompt, "messages": None})
-        if self._service is None:
-            raise RuntimeError("Inference.handlers() was not given to the job server")
-        job = await self._service.submit(op)
+        job = await service.submit(op)
         # Counted from here (its task has not run yet), so a burst sees the queue fill.
         self.waiting += 1
-        self._admitted.add(job.id)
         body = {"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"}
         return JSONResponse(body, status_code=201)
 
@@ -170,6 +176,19 @@ async def _cancel_when_unread(job: Job) -> None:
         "cancelling it"
     ).emit()
     job.cancel_scope.cancel()
+
+
+async def refuse_jobs(request: Request) -> Response:
+    """POST /v1/jobs on a worker: generations come in through POST /v1/inference only, so
+    the queue counts one door; the job API still follows and cancels what it made."""
+    return JSONResponse(
+        error_body(
+            "this worker takes generations at POST /v1/inference, not POST /v1/jobs",
+            {"use": "POST /v1/inference"},
+        ),
+        status_code=405,
+        headers={"Allow": "GET"},
+    )
 
 
 def _unavailable(message: str) -> Response:

@@ -1,23 +1,25 @@
 """jobs.server: the one job-server shell queen, hive and worker are built on.
 
     job_app = create_app(ServerConfig("rbee-hive", version, state_dir), handlers, routes=[...])
-    lock, sock = claim(state_dir, host, port)     # the state-folder lock, then the socket
-    with lock:
-        anyio.run(serve, job_app, sock)            # until SIGTERM/SIGINT
+    run_daemon("rbee-hive", state_dir, host, port, serve_on)  # claim, serve, exit
 
-Behind this face: the app factory and its serving (`_app`, `_serve`), the job routes with
-their SSE stream (`_routes`, `_sse`), the job service (`_service`), the event store
-(`_eventlog`, `_joblog`, `_logreaders`, `_storage`), the job table (`_registry`), bearer
-auth, body limits and the OpenAPI document (`_auth`, `_limits`, `_openapi`). The server
-imports the vocabulary (`jobs`), never the client or the relay.
+where `serve_on(sock)` ends with `await serve(job_app, sock)` (until SIGTERM/SIGINT).
+
+Behind this face: the app factory, its serving and the daemons' entry (`_app`, `_serve`,
+`_entry`), the job routes with their SSE stream (`_routes`, `_sse`), the job service
+(`_service`), the event store (`_eventlog`, `_joblog`, `_logreaders`, `_storage`; in memory
+only: `_tailstore`), the job table (`_registry`), bearer auth, body limits and the OpenAPI
+document (`_auth`, `_limits`, `_openapi`). The server imports the vocabulary (`jobs`),
+never the client or the relay.
 """
 
-from jobs.server._app import JobApp, Lifespan, ServerConfig, create_app
+from jobs.server._app import JobApp, Lifespan, RouteFactory, ServerConfig, create_app
 from jobs.server._auth import BearerAuth
+from jobs.server._entry import EXIT_BUSY, EXIT_FAILED, run_daemon
 from jobs.server._eventlog import FLUSH_INTERVAL_S, MEMORY_TAIL, EventStore
 from jobs.server._joblog import JobLog
 from jobs.server._limits import BODY_READ_TIMEOUT_S, MAX_BODY_BYTES, MAX_BODY_ENV, BodyLimit
-from jobs.server._logreaders import FileReader, LogReader, MemoryReader
+from jobs.server._logreaders import FileReader, LogFile, LogReader, MemoryReader
 from jobs.server._openapi import openapi_schema
 from jobs.server._registry import CRASH_REASON, JobRecord, JobRegistry, lock_state_folder
 from jobs.server._routes import (
@@ -37,10 +39,13 @@ from jobs.server._serve import (
 )
 from jobs.server._service import Handler, HandlerFactory, Job, JobService, Retention, Upstream
 from jobs.server._sse import KEEPALIVE_S
+from jobs.server._tailstore import TailStore
 
 __all__ = [
     "BODY_READ_TIMEOUT_S",
     "CRASH_REASON",
+    "EXIT_BUSY",
+    "EXIT_FAILED",
     "FLUSH_INTERVAL_S",
     "KEEPALIVE_S",
     "LIST_LIMIT_DEFAULT",
@@ -62,10 +67,13 @@ __all__ = [
     "JobServer",
     "JobService",
     "Lifespan",
+    "LogFile",
     "LogReader",
     "MemoryReader",
     "Retention",
+    "RouteFactory",
     "ServerConfig",
+    "TailStore",
     "Upstream",
     "bind_socket",
     "claim",
@@ -75,6 +83,7 @@ __all__ = [
     "open_job_server",
     "openapi_schema",
     "ready_unless_hung_up",
+    "run_daemon",
     "serve",
     "socket_url",
     "until_hung_up",

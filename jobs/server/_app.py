@@ -3,8 +3,9 @@
     job_app = create_app(ServerConfig("rbee-hive", version, state_dir), handlers, routes=[...])
 
 A program supplies its handlers (or a factory that receives the JobService, when a
-handler reads the service itself), extra routes, middleware and a lifespan for its own
-resources; the shell adds the job routes, /health, /openapi.json, the error mapper and
+handler reads the service itself), extra routes (or, likewise, a factory of them: a door
+that submits jobs receives the service it submits to), middleware and a lifespan for its
+own resources; the shell adds the job routes, /health, /openapi.json, the error mapper and
 bearer auth when a token is set. Serving the app is `jobs.server.serve`'s.
 """
 
@@ -29,6 +30,7 @@ from jobs.server._service import Handler, HandlerFactory, JobService, Retention
 from jobs.server._sse import KEEPALIVE_S
 
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+RouteFactory = Callable[[JobService], Sequence[BaseRoute]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class ServerConfig:
     keepalive_s: float = KEEPALIVE_S
     flush_interval_s: float | None = None
     retention: Retention | None = None
+    durable: bool = True  # False: job table and event logs in memory only (see JobService)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ def create_app(
     config: ServerConfig,
     handlers: Mapping[str, Handler] | HandlerFactory,
     *,
-    routes: Sequence[BaseRoute] = (),
+    routes: Sequence[BaseRoute] | RouteFactory = (),
     middleware: Sequence[Middleware] = (),
     lifespan: Lifespan | None = None,
     openapi_paths: dict[str, Any] | None = None,
@@ -78,6 +81,7 @@ def create_app(
         actor=config.name,
         flush_interval_s=config.flush_interval_s,
         retention=config.retention,
+        durable=config.durable,
     )
     schema = openapi_schema(title=config.name, version=config.version, extra_paths=openapi_paths)
 
@@ -94,7 +98,7 @@ def create_app(
                     yield
 
     all_routes = [
-        *routes,
+        *(routes(service) if callable(routes) else routes),
         *create_job_routes(service, version=config.version, keepalive_s=config.keepalive_s),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

@@ -30,10 +30,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
@@ -50,7 +51,7 @@ from jobs import (
 )
 from jobs.server import _storage as storage
 from jobs.server._joblog import JobLog
-from jobs.server._logreaders import READ_CHUNK, FileReader, LogReader, MemoryReader
+from jobs.server._logreaders import READ_CHUNK, FileReader, LogFile, LogReader, MemoryReader
 
 FLUSH_INTERVAL_S = 0.2  # housekeeping tick: evict finished logs, retry refused writes
 KEEP_FINISHED = 16  # finished logs kept in memory for late readers, newest first
@@ -67,6 +68,8 @@ AbortHandler = Callable[[JobLog, StorageError], None]
 
 class EventStore:
     """Every job's log: live ones in memory, all of them as JSONL files in `folder`."""
+
+    writes_files: ClassVar[bool] = True  # False in a store that keeps only memory
 
     def __init__(
         self,
@@ -91,15 +94,23 @@ class EventStore:
         self._retry: dict[JobLog, None] = {}  # logs whose write failed: tried every tick
         self._wakeup = anyio.Event()
         self._threaded_until = 0.0  # monotonic time until which writes go to a thread
+        # Each log's file, for as long as the log itself lives (readers of a finished one).
+        self._files: weakref.WeakKeyDictionary[JobLog, LogFile] = weakref.WeakKeyDictionary()
 
     def path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.jsonl"
 
     def create(self, job_id: str) -> JobLog:
         """A new, empty log for `job_id`; call on the event loop."""
-        log = JobLog(job_id, self.path(job_id), self._mark_dirty)
+        log = JobLog(job_id, self._mark_dirty)
         self._live[job_id] = log
+        if self.writes_files:
+            self._files[log] = LogFile(self.path(job_id))
         return log
+
+    def file(self, log: JobLog) -> LogFile | None:
+        """Where `log`'s file stands (None in a store that keeps only memory)."""
+        return self._files.get(log)
 
     def _mark_dirty(self, log: JobLog) -> None:
         self._dirty[log] = None
@@ -119,7 +130,7 @@ class EventStore:
         `final`, the registry's state and error, supplies the terminator)."""
         log = self.memory(job_id)
         if log is not None:
-            return MemoryReader(log, after)
+            return MemoryReader(log, after, self.file(log))
         state, error = final or ("failed", "the job's log is gone")
         return FileReader(self.path(job_id), after, state, error)
 
@@ -128,7 +139,8 @@ class EventStore:
     ) -> None:
         """Write new events as they arrive, retry refused writes and evict old finished logs
         every tick, until cancelled; flushes everything once more on the way out."""
-        await anyio.to_thread.run_sync(_make_folder, self.folder)
+        if self.writes_files:
+            await anyio.to_thread.run_sync(_make_folder, self.folder)
         task_status.started()
         next_tick = time.monotonic() + self.flush_interval_s
         try:
@@ -152,33 +164,35 @@ class EventStore:
         """Write the entries not yet in the file (small batches on the loop, see the module
         docstring); never raises. A failed write ends the log (see `abort`); `close` also
         closes its file."""
-        async with log.flush_lock:
+        file = self._files[log]
+        async with file.lock:
             batch = log.unwritten()
             if batch:
                 try:
-                    nbytes = await self._write(log, batch)
+                    file.size += await self._write(file, batch)
                 except Exception as exc:  # any failure to write is this job's
-                    await self._write_failed(log, exc)
+                    await self._write_failed(log, file, exc)
                 else:
-                    log.advance(batch[-1].seq, nbytes, self.memory_tail)
+                    log.advance(batch[-1].seq, self.memory_tail)
                     self._retry.pop(log, None)
                     self.last_error = None
-            if log.fd is not None and (close or log.is_ended):
-                await anyio.to_thread.run_sync(_close, log)
+            if file.fd is not None and (close or log.is_ended):
+                await anyio.to_thread.run_sync(_close, file)
 
-    async def _write(self, log: JobLog, batch: list[LogEntry]) -> int:
-        """Append `batch` to the log's file, inline or in a thread; returns its bytes."""
+    async def _write(self, file: LogFile, batch: list[LogEntry]) -> int:
+        """Append `batch` to the log's file, inline or in a thread; returns its bytes (the
+        caller counts them in `file.size` on the loop, as readers see them)."""
         data = "".join([entry.jsonl() for entry in batch]).encode()
         if len(data) > INLINE_WRITE_BYTES or time.monotonic() < self._threaded_until:
-            return await anyio.to_thread.run_sync(_write, log, batch, data)
+            return await anyio.to_thread.run_sync(_write, file, batch, data)
         start = time.monotonic()
         try:
-            return _write(log, batch, data)
+            return _write(file, batch, data)
         finally:
             if time.monotonic() - start > SLOW_WRITE_S:
                 self._threaded_until = time.monotonic() + SLOW_BACKOFF_S
 
-    async def _write_failed(self, log: JobLog, exc: BaseException) -> None:
+    async def _write_failed(self, log: JobLog, file: LogFile, exc: BaseException) -> None:
         error = storage_error(self.folder, exc)
         self.last_error = error
         self._retry[log] = None
@@ -186,8 +200,8 @@ class EventStore:
             return  # its final event is still waiting for room; the next tick retries
         final = log.abort(error)
         with contextlib.suppress(Exception):  # no room even for that: retried every tick
-            nbytes = await self._write(log, [final])
-            log.advance(final.seq, nbytes, self.memory_tail)
+            file.size += await self._write(file, [final])
+            log.advance(final.seq, self.memory_tail)
             self._retry.pop(log, None)
         if self.on_abort is not None:
             self.on_abort(log, error)
@@ -246,30 +260,30 @@ def _open(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
 
 
-def _write(log: JobLog, batch: list[LogEntry], data: bytes) -> int:
+def _write(file: LogFile, batch: list[LogEntry], data: bytes) -> int:
     """Append `data` (`batch` as JSONL) in one write, with room for a final event after it;
     on any error the file is cut back to what it held before, so it never holds half a batch."""
-    if log.fd is None:
-        log.path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
-        log.fd = _open(log.path)
-        log.size = os.fstat(log.fd).st_size
+    if file.fd is None:
+        file.path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        file.fd = _open(file.path)
+        file.size = os.fstat(file.fd).st_size
     ends = batch[-1].kind == "state" and is_final(batch[-1].to_event().data.get("state", ""))
     try:
-        storage.reserve(log.fd, log.size, len(data) + (0 if ends else storage.FINAL_SLACK))
+        storage.reserve(file.fd, file.size, len(data) + (0 if ends else storage.FINAL_SLACK))
         view = memoryview(data)
         while view:
-            view = view[os.write(log.fd, view) :]
+            view = view[os.write(file.fd, view) :]
     except BaseException:
         with contextlib.suppress(OSError):
-            os.ftruncate(log.fd, log.size)
+            os.ftruncate(file.fd, file.size)
         raise
     return len(data)
 
 
-def _close(log: JobLog) -> None:
-    fd, log.fd = log.fd, None
+def _close(file: LogFile) -> None:
+    fd, file.fd = file.fd, None
     if fd is not None:
-        storage.release(fd, log.size, storage.FINAL_SLACK)
+        storage.release(fd, file.size, storage.FINAL_SLACK)
         os.close(fd)
 
 

@@ -1,11 +1,11 @@
-"""One job's event log: numbered events in memory, written to a file by `EventStore`.
+"""One job's event log: numbered events in memory, written out by `EventStore`.
 
 Appends come from any thread (narration from `anyio.to_thread` work lands here through the
 job's narration sink) and never block: they go into memory and wake the store's flusher
 (directly on the loop; from another thread with one scheduled call however many appends
-come before it runs). Readers see an event only once the file holds it (`written`), and a
-log keeps only a bounded tail of written events in memory; older ones are read back from
-the file (see _logreaders.py).
+come before it runs). Readers see an event only once the store has written it (`written`),
+and a log keeps only a bounded tail of written events in memory; older ones are read back
+from the store's file (see _logreaders.py). The file itself is the store's business.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -41,9 +40,8 @@ class JobLog:
     Seq n sits at `_entries[n - 1 - _base]`; `_base` events (all written) have left memory.
     """
 
-    def __init__(self, job_id: str, path: Path, notify: Callable[[JobLog], None]) -> None:
+    def __init__(self, job_id: str, notify: Callable[[JobLog], None]) -> None:
         self.job_id = job_id
-        self.path = path
         self._entries: list[LogEntry] = []
         self._base = 0
         self._final: tuple[JobState, str | None] | None = None
@@ -53,11 +51,7 @@ class JobLog:
         self._call_soon = _loop_waker()
         self._notify = notify
         self._notify_pending = False
-        # Flusher state, touched only on the loop (the file itself under `flush_lock`).
-        self.flush_lock = anyio.Lock(fast_acquire=True)  # no loop pass when it is free
-        self.written = 0  # events in the file; readers see seq <= written
-        self.size = 0  # bytes of the file that hold them
-        self.fd: int | None = None
+        self.written = 0  # events the store has written (touched on the loop); readers see <= it
         self.aborted: StorageError | None = None  # why the store ended this log early
         # Streams reading it now, and since when none has (monotonic): a job that runs until
         # cancelled can end itself once nobody has read it for a while (a crashed client).
@@ -78,13 +72,18 @@ class JobLog:
         return len(self._entries)
 
     @property
+    def base(self) -> int:
+        """The seq before the oldest event still in memory (0 while all are)."""
+        return self._base
+
+    @property
     def final(self) -> tuple[JobState, str | None] | None:
         """(state, error) once the final state event is in the log, else None."""
         return self._final
 
     @property
     def is_ended(self) -> bool:
-        """True once the final state event is in the file: nothing more will come."""
+        """True once the final state event is written: nothing more will come."""
         return self._final is not None and self.written == len(self)
 
     def append(self, kind: EventKind, data: Any) -> int:
@@ -137,7 +136,7 @@ class JobLog:
 
     def slice(self, after: int, upto: int, limit: int = MAX_BATCH) -> list[LogEntry] | None:
         """Entries with `after` < seq <= `upto`, at most `limit`; None when seq `after + 1`
-        has left memory (read the file)."""
+        has left memory (read the store's file)."""
         with self._lock:
             if after < self._base:
                 return None
@@ -145,15 +144,14 @@ class JobLog:
             return self._entries[start : min(upto - self._base, start + limit)]
 
     def unwritten(self) -> list[LogEntry]:
-        """The entries the file does not have yet (the flusher's next batch)."""
+        """The entries not written yet (the flusher's next batch)."""
         with self._lock:
             return self._entries[self.written - self._base :]
 
-    def advance(self, seq: int, nbytes: int, tail: int) -> None:
-        """Record that the file now holds everything up to `seq`; wake readers; keep only
-        about `tail` written entries in memory (trimmed in steps, so cheap per write)."""
+    def advance(self, seq: int, tail: int) -> None:
+        """Record that everything up to `seq` is written; wake readers; keep only about
+        `tail` written entries in memory (trimmed in steps, so cheap per write)."""
         self.written = seq
-        self.size += nbytes
         with self._lock:
             held = self.written - self._base
             if held > 2 * tail:
@@ -172,7 +170,7 @@ class JobLog:
             self._base += drop
 
     async def wait(self, after: int) -> None:
-        """Return once the file holds more than `after` events or the log has ended."""
+        """Return once more than `after` events are written or the log has ended."""
         while self.written <= after and not self.is_ended:
             event = self._changed
             if event is None:

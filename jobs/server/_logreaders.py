@@ -4,6 +4,7 @@ file for what has left memory), a finished one from its JSONL file in chunks."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -14,6 +15,17 @@ from jobs import JobState, LogEntry, iter_jsonl, terminator
 from jobs.server._joblog import JobLog
 
 READ_CHUNK = 256 * 1024  # bytes read from a JSONL file per step
+
+
+@dataclass(eq=False, slots=True)
+class LogFile:
+    """Where one log's JSONL file stands. Touched only by its store, on the loop; the file
+    itself under `lock` (a write may run in a thread). Readers read up to `size`."""
+
+    path: Path
+    fd: int | None = None
+    size: int = 0  # bytes of the file that hold the written events
+    lock: anyio.Lock = field(default_factory=lambda: anyio.Lock(fast_acquire=True))
 
 
 class LogReader(Protocol):
@@ -72,10 +84,15 @@ class JsonlCursor:
 
 
 class MemoryReader:
-    """Reads a live (or recently finished) log: memory for the tail, the file behind it."""
+    """Reads a live (or recently finished) log: memory for the tail, the file behind it.
 
-    def __init__(self, log: JobLog, after: int) -> None:
+    Without a file (a store that keeps only memory), a reader that fell behind the tail
+    goes on from the oldest event memory still holds: another server keeps the record.
+    """
+
+    def __init__(self, log: JobLog, after: int, file: LogFile | None) -> None:
         self._log = log
+        self._file = file
         self._pos = min(max(after, 0), len(log)) if log.final else max(after, 0)
         self._cursor: JsonlCursor | None = None
         self._open = True
@@ -87,15 +104,23 @@ class MemoryReader:
         if self._pos >= upto:
             return []
         batch = log.slice(self._pos, upto)
-        if batch is None:  # fell behind the memory tail: the file has these
-            if self._cursor is None:
-                self._cursor = JsonlCursor(log.path)
-            batch = await anyio.to_thread.run_sync(self._cursor.read, self._pos, log.size)
-            batch = [entry for entry in batch if entry.seq <= upto]
-            if not batch:  # the file is gone (retention): carry on from memory
-                batch = log.slice(self._pos, upto) or []
+        if batch is None:  # fell behind the memory tail
+            if self._file is None:  # only memory is kept: go on from what it holds
+                batch = log.slice(log.base, upto) or []
+            else:
+                batch = await self._take_from_file(self._file, upto)
         if batch:
             self._pos = batch[-1].seq
+        return batch
+
+    async def _take_from_file(self, file: LogFile, upto: int) -> list[LogEntry]:
+        """What fell behind the memory tail, from the file (or memory, once it is gone)."""
+        if self._cursor is None:
+            self._cursor = JsonlCursor(file.path)
+        batch = await anyio.to_thread.run_sync(self._cursor.read, self._pos, file.size)
+        batch = [entry for entry in batch if entry.seq <= upto]
+        if not batch:  # the file is gone (retention): carry on from memory
+            batch = self._log.slice(self._pos, upto) or []
         return batch
 
     async def wait(self) -> None:

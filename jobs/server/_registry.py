@@ -123,6 +123,15 @@ class JobRegistry:
         registry.recovered = [registry._get_sync(job_id) for (job_id,) in stale]
         return registry
 
+    @classmethod
+    def in_memory(cls) -> JobRegistry:
+        """A job table kept in memory only (a worker's: another server keeps the record);
+        nothing to recover, gone when the process ends."""
+        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(_SCHEMA)
+        return cls(conn, [])
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         def locked() -> T:
             with self._lock:

@@ -101,9 +101,9 @@ def create_job_routes(
     async def get_job(request: Request) -> Response:
         record = await service.get(request.path_params["job_id"])
         body = record.to_dict()
-        count = service.live_event_count(record.id)
-        if count is not None:
-            body["events"] = count  # lets a client print "what exists now" and stop
+        live = service.store.memory(record.id)  # a job still held in memory
+        if live is not None:
+            body["events"] = len(live)  # lets a client print "what exists now" and stop
         return SafeJSONResponse(body)
 
     async def cancel_job(request: Request) -> Response:

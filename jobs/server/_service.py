@@ -43,6 +43,7 @@ from jobs.server._eventlog import FLUSH_INTERVAL_S, EventStore
 from jobs.server._joblog import JobLog
 from jobs.server._logreaders import LogReader
 from jobs.server._registry import CRASH_REASON, JobRecord, JobRegistry
+from jobs.server._tailstore import TailStore
 from narration_core import NarrationEvent, Narrator, narration_context, register_job_sink
 
 Handler = Callable[[Any, "Job"], Awaitable[Any]]  # Any: each handler takes its own model
@@ -101,7 +102,13 @@ class Job:
 
 
 class JobService:
-    """Jobs of one server: registry, event logs and the tasks that run them."""
+    """Jobs of one server: registry, event logs and the tasks that run them.
+
+    Durable by default: the job table in SQLite and every event in a JSONL file before a
+    reader sees it, so a restart recovers. `durable=False` keeps both in memory (a table
+    in an in-memory SQLite, a bounded tail of each log: `TailStore`), for a server whose
+    jobs another server records as it follows them (the worker under the queen).
+    """
 
     def __init__(
         self,
@@ -111,10 +118,12 @@ class JobService:
         actor: str,
         flush_interval_s: float | None = None,
         retention: Retention | None = None,
+        durable: bool = True,
     ) -> None:
         self.state_dir = state_dir
         self.retention = retention or Retention()
-        self.store = EventStore(
+        self.durable = durable
+        self.store = (EventStore if durable else TailStore)(
             state_dir / "joblogs",
             flush_interval_s=flush_interval_s or FLUSH_INTERVAL_S,
             on_abort=self._storage_failed,
@@ -144,7 +153,10 @@ class JobService:
     async def running(self) -> AsyncIterator[JobService]:
         """Open the registry, recover crashed jobs, serve; on exit cancel and record every
         running job, flush every log and close the registry."""
-        self._registry = await JobRegistry.open(self.state_dir / "jobs.sqlite3")
+        if self.durable:
+            self._registry = await JobRegistry.open(self.state_dir / "jobs.sqlite3")
+        else:
+            self._registry = JobRegistry.in_memory()
         try:
             await self._recover(self._registry.recovered)
             async with anyio.create_task_group() as tg:
@@ -303,13 +315,6 @@ class JobService:
             for job_id, (state, error) in list(self._unrecorded.items()):
                 await self._record(job_id, state, error)
 
-    def _overlay(self, record: JobRecord) -> JobRecord:
-        """The record as the job's log has it, while the table lags behind."""
-        pending = self._unrecorded.get(record.id)
-        if pending is None:
-            return record
-        return dataclasses.replace(record, state=pending[0], error=pending[1])
-
     async def cancel(self, job_id: str) -> Job:
         """Ask a running job to stop; raises JobNotFound, or JobFinished if it has ended."""
         job = self._jobs.get(job_id)
@@ -329,15 +334,12 @@ class JobService:
                 await job.finished.wait()
 
     async def get(self, job_id: str) -> JobRecord:
-        return self._overlay(await self.registry.get(job_id))
+        return _overlay(self._unrecorded, await self.registry.get(job_id))
 
     async def list(self, *, limit: int = 100) -> list[JobRecord]:
-        return [self._overlay(record) for record in await self.registry.list(limit=limit)]
-
-    def live_event_count(self, job_id: str) -> int | None:
-        """How many events a job still held in memory has logged so far; None otherwise."""
-        log = self.store.memory(job_id)
-        return None if log is None else len(log)
+        return [
+            _overlay(self._unrecorded, record) for record in await self.registry.list(limit=limit)
+        ]
 
     async def reader(self, job_id: str, after: int) -> LogReader:
         """A reader of the job's events after seq `after`; raises JobNotFound."""
@@ -356,6 +358,14 @@ class JobService:
             except Exception as exc:  # retention waits for the next round
                 LOG.warning("pruning old jobs failed (%s); trying again later", exc)
             await anyio.sleep(PRUNE_INTERVAL_S)
+
+
+def _overlay(unrecorded: dict[str, tuple[JobState, str | None]], record: JobRecord) -> JobRecord:
+    """The record as the job's log has it, while the table lags behind."""
+    pending = unrecorded.get(record.id)
+    if pending is None:
+        return record
+    return dataclasses.replace(record, state=pending[0], error=pending[1])
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -14,26 +14,19 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from jobs import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
-from keeper import daemons, launch
+from keeper import daemon_log, daemons, launch
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError
-from keeper.render import make_renderer
+from keeper.output import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import Narrator
 
 if TYPE_CHECKING:
     from keeper.hosts import HiveHost
 
-PROGRAM = "rbee-hive"
 LOCAL = "localhost"  # the hive on this machine; any other alias is reached over SSH
-QUEEN_TOKEN_ENV = "RBEE_QUEEN_TOKEN"  # what rbee-hive sends with its heartbeats
 START_TIMEOUT_S = 30.0  # a cold interpreter importing the server stack on a busy machine
 
 NARRATE = Narrator("keeper")
-
-
-def daemon_name(alias: str) -> str:
-    """The hive's pidfile, lock and log name: `hive-localhost`."""
-    return f"hive-{alias}"
 
 
 def remote_target(alias: str) -> HiveHost | None:
@@ -79,7 +72,7 @@ def start(
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
     paths = RbeePaths.resolve().ensure()
-    name = daemon_name(alias)
+    name = daemons.hive_daemon_name(alias)
     url = f"http://{LOOPBACK}:{port}"
     argv = [
         *(sys.executable, "-m", "hive", "--hive-id", alias, "--port", str(port)),
@@ -91,8 +84,8 @@ def start(
     queen_token = settings.token()
     env.pop(TOKEN_ENV, None)  # the queen's token is not the hive's own
     if queen_token:
-        env[QUEEN_TOKEN_ENV] = queen_token
-    daemon = launch.Daemon(name, PROGRAM, argv, url, paths.logs / f"{name}.log", env)
+        env[daemons.QUEEN_TOKEN_ENV] = queen_token
+    daemon = launch.Daemon(name, daemons.HIVE_PROGRAM, argv, url, paths.logs / f"{name}.log", env)
     host = launch.LocalHost(paths.run)
 
     def waiting() -> None:
@@ -101,7 +94,7 @@ def start(
         ).emit()
 
     with make_renderer(settings) as out:
-        out.status(f"Starting {PROGRAM} {alias} on {LOOPBACK}:{port}")
+        out.status(f"Starting {daemons.HIVE_PROGRAM} {alias} on {LOOPBACK}:{port}")
         with daemons.start_lock(paths.run, name, on_wait=waiting) as release:
             from keeper.lost_pidfile import adopt
 
@@ -159,7 +152,7 @@ def stop(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = Fa
     from keeper.stopping import stop_local
 
     paths = RbeePaths.resolve()
-    name = daemon_name(alias)
+    name = daemons.hive_daemon_name(alias)
     with make_renderer(settings):
         # The hive's state folder has its pidfile's name (hive.settings.state_dir).
         adopt(
@@ -175,7 +168,8 @@ def stop(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = Fa
 def status(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = False) -> None:
     """The hive's own answer (its workers), through the queen: a forwarded hive_status job.
     For a hive configured as remote: whether its process runs, from its pidfile over SSH."""
-    from keeper.commands.jobs import stream_operation
+    from jobs import hive_status_op
+    from keeper.session import stream_operation
 
     try:
         target = remote_target(alias)
@@ -187,7 +181,7 @@ def status(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = 
         hive_remote.status(settings, target, accept_new_host_key=accept_new_host_key)
         return
 
-    stream_operation(settings, {"operation": "hive_status", "hive_id": alias})
+    stream_operation(settings, hive_status_op(hive_id=alias))
 
 
 def install(
@@ -219,8 +213,9 @@ def install(
 def list_hives(settings: KeeperSettings) -> None:
     """The hives configured here (localhost and the hives config), then the hives the queen
     knows, from its config and their heartbeats. SSH config hosts are not listed."""
-    from keeper.commands.jobs import stream_operation
+    from jobs import hive_list_op
     from keeper.hosts import configured_hosts
+    from keeper.session import stream_operation
 
     with make_renderer(settings):
         for host in configured_hosts():
@@ -228,7 +223,7 @@ def list_hives(settings: KeeperSettings) -> None:
             NARRATE.action("hive_config").target(host.alias).human(
                 f"{host.alias}: {where} ({host.source})"
             ).emit()
-    stream_operation(settings, {"operation": "hive_list"})
+    stream_operation(settings, hive_list_op())
 
 
 def _ssh_target(host: HiveHost) -> str:
@@ -254,7 +249,9 @@ def logs(
             settings, target, follow=follow, lines=lines, accept_new_host_key=accept_new_host_key
         )
         return
-    path = RbeePaths.resolve().logs / f"{daemon_name(alias)}.log"
+    path = RbeePaths.resolve().logs / f"{daemons.hive_daemon_name(alias)}.log"
     if not path.exists():
         raise UsageError(f"no hive log at {path} yet; start the hive with `keeper hive start`")
-    launch.print_log(path, program=PROGRAM, as_json=settings.json, follow=follow, lines=lines)
+    daemon_log.print_log(
+        path, program=daemons.HIVE_PROGRAM, as_json=settings.json, follow=follow, lines=lines
+    )

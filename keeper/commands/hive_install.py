@@ -22,7 +22,7 @@ import anyio
 
 from keeper.errors import JobFailed, UsageError, how_it_ended
 from keeper.hosts import HiveHost
-from keeper.render import make_renderer
+from keeper.output import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import LineSplitter, Narrator, relay_lines
 

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from jobs import HOME_ENV, TOKEN_ENV, RbeePaths, is_loopback
-from keeper import daemons, launch
-from keeper.commands.hive import PROGRAM, QUEEN_TOKEN_ENV, daemon_name
+from keeper import daemon_log, daemons, launch
+from keeper.daemons import HIVE_PROGRAM as PROGRAM
+from keeper.daemons import QUEEN_TOKEN_ENV
+from keeper.daemons import hive_daemon_name as daemon_name
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.hosts import HiveHost
-from keeper.render import make_renderer
+from keeper.output import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import CAPTURE_ENV, LineSplitter, Narrator
 
@@ -182,7 +184,7 @@ def logs(
     """Print the remote hive's log (sanitised, or --json events); -f follows until Ctrl-C."""
     from keeper import remote, ssh
 
-    show, flush = launch.log_printer(PROGRAM, as_json=settings.json)
+    show, flush = daemon_log.log_printer(PROGRAM, as_json=settings.json)
 
     async def go() -> None:
         async with remote.open_host(target, accept_new_host_key=accept_new_host_key) as host:

@@ -18,13 +18,14 @@ import contextlib
 import sys
 from typing import Any
 
-from keeper.commands.jobs import stream_operation
+from jobs import WireOperation
 from keeper.errors import OutputLost
-from keeper.render import Renderer
+from keeper.output import Renderer
+from keeper.session import stream_operation
 from keeper.settings import KeeperSettings
 
 
-def infer(settings: KeeperSettings, operation: dict[str, Any], *, autostart: bool) -> None:
+def infer(settings: KeeperSettings, operation: WireOperation, *, autostart: bool) -> None:
     """Run `operation` (an `infer`) and show its tokens; raises JobFailed if it fails."""
     split = not settings.json and not _isatty(sys.stdout)
     if autostart:

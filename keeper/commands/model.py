@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from keeper.commands.jobs import stream_operation
-from keeper.render import Renderer
+from jobs import model_delete_op, model_download_op, model_list_op
+from keeper.output import Renderer
+from keeper.session import stream_operation
 from keeper.settings import KeeperSettings
 
 BAR_WIDTH = 30  # characters of the progress bar
@@ -22,17 +23,17 @@ def download(settings: KeeperSettings, ref: str, *, hive: str) -> None:
     """Download (or register) `ref` into the hive's catalog, showing its progress."""
     stream_operation(
         settings,
-        {"operation": "model_download", "hive_id": hive, "model": ref},
+        model_download_op(hive_id=hive, model=ref),
         view=show_progress,
     )
 
 
 def list_models(settings: KeeperSettings, *, hive: str) -> None:
-    stream_operation(settings, {"operation": "model_list", "hive_id": hive})
+    stream_operation(settings, model_list_op(hive_id=hive))
 
 
 def delete(settings: KeeperSettings, ref: str, *, hive: str) -> None:
-    stream_operation(settings, {"operation": "model_delete", "hive_id": hive, "model": ref})
+    stream_operation(settings, model_delete_op(hive_id=hive, model=ref))
 
 
 def show_progress(out: Renderer, kind: str, data: Any) -> bool:

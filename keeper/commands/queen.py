@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from jobs import LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
 from keeper import daemons
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError
-from keeper.render import make_renderer
+from keeper.output import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import Narrator, strip_control
 
@@ -306,21 +306,19 @@ def _duration(seconds: float) -> str:
 
 def logs(settings: KeeperSettings, *, follow: bool, lines: int) -> None:
     """Print the last `lines` lines of the queen's log, sanitised; -f keeps following."""
-    from keeper import launch
+    from keeper import daemon_log
 
     path = RbeePaths.resolve().logs / f"{NAME}.log"
     if not path.exists():
         raise UsageError(f"no queen log at {path} yet; start the queen with `keeper queen start`")
-    launch.print_log(path, program=PROGRAM, as_json=settings.json, follow=follow, lines=lines)
+    daemon_log.print_log(path, program=PROGRAM, as_json=settings.json, follow=follow, lines=lines)
 
 
 def overview(settings: KeeperSettings, *, watch: bool = False, interval: float = 2.0) -> None:
     """`keeper status`: submits a queen_status job and renders what the queen says."""
-    from keeper.commands.jobs import stream_operation
+    from jobs import queen_status_op
+    from keeper.session import stream_operation
 
     if interval <= 0:
         raise UsageError(f"--interval {interval:g} must be a positive number of seconds")
-    operation: dict[str, object] = {"operation": "queen_status"}
-    if watch:
-        operation |= {"watch": True, "interval_s": interval}
-    stream_operation(settings, operation)
+    stream_operation(settings, queen_status_op(watch=watch, interval_s=interval))

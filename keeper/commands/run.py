@@ -21,7 +21,7 @@ from keeper.settings import KeeperSettings
 from narration_core import Level
 
 if TYPE_CHECKING:
-    from keeper.render import Renderer
+    from keeper.output import Renderer
     from keeper.supervise import StopSignals
 
 EXIT_NOT_FOUND = 127  # the shell's code for "command not found"
@@ -47,7 +47,7 @@ def run(
 
 async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: str | None) -> bool:
     """Run and relay the command; True when a stop signal ended it."""
-    from keeper.render import make_renderer
+    from keeper.output import make_renderer
     from keeper.supervise import open_stop_signals
     from narration_core import narration_context
 

@@ -17,15 +17,16 @@ MIB = 1024 * 1024  # RSS is shown in MiB
 
 def show(settings: KeeperSettings) -> None:
     """Ask the queen for its snapshot and print it; raises like any job command."""
-    from keeper.commands.jobs import stream_operation
+    from jobs import queen_status_op
+    from keeper.session import stream_operation
 
     if settings.json:
-        stream_operation(settings, {"operation": "queen_status"})
+        stream_operation(settings, queen_status_op())
         return
-    from keeper.commands.jobs import job_result
-    from keeper.render import print_tables
+    from keeper.output import print_tables
+    from keeper.session import job_result
 
-    snapshot = job_result(settings, {"operation": "queen_status"})
+    snapshot = job_result(settings, queen_status_op())
     print_tables(settings, *tables(snapshot, settings.queen_url, now=time.time()))
 
 

@@ -14,7 +14,7 @@ import sys
 
 from jobs import LOOPBACK, QUEEN_URL_ENV, TOKEN_ENV, RbeePaths
 from keeper.errors import DaemonUnreachable
-from keeper.render import make_renderer
+from keeper.output import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import Narrator
 

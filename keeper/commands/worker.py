@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from keeper.commands.jobs import job_result, stream_operation
+from jobs import queen_status_op, worker_list_op, worker_spawn_op, worker_stop_op
 from keeper.errors import DaemonUnreachable, JobFailed, KeeperError, UsageError
+from keeper.session import job_result, stream_operation
 from keeper.settings import KeeperSettings
 
 
@@ -21,21 +22,19 @@ def spawn(settings: KeeperSettings, *, model: str, hive: str, device: str) -> No
     """Start a worker for `model` on `hive`; returns once it is ready (or raises JobFailed)."""
     stream_operation(
         settings,
-        {"operation": "worker_spawn", "hive_id": hive, "model": model, "device": device},
+        worker_spawn_op(hive_id=hive, model=model, device=device),
     )
 
 
 def list_workers(settings: KeeperSettings, *, hive: str) -> None:
-    stream_operation(settings, {"operation": "worker_list", "hive_id": hive})
+    stream_operation(settings, worker_list_op(hive_id=hive))
 
 
 def stop(settings: KeeperSettings, worker_id: str, *, hive: str) -> None:
     """Stop a worker on `hive`. When that fails (no such worker there, or that hive is
     down) and the queen knows the worker on other hives, say which: a UsageError."""
     try:
-        stream_operation(
-            settings, {"operation": "worker_stop", "hive_id": hive, "worker_id": worker_id}
-        )
+        stream_operation(settings, worker_stop_op(hive_id=hive, worker_id=worker_id))
     except (JobFailed, DaemonUnreachable) as failed:
         found = _hives_running(settings, worker_id)
         if not found or hive in found:
@@ -51,7 +50,7 @@ def _hives_running(settings: KeeperSettings, worker_id: str) -> list[str]:
     """The hives on which the queen's last heartbeats show `worker_id` (none if it cannot
     be asked)."""
     try:
-        status = job_result(settings, {"operation": "queen_status"})
+        status = job_result(settings, queen_status_op())
     except KeeperError:
         return []
     workers: list[Any] = status.get("workers") or []

@@ -13,12 +13,9 @@ import gc
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,102 +25,14 @@ import pytest
 
 from hive.tiny_model import TinyShape, write_tiny_model
 from jobs.client import JobClient
-from tests.conftest import KeeperRunner
+from tests.support import BEAT_S, Chain, free_port
+from tests.support.e2e import DEADLINE_S, LONG, PROMPT, SAMPLING
 
 pytestmark = pytest.mark.slow
-
-BEAT_S = 0.5  # the hive's heartbeat interval here (stale after 1.5 s without one)
-PROMPT = "the queen"
-SAMPLING = {"max_tokens": 24, "temperature": 0.8, "top_p": 0.95, "top_k": 40, "seed": 42}
-LONG = {"max_tokens": 2000, "temperature": 0.0, "seed": 1}  # tens of seconds on the slow model
-DEADLINE_S = 20.0  # cancel / kill reaching the keeper, the worker idle again
 
 
 def flags(sampling: dict[str, Any]) -> list[str]:
     return [f for k, v in sampling.items() for f in (f"--{k.replace('_', '-')}", str(v))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Chain:
-    """The keeper CLI bound to one RBEE_HOME and queen; a hive beating to it."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.keeper = KeeperRunner(home)
-        self.queen_url = f"http://127.0.0.1:{free_port()}"
-
-    def run(self, *args: str, ok: bool = True, stdout: Any = subprocess.PIPE) -> Any:
-        """`keeper --queen-url URL ARGS` to its end; stdout to a pipe or the file given."""
-        result = subprocess.run(
-            [sys.executable, "-m", "keeper", "--queen-url", self.queen_url, *args],
-            env=self.keeper.env(),
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            timeout=180.0,
-        )
-        if ok:
-            assert result.returncode == 0, result.stdout + result.stderr
-        return result
-
-    def infer_json(self, prompt: str, *extra: str) -> list[dict[str, Any]]:
-        result = self.run("--json", "infer", "--no-autostart", *extra, prompt)
-        return [json.loads(line) for line in result.stdout.splitlines()]
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        """`keeper --json ARGS` running, its stdout read line by line."""
-        return subprocess.Popen(
-            [sys.executable, "-m", "keeper", "--queen-url", self.queen_url, "--json", *args],
-            env=self.keeper.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-
-    async def status(self) -> dict[str, Any]:
-        async with JobClient(self.queen_url) as client:
-            state: dict[str, Any] = {}
-
-            def keep(event: Any) -> None:
-                if event.is_final:
-                    state.update(event.data["result"])
-
-            await client.submit_and_stream({"operation": "queen_status"}, keep)
-        return state
-
-    async def worker(self, worker_id: str) -> dict[str, Any]:
-        workers = (await self.status())["workers"]
-        return next(w for w in workers if w["worker_id"] == worker_id)
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    made = Chain(tmp_path_factory.mktemp("infer-home"))
-    port = made.queen_url.rsplit(":", 1)[1]
-    made.run("queen", "start", "--port", port)
-    try:
-        made.run("hive", "start", "--port", str(free_port()), "--beat-interval", str(BEAT_S))
-        yield made
-    finally:
-        made.run("hive", "stop", ok=False)
-        made.run("queen", "stop", ok=False)
-
-
-@pytest.fixture(scope="module")
-def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "slow.gguf"
-    # Wide enough that LONG's tokens take tens of seconds (~80 tok/s on 2 cores): the
-    # worker no longer slows down as its answer grows, so a narrow model ends in a blink.
-    write_tiny_model(path, shape=TinyShape(n_ctx=2048, n_embd=512, n_layer=8, n_ff=2048))
-    return path
 
 
 def tokens(events: list[dict[str, Any]]) -> list[tuple[int, str]]:

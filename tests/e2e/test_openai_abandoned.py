@@ -11,15 +11,16 @@ import anyio
 import httpx
 import pytest
 
-from tests.e2e.test_infer import DEADLINE_S, LONG, PROMPT, Chain, chain, slow_model  # noqa: F401 - fixtures
+from tests.support import Chain
+from tests.support.e2e import DEADLINE_S, LONG, PROMPT
 
 POLL_S = 0.05  # between looks at the queen's job list
 
 
 @pytest.mark.anyio
 async def test_a_completion_abandoned_mid_generation_is_cancelled(
-    chain: Chain,  # noqa: F811 - the fixture imported above
-    slow_model: Path,  # noqa: F811
+    chain: Chain,
+    slow_model: Path,
 ) -> None:
     """POST /v1/completions (no stream) with a long answer; once tokens flow the client
     leaves: the job ends cancelled within the deadline (it ran on to max_tokens)."""

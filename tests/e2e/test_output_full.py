@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_infer import Chain, chain  # noqa: F401 - chain: a fixture
-from tests.programs import keeper_into_a_left_pipe
+from tests.support import Chain, keeper_into_a_left_pipe
 
 SENTENCE = (
     "keeper: could not write the output (No space left on device), so the rest of it was "
@@ -28,7 +27,7 @@ SENTENCE = (
     ids=["infer", "status", "jobs-list-json"],
 )
 def test_stdout_on_a_full_disk_ends_in_one_sentence(
-    chain: Chain,  # noqa: F811 - the fixture imported above
+    chain: Chain,
     args: list[str],
 ) -> None:
     """Output to /dev/full: exit 1 and the one output-lost sentence on stderr, no traceback."""
@@ -42,7 +41,7 @@ def test_stdout_on_a_full_disk_ends_in_one_sentence(
 
 @pytest.mark.parametrize("args", [["status"], ["jobs", "list"]], ids=["status", "jobs-list"])
 def test_a_reader_gone_before_the_tables_is_not_an_error(
-    chain: Chain,  # noqa: F811 - the fixture imported above
+    chain: Chain,
     args: list[str],
 ) -> None:
     """`keeper status | head -1` with head gone before the keeper prints: exit 0, nothing

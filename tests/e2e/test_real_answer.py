@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import KeeperRunner
+from tests.support import KeeperRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DEADLINE_S = 600.0  # the model fetch (98 MB) and a load on a loaded 2-core machine

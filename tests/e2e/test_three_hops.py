@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from jobs.client import JobClient
+from tests.support import Chain
 
 pytestmark = pytest.mark.slow
 
@@ -24,54 +24,22 @@ BEAT_S = 0.2  # the hive's heartbeat interval here: stale after three missed, 0.
 DEADLINE_S = 30.0  # a cold start of three Python servers on a busy 2-core machine
 
 
-class Chain:
-    """The keeper CLI bound to one RBEE_HOME, queen port and hive port."""
-
-    def __init__(self, keeper: Any, home: Path, queen_port: int, hive_port: int) -> None:
-        self.keeper = keeper
-        self.home = home
-        self.queen_port = queen_port
-        self.hive_port = hive_port
-        self.queen_url = f"http://127.0.0.1:{queen_port}"
-
-    def run(self, *args: str, ok: bool = True) -> Any:
-        result = self.keeper(*args, timeout=120.0)
-        if ok:
-            assert result.returncode == 0, result.stdout + result.stderr
-        return result
-
-    def start_queen(self) -> None:
-        self.run("queen", "start", "--port", str(self.queen_port))
-
-    def start_hive(self) -> None:
-        self.run("hive", "start", "--port", str(self.hive_port), "--beat-interval", str(BEAT_S))
-
-    def hive_pid(self) -> int:
-        record = json.loads((self.home / "run" / "hive-localhost.pid").read_text())
-        return int(record["pid"])
-
-    async def hives(self) -> list[dict[str, Any]]:
-        async with JobClient(self.queen_url) as client:
-            state = {}
-
-            def keep(event: Any) -> None:
-                if event.is_final:
-                    state.update(event.data)
-
-            await client.submit_and_stream({"operation": "queen_status"}, keep)
-        return list(state["result"]["hives"])
-
-
 @pytest.fixture
 def chain(
     keeper: Any, rbee_home: Path, free_tcp_port_factory: Callable[[], int]
 ) -> Iterator[Chain]:
-    made = Chain(keeper, rbee_home, free_tcp_port_factory(), free_tcp_port_factory())
+    made = Chain(
+        rbee_home,
+        queen_port=free_tcp_port_factory(),
+        hive_port=free_tcp_port_factory(),
+        beat_s=BEAT_S,
+        names_queen=False,  # the keeper finds the queen it started, as a user's does
+        deadline_s=120.0,
+    )
     try:
         yield made
     finally:
-        made.run("hive", "stop", ok=False)
-        made.run("queen", "stop", ok=False)
+        made.stop()
         _kill_leftovers(rbee_home / "run")
 
 

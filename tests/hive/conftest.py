@@ -1,7 +1,7 @@
 """Starting real hives for tests, and a loopback queen stand-in that records heartbeats.
 
 - `spawn_hive(home, *args)`: the real program (`python -m hive --port 0`), awaited via its
-  `ready` narration line, stopped with SIGTERM on exit; yields a `tests.programs.RunningProgram`.
+  `ready` narration line, stopped with SIGTERM on exit; yields a `tests.support.RunningProgram`.
 - `beat_recorder(tmp)`: a real HTTP server on loopback answering POST /v1/heartbeats with
   204 and keeping every beat; can be stopped and started again on the same port.
 """
@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from jobs import HiveBeat
 from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
-from tests.programs import RunningProgram, spawn_program, url_of
+from tests.support import RunningProgram, spawn_program, url_of
 
 
 @asynccontextmanager

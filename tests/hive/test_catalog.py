@@ -16,7 +16,7 @@ from hive.tiny_model import write_tiny_model
 from jobs import InvalidRequest
 from jobs.client import JobClient
 from tests.hive.conftest import spawn_hive
-from tests.hive.test_supervisor import run_job
+from tests.support import run_job
 
 
 def test_builtin_tiny_is_deterministic_and_llama_cpp_generates_with_it(tmp_path: Path) -> None:

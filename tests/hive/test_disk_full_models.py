@@ -18,7 +18,7 @@ import pytest
 from hive.catalog import Catalog, new_entry, parse_ref
 from jobs.client import JobClient
 from tests.hive.conftest import spawn_hive
-from tests.jobs.conftest import fill_disk, small_home  # noqa: F401 - small_home: a fixture
+from tests.support import fill_disk
 
 ROOM_BYTES = 200 * 1024  # more than a catalog entry, less than the tiny model
 
@@ -38,7 +38,7 @@ def free_bytes(folder: Path) -> int:
 
 @pytest.mark.anyio
 async def test_a_download_that_fills_the_disk_fails_cleanly_and_works_once_there_is_room(
-    small_home: Path,  # noqa: F811 - the fixture imported above
+    small_home: Path,
 ) -> None:
     """builtin:tiny on a full disk: one sentence, no leftovers, the catalog readable and the
     room given back; with room again the same download completes."""
@@ -67,7 +67,7 @@ async def test_a_download_that_fills_the_disk_fails_cleanly_and_works_once_there
 
 
 def test_a_catalog_that_cannot_be_saved_keeps_its_old_index_and_no_tmp(
-    small_home: Path,  # noqa: F811 - the fixture imported above
+    small_home: Path,
 ) -> None:
     """Saving the catalog on a full disk raises, leaves the previous catalog.json whole and
     no catalog.json.tmp behind."""

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from jobs.client import JobClient
 from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
 from tests.hive.conftest import spawn_hive
-from tests.hive.test_supervisor import narration, run_job
+from tests.support import narration, run_job
 
 pytestmark = pytest.mark.anyio
 

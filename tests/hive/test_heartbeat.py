@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -15,17 +14,11 @@ from jobs import WorkerInfo
 from jobs.client import JobClient
 from narration_core import capture_narration
 from tests.hive.conftest import BeatRecorder
-from tests.programs import closed_hive_url
 from tests.queen.conftest import queen_settings, start_queen
+from tests.support import await_until, closed_hive_url
 
 pytestmark = pytest.mark.anyio
 QUEEN_TOKEN = "q-token"
-
-
-async def wait_until(predicate: Callable[[], bool], *, deadline_s: float = 10.0) -> None:
-    with anyio.fail_after(deadline_s):
-        while not predicate():  # noqa: ASYNC110 - polling a counter another task moves
-            await anyio.sleep(0.005)
 
 
 async def test_beats_carry_the_hive_and_its_workers(tmp_path: Path) -> None:
@@ -72,7 +65,7 @@ async def test_queen_away_backs_off_and_says_so_once_each_way(tmp_path: Path) ->
                 tg.start_soon(beat.run)
                 await recorder.wait_beats(1)
             accepted, tried = beat.sent, beat.attempts
-            await wait_until(lambda: beat.attempts >= tried + 4)  # 4 failures, backing off
+            await await_until(lambda: beat.attempts >= tried + 4)  # 4 failures, backing off
             assert beat.sent == accepted and beat.reachable is False
             async with recorder.serving():
                 await recorder.wait_beats(len(recorder.beats) + 2)
@@ -101,7 +94,7 @@ async def test_leaving_says_goodbye_with_the_beats_token(rbee_home: Path) -> Non
         with capture_narration() as seen:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(beat.run)
-                await wait_until(lambda: beat.sent >= 1)  # the queen took a beat
+                await await_until(lambda: beat.sent >= 1)  # the queen took a beat
                 assert "gpu1" in await listed(queen.url)
                 beat.leave()
         assert beat.said_goodbye
@@ -145,7 +138,7 @@ async def test_a_queen_that_hangs_cannot_hold_the_stop_up() -> None:
             )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(beat.run)
-                await wait_until(lambda: beat.attempts == 1)  # a beat in flight, unanswered
+                await await_until(lambda: beat.attempts == 1)  # a beat in flight, unanswered
                 began = anyio.current_time()
                 beat.leave()
             took = anyio.current_time() - began

@@ -23,7 +23,7 @@ from hive.smollm2 import MEMBER, PACKAGE, SHA256, VERSION
 from jobs.client import JobClient
 from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
 from tests.hive.conftest import spawn_hive
-from tests.hive.test_supervisor import narration, run_job
+from tests.support import narration, run_job
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.client import JobClient
 from tests.hive.conftest import spawn_hive
-from tests.hive.test_supervisor import run_job
+from tests.support import run_job
 
 pytestmark = pytest.mark.anyio
 

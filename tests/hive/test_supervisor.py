@@ -14,27 +14,13 @@ import psutil
 import pytest
 
 from hive.tiny_model import TinyShape, write_tiny_model
-from jobs import JobEvent
 from jobs.client import JobClient
 from tests.hive.conftest import spawn_hive
+from tests.support import narration, run_job
 
 pytestmark = pytest.mark.anyio
 
 ORPHAN_DEADLINE_S = 10.0  # the worker polls its parent every 0.5 s
-
-
-async def run_job(client: JobClient, operation: dict[str, object]) -> list[JobEvent]:
-    """Submit a job on the hive and read its SSE stream to the end."""
-    job_id = await client.submit(operation)
-    return [event async for event in client.stream(job_id)]
-
-
-def narration(events: list[JobEvent]) -> list[tuple[str, str, str]]:
-    return [
-        (e.data["actor"], e.data["action"], e.data["human"])
-        for e in events
-        if e.kind == "narration"
-    ]
 
 
 async def test_spawn_relays_worker_startup_into_the_job_then_stop(rbee_home: Path) -> None:
@@ -64,7 +50,7 @@ async def test_spawn_relays_worker_startup_into_the_job_then_stop(rbee_home: Pat
             worker["worker_id"]
         ]
         state = rbee_home / "state" / "hive-localhost" / "workers" / worker["worker_id"]
-        assert await anyio.Path(state / "jobs.sqlite3").exists()  # the worker's own registry
+        assert await anyio.Path(state / "server.lock").exists()  # the worker holds its folder
         stopped = await run_job(
             client, {"operation": "worker_stop", "worker_id": worker["worker_id"]}
         )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import pytest
 
 from jobs.server import Handler, JobService, ServerConfig, bind_socket, create_app, open_job_server
+from tests.support import await_until, fill_disk
 
 
 @dataclass
@@ -89,66 +89,6 @@ async def read_stream(url: str, **kwargs: object) -> Stream:
     return parse_sse(body)
 
 
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool] | bool], *, deadline_s: float = 10
-) -> None:
-    """Poll `predicate` until true; fail after `deadline_s` (waits on a condition, not a clock)."""
-    with anyio.fail_after(deadline_s):
-        while True:
-            result = predicate()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await anyio.sleep(0.005)
-
-
-SMALL_DISK = "2m"  # tmpfs size for disk-full tests: fills in a blink, holds a queen's state
-
-
-@pytest.fixture
-def small_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """RBEE_HOME on its own small tmpfs, so a test can fill the disk for real (needs root,
-    as here and in CI); unmounted afterwards."""
-    import subprocess
-
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    options = f"size={SMALL_DISK},mode=0700"
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for a disk-full test: {done.stderr.strip()}")
-    monkeypatch.setenv("RBEE_HOME", str(mount))
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill_disk(folder: Path) -> Path:
-    """Write a file in `folder` until the disk refuses even one page; returns its path."""
-    import errno
-    import os
-
-    path = folder / "fill"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-    finally:
-        os.close(fd)
-    return path
-
-
 @dataclass(frozen=True)
 class JobsKit:
     """Helpers for job-server tests, handed out as one fixture (conftest is not importable)."""
@@ -156,7 +96,7 @@ class JobsKit:
     serve = staticmethod(serve_jobs)
     read_stream = staticmethod(read_stream)
     parse_sse = staticmethod(parse_sse)
-    wait_until = staticmethod(wait_until)
+    wait_until = staticmethod(await_until)
     fill_disk = staticmethod(fill_disk)
 
 

@@ -10,7 +10,7 @@ import anyio.lowlevel
 import pytest
 
 from jobs import LogEntry, iter_jsonl, parse_jsonl
-from jobs.server import EventStore, FileReader, LogReader, MemoryReader
+from jobs.server import EventStore, FileReader, LogReader
 
 
 async def drain(reader: LogReader) -> list[LogEntry]:
@@ -33,7 +33,7 @@ async def test_appends_from_threads_wake_an_async_reader(tmp_path: Path) -> None
     """Appends from several threads reach a waiting reader with seqs 1..n, none lost or repeated."""
     store = EventStore(tmp_path)
     log = store.create("job-t")
-    reader = MemoryReader(log, 0)
+    reader = store.reader(log.job_id, 0, None)
     seen: list[LogEntry] = []
 
     def writer(k: int) -> None:
@@ -73,7 +73,7 @@ async def test_finished_log_replays_from_jsonl(tmp_path: Path) -> None:
         log.append("token", {"t": f"w{i}", "i": i})
     log.close("completed", {"state": "completed"})
     await store.flush(log)
-    live = await drain(MemoryReader(log, 0))
+    live = await drain(store.reader(log.job_id, 0, None))
     await store.finish(log)
     assert store.memory("job-a") is None
     reader = store.reader("job-a", 0, ("completed", None))
@@ -118,7 +118,7 @@ async def test_readers_see_only_events_that_are_in_the_file(tmp_path: Path) -> N
     """An appended event reaches no reader until the flusher has written it to the file."""
     store = EventStore(tmp_path)
     log = store.create("job-w")
-    reader = MemoryReader(log, 0)
+    reader = store.reader(log.job_id, 0, None)
     log.append("narration", {"i": 1})
     assert await reader.take() == [] and not store.path("job-w").exists()
     await store.flush(log)
@@ -140,7 +140,7 @@ async def test_running_log_keeps_a_bounded_tail_and_late_readers_read_the_file(
     slow: list[LogEntry] = []
 
     async def read_slowly() -> None:
-        reader = MemoryReader(log, 0)
+        reader = store.reader(log.job_id, 0, None)
         try:
             while not reader.at_end():
                 batch = await reader.take()
@@ -162,7 +162,7 @@ async def test_running_log_keeps_a_bounded_tail_and_late_readers_read_the_file(
             if i == 3000:
 
                 async def read_late() -> None:
-                    late.extend(await drain(MemoryReader(log, 10)))
+                    late.extend(await drain(store.reader(log.job_id, 10, None)))
 
                 tg.start_soon(read_late)
         log.close("completed", {"state": "completed"})
@@ -295,8 +295,9 @@ async def test_an_io_error_ends_only_the_log_that_hit_it(
         with anyio.fail_after(5):
             while bad.written < 1 or good.written < 1:  # noqa: ASYNC110
                 await anyio.sleep(0.005)
-        assert bad.fd is not None
-        broken.add(bad.fd)
+        bad_file = store.file(bad)
+        assert bad_file is not None and bad_file.fd is not None
+        broken.add(bad_file.fd)
         bad.append("narration", {"i": 2})  # refused: dropped, never seen by a reader
         good.append("narration", {"i": 2})
         with anyio.fail_after(5):
@@ -306,7 +307,7 @@ async def test_an_io_error_ends_only_the_log_that_hit_it(
         assert bad.final == ("failed", str(aborted[0][1])) and not bad.is_ended
         assert bad.append("narration", {"late": 1}) == 0
         broken.clear()  # the disk works again: the retry writes the final event
-        seen = await drain(MemoryReader(bad, 0))
+        seen = await drain(store.reader(bad.job_id, 0, None))
         good.close("completed", {"state": "completed"})
         await store.finish(good)
         tg.cancel_scope.cancel()

@@ -14,7 +14,7 @@ import pytest
 
 from jobs import DaemonUnreachable, JobEvent, JobFinished, JobNotFound
 from jobs.client import SyncJobClient
-from tests.jobs.test_stream import cutting_proxy, emitter
+from tests.support import cutting_proxy, emitter
 
 if TYPE_CHECKING:
     from tests.jobs.conftest import JobsKit

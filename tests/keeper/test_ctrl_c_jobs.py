@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.queen.conftest import spawn_queen
-from tests.queen.test_submit_hangup import only_job, silent_hive, state_after
+from tests.support import only_job, silent_hive, state_after
 
 DEADLINE_S = 15.0  # keeper start-up (~0.5 s, more on a busy box) plus the cancel
 

@@ -9,49 +9,15 @@ out; nothing is left running that the user thinks was never started.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
 from keeper.daemons import PidFile
-from tests.conftest import KeeperRunner
+from tests.support import freeze_once_spawned, start_in_background
 
 DEADLINE_S = 30.0  # keeper start-up, then the stop: SIGTERM, 5 s of grace, SIGKILL
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-def start_in_background(runner: KeeperRunner, *args: str) -> subprocess.Popen[str]:
-    """`keeper ARGS` running on its own (Ctrl-C live, as in a terminal), output piped."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "keeper", *args],
-        env=runner.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def freeze_once_spawned(pidfile: PidFile) -> psutil.Process:
-    """The daemon `pidfile` names, frozen (SIGSTOP) as soon as the pidfile appears: spawned,
-    still importing, not yet bound to its port."""
-    wait_until(lambda: pidfile.read() is not None, "the pidfile")
-    record = pidfile.read()
-    assert record is not None
-    frozen = psutil.Process(record.pid)
-    frozen.suspend()
-    return frozen
 
 
 @pytest.mark.parametrize("daemon", ["queen", "hive"])

@@ -17,7 +17,7 @@ import pytest
 from keeper.daemons import PidFile
 from keeper.launch import ABANDON_GRACE_S
 from narration_core.proctree import STOP_GRACE_S
-from tests.keeper.test_ctrl_c_start import start_in_background, wait_until
+from tests.support import start_in_background, wait_until
 
 
 @pytest.mark.parametrize("daemon", ["queen", "hive"])

@@ -14,8 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import KeeperRunner
-from tests.jobs.conftest import fill_disk, small_home  # noqa: F401 - small_home: a fixture
+from tests.support import KeeperRunner, fill_disk
 
 ROOM_BYTES = [0, 12 * 1024]  # nothing at all; a pidfile's worth, not a job table's
 
@@ -40,7 +39,7 @@ def leave_room(filler: Path, room: int) -> None:
 @pytest.mark.parametrize("room", ROOM_BYTES)
 @pytest.mark.parametrize("daemon", ["queen", "hive"])
 def test_start_on_a_full_disk_says_so_and_leaves_nothing_behind(
-    small_home: Path,  # noqa: F811 - the fixture imported above
+    small_home: Path,
     free_tcp_port: int,
     daemon: str,
     room: int,
@@ -75,7 +74,7 @@ def test_start_on_a_full_disk_says_so_and_leaves_nothing_behind(
 
 
 def test_foreground_start_on_a_full_disk_says_so_and_leaves_nothing_behind(
-    small_home: Path,  # noqa: F811 - the fixture imported above
+    small_home: Path,
     free_tcp_port: int,
 ) -> None:
     """`queen start --foreground` on a full disk (no room for even the pidfile): exit 1, one

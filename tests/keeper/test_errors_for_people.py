@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import foreign_http_server
+
 WAIT_S = 30.0  # deadline for a process to come up on a loaded 2-core machine
-
-
-@contextlib.contextmanager
-def _foreign_http_server(port: int, folder: Path) -> Iterator[str]:
-    """Python's http.server on `port`: answers HTTP, knows nothing of rbee (501 for POST)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline, "http.server did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=WAIT_S)
 
 
 @pytest.mark.parametrize("args", [("status",), ("jobs", "list"), ("jobs", "show", "job-x")])
@@ -45,7 +21,7 @@ def test_a_server_that_is_not_a_queen_is_named_as_such(
     keeper, free_tcp_port: int, tmp_path: Path, args: tuple[str, ...]
 ) -> None:
     """Another HTTP server on the queen's URL is reported as "not a queen", exit 3."""
-    with _foreign_http_server(free_tcp_port, tmp_path) as url:
+    with foreign_http_server(free_tcp_port, tmp_path) as url:
         result = keeper("--queen-url", url, *args)
     assert result.returncode == 3, result.stderr
     assert f"{url} is not a queen" in result.stderr

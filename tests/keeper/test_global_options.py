@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from tests.programs import closed_hive_url
+from tests.support import closed_hive_url
 
 ARGV = "import sys; print(sys.argv[1:])"  # a command that prints the arguments it got
 

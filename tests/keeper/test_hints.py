@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.programs import RunningProgram, spawn_program, url_of
+from tests.support import RunningProgram, spawn_program, url_of
 
 REMOTE = "gpu1"  # a hive that is not localhost (a second rbee-hive on this machine)
 DEADLINE_S = 30.0  # for the queen to show what a hive's beats told it, on a busy machine

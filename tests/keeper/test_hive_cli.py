@@ -124,7 +124,7 @@ def test_download_progress_is_one_bar_on_a_terminal_and_lines_elsewhere() -> Non
     from rich.console import Console
 
     from keeper.commands.model import progress_line, show_progress
-    from keeper.render import Renderer
+    from keeper.output import Renderer
     from keeper.settings import KeeperSettings
 
     event = {

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.programs import closed_hive_url
+from tests.support import closed_hive_url
 
 WAIT_S = 60.0  # a keeper command on a loaded 2-core machine
 

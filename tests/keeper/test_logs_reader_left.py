@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.programs import keeper_into_a_left_pipe
+from tests.support import keeper_into_a_left_pipe
 
 
 @pytest.mark.parametrize("json", [False, True])

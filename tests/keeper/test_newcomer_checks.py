@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.keeper.test_errors_for_people import _foreign_http_server
+from tests.support import NOT_FOR_HELP, foreign_http_server, imported_by
 
 WAIT_S = 30.0  # deadline for a keeper command on a loaded 2-core machine
 
@@ -112,7 +112,7 @@ def test_a_port_held_by_another_program_says_so(
     program (stop it, or the same start command on a free port), not a queen to stop, and
     both exit 3."""
     args = (daemon, "start") if daemon == "queen" else (daemon, "start", "localhost")
-    with _foreign_http_server(free_tcp_port, tmp_path):
+    with foreign_http_server(free_tcp_port, tmp_path):
         result = keeper(*args, "--port", str(free_tcp_port), "--timeout", "5")
     assert result.returncode == 3, result.stderr
     assert f"port {free_tcp_port} on 127.0.0.1 is taken by another program" in result.stderr
@@ -154,9 +154,7 @@ def test_version_prints_the_installed_version_cheaply(keeper) -> None:
     no HTTP client, Rich or anyio (as cheap as --help)."""
     from importlib.metadata import version
 
-    from tests.keeper.test_startup import NOT_FOR_HELP, _imported
-
-    result, modules = _imported(keeper, "--version")
+    result, modules = imported_by(keeper, "--version")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == f"keeper {version('rbee')}\n"
     assert sorted(modules.intersection(NOT_FOR_HELP)) == []

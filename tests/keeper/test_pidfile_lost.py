@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from keeper.daemons import PidFile
-from tests.keeper.test_ctrl_c_start import wait_until
+from tests.support import wait_until
 
 
 @pytest.mark.parametrize("daemon", ["queen", "hive"])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +11,10 @@ import anyio
 import pytest
 from rich.console import Console
 
-from keeper.render import Renderer
+from keeper.output import Renderer
 from keeper.settings import KeeperSettings
 from narration_core.capture import ProcessNarrationCapture
+from tests.support import Screen
 
 DEADLINE_S = 30.0  # seconds any single wait may take on a slow 2-core machine
 
@@ -63,26 +62,11 @@ sys.stdout.write("\\r100%\\n")
 """
 
 
-class _Screen(io.StringIO):
-    """A terminal on StringIO that signals once `text` has been drawn on it."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.drawn = threading.Event()
-
-    def write(self, s: str) -> int:
-        written = super().write(s)
-        if self.text in self.getvalue():
-            self.drawn.set()
-        return written
-
-
 @pytest.mark.anyio
 async def test_live_view_shows_progress_in_place(tmp_path: Path) -> None:
     """On a terminal the bar's latest state is drawn before its line ends, then the final
     state is printed as a line."""
-    screen = _Screen("40%")
+    screen = Screen("40%")
     console = Console(file=screen, force_terminal=True, width=80, color_system=None)
     go = tmp_path / "go"
     argv = [sys.executable, "-c", GATED_BAR, str(go)]

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from keeper.daemons import PidFile
-from tests.keeper.test_ctrl_c_start import start_in_background, wait_until
+from tests.support import start_in_background, wait_until
 
 DEADLINE_S = 60.0  # the keeper's reconnect attempts, on a busy machine
 

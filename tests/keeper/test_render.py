@@ -9,7 +9,7 @@ import threading
 import pytest
 from rich.console import Console
 
-from keeper.render import Renderer
+from keeper.output import Renderer
 from keeper.settings import KeeperSettings
 from narration_core import NarrationEvent, emit_event, format_line, narrate
 

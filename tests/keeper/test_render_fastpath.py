@@ -10,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from keeper.items import Verbatim
-from keeper.live import LiveView
-from keeper.render import Renderer
+from keeper.output import LiveView, Renderer, Verbatim
 from keeper.settings import KeeperSettings, OutputMode
 from narration_core import (
     NarrationEvent,

@@ -9,7 +9,7 @@ import anyio
 import pytest
 from rich.console import Console
 
-from keeper.render import Renderer
+from keeper.output import Renderer
 from keeper.settings import KeeperSettings
 
 DOTS = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"  # Rich's "dots" spinner frames

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from narration_core import NarrationEvent, format_line
+from tests.support import all_gone, wait_until
 
 DEADLINE_S = 30.0  # seconds any single wait may take on a slow 2-core machine
 KEEPER = [sys.executable, "-m", "keeper"]
@@ -24,27 +25,6 @@ KEEPER = [sys.executable, "-m", "keeper"]
 def run_keeper(*args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess[bytes]:
     """`keeper ARGS...` to completion, stdout and stderr captured as bytes."""
     return subprocess.run([*KEEPER, *args], capture_output=True, timeout=timeout, check=False)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def all_gone(pids: list[int]) -> bool:
-    """True when none of `pids` runs. An orphan zombie counts as gone: PID 1 in these
-    containers does not reap, and a zombie holds nothing but its table entry."""
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            continue
-    return True
 
 
 NASTY_CHILD = """

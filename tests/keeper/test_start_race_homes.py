@@ -17,8 +17,7 @@ from pathlib import Path
 import psutil
 
 from keeper.daemons import PidFile
-from tests.conftest import KeeperRunner
-from tests.keeper.test_ctrl_c_start import freeze_once_spawned, start_in_background
+from tests.support import KeeperRunner, freeze_once_spawned, start_in_background
 
 DEADLINE_S = 30.0  # keeper start-up, then B's queen failing to bind
 HEALTH_PROBES_S = 1.0  # several of the keeper's /health probes (every 0.2 s)

@@ -9,45 +9,11 @@ does not need it.
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 
 import typer
 
 from keeper import cli
-
-# Never needed to ask the queen something and print the answer: the event loop (the
-# keeper follows jobs with the blocking client), pydantic (the queen validates), the
-# live view, and the server and SSH stacks.
-NOT_FOR_A_QUERY = (
-    "asyncio",
-    "anyio._backends._asyncio",
-    "pydantic",
-    "rich.live",
-    "keeper.live",
-    "uvicorn",
-    "starlette",
-    "asyncssh",
-)
-NOT_FOR_HELP = ("httpx", "httpcore", "rich", "anyio", "jobs.client", *NOT_FOR_A_QUERY)
-
-
-def _imported(keeper, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """Run `python -X importtime -m keeper ARGS`; its result and the modules it imported."""
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "keeper", *args],
-        env=keeper.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    modules = {
-        line.rpartition("|")[2].strip()
-        for line in result.stderr.splitlines()
-        if line.startswith("import time:")
-    }
-    return result, modules
+from tests.support import NOT_FOR_A_QUERY, NOT_FOR_HELP, imported_by
 
 
 def test_queen_queries_load_no_event_loop_pydantic_or_live_view(keeper, free_tcp_port: int) -> None:
@@ -62,7 +28,7 @@ def test_queen_queries_load_no_event_loop_pydantic_or_live_view(keeper, free_tcp
             (["--json", "status"], '"state":"completed"'),
             (["jobs", "list"], "queen_status"),
         ):
-            result, modules = _imported(keeper, "--queen-url", url, *args)
+            result, modules = imported_by(keeper, "--queen-url", url, *args)
             assert result.returncode == 0, result.stderr[-2000:]
             assert shows in result.stdout  # the answer arrived: it did talk to the queen
             assert sorted(modules.intersection(NOT_FOR_A_QUERY)) == [], args
@@ -72,7 +38,7 @@ def test_queen_queries_load_no_event_loop_pydantic_or_live_view(keeper, free_tcp
 
 def test_help_loads_no_http_client_or_rich(keeper) -> None:
     """`keeper --help` shows the command tree without HTTP, Rich or anyio."""
-    result, modules = _imported(keeper, "--help")
+    result, modules = imported_by(keeper, "--help")
     assert result.returncode == 0 and "status" in result.stdout
     assert "typer" in modules
     assert sorted(modules.intersection(NOT_FOR_HELP)) == []

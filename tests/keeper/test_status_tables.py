@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from keeper.commands.status import tables
-from keeper.render import table_console
+from keeper.output import table_console
 from keeper.settings import KeeperSettings
 
 # Hive ids come from the hives config and heartbeats, model refs from the user: any

@@ -20,6 +20,7 @@ from narration_core import (
     set_stdout_sink,
 )
 from narration_core.capture import CapturedProcess, ProcessNarrationCapture
+from tests.support import all_gone, await_until
 
 pytestmark = pytest.mark.anyio
 
@@ -76,22 +77,8 @@ async def run_to_end(argv: list[str], **kwargs: object) -> int:
             return await proc.wait()
 
 
-def gone(pids: list[int]) -> bool:
-    """True when none of `pids` runs; an unreaped orphan zombie (PID 1 here does not
-    reap) counts as gone, since it holds no resources but its table entry."""
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            continue
-    return True
-
-
 async def wait_gone(pids: list[int]) -> None:
-    with anyio.fail_after(DEADLINE_S):
-        while not gone(pids):  # noqa: ASYNC110 - psutil has no event to wait on
-            await anyio.sleep(0.02)
+    await await_until(lambda: all_gone(pids), deadline_s=DEADLINE_S)
 
 
 async def test_line_arrives_while_child_still_runs(tmp_path: Path, seen: Seen) -> None:

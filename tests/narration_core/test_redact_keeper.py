@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
-import threading
 from pathlib import Path
 
 import anyio
@@ -13,9 +11,10 @@ import pytest
 from redaction_corpus import ORDINARY
 from rich.console import Console
 
-from keeper.render import Renderer
+from keeper.output import Renderer
 from keeper.settings import KeeperSettings
 from narration_core.capture import ProcessNarrationCapture
+from tests.support import Screen
 
 DEADLINE_S = 30.0  # seconds any single wait may take on a slow 2-core machine
 
@@ -75,25 +74,10 @@ sys.stdout.write("\\rupload 100% token=abc123def456\\n")
 """
 
 
-class _Screen(io.StringIO):
-    """A terminal on StringIO that signals once `text` has been drawn on it."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.drawn = threading.Event()
-
-    def write(self, s: str) -> int:
-        written = super().write(s)
-        if self.text in self.getvalue():
-            self.drawn.set()
-        return written
-
-
 @pytest.mark.anyio
 async def test_live_progress_line_is_redacted(tmp_path: Path) -> None:
     """A `\\r` progress line drawn in place on a terminal never shows a secret it holds."""
-    screen = _Screen("upload 10%")
+    screen = Screen("upload 10%")
     console = Console(file=screen, force_terminal=True, width=100, color_system=None)
     go = tmp_path / "go"
     argv = [sys.executable, "-c", GATED_SECRET_BAR, str(go)]

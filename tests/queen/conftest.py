@@ -5,7 +5,7 @@ Reusable across test folders (hoist to tests/conftest.py when keeper tests need 
   bound here (port 0, so no race) and yielding a `RunningQueen`.
 - `queen`: a running in-process queen with default settings under the test's RBEE_HOME.
 - `spawn_queen(home, *args)`: the real program (`python -m queen --port 0`), awaited via its
-  `ready` narration line, stopped with SIGTERM on exit; yields a `tests.programs.RunningProgram`.
+  `ready` narration line, stopped with SIGTERM on exit; yields a `tests.support.RunningProgram`.
 
 Both point the queen's default `localhost` hive at `closed_hive_url()`, never at the
 default port 7835: another rbee may run on this machine, and a test must not reach it.
@@ -26,7 +26,7 @@ from jobs import RbeePaths
 from jobs.server import JobServer, bind_socket, open_job_server
 from queen.app import create_app
 from queen.settings import QueenSettings
-from tests.programs import RunningProgram, closed_hive_url, spawn_program, url_of
+from tests.support import RunningProgram, closed_hive_url, spawn_program, url_of
 
 
 @dataclass

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from tests.queen.conftest import spawn_queen
-from tests.queen.test_submit_hangup import CANCEL_DEADLINE_S, only_job, silent_hive, state_after
+from tests.support import CANCEL_DEADLINE_S, only_job, silent_hive, state_after
 
 
 @pytest.mark.anyio

@@ -9,15 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
 from hive.tiny_model import write_tiny_model
-from jobs import JobEvent
 from jobs.client import JobClient
-from tests.programs import RunningProgram
-from tests.worker.test_worker_process import spawn_worker
+from tests.support import RunningProgram, infer, spawn_worker, text_of, wait_busy
 from worker.inference import QUEUE_MAX
 
 pytestmark = pytest.mark.anyio
@@ -37,21 +34,6 @@ async def worker(rbee_home: Path, tmp_path: Path) -> AsyncIterator[RunningProgra
     async with spawn_worker(rbee_home, model) as running:
         await running.wait_action("ready")
         yield running
-
-
-async def infer(url: str, prompt: str, **fields: object) -> list[JobEvent]:
-    """POST /v1/inference and read the job's stream to its end."""
-    async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
-        reply = await http.post("/v1/inference", json={"prompt": prompt, **fields})
-    assert reply.status_code == 201, reply.text
-    async with JobClient(url) as client:
-        return [event async for event in client.stream(reply.json()["job_id"])]
-
-
-def text_of(events: list[JobEvent]) -> str:
-    tokens = [e.data for e in events if e.kind == "token"]
-    assert [t["i"] for t in tokens] == list(range(len(tokens)))
-    return "".join(t["t"] for t in tokens)
 
 
 @contextmanager
@@ -146,12 +128,6 @@ async def test_generations_that_fill_the_context_run_back_to_back(worker: Runnin
     refused = await infer(worker.url, "bee " * 400, max_tokens=4)
     assert refused[-1].state == "failed"
     assert "context holds 256" in refused[-1].data["error"]
-
-
-async def wait_busy(http: httpx.AsyncClient) -> None:
-    with anyio.fail_after(10):
-        while not (await http.get("/health")).json()["busy"]:  # noqa: ASYNC110 - polled API
-            await anyio.sleep(0.005)
 
 
 async def test_cancel_stops_generation_and_the_worker_serves_the_next(

@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -15,23 +12,13 @@ import anyio.abc
 import httpx
 import pytest
 
-from hive.supervisor import free_port
 from hive.tiny_model import CHAT_TEMPLATE, write_tiny_model
 from narration_core import parse_line
-from tests.programs import RunningProgram, spawn_program, url_of
+from tests.support import spawn_worker
 
 pytestmark = pytest.mark.anyio
 
 DEADLINE_S = 30.0  # a cold interpreter importing uvicorn + llama_cpp on a busy 2-core box
-
-
-@asynccontextmanager
-async def spawn_worker(home: Path, model: Path) -> AsyncIterator[RunningProgram]:
-    """Run the real worker on `model` and a free port until it listens; SIGTERM on exit."""
-    argv = [sys.executable, "-m", "worker", "--model", str(model), "--port", str(free_port())]
-    argv += ["--worker-id", "w-test"]
-    async with spawn_program(argv, home=home, ready=url_of("listen"), merge_stderr=True) as w:
-        yield w
 
 
 async def health(url: str) -> dict[str, str]:

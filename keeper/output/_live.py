@@ -22,7 +22,7 @@ from rich.spinner import Spinner
 from rich.style import Style
 from rich.text import Text
 
-from keeper.items import Drawn, Item, State, Token, Verbatim, state_event
+from keeper.output._items import Drawn, Item, State, Token, Verbatim, state_event
 from narration_core import NarrationEvent, strip_control
 from narration_core.format import SeedHeads, rewrite_heads, split_line
 from narration_core.sanitize import strip_control_lines

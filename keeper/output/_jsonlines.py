@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from keeper.items import Verbatim
+from keeper.output._items import Item, State, Token, Verbatim
 from narration_core import NarrationEvent
 from narration_core.format import SeedHeads, rewrite_heads, split_line
 
@@ -113,3 +113,24 @@ def _narration_head(actor: str, action: str) -> str:
 
 def _opt(value: str | None) -> str:
     return "null" if value is None else _str(value)
+
+
+class JsonLines:
+    """One renderer's JSON lines, batch by batch."""
+
+    def __init__(self) -> None:
+        self.seen = SeedHeads()  # the heads of the last line batch
+
+    def batch(self, items: list[Item]) -> str:
+        out: list[str] = []
+        add = out.append
+        for item in items:
+            if type(item) is NarrationEvent:
+                add(event_json(item))
+            elif type(item) is Verbatim:
+                batch_json(item, add, self.seen)
+            elif type(item) is Token:
+                add(dumps({"event": "token", **item.data}) + "\n")
+            elif type(item) is State and item.data:
+                add(dumps({"event": "state", **item.data}) + "\n")
+        return escape_c1("".join(out))

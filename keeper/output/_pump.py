@@ -1,4 +1,5 @@
-"""The keeper's output: a live Rich view on a terminal, plain lines, or JSON lines.
+"""The frame pump behind the keeper's output: a live Rich view on a terminal, plain
+lines, or JSON lines.
 
     with make_renderer(settings) as renderer:
         renderer.status("Starting queen")
@@ -19,8 +20,9 @@ neutralised (`strip_control`) and never parsed as Rich markup. JSON carries the 
 sanitised text (a captured line's printed form is in `fields.raw`); the encoder escapes
 control characters, C1 included.
 
-The live view (keeper.live) and JSON encoding (keeper.jsonlines) live apart; Rich is
-imported only for the live view and tables, so plain and JSON output start without it.
+The plain lines (`_plain`), the live view (`_live`), JSON encoding (`_jsonlines`) and
+tables (`_tables`) live apart; Rich is imported only for the live view and tables, so
+plain and JSON output start without it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import sys
 import threading
 import time
@@ -39,25 +40,22 @@ from typing import IO, TYPE_CHECKING, Any
 
 from jobs import to_narration
 from keeper.errors import OutputLost
-from keeper.items import Drawn, Item, State, Token, Verbatim, state_event
-from keeper.jsonlines import batch_json, dumps, escape_c1, event_json
+from keeper.output._items import Drawn, Item, State, Token, Verbatim
+from keeper.output._jsonlines import JsonLines
+from keeper.output._plain import PlainLines
 from keeper.settings import KeeperSettings, OutputMode
-from narration_core import NarrationEvent, format_line, redact, set_stdout_sink, strip_control
-from narration_core.format import SeedHeads
-from narration_core.sanitize import strip_control_lines
+from narration_core import NarrationEvent, redact, set_stdout_sink, strip_control
 from narration_core.sinks import Sink
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from rich.console import Console
 
-    from keeper.live import LiveView
+    from keeper.output._live import LiveView
 
 FRAME_S = 0.125  # live view: seconds per frame (8 fps), lines coalesced per frame
 CHUNK_FRAME_S = 0.01  # live view: seconds between frames while a child floods the terminal
 FLUSH_DELAY_S = 0.02  # plain/json: seconds to gather a batch after the first queued event
 MAX_PENDING = 20_000  # queued events beyond which the emitter writes the batch itself
-PIPED_WIDTH = 100_000  # columns for tables on a pipe: wider than any row, so none is cut
-TRAILING_BLANKS = re.compile(r" +$", re.MULTILINE)  # Rich pads each table line to its width
 
 
 class _BatchSink:
@@ -119,7 +117,7 @@ class Renderer:
         if mode == "live":
             from rich.console import Console
 
-            from keeper.live import LiveView
+            from keeper.output._live import LiveView
 
             self._view = LiveView(console or Console(file=self._file))
         self._pending: deque[Item] = deque()
@@ -130,8 +128,8 @@ class Renderer:
         self._idle = True
         self._thread: threading.Thread | None = None
         self._previous_sink: Sink | None = None
-        self._in_tokens = False  # plain: the cursor sits after inline tokens
-        self._seen = SeedHeads()  # json: the heads of the last line batch
+        self._plain = PlainLines()
+        self._json = JsonLines()
         self._broken = False  # output stopped: its reader left, or it cannot be written
         self._lost: OSError | None = None  # why, when that was not the reader's choice
         self._reader_left = False  # stdout's reader closed the pipe (`| head -1`)
@@ -221,7 +219,7 @@ class Renderer:
         if self._thread is not None:
             self._thread.join()
         view = self._view
-        if self._in_tokens or (view is not None and view.partial):
+        if self._plain.in_tokens or (view is not None and view.partial):
             self._enqueue(State({}))  # ends an unterminated token line
         if view is not None:
             view.status = None
@@ -293,101 +291,13 @@ class Renderer:
         if self._view is not None:
             self._view.draw(items)
         elif self.mode == "json":
-            _write_text(self._file, self._json_batch(items))
+            _write_text(self._file, self._json.batch(items))
         elif self._err_file is not None:
             # Consecutive runs per file keep each file's lines in order.
             for to_err, run in itertools.groupby(items, key=_for_stderr):
-                _write_text(self._err_file if to_err else self._file, self._plain_batch(list(run)))
+                _write_text(self._err_file if to_err else self._file, self._plain.batch(list(run)))
         else:
-            _write_text(self._file, self._plain_batch(items))
-
-    # -- plain ----------------------------------------------------------------------
-
-    def _plain_batch(self, items: list[Item]) -> str:
-        out: list[str] = []
-        add = out.append
-        for item in items:
-            if type(item) is NarrationEvent:
-                if self._in_tokens:
-                    add("\n")
-                    self._in_tokens = False
-                add(item.human if item.stream is not None else format_line(item))
-                add("\n")
-            elif type(item) is Verbatim:
-                if self._in_tokens:
-                    add("\n")
-                    self._in_tokens = False
-                add(item.text)
-            elif type(item) is Token:
-                add(item.text)
-                self._in_tokens = not item.text.endswith("\n")
-            elif type(item) is State:
-                if self._in_tokens:
-                    add("\n")
-                    self._in_tokens = False
-                if item.data:
-                    add(format_line(state_event(item.data)))
-                    add("\n")
-        text = "".join(out)
-        if all(type(item) is Verbatim for item in items):
-            return text  # checked free of control characters by the capture
-        return strip_control_lines(text)
-
-    # -- json -----------------------------------------------------------------------
-
-    def _json_batch(self, items: list[Item]) -> str:
-        out: list[str] = []
-        add = out.append
-        for item in items:
-            if type(item) is NarrationEvent:
-                add(event_json(item))
-            elif type(item) is Verbatim:
-                batch_json(item, add, self._seen)
-            elif type(item) is Token:
-                add(dumps({"event": "token", **item.data}) + "\n")
-            elif type(item) is State and item.data:
-                add(dumps({"event": "state", **item.data}) + "\n")
-        return escape_c1("".join(out))
-
-
-def table_console(settings: KeeperSettings) -> Console:
-    """A console for tables on stdout: no colour and no bold/underline either with
-    --no-color or NO_COLOR (Rich's own `no_color` still prints bold), and no `:emoji:`
-    codes: a name is shown as it was written."""
-    from rich.console import Console
-
-    class TableConsole(Console):
-        def on_broken_pipe(self) -> None:
-            """The reader left (`keeper status | head -1`): not an error, so stop printing
-            and exit 0, where Rich exits 1."""
-            self.quiet = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            raise SystemExit(0)
-
-    plain = settings.no_color or settings.json
-    return TableConsole(color_system=None if plain else "auto", highlight=False, emoji=False)
-
-
-def print_tables(settings: KeeperSettings, *renderables: RenderableType) -> None:
-    """Print Rich tables (and texts) on stdout. On a terminal they fit its width; piped or
-    redirected (`keeper jobs list | awk`), every row is whole however wide it is, and no
-    line ends in the blanks Rich pads its cells with."""
-    console = table_console(settings)
-    if console.is_terminal:
-        for renderable in renderables:
-            console.print(renderable)
-        return
-    console.width = PIPED_WIDTH
-    for renderable in renderables:
-        with console.capture() as captured:
-            console.print(renderable)
-        try:
-            sys.stdout.write(TRAILING_BLANKS.sub("", captured.get()))
-            sys.stdout.flush()
-        except BrokenPipeError:
-            console.on_broken_pipe()
+            _write_text(self._file, self._plain.batch(items))
 
 
 def make_renderer(

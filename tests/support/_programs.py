@@ -130,25 +130,3 @@ async def spawn_program(
                     process.send_signal(signal.SIGTERM)
                 with anyio.fail_after(STOP_DEADLINE_S):
                     await process.wait()
-
-
-def keeper_into_a_left_pipe(args: Sequence[str], env: dict[str, str]) -> tuple[int, str]:
-    """`python -m keeper ARGS` with stdout a pipe whose reader left before the keeper wrote
-    a byte (`| head` done already): its exit code and stderr."""
-    import sys
-
-    read, write = os.pipe()
-    os.close(read)
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "keeper", *args],
-            env=env,
-            stdout=write,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        os.close(write)
-    return result.returncode, result.stderr

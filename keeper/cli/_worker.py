@@ -1,0 +1,56 @@
+"""`keeper worker spawn|list|stop`: jobs the queen hands to a hive."""
+
+from typing import Annotated
+
+import typer
+
+from keeper.cli._common import HiveOption, NoAutostart, settings_of
+
+app = typer.Typer(help="Spawn, list and stop inference workers.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="worker")
+
+
+@app.command("spawn")
+def worker_spawn(
+    ctx: typer.Context,
+    model: Annotated[
+        str, typer.Option(help="Model ref: path, URL, hf:org/repo/file.gguf, builtin:tiny.")
+    ],
+    hive: HiveOption = "localhost",
+    device: Annotated[str, typer.Option(help="cpu or cuda:N.")] = "cpu",
+    no_autostart: NoAutostart = False,
+) -> None:
+    """Spawn a worker with a model on a hive; shows its startup until it is ready."""
+    from keeper.commands import worker
+
+    if not no_autostart and hive == "localhost":
+        from keeper.autostart import ensure_local_chain
+
+        ensure_local_chain(settings_of(ctx))
+    worker.spawn(settings_of(ctx), model=model, hive=hive, device=device)
+
+
+@app.command("list")
+def worker_list(ctx: typer.Context, hive: HiveOption = "localhost") -> None:
+    """List a hive's workers.
+
+    With --json: the events as JSON lines (the last one holds the list), for scripts.
+    """
+    from keeper.commands import worker
+
+    worker.list_workers(settings_of(ctx), hive=hive)
+
+
+@app.command("stop")
+def worker_stop(
+    ctx: typer.Context,
+    worker_id: Annotated[str, typer.Argument(metavar="ID", help="Worker id.")],
+    hive: HiveOption = "localhost",
+) -> None:
+    """Stop a worker."""
+    from keeper.commands import worker
+
+    worker.stop(settings_of(ctx), worker_id, hive=hive)

@@ -1,0 +1,71 @@
+"""What tests share, in one place: no test imports another test module.
+
+Fixtures live in the nearest conftest.py; helpers live here, behind this face (private
+`_*.py` modules). `tests.support.e2e` holds the end-to-end tests' constants.
+"""
+
+from tests.support._chain import BEAT_S, Chain, free_port
+from tests.support._disk import fill_disk
+from tests.support._hangup import CANCEL_DEADLINE_S, job_states, only_job, silent_hive, state_after
+from tests.support._http import foreign_http_server
+from tests.support._jobs import narration, run_job
+from tests.support._keeper import (
+    NOT_FOR_A_QUERY,
+    NOT_FOR_HELP,
+    KeeperRunner,
+    freeze_once_spawned,
+    imported_by,
+    keeper_into_a_left_pipe,
+    start_in_background,
+)
+from tests.support._processes import all_gone
+from tests.support._programs import (
+    START_DEADLINE_S,
+    Ready,
+    RunningProgram,
+    closed_hive_url,
+    spawn_program,
+    url_of,
+)
+from tests.support._screen import Screen
+from tests.support._streams import cutting_proxy, emitter
+from tests.support._waiting import await_until, wait_until
+from tests.support._worker import infer, spawn_worker, text_of, wait_busy
+
+__all__ = [
+    "BEAT_S",
+    "CANCEL_DEADLINE_S",
+    "NOT_FOR_A_QUERY",
+    "NOT_FOR_HELP",
+    "START_DEADLINE_S",
+    "Chain",
+    "KeeperRunner",
+    "Ready",
+    "RunningProgram",
+    "Screen",
+    "all_gone",
+    "await_until",
+    "closed_hive_url",
+    "cutting_proxy",
+    "emitter",
+    "fill_disk",
+    "foreign_http_server",
+    "free_port",
+    "freeze_once_spawned",
+    "imported_by",
+    "infer",
+    "job_states",
+    "keeper_into_a_left_pipe",
+    "narration",
+    "only_job",
+    "run_job",
+    "silent_hive",
+    "spawn_program",
+    "spawn_worker",
+    "start_in_background",
+    "state_after",
+    "text_of",
+    "url_of",
+    "wait_busy",
+    "wait_until",
+]
