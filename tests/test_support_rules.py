@@ -10,7 +10,7 @@ from pathlib import Path
 import tests.support
 
 TESTS = Path(__file__).resolve().parent
-TEST_MODULE = re.compile(r"^tests(\.\w+)*\.test_\w+$")
+TEST_MODULE = re.compile(r"^tests(\.\w+)*\.(test_\w+|conftest)$")
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:
@@ -27,8 +27,9 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
 
 
 def test_no_test_module_imports_another() -> None:
-    """No file under tests/ imports a `tests.<dir>.test_*` module: shared helpers live in
-    tests/support/, shared fixtures in the nearest conftest.py."""
+    """No file under tests/ imports a `tests.<dir>.test_*` module or a conftest.py (pytest
+    may import a conftest twice, under two names): shared helpers live in tests/support/,
+    shared fixtures in the nearest conftest.py, which pytest hands to the tests itself."""
     offences = [
         f"{path.relative_to(TESTS.parent)}:{line} imports {name}"
         for path in sorted(TESTS.rglob("*.py"))

@@ -15,8 +15,7 @@ from hive.router import _auth_headers
 from hive.tiny_model import write_tiny_model
 from jobs import InvalidRequest
 from jobs.client import JobClient
-from tests.hive.conftest import spawn_hive
-from tests.support import run_job
+from tests.support import run_job, spawn_hive
 
 
 def test_builtin_tiny_is_deterministic_and_llama_cpp_generates_with_it(tmp_path: Path) -> None:

@@ -17,8 +17,7 @@ import pytest
 
 from hive.catalog import Catalog, new_entry, parse_ref
 from jobs.client import JobClient
-from tests.hive.conftest import spawn_hive
-from tests.support import fill_disk
+from tests.support import fill_disk, spawn_hive
 
 ROOM_BYTES = 200 * 1024  # more than a catalog entry, less than the tiny model
 

@@ -17,8 +17,7 @@ from starlette.routing import Route
 
 from jobs.client import JobClient
 from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
-from tests.hive.conftest import spawn_hive
-from tests.support import narration, run_job
+from tests.support import narration, run_job, spawn_hive
 
 pytestmark = pytest.mark.anyio
 

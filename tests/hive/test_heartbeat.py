@@ -13,9 +13,7 @@ from hive.heartbeat import LEAVE_S, Heartbeat
 from jobs import WorkerInfo
 from jobs.client import JobClient
 from narration_core import capture_narration
-from tests.hive.conftest import BeatRecorder
-from tests.queen.conftest import queen_settings, start_queen
-from tests.support import await_until, closed_hive_url
+from tests.support import BeatRecorder, await_until, closed_hive_url, queen_settings, start_queen
 
 pytestmark = pytest.mark.anyio
 QUEEN_TOKEN = "q-token"

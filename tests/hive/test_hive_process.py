@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hive.conftest import BeatRecorder, spawn_hive
+from tests.support import BeatRecorder, spawn_hive
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from jobs.client import JobClient
-from tests.hive.conftest import spawn_hive
+from tests.support import spawn_hive
 
 pytestmark = pytest.mark.anyio
 

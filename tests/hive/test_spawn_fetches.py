@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from jobs.client import JobClient
-from tests.hive.conftest import spawn_hive
-from tests.support import narration, run_job
+from tests.support import narration, run_job, spawn_hive
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from jobs.client import JobClient
-from tests.hive.conftest import spawn_hive
-from tests.support import run_job
+from tests.support import run_job, spawn_hive
 
 pytestmark = pytest.mark.anyio
 

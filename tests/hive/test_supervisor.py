@@ -15,8 +15,7 @@ import pytest
 
 from hive.tiny_model import TinyShape, write_tiny_model
 from jobs.client import JobClient
-from tests.hive.conftest import spawn_hive
-from tests.support import narration, run_job
+from tests.support import narration, run_job, spawn_hive
 
 pytestmark = pytest.mark.anyio
 

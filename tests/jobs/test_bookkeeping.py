@@ -12,7 +12,7 @@ from jobs.client import JobClient
 from jobs.server import Job
 
 if TYPE_CHECKING:
-    from tests.jobs.conftest import JobsKit
+    from tests.support import JobsKit
 
 
 @pytest.mark.anyio

@@ -17,7 +17,7 @@ import pytest
 
 from jobs import JobEvent, parse_jsonl
 from jobs.client import JobClient
-from tests.queen.conftest import spawn_queen
+from tests.support import spawn_queen
 
 FAST = {"operation": "queen_status", "watch": True, "interval_s": 0.05}
 IDLE = {"operation": "queen_status", "watch": True, "interval_s": 3600}  # writes once, then waits

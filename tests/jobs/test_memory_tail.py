@@ -9,10 +9,10 @@ import anyio
 import pytest
 
 from jobs.client import JobClient
-from tests.queen.conftest import queen_settings, start_queen
+from tests.support import queen_settings, start_queen
 
 if TYPE_CHECKING:
-    from tests.jobs.conftest import JobsKit
+    from tests.support import JobsKit
 
 TAIL = 20  # a small tail, so a few hundred events pass it many times over
 EVENTS = 400

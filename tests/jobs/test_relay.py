@@ -16,10 +16,10 @@ from jobs.client import JobClient
 from jobs.relay import submit_and_forward
 from jobs.server import Job, Upstream
 from narration_core import Narrator, relay_line
-from tests.queen.conftest import spawn_queen
+from tests.support import spawn_queen
 
 if TYPE_CHECKING:
-    from tests.jobs.conftest import JobsKit
+    from tests.support import JobsKit
 
 HIVE = Narrator("rbee-hive")
 DEADLINE_S = 20.0  # a cold interpreter on a busy 2-core box

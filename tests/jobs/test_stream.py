@@ -16,7 +16,7 @@ from narration_core import Narrator
 from tests.support import cutting_proxy, emitter
 
 if TYPE_CHECKING:
-    from tests.jobs.conftest import JobsKit
+    from tests.support import JobsKit
 
 
 NARRATE = Narrator("tester")

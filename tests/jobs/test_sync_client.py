@@ -17,7 +17,7 @@ from jobs.client import SyncJobClient
 from tests.support import cutting_proxy, emitter
 
 if TYPE_CHECKING:
-    from tests.jobs.conftest import JobsKit
+    from tests.support import JobsKit
 
 
 def _events(url: str, job_id: str) -> list[JobEvent]:

@@ -16,8 +16,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.queen.conftest import spawn_queen
-from tests.support import only_job, silent_hive, state_after
+from tests.support import only_job, silent_hive, spawn_queen, state_after
 
 DEADLINE_S = 15.0  # keeper start-up (~0.5 s, more on a busy box) plus the cancel
 

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.queen.conftest import queen_settings, start_queen
+from tests.support import queen_settings, start_queen
 
 STATUS_DEADLINE_S = 10.0  # a few heartbeats on a busy machine
 

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from keeper.daemons import PidFile
-from tests.hive.conftest import spawn_hive
+from tests.support import spawn_hive
 
 pytestmark = pytest.mark.anyio
 

@@ -14,10 +14,10 @@ from jobs import AuthRequired, DaemonUnreachable, InvalidRequest, JobFinished, J
 from jobs.client import JobClient
 
 if TYPE_CHECKING:
-    from tests.queen.conftest import RunningQueen
+    from tests.support import RunningQueen
 
 from queen.settings import QueenSettings
-from tests.queen.conftest import closed_hive_url, queen_settings, start_queen
+from tests.support import closed_hive_url, queen_settings, start_queen
 
 DEADLINE_S = 20.0  # for a watch to end once unread
 

@@ -19,10 +19,10 @@ import pytest
 from jobs.server import LIST_LIMIT_MAX, MAX_BODY_BYTES, MAX_BODY_ENV, JobRegistry
 from queen.errors import QueenConfigError
 from queen.settings import QueenSettings
-from tests.queen.conftest import queen_settings, start_queen
+from tests.support import queen_settings, start_queen
 
 if TYPE_CHECKING:
-    from tests.queen.conftest import RunningQueen
+    from tests.support import RunningQueen
 
 REPLY_DEADLINE_S = 5.0  # an answer that takes longer means the server waited for the body
 

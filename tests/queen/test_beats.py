@@ -14,7 +14,7 @@ import pytest
 from jobs import STALE_AFTER_BEATS, HiveBeat, WorkerInfo
 from jobs.client import JobClient
 from queen.hives import HiveRegistry
-from tests.queen.conftest import queen_settings, start_queen
+from tests.support import queen_settings, start_queen
 
 DEADLINE_S = 10.0
 

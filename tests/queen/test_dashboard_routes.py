@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from queen.dashboard import CONTENT_SECURITY_POLICY
-from tests.queen.conftest import queen_settings, start_queen
+from tests.support import queen_settings, start_queen
 
 TOKEN = "s3cret-dashboard-token"
 STATIC = Path(__file__).parents[2] / "queen" / "static"

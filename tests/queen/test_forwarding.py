@@ -21,7 +21,7 @@ from jobs.client import JobClient
 from jobs.server import Job, ServerConfig, bind_socket, create_app, open_job_server, socket_url
 from narration_core import Narrator, relay_line
 from queen.forward import HIVE_OPERATIONS
-from tests.queen.conftest import queen_settings, start_queen
+from tests.support import queen_settings, start_queen
 
 HIVE = Narrator("rbee-hive")
 

@@ -15,7 +15,7 @@ from jobs import HiveBeat, HiveGoodbye, WorkerInfo
 from jobs.client import JobClient
 from queen.hives import HiveRegistry
 from queen.infer import WorkerPool
-from tests.queen.conftest import queen_settings, start_queen
+from tests.support import queen_settings, start_queen
 
 QUEEN_TOKEN = "q-token"
 HIVE_URL = "http://10.0.0.5:7835"  # where beat() says the hive is

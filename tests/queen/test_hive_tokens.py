@@ -21,7 +21,7 @@ from jobs import HIVES_CONFIG, JobEvent, RbeePaths
 from jobs.client import JobClient
 from queen.errors import QueenConfigError
 from queen.settings import QueenSettings
-from tests.queen.conftest import queen_settings, spawn_queen, start_queen
+from tests.support import queen_settings, spawn_queen, start_queen
 
 QUEEN_TOKEN = "s3cr3t"
 HIVE_TOKEN = "hive-own-token"

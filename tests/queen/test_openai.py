@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from queen.openai import Message
-from tests.queen.conftest import RunningQueen
+from tests.support import RunningQueen
 
 
 def test_a_chat_message_s_text_parts_are_joined() -> None:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from jobs import rbee_version
 from jobs.server import openapi_schema
 from queen.beats import OPENAPI_PATHS as HEARTBEAT_OPENAPI_PATHS
-from tests.queen.conftest import queen_settings, start_queen
+from tests.support import queen_settings, start_queen
 
 EXAMPLES_PER_OPERATION = 40  # with the coverage phase, a few hundred requests in all
 CHECKS = {  # what must hold; the rest (auth, stateful, resource checks) do not apply here

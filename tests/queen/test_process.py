@@ -14,7 +14,7 @@ import pytest
 from jobs import JobEvent, parse_jsonl
 from jobs.client import JobClient
 from jobs.server import CRASH_REASON, JobRegistry
-from tests.queen.conftest import spawn_queen
+from tests.support import spawn_queen
 
 WATCH = {"operation": "queen_status", "watch": True, "interval_s": 0.02}
 

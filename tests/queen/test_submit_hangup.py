@@ -12,8 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.queen.conftest import spawn_queen
-from tests.support import CANCEL_DEADLINE_S, only_job, silent_hive, state_after
+from tests.support import CANCEL_DEADLINE_S, only_job, silent_hive, spawn_queen, state_after
 
 
 @pytest.mark.anyio

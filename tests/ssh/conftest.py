@@ -12,39 +12,17 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 import pytest
 
-SSHD = "/usr/sbin/sshd"
+from tests.support import free_port
+from tests.support.ssh import SSHD, Remote, Sshd
+
 SSHD_READY_S = 15.0  # sshd answers within a second; a loaded CI machine gets slack
-ALIAS = "testhive"
-
-
-@dataclass
-class Sshd:
-    """The running test sshd: where it listens and the keys it knows."""
-
-    port: int
-    folder: Path
-    host_key: asyncssh.SSHKey
-    user_key_path: Path
-    process: subprocess.Popen[bytes]
-
-    def known_hosts_line(self, key: asyncssh.SSHKey | None = None) -> str:
-        key = key or self.host_key
-        return f"[127.0.0.1]:{self.port} {key.export_public_key().decode().strip()}\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ensure_openssh_server() -> None:
@@ -74,7 +52,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     host_key = _write_key(folder / "host_ed25519")
     user_key = _write_key(folder / "user_ed25519")
     (folder / "authorized_keys").write_bytes(user_key.export_public_key())
-    port = _free_port()
+    port = free_port()
     config = folder / "sshd_config"
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_ed25519'}\n"
@@ -106,53 +84,6 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         log.close()
 
 
-@dataclass
-class Remote:
-    """One test's view of the remote: its files and the keeper settings pointing at them."""
-
-    sshd: Sshd
-    ssh_dir: Path
-    home: Path  # RBEE_HOME on the "remote" (the hive's state, log, pidfile)
-    hive_port: int
-    queen_port: int
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.ssh_dir / "known_hosts"
-
-    @property
-    def ssh_config(self) -> Path:
-        return self.ssh_dir / "config"
-
-    @property
-    def log(self) -> Path:
-        return self.home / "logs" / f"hive-{ALIAS}.log"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.home / "run" / f"hive-{ALIAS}.pid"
-
-    def write_ssh_config(self, identity: Path | None = None) -> None:
-        self.ssh_config.write_text(
-            f"Host {ALIAS}\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User root\n"
-            f"  IdentityFile {identity or self.sshd.user_key_path}\n"
-        )
-
-    def write_hives_config(self, rbee_home: Path, **extra: str) -> None:
-        entry = {
-            "host": ALIAS,
-            "home": str(self.home),
-            "venv": sys.prefix,  # this project's own .venv plays the remote's
-            "queen_url": f"http://127.0.0.1:{self.queen_port}",
-            **extra,
-        }
-        lines = [f"[hives.{ALIAS}]"] + [f'{k} = "{v}"' for k, v in entry.items()]
-        lines.append(f"hive_port = {self.hive_port}")
-        config = rbee_home / "config"
-        config.mkdir(parents=True, exist_ok=True)
-        (config / "hives.toml").write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture
 def remote(
     sshd: Sshd,
@@ -164,7 +95,7 @@ def remote(
     entry for it; any hive left running on it is stopped after the test."""
     ssh_dir = tmp_path / "ssh"
     ssh_dir.mkdir(mode=0o700)
-    remote = Remote(sshd, ssh_dir, tmp_path / "remote-home", _free_port(), _free_port())
+    remote = Remote(sshd, ssh_dir, tmp_path / "remote-home", free_port(), free_port())
     remote.known_hosts.write_text(sshd.known_hosts_line())
     remote.write_ssh_config()
     remote.write_hives_config(rbee_home)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.ssh.conftest import ALIAS, Remote
+from tests.support.ssh import ALIAS, Remote
 
 INSTALL_TIMEOUT_S = 600.0  # building the wheelhouse and a full offline pip install
 

@@ -9,7 +9,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from tests.ssh.conftest import ALIAS, Remote
+from tests.support.ssh import ALIAS, Remote
 
 # Keeper start-up plus an SSH handshake; building the wheelhouse takes 20 s and more.
 FAIL_FAST_S = 5.0

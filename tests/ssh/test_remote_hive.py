@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.ssh.conftest import ALIAS, Remote
+from tests.support.ssh import ALIAS, Remote
 
 
 def test_start_streams_remote_startup_and_the_hive_outlives_the_keeper(

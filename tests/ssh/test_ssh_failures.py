@@ -13,7 +13,7 @@ from typing import Any
 import asyncssh
 import psutil
 
-from tests.ssh.conftest import ALIAS, Remote
+from tests.support.ssh import ALIAS, Remote
 
 FAIL_FAST_S = 30.0  # a refused connection or key is answered in well under a second
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.ssh.conftest import SSHD, Sshd, _free_port
+from tests.support import free_port
+from tests.support.ssh import SSHD, Sshd
 
 TOKEN = "two-hosts-test-token"  # the queen's and each hive's token (beyond loopback)
 BEAT_S = 1.0  # the hives' beat interval: stale after three missed (a loaded box lags 1 s)
@@ -168,7 +169,7 @@ def test_two_hives_in_two_namespaces_and_one_link_cut(
 ) -> None:
     """Each namespace's hive starts by alias over its own sshd, the queen sees both and
     spawns a worker on each; cutting one link makes only that hive stale."""
-    queen_port = _free_port()
+    queen_port = free_port()
     env = _configure(sshd, two_hosts, rbee_home, tmp_path, queen_port=queen_port)
     queen = f"http://127.0.0.1:{queen_port}"
     started = _keeper(
@@ -231,7 +232,7 @@ def test_a_loopback_queen_url_for_a_remote_hive_is_warned_about(
     """A hive on another machine told to beat to the keeper's loopback queen URL (no
     queen_url configured): the start warns that this is that machine itself."""
     env = _configure(sshd, two_hosts, rbee_home, tmp_path, queen_port=None)
-    queen = f"http://127.0.0.1:{_free_port()}"
+    queen = f"http://127.0.0.1:{free_port()}"
     started = _keeper(rbee_home, env, "--queen-url", queen, "hive", "start", "box1")
     assert started.returncode == 0, started.stderr
     assert f"Hive box1 will beat to {queen}, which on box1 is that machine itself" in (

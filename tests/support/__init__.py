@@ -7,8 +7,10 @@ Fixtures live in the nearest conftest.py; helpers live here, behind this face (p
 from tests.support._chain import BEAT_S, Chain, free_port
 from tests.support._disk import fill_disk
 from tests.support._hangup import CANCEL_DEADLINE_S, job_states, only_job, silent_hive, state_after
+from tests.support._hive import BeatRecorder, spawn_hive
 from tests.support._http import foreign_http_server
 from tests.support._jobs import narration, run_job
+from tests.support._jobserver import JobsKit, Served, Stream, parse_sse, read_stream, serve_jobs
 from tests.support._keeper import (
     NOT_FOR_A_QUERY,
     NOT_FOR_HELP,
@@ -27,6 +29,7 @@ from tests.support._programs import (
     spawn_program,
     url_of,
 )
+from tests.support._queen import RunningQueen, queen_settings, spawn_queen, start_queen
 from tests.support._screen import Screen
 from tests.support._streams import cutting_proxy, emitter
 from tests.support._waiting import await_until, wait_until
@@ -38,11 +41,16 @@ __all__ = [
     "NOT_FOR_A_QUERY",
     "NOT_FOR_HELP",
     "START_DEADLINE_S",
+    "BeatRecorder",
     "Chain",
+    "JobsKit",
     "KeeperRunner",
     "Ready",
     "RunningProgram",
+    "RunningQueen",
     "Screen",
+    "Served",
+    "Stream",
     "all_gone",
     "await_until",
     "closed_hive_url",
@@ -58,11 +66,18 @@ __all__ = [
     "keeper_into_a_left_pipe",
     "narration",
     "only_job",
+    "parse_sse",
+    "queen_settings",
+    "read_stream",
     "run_job",
+    "serve_jobs",
     "silent_hive",
+    "spawn_hive",
     "spawn_program",
+    "spawn_queen",
     "spawn_worker",
     "start_in_background",
+    "start_queen",
     "state_after",
     "text_of",
     "url_of",

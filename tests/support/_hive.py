@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from jobs import HiveBeat
 from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
-from tests.support import RunningProgram, spawn_program, url_of
+from tests.support._programs import RunningProgram, spawn_program, url_of
 
 
 @asynccontextmanager
