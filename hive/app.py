@@ -35,7 +35,9 @@ LEAVE_DEADLINE_S = LEAVE_S + 0.5
 def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
     """A hive for `settings` serving `catalog` (loaded), reachable by the queen at `url`."""
     version = rbee_version()
-    config = ServerConfig(ACTOR, version, settings.state_dir, token=settings.token)
+    config = ServerConfig(
+        ACTOR, version, settings.state_dir, token=settings.token, bind=settings.bind
+    )
     supervisor = Supervisor(
         logs_dir=settings.worker_logs,
         state_dir=settings.state_dir / "workers",

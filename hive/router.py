@@ -42,7 +42,7 @@ from jobs import (
     storage_error,
 )
 from jobs.server import Handler, Job, Upstream
-from narration_core import Narrator
+from narration_core import Narrator, redact
 
 NARRATE = Narrator("rbee-hive")
 HF_TOKEN_ENV = "HF_TOKEN"  # sent as a bearer token to huggingface.co only
@@ -161,7 +161,7 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             catalog.remove(model_id)  # wrong bytes: nothing is registered
             raise
         except DownloadError as exc:
-            entry.status, entry.error = "failed", str(exc)
+            entry.status, entry.error = "failed", redact(str(exc))  # catalog.json keeps it
             _keep_failed(entry)  # the .part stays: downloading again resumes
             raise
         except BaseException:  # cancelled, disk full (or a bug): record it; a .part resumes

@@ -186,6 +186,8 @@ _TOKEN_FORMATS = (
     r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
     r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab
     r"|npm_[A-Za-z0-9]{36}"  # npm
+    r"|AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"  # Google API keys (gcp-api-key)
+    r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.(?:[A-Za-z0-9_-]{10,}={0,2})?"  # jwt
     r")"
 )
 
@@ -246,7 +248,24 @@ def _fixed(pattern: str, replacement: str, flags: int = 0) -> Callable[[str], st
     return partial(re.compile(pattern, flags).sub, replacement)
 
 
-_FORMAT_GATES = (*_UNDERSCORE_TRIGGERS, "sk-", "xox", "glpat-", "akia", "asia")
+_FORMAT_GATES = (*_UNDERSCORE_TRIGGERS, "sk-", "xox", "glpat-", "akia", "asia", "aiza", "eyj")
+
+# Names a URL's query gives its secrets: `?key=` (Google), `&sig=` (Azure SAS),
+# `X-Amz-Signature=`, `?access_token=`. Any value but a placeholder goes; in a query a bare
+# `key` is an API key, but `sort_key` or `eos_token` is still no secret.
+_QUERY_SECRET = re.compile(
+    r"(?i)[?&](?P<name>(?:[a-z0-9]+[_.-])*"
+    r"(?:key|apikey|token|sig|signature|password|passwd|pwd|secret|credential))"
+    r"=(?P<value>[^\s&#\"'<>`]+)"
+)
+
+
+def _query_replace(match: re.Match[str]) -> str:
+    name = match.group("name")
+    if name.lower() != "key" and _is_plain_name(name):
+        return match.group(0)
+    return _redact_value(match, strict=False)
+
 
 # (gates, pass): a pass runs only if one of its gates, a substring of the lowered text,
 # is there. In order: whole blocks and known formats first, so later passes see the
@@ -314,6 +333,8 @@ _PASSES: tuple[tuple[tuple[str, ...], Callable[[str], str]], ...] = (
             _value_replace,
         ),
     ),
+    # A URL's secret query parameters: `?key=…`, `&token=…`, `&sig=…`, `?api_key=…`.
+    (("?", "&"), partial(_sub_values, _QUERY_SECRET, _query_replace)),
 )
 
 
@@ -353,6 +374,9 @@ def _may_hold_secret(text: str) -> bool:
                 if command in lowered:
                     return True
     if "IA" in text and ("AKIA" in text or "ASIA" in text):  # AWS access key ids
+        return True
+    # Google API keys, JWTs; a one-character test first is a memchr, far cheaper.
+    if ("z" in text and "AIza" in text) or ("J" in text and "eyJ" in text):
         return True
     if text.isprintable():
         return False

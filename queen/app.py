@@ -31,6 +31,7 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
         keepalive_s=settings.keepalive_s,
         flush_interval_s=settings.flush_interval_s,
         retention=settings.retention,
+        bind=settings.bind,
     )
     workers = WorkerPool(hives)
 

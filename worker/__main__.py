@@ -99,7 +99,7 @@ async def _serve(
     NARRATE.action("model_load").target(model.name).human(
         f"Loading {model.name} ({size / 1e6:.1f} MB) on {args.device}"
     ).field("bytes", size).emit()
-    job_app = create_app(state, engine, state_dir=state_dir)
+    job_app = create_app(state, engine, state_dir=state_dir, bind=args.bind)
     url = socket_url(sock)
 
     async def load() -> None:

@@ -35,7 +35,12 @@ class WorkerState:
 
 
 def create_app(
-    state: WorkerState, engine: Engine, *, state_dir: Path, token: str | None = None
+    state: WorkerState,
+    engine: Engine,
+    *,
+    state_dir: Path,
+    token: str | None = None,
+    bind: str | None = None,
 ) -> JobApp:
     version = rbee_version()
     inference = Inference(engine, model_name=state.model.stem)
@@ -54,7 +59,7 @@ def create_app(
         )
 
     return create_job_app(
-        ServerConfig(ACTOR, version, state_dir, token=token, durable=False),
+        ServerConfig(ACTOR, version, state_dir, token=token, durable=False, bind=bind),
         inference.handlers(),
         routes=lambda service: [
             Route("/health", health, methods=["GET"]),

@@ -8,9 +8,9 @@ where `serve_on(sock)` ends with `await serve(job_app, sock)` (until SIGTERM/SIG
 Behind this face: the app factory, its serving and the daemons' entry (`_app`, `_serve`,
 `_entry`), the job routes with their SSE stream (`_routes`, `_sse`), the job service
 (`_service`), the event store (`_eventlog`, `_joblog`, `_logreaders`, `_storage`; in memory
-only: `_tailstore`), the job table (`_registry`), bearer auth, body limits and the OpenAPI
-document (`_auth`, `_limits`, `_openapi`). The server imports the vocabulary (`jobs`),
-never the client or the relay.
+only: `_tailstore`), the job table (`_registry`), bearer auth, Host/Origin checks, body
+limits and the OpenAPI document (`_auth`, `_origin`, `_limits`, `_openapi`). The server
+imports the vocabulary (`jobs`), never the client or the relay.
 """
 
 from jobs.server._app import JobApp, Lifespan, RouteFactory, ServerConfig, create_app
@@ -21,6 +21,7 @@ from jobs.server._joblog import JobLog
 from jobs.server._limits import BODY_READ_TIMEOUT_S, MAX_BODY_BYTES, MAX_BODY_ENV, BodyLimit
 from jobs.server._logreaders import FileReader, LogFile, LogReader, MemoryReader
 from jobs.server._openapi import openapi_schema
+from jobs.server._origin import HOSTS_ENV, ORIGINS_ENV, HostOriginGuard
 from jobs.server._registry import CRASH_REASON, JobRecord, JobRegistry, lock_state_folder
 from jobs.server._routes import (
     LIST_LIMIT_DEFAULT,
@@ -47,18 +48,21 @@ __all__ = [
     "EXIT_BUSY",
     "EXIT_FAILED",
     "FLUSH_INTERVAL_S",
+    "HOSTS_ENV",
     "KEEPALIVE_S",
     "LIST_LIMIT_DEFAULT",
     "LIST_LIMIT_MAX",
     "MAX_BODY_BYTES",
     "MAX_BODY_ENV",
     "MEMORY_TAIL",
+    "ORIGINS_ENV",
     "BearerAuth",
     "BodyLimit",
     "EventStore",
     "FileReader",
     "Handler",
     "HandlerFactory",
+    "HostOriginGuard",
     "Job",
     "JobApp",
     "JobLog",

@@ -5,8 +5,9 @@
 A program supplies its handlers (or a factory that receives the JobService, when a
 handler reads the service itself), extra routes (or, likewise, a factory of them: a door
 that submits jobs receives the service it submits to), middleware and a lifespan for its
-own resources; the shell adds the job routes, /health, /openapi.json, the error mapper and
-bearer auth when a token is set. Serving the app is `jobs.server.serve`'s.
+own resources; the shell adds the job routes, /health, /openapi.json, the error mapper,
+Host/Origin/Content-Type checks (outermost) and bearer auth when a token is set. Serving
+the app is `jobs.server.serve`'s.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from jobs.server._auth import BearerAuth
 from jobs.server._openapi import openapi_schema
+from jobs.server._origin import HostOriginGuard
 from jobs.server._routes import EXCEPTION_HANDLERS, create_job_routes
 from jobs.server._service import Handler, HandlerFactory, JobService, Retention
 from jobs.server._sse import KEEPALIVE_S
@@ -45,6 +47,7 @@ class ServerConfig:
     flush_interval_s: float | None = None
     retention: Retention | None = None
     durable: bool = True  # False: job table and event logs in memory only (see JobService)
+    bind: str | None = None  # the address served (Host checks); a wildcard admits any Host
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ def create_app(
     )
     asgi = Starlette(
         routes=all_routes,
-        middleware=[*auth, *middleware],
+        middleware=[Middleware(HostOriginGuard, bind=config.bind), *auth, *middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=run,
     )

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from jobs import EventKind, JobState, LogEntry, StorageError
+from narration_core import redact
 
 MAX_BATCH = 2048  # events handed to a reader at once (bounds one SSE write to ~1 MB)
 
@@ -107,7 +108,14 @@ class JobLog:
         return seq
 
     def close(self, state: JobState, data: dict[str, Any]) -> int:
-        """Append the final `state` event and end the log; later appends are dropped."""
+        """Append the final `state` event and end the log; later appends are dropped.
+
+        Its `error` is redacted here, once, as narration is: the final state event is what
+        the log file, the stream, `GET /v1/jobs/{id}` and the registry all keep.
+        """
+        error = data.get("error")
+        if isinstance(error, str):
+            data = {**data, "error": redact(error)}
         return self._append("state", data, (state, data.get("error")))
 
     def _append(self, kind: EventKind, data: Any, final: tuple[JobState, str | None] | None) -> int:
@@ -125,12 +133,13 @@ class JobLog:
     def abort(self, error: StorageError) -> LogEntry:
         """End the log with `failed` because its events cannot be written: the unwritten
         ones (no reader saw them) are dropped, so the final event is `written + 1`."""
-        data = {"state": "failed", "ts": time.time(), "error": str(error)}
+        reason = redact(str(error))
+        data = {"state": "failed", "ts": time.time(), "error": reason}
         entry = LogEntry.encode(self.written + 1, "state", data)
         with self._lock:
             del self._entries[self.written - self._base :]
             self._entries.append(entry)
-            self._final = ("failed", str(error))
+            self._final = ("failed", reason)
         self.aborted = error
         return entry
 

@@ -30,7 +30,8 @@ async def test_a_completion_abandoned_mid_generation_is_cancelled(
         before = await job_ids(http)
         conn = await anyio.connect_tcp(host, int(port))
         await conn.send(
-            b"POST /v1/completions HTTP/1.1\r\nHost: queen\r\nContent-Type: application/json\r\n"
+            b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )

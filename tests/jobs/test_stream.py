@@ -56,7 +56,7 @@ async def test_late_subscriber_gets_whole_log(
 
 async def _raw_request(port: int, path: str) -> SocketStream:
     sock = await anyio.connect_tcp("127.0.0.1", port)
-    await sock.send(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await sock.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
     return sock
 
 

@@ -34,8 +34,10 @@ def sse_events(text: str) -> tuple[list[tuple[str, dict]], str]:
     return events, terminator
 
 
+JSON = {"content-type": "application/json"}
+
 BAD_REQUESTS = [
-    ("POST", "/v1/jobs", {"content": b"{oops"}, 400, "not valid JSON"),
+    ("POST", "/v1/jobs", {"content": b"{oops", "headers": JSON}, 400, "not valid JSON"),
     ("POST", "/v1/jobs", {"json": ["queen_status"]}, 422, "JSON object"),
     ("POST", "/v1/jobs", {"json": {"operation": "teleport"}}, 422, "does not match"),
     ("POST", "/v1/jobs", {"json": {"operation": "model_delete"}}, 422, "model: Field required"),

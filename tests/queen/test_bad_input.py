@@ -77,7 +77,9 @@ async def test_bad_ids_are_refused_and_listing_survives(queen: RunningQueen, bod
     """Lone surrogates and control characters in ids are refused with a 4xx JSON error,
     and GET /v1/jobs keeps answering 200."""
     async with httpx.AsyncClient(base_url=queen.url) as http:
-        response = await http.post("/v1/jobs", content=body)
+        response = await http.post(
+            "/v1/jobs", content=body, headers={"content-type": "application/json"}
+        )
         listing = await http.get("/v1/jobs")
     assert response.status_code in (400, 422), response.text
     assert set(response.json()) == {"error", "detail"}
@@ -135,7 +137,9 @@ async def test_a_damaged_row_does_not_break_listing(rbee_home: Path) -> None:
 async def test_deeply_nested_json_is_400(queen: RunningQueen, body: bytes) -> None:
     """JSON nested 1,000 deep is a 400 with the JSON error body, not a 500 RecursionError."""
     async with httpx.AsyncClient(base_url=queen.url) as http:
-        response = await http.post("/v1/jobs", content=body)
+        response = await http.post(
+            "/v1/jobs", content=body, headers={"content-type": "application/json"}
+        )
     assert response.status_code == 400, response.text
     assert set(response.json()) == {"error", "detail"}
     assert "not valid JSON" in response.json()["error"]
@@ -206,7 +210,7 @@ async def test_declared_huge_body_is_413_before_it_is_sent(queen: RunningQueen) 
     """A Content-Length over the limit is answered 413 at once, without reading a byte of
     the body, and the connection is closed."""
     head = (
-        b"POST /v1/jobs HTTP/1.1\r\nHost: q\r\nContent-Type: application/json\r\n"
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: 104857600\r\n\r\n"
     )
     reply = await raw_exchange(queen.url, head)
@@ -219,7 +223,10 @@ async def test_declared_huge_body_is_413_before_it_is_sent(queen: RunningQueen) 
 async def test_chunked_body_over_the_limit_is_413(queen: RunningQueen) -> None:
     """A chunked body (no Content-Length) is counted as it streams and cut off with 413
     once it passes the limit; the server does not read the rest."""
-    head = b"POST /v1/jobs HTTP/1.1\r\nHost: q\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = (
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
     piece = b"x" * 65536
     chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     chunks = [chunk] * (4 * MAX_BODY_BYTES // len(piece))  # 4 MiB offered
@@ -251,7 +258,10 @@ async def test_trickled_body_is_408_after_the_read_deadline(rbee_home: Path) -> 
     """A client that declares a body and sends only part of it gets 408 once the read
     deadline passes, and its connection is closed: it cannot hold a server task."""
     settings = queen_settings(rbee_home, body_read_timeout_s=0.3)
-    head = b"POST /v1/jobs HTTP/1.1\r\nHost: q\r\nContent-Length: 1000\r\n\r\n"
+    head = (
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
     async with start_queen(settings) as queen:
         reply = await raw_exchange(queen.url, head, [b'{"operation":'])
         async with httpx.AsyncClient(base_url=queen.url) as http:

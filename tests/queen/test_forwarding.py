@@ -66,7 +66,11 @@ async def test_worker_spawn_reaches_the_keeper_with_the_workers_own_lines(
     ):
         beat = HiveBeat(hive_id="gpu1", url=hive_url, version="t", ts=time.time())
         async with httpx.AsyncClient() as http:
-            await http.post(f"{queen.url}/v1/heartbeats", content=beat.model_dump_json())
+            await http.post(
+                f"{queen.url}/v1/heartbeats",
+                content=beat.model_dump_json(),
+                headers={"content-type": "application/json"},
+            )
         op = {"operation": "worker_spawn", "hive_id": "gpu1", "model": "tiny", "device": "cpu"}
         job_id, events = await run_job(queen.url, op)
     assert events[-1].data["state"] == "completed"

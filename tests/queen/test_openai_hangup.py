@@ -29,7 +29,8 @@ async def test_a_completion_whose_client_hung_up_before_a_worker_took_it_is_canc
         host, port = q.url.removeprefix("http://").split(":")
         conn = await anyio.connect_tcp(host, int(port))
         await conn.send(
-            b"POST /v1/completions HTTP/1.1\r\nHost: queen\r\nContent-Type: application/json\r\n"
+            b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )

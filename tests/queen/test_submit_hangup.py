@@ -25,7 +25,7 @@ async def test_a_job_whose_client_hung_up_before_the_answer_is_cancelled(
         host, port = q.url.removeprefix("http://").split(":")
         stream = await anyio.connect_tcp(host, int(port))
         await stream.send(
-            b"POST /v1/jobs HTTP/1.1\r\nHost: queen\r\nContent-Type: application/json\r\n"
+            b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
