@@ -35,8 +35,11 @@ def _processes_of(home: Path) -> list[psutil.Process]:
 
 def test_make_demo_answers_that_paris_is_the_capital_of_france(rbee_home: Path) -> None:
     """`make demo` on a home with nothing running: the first line of its output is the
-    model's answer and names Paris; it exits 0 and leaves no daemon behind."""
-    env = {**os.environ, "RBEE_HOME": str(rbee_home), "NO_COLOR": "1"}
+    model's answer and names Paris; it exits 0 and leaves no daemon behind. Its queen is
+    on a free port (RBEE_QUEEN_URL), so the autostarted hive takes a free one too."""
+    # The demo's own commands, on a free port rather than 7833: another rbee may run here.
+    queen_url = f"http://127.0.0.1:{_free_ports(1)[0]}"
+    env = {**os.environ, "RBEE_HOME": str(rbee_home), "NO_COLOR": "1", "RBEE_QUEEN_URL": queen_url}
     demo = subprocess.run(
         ["make", "-s", "--no-print-directory", "demo"],
         cwd=ROOT,
