@@ -334,7 +334,8 @@ class JobService:
                 await job.finished.wait()
 
     async def get(self, job_id: str) -> JobRecord:
-        return _overlay(self._unrecorded, await self.registry.get(job_id))
+        record = await self.registry.get(job_id)
+        return _overlay(self._unrecorded, record, self._jobs.get(job_id))
 
     async def list(self, *, limit: int = 100) -> list[JobRecord]:
         return [
@@ -360,9 +361,17 @@ class JobService:
             await anyio.sleep(PRUNE_INTERVAL_S)
 
 
-def _overlay(unrecorded: dict[str, tuple[JobState, str | None]], record: JobRecord) -> JobRecord:
-    """The record as the job's log has it, while the table lags behind."""
+def _overlay(
+    unrecorded: dict[str, tuple[JobState, str | None]],
+    record: JobRecord,
+    live: Job | None = None,
+) -> JobRecord:
+    """The record as the job's log has it, while the table lags behind: a final state the
+    table refused (disk full), or the end of a log the table records a moment later (a
+    client that read the stream's end asks next)."""
     pending = unrecorded.get(record.id)
+    if pending is None and live is not None:
+        pending = live.log.final
     if pending is None:
         return record
     return dataclasses.replace(record, state=pending[0], error=pending[1])
