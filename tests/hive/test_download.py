@@ -12,12 +12,12 @@ from pathlib import Path
 import anyio
 import pytest
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from jobs.client import JobClient
 from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
-from tests.support import narration, run_job, spawn_hive
+from tests.support import narration, ranged_response, run_job, spawn_hive
 
 pytestmark = pytest.mark.anyio
 
@@ -40,20 +40,8 @@ class FileServer:
         async def model(request: Request) -> Response:
             header = request.headers.get("range")
             self.ranges.append(header)
-            start = int(header.removeprefix("bytes=").rstrip("-")) if header else 0
-            body = self.blob[start:]
             cut = len(self.ranges) <= self.cut_first
-
-            async def chunks() -> AsyncIterator[bytes]:
-                for i in range(0, len(body), SEND_BYTES):
-                    if cut and i >= len(body) // 2:
-                        raise ConnectionAbortedError("cut on purpose")  # uvicorn drops it
-                    yield body[i : i + SEND_BYTES]
-
-            headers = {"content-length": str(len(body)), "accept-ranges": "bytes"}
-            if header:
-                headers["content-range"] = f"bytes {start}-{len(self.blob) - 1}/{len(self.blob)}"
-            return StreamingResponse(chunks(), status_code=206 if header else 200, headers=headers)
+            return ranged_response(self.blob, header, cut=cut, send_bytes=SEND_BYTES)
 
         job_app = create_app(
             ServerConfig("file-server", "test", state),

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from hive.smollm2 import MEMBER, PACKAGE, SHA256, VERSION
 from jobs.client import JobClient
 from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
-from tests.support import narration, run_job, spawn_hive
+from tests.support import narration, ranged_response, run_job, spawn_hive
 
 pytestmark = pytest.mark.anyio
 
@@ -84,21 +84,8 @@ class PackageIndex:
             assert self.wheel is not None
             header = request.headers.get("range")
             self.ranges.append(header)
-            start = int(header.removeprefix("bytes=").rstrip("-")) if header else 0
-            body = self.wheel[start:]
             cut = len(self.ranges) <= self.cut_first
-
-            async def chunks() -> AsyncIterator[bytes]:
-                for i in range(0, len(body), SEND_BYTES):
-                    if cut and i >= len(body) // 2:
-                        raise ConnectionAbortedError("cut on purpose")  # uvicorn drops it
-                    yield body[i : i + SEND_BYTES]
-
-            headers = {"content-length": str(len(body)), "accept-ranges": "bytes"}
-            if header:
-                total = len(self.wheel)
-                headers["content-range"] = f"bytes {start}-{total - 1}/{total}"
-            return StreamingResponse(chunks(), status_code=206 if header else 200, headers=headers)
+            return ranged_response(self.wheel, header, cut=cut, send_bytes=SEND_BYTES)
 
         app = create_app(
             ServerConfig("package-index", "test", state),

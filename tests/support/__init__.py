@@ -30,6 +30,7 @@ from tests.support._programs import (
     url_of,
 )
 from tests.support._queen import RunningQueen, queen_settings, spawn_queen, start_queen
+from tests.support._ranged import ranged_response
 from tests.support._screen import Screen
 from tests.support._streams import cutting_proxy, emitter
 from tests.support._waiting import await_until, wait_until
@@ -68,6 +69,7 @@ __all__ = [
     "only_job",
     "parse_sse",
     "queen_settings",
+    "ranged_response",
     "read_stream",
     "run_job",
     "serve_jobs",
