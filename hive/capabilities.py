@@ -66,3 +66,10 @@ def parse_nvidia_smi(text: str) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return gpus
+
+
+def machine_memory() -> tuple[int, int]:
+    """(total, available) bytes of RAM for a heartbeat: cheap enough for every beat,
+    unlike nvidia-smi, so GPU memory is not read here."""
+    memory = psutil.virtual_memory()
+    return memory.total, memory.available

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import anyio
 import httpx
 
+from hive.capabilities import machine_memory
 from jobs import BEAT_BACKOFF_MAX_S, BEAT_INTERVAL_S, HiveBeat, HiveGoodbye, WorkerInfo
 from narration_core import Narrator
 
@@ -71,12 +72,15 @@ class Heartbeat:
         self._in_flight: anyio.CancelScope | None = None  # the beat being sent, if any
 
     def beat(self) -> HiveBeat:
+        total, free = machine_memory()
         return HiveBeat(
             hive_id=self.hive_id,
             url=self.url,
             version=self.version,
             workers=self.workers(),
             ts=time.time(),
+            memory_total_bytes=total,
+            memory_free_bytes=free,
         )
 
     def leave(self) -> None:

@@ -39,6 +39,13 @@ class WorkerInfo(_Wire):
     state: WorkerState = "starting"
     rss_bytes: int | None = Field(default=None, ge=0)
     started_at: float | None = None  # wall time the worker process started
+    # Parallel slots (sequences generated at once) and how many are generating now, from
+    # the worker's /health: the queen admits a request only where a slot is free.
+    slots: int = Field(default=1, ge=1)
+    slots_busy: int = Field(default=0, ge=0)
+    threads: int | None = Field(default=None, ge=1)  # CPU threads llama.cpp decodes with
+    ctx_size: int | None = Field(default=None, ge=1)  # context tokens per slot
+    kv_bytes: int | None = Field(default=None, ge=0)  # memory its KV cache (context) holds
 
 
 class HiveBeat(_Wire):
@@ -49,6 +56,11 @@ class HiveBeat(_Wire):
     version: str
     workers: list[WorkerInfo] = Field(default_factory=list)
     ts: float  # the hive's wall clock when it sent the beat
+    # The machine's memory, for the queen's placement by memory (psutil; VRAM per GPU where
+    # nvidia-smi reports it, device name "cuda:N" -> free bytes).
+    memory_total_bytes: int | None = Field(default=None, ge=0)
+    memory_free_bytes: int | None = Field(default=None, ge=0)
+    gpu_free_bytes: dict[str, int] = Field(default_factory=dict)
 
 
 class HiveGoodbye(_Wire):
