@@ -8,6 +8,9 @@
 4. the floor under `keeper status`: importing what any command that asks the queen
    and prints a table must load (Typer, httpx with httpcore, Rich's console and
    table), vs `import typer` in the same round                 (no goal: a reference)
+5. `keeper status` and `keeper queen stop` as the command tree reads them (spelt
+   `--queen-url=URL`, which keeper.run_argv leaves to Typer): the same commands before
+   the quick reader, each vs the quick one in the same round   (no goal: the gain)
 
 Each round runs every command once, in turn, so load from other processes hits them
 alike; ratios are paired by round (each figure over the `import typer` timed just before
@@ -59,6 +62,8 @@ def main() -> None:
     py = sys.executable
     typer = [py, "-c", "import typer"]
     helps, starts, statuses, stops, floors, typers = [], [], [], [], [], []
+    tree_statuses: list[float] = []
+    tree_stops: list[float] = []
     with owned_home("rbee-bench-keeper-") as home:
         env = {**os.environ, "RBEE_HOME": str(home), "NO_COLOR": "1"}
         _wall(typer)  # warm the page cache
@@ -66,13 +71,17 @@ def main() -> None:
         for _ in range(RUNS):
             port = str(_free_port())
             keeper = [py, "-m", "keeper", "--queen-url", f"http://127.0.0.1:{port}"]
+            tree = [py, "-m", "keeper", f"--queen-url=http://127.0.0.1:{port}"]
             # Paired by round: each figure next to a typer import timed just before it.
             typers.append(_wall(typer))
             helps.append(_wall([py, "-m", "keeper", "--help"]))
             starts.append(_wall([*keeper, "queen", "start", "--port", port], env))
             statuses.append(_wall([*keeper, "status"], env))
+            tree_statuses.append(_wall([*tree, "status"], env))
             floors.append(_wall([py, "-c", FLOOR]))
             stops.append(_wall([*keeper, "queen", "stop"], env))
+            _wall([*keeper, "queen", "start", "--port", port], env)
+            tree_stops.append(_wall([*tree, "queen", "stop"], env))
     typer_s = statistics.median(typers)
     print(f"  python -c 'import typer'     {typer_s * 1e3:7.1f} ms  baseline")
     help_s = statistics.median(helps)
@@ -82,15 +91,23 @@ def main() -> None:
     spread = f"min {min(starts):.2f}, max {max(starts):.2f}"
     print(f"  keeper queen start → healthy {median:7.2f} s   median ({spread})")
     for label, walls, goal in (
-        ("keeper status (running queen)", statuses, "(goal <= 2)"),
-        ("keeper queen stop", stops, "(goal <= 2)"),
+        ("keeper status (running queen)", statuses, "(goal <= 1.5)"),
+        ("keeper queen stop", stops, "(goal <= 1.2)"),
         ("floor: typer+httpx+rich import", floors, "(reference)"),
+        ("status, command tree", tree_statuses, "(before the quick reader)"),
+        ("queen stop, command tree", tree_stops, "(before the quick reader)"),
     ):
         ratio = statistics.median(w / t for w, t in zip(walls, typers, strict=True))
         print(
             f"  {label:<29}{statistics.median(walls) * 1e3:7.1f} ms  "
             f"{ratio:.2f}x import typer {goal}"
         )
+    for label, quick, slow in (
+        ("status", statuses, tree_statuses),
+        ("queen stop", stops, tree_stops),
+    ):
+        gain = statistics.median(s / q for q, s in zip(quick, slow, strict=True))
+        print(f"  {label}: the command tree takes {gain:.2f}x the quick reader's time")
 
 
 if __name__ == "__main__":

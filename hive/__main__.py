@@ -9,6 +9,7 @@ workers, exit 0; a second signal exits at once (128 + signal).
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 
@@ -16,7 +17,7 @@ import anyio
 
 from hive.errors import HiveConfigError
 from hive.settings import DEFAULT_HIVE_ID, HiveSettings
-from jobs import BEAT_INTERVAL_S, HIVE_PORT, LOOPBACK, TOKEN_ENV, tcp_port
+from jobs import BEAT_INTERVAL_S, HIVE_CREDENTIAL_ENV, HIVE_PORT, LOOPBACK, TOKEN_ENV, tcp_port
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     except HiveConfigError as exc:
         print(f"rbee-hive: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    # Read into the settings: no child (a worker, pip) inherits the hive's secrets.
+    for name in (TOKEN_ENV, HIVE_CREDENTIAL_ENV):
+        os.environ.pop(name, None)
     from jobs.server import run_daemon  # uvicorn and the app load past the checks
 
     NARRATE.action("startup").target(settings.hive_id).human(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from starlette.middleware import Middleware
@@ -23,25 +24,53 @@ from hive.router import create_router
 from hive.settings import HiveSettings
 from hive.supervisor import Supervisor
 from jobs import rbee_version
-from jobs.server import BodyLimit, JobApp, ServerConfig
+from jobs.server import BodyLimit, JobApp, ServerConfig, error_body
 from jobs.server import create_app as create_job_app
 
 ACTOR = "rbee-hive"  # the hive's narration actor
 # Backstop on the last beat and the goodbye (Heartbeat bounds them itself): a queen that
 # hangs must not hold up the hive's stop, whose workers wait for it.
 LEAVE_DEADLINE_S = LEAVE_S + 0.5
+# Open: a queen that has just started asks its machine's hive for a beat, and only the
+# signed beat that follows proves the hive (jobs._credentials); see queen.hives.
+BEAT_NOW_PATH = "/v1/heartbeats/now"
+
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/v1/capabilities": {
+        "get": {
+            "summary": "CPU cores, RAM and NVIDIA GPUs of this machine",
+            "responses": {"200": {"description": "capabilities"}},
+        }
+    },
+    BEAT_NOW_PATH: {
+        "post": {
+            "summary": "Beat to the queen now (at most once per beat interval)",
+            "responses": {
+                "202": {"description": "{beat}: whether a beat was brought forward"},
+                "409": {"description": "this hive beats to no queen"},
+            },
+        }
+    },
+}
 
 
 def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
     """A hive for `settings` serving `catalog` (loaded), reachable by the queen at `url`."""
     version = rbee_version()
     config = ServerConfig(
-        ACTOR, version, settings.state_dir, token=settings.token, bind=settings.bind
+        ACTOR,
+        version,
+        settings.state_dir,
+        token=settings.token,
+        credentials=(settings.credential,),
+        bind=settings.bind,
     )
     supervisor = Supervisor(
         logs_dir=settings.worker_logs,
         state_dir=settings.state_dir / "workers",
         hive_url=url,
+        credential=settings.credential,
         ready_timeout_s=settings.worker_ready_timeout_s,
     )
 
@@ -49,20 +78,30 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
         found = await anyio.to_thread.run_sync(capabilities)
         return JSONResponse({"hive_id": settings.hive_id, **found})
 
+    heartbeat: Heartbeat | None = None
+    if settings.queen_url is not None:
+        heartbeat = Heartbeat(
+            settings.queen_url,
+            hive_id=settings.hive_id,
+            url=url,
+            version=version,
+            workers=supervisor.infos,
+            token=settings.credential,
+            interval_s=settings.beat_interval_s,
+        )
+
+    async def beat_now(request: Request) -> Response:
+        if heartbeat is None:
+            return JSONResponse(
+                error_body("this hive beats to no queen (started without --queen-url)"),
+                status_code=409,
+            )
+        return JSONResponse({"beat": heartbeat.wake()}, status_code=202)
+
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         async with supervisor.running(), anyio.create_task_group() as tg:
-            heartbeat: Heartbeat | None = None
-            if settings.queen_url is not None:
-                heartbeat = Heartbeat(
-                    settings.queen_url,
-                    hive_id=settings.hive_id,
-                    url=url,
-                    version=version,
-                    workers=supervisor.infos,
-                    token=settings.queen_token,
-                    interval_s=settings.beat_interval_s,
-                )
+            if heartbeat is not None:
                 tg.start_soon(heartbeat.run, name="heartbeat")
             yield
             if heartbeat is not None:
@@ -72,15 +111,12 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
     return create_job_app(
         config,
         create_router(catalog, supervisor),
-        routes=[Route("/v1/capabilities", get_capabilities, methods=["GET"])],
+        routes=[
+            Route("/v1/capabilities", get_capabilities, methods=["GET"]),
+            Route(BEAT_NOW_PATH, beat_now, methods=["POST"]),
+        ],
+        open_paths=[BEAT_NOW_PATH],  # it only makes the hive beat (signed) to its queen
         middleware=[Middleware(BodyLimit)],  # 1 MiB bodies, read within a deadline
         lifespan=lifespan,
-        openapi_paths={
-            "/v1/capabilities": {
-                "get": {
-                    "summary": "CPU cores, RAM and NVIDIA GPUs of this machine",
-                    "responses": {"200": {"description": "capabilities"}},
-                }
-            }
-        },
+        openapi_paths=OPENAPI_PATHS,
     )

@@ -8,7 +8,9 @@ An entry records its id, the ref it came from, its file, size, sha256, status
 ref (`tiny`, `llama-3.2-1b.Q4_K_M`), never taken from a request as a path: a model id
 from outside that names a path (`../x`, `a/b`) is refused with InvalidRequest (400), and
 only files inside the catalog folder are ever deleted. A local `.gguf` is registered where
-it is, not copied. Only the hive's event loop touches a Catalog, so it takes no lock.
+it is, not copied, once it passes hive.modelfile's checks, which `load` runs again on
+such files (a file that fails them is listed `failed`). Only the hive's event loop touches
+a Catalog, so it takes no lock.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from hive.errors import ModelNotFound
+from hive.errors import ModelFileRefused, ModelNotFound
+from hive.modelfile import check_model_file_blocking
 from jobs import FILE_MODE, InvalidRequest, private_folder
-from narration_core import Narrator
+from narration_core import Narrator, redact
 
 NARRATE = Narrator("rbee-hive")
 
@@ -48,7 +51,7 @@ class ModelRef:
     """A parsed model reference: where the bytes come from and what to call them."""
 
     kind: Literal["builtin", "url", "local"]
-    source: str  # the ref as the user wrote it (what `find` matches)
+    source: str  # the ref as the user wrote it, credentials redacted (what `find` matches)
     name: str  # suggested id
     url: str | None = None  # url: what to GET
     path: Path | None = None  # local: the file
@@ -84,7 +87,8 @@ def parse_ref(ref: str) -> ModelRef:
             f"{ref!r} is not a model reference; use builtin:smollm2, hf:org/repo/file.gguf, "
             "an http(s):// URL or a local .gguf path"
         )
-    return ModelRef("local", ref, _slug(path.stem), path=path.resolve())
+    # Absolute, with links kept: the file checks must see a link to judge its target.
+    return ModelRef("local", ref, _slug(path.stem), path=Path(os.path.abspath(path)))
 
 
 def hf_url(ref: str) -> str:
@@ -142,6 +146,8 @@ class Catalog:
                 if entry.status == "downloading":
                     entry.status = "failed"
                     entry.error = "the hive stopped during the download; download it again"
+                elif entry.status == "available" and not entry.owned:
+                    _recheck(entry)
                 self._entries[entry.id] = entry
         return self
 
@@ -154,7 +160,7 @@ class Catalog:
         if entry is not None:
             return entry
         for entry in self._entries.values():
-            if entry.source == model:
+            if entry.source == redact(model):  # a URL's credentials are never kept
                 return entry
         return None
 
@@ -231,8 +237,20 @@ def _read_index(index: Path) -> list[ModelEntry]:
         return []
 
 
+def _recheck(entry: ModelEntry) -> None:
+    """Check a user's file again (an older hive registered files unchecked, and the file
+    may have changed since): one that no longer passes is listed `failed` with the reason,
+    without the size and sha256 of whatever it is now."""
+    try:
+        check_model_file_blocking(Path(entry.path))
+    except ModelFileRefused as exc:
+        entry.status, entry.error = "failed", str(exc)
+        entry.size = entry.sha256 = None
+
+
 def new_entry(model_id: str, ref: ModelRef, path: Path, *, owned: bool) -> ModelEntry:
-    return ModelEntry(model_id, ref.source, str(path), "downloading", time.time(), owned=owned)
+    source = redact(ref.source)  # shown in model_list, /v1/models and catalog.json
+    return ModelEntry(model_id, source, str(path), "downloading", time.time(), owned=owned)
 
 
 def _name_from(url: str) -> str:

@@ -4,7 +4,9 @@ The bytes go to `<dest>.part`; an interrupted transfer is retried (a few times, 
 pause) from where it stopped with `Range: bytes=N-`, and a `.part` left by an earlier
 failed job is resumed the same way. A server that ignores Range (200 instead of 206)
 restarts the file from zero. Only a complete file whose sha256 matches the expected one
-(when given) is renamed to `dest`; a mismatch deletes the bytes. Servers' certificates
+(when given) is renamed to `dest`; a mismatch deletes the bytes, and so does a full disk (a
+`.part` kept for a resume would keep the disk full, and every job refused, until someone
+found it). Servers' certificates
 are checked against this machine's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured), as
 pip and curl check them, not against a bundle of httpx's own: a machine whose network
 re-signs TLS with its own authority downloads models as it installs packages.
@@ -15,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial as partial_fn
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +29,9 @@ import anyio
 import httpx
 
 from hive.errors import ChecksumMismatch, DownloadError
+from hive.gguf_layout import Stopped
+from hive.modelfile import run_stoppable
+from jobs import FULL_ERRNOS
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
@@ -52,11 +59,32 @@ async def download(
     expected_sha256: str | None = None,
     label: str | None = None,
 ) -> Downloaded:
-    """Fetch `url` into `dest`; raises DownloadError (the .part stays unless the bytes
-    were wrong). `label` names the model in narration (default: the URL)."""
+    """Fetch `url` into `dest`; raises DownloadError (the .part stays to resume, unless the
+    bytes were wrong), or OSError when the disk is full (the .part removed, and narrated).
+    `label` names the model in narration (default: the URL)."""
     part = dest.with_name(dest.name + ".part")
     label = label or url
-    partial = _Partial(part, await anyio.to_thread.run_sync(_hash_existing, part))
+    try:
+        partial = _Partial(part, await run_stoppable(partial_fn(_hash_existing, part)))
+        await _fetch(url, partial, headers, label)
+    except OSError as exc:
+        if exc.errno in FULL_ERRNOS:  # a .part kept would keep the disk full: nothing runs
+            _drop_part(part, label)
+        raise
+    sha256 = partial.digest.hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        part.unlink(missing_ok=True)
+        raise ChecksumMismatch(url, actual=sha256, expected=expected_sha256)
+    size = part.stat().st_size
+    os.replace(part, dest)
+    return Downloaded(dest, size, sha256)
+
+
+async def _fetch(
+    url: str, partial: _Partial, headers: Mapping[str, str] | None, label: str
+) -> None:
+    """Transfer into `partial`, resuming after interruptions; raises DownloadError."""
+    part = partial.path
     timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
     async with httpx.AsyncClient(
         timeout=timeout,
@@ -80,13 +108,6 @@ async def download(
                     f"Download of {label} interrupted at {_bytes(have)} ({reason}); resuming"
                 ).emit()
                 await anyio.sleep(RETRY_PAUSE_S * 2 ** (attempt - 1))
-    sha256 = partial.digest.hexdigest()
-    if expected_sha256 is not None and sha256 != expected_sha256.lower():
-        part.unlink(missing_ok=True)
-        raise ChecksumMismatch(url, actual=sha256, expected=expected_sha256)
-    size = part.stat().st_size
-    os.replace(part, dest)
-    return Downloaded(dest, size, sha256)
 
 
 @dataclass(slots=True)
@@ -166,14 +187,31 @@ def _write(out: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
     digest.update(chunk)
 
 
-def _hash_existing(part: Path) -> hashlib._Hash:
-    """A sha256 already fed with the bytes of an earlier partial download, if any."""
+def _hash_existing(part: Path, stop: threading.Event) -> hashlib._Hash:
+    """A sha256 already fed with the bytes of an earlier partial download, if any; gives up
+    within a block once `stop` is set (the job was cancelled)."""
     digest = hashlib.sha256()
     if part.exists():
         with part.open("rb") as f:
             while block := f.read(HASH_BLOCK_BYTES):
+                if stop.is_set():
+                    raise Stopped
                 digest.update(block)
     return digest
+
+
+def _drop_part(part: Path, label: str) -> None:
+    """Remove the partial download that ran out of room, and say so: resuming it later
+    saves little, while keeping it leaves every job of every rbee daemon refused."""
+    try:
+        size = part.stat().st_size
+        part.unlink()
+    except FileNotFoundError:
+        return
+    NARRATE.action("download_removed").target(label).level("warn").human(
+        f"The disk is full: removed the partial download {part} ({_bytes(size)}); "
+        "download it again once there is room"
+    ).emit()
 
 
 def _bytes(n: float) -> str:

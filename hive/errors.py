@@ -4,6 +4,7 @@ HiveError
 ├── HiveConfigError   the command line / environment cannot be served as given (exit 2)
 ├── ModelNotFound     no catalog entry for that model id or reference
 ├── ModelInUse        a model cannot be deleted while a worker has it loaded
+├── ModelFileRefused  a local file is not a model the hive will read (also a 400 request)
 ├── DownloadError     a download failed (the partial file stays, to resume)
 │   └── ChecksumMismatch  the bytes did not match the expected sha256 (they are deleted)
 ├── WorkerNotFound    no worker with that id on this hive
@@ -13,6 +14,9 @@ HiveError
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+
+from jobs import InvalidRequest
 
 
 class HiveError(Exception):
@@ -58,6 +62,27 @@ class ModelInUse(HiveError):
         super().__init__(
             f"model {model!r} is loaded by worker(s) {', '.join(self.workers)}; stop them "
             "first with `keeper worker stop ID`"
+        )
+
+
+class ModelFileRefused(HiveError, InvalidRequest):
+    """Raised when a model path is not a regular GGUF file within reach (a device, FIFO,
+    folder, a link to a file its maker may not read, sparse, truncated); `reason` never
+    quotes the file's content. An InvalidRequest too, so `POST /v1/jobs` answers 400."""
+
+    def __init__(self, path: Path, reason: str, *, target: Path | None = None) -> None:
+        self.path = path
+        self.reason = reason
+        self.target = target if target != path else None  # the file behind a link
+        link = f" (a link to {self.target})" if self.target is not None else ""
+        detail = {"path": str(path), "reason": reason}
+        if self.target is not None:
+            detail["target"] = str(self.target)
+        InvalidRequest.__init__(
+            self,
+            f"cannot use {path}{link} as a model: {reason}; point at a GGUF model file instead",
+            detail=detail,
+            status=400,
         )
 
 

@@ -69,6 +69,8 @@ class Heartbeat:
         self.reachable: bool | None = None  # None until the first beat
         self.said_goodbye = False  # the queen accepted the goodbye
         self._leaving = anyio.Event()
+        self._nudge = anyio.Event()  # ends the pause between beats: leave() or wake()
+        self._woken_at = -float("inf")
         self._in_flight: anyio.CancelScope | None = None  # the beat being sent, if any
 
     def beat(self) -> HiveBeat:
@@ -87,10 +89,22 @@ class Heartbeat:
         """Stop beating: `run` lets the beat in flight land (LAST_BEAT_WAIT_S at most), says
         goodbye and returns, within LEAVE_S."""
         self._leaving.set()
+        self._nudge.set()
         if self._in_flight is not None:
             self._in_flight.deadline = min(
                 self._in_flight.deadline, anyio.current_time() + LAST_BEAT_WAIT_S
             )
+
+    def wake(self) -> bool:
+        """Beat now rather than after the pause (a queen that has just started and wants
+        to hear from its machine's hive asks for it); at most once per interval, so
+        nobody can make the hive beat faster than it would. True when it will."""
+        now = anyio.current_time()
+        if now - self._woken_at < self.interval_s:
+            return False
+        self._woken_at = now
+        self._nudge.set()
+        return True
 
     async def run(self) -> None:
         """Beat until `leave()`, then say goodbye; never raises for a missing queen (that
@@ -118,7 +132,10 @@ class Heartbeat:
                     self._went_wrong(problem, pause)
                     pause = min(pause * 2, self.backoff_max_s)
                 with anyio.move_on_after(pause):
-                    await self._leaving.wait()
+                    await self._nudge.wait()
+                if self._nudge.is_set() and not self._leaving.is_set():
+                    self._nudge = anyio.Event()  # woken: beat now, and at the usual pace
+                    pause = self.interval_s
             await self._goodbye(client, headers)
 
     async def _goodbye(self, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
@@ -152,6 +169,11 @@ class Heartbeat:
             return str(exc) or type(exc).__name__
         if response.is_success:
             return None
+        if response.status_code == 401:
+            return (
+                f"HTTP 401: the queen refused hive {self.hive_id}'s credential; start this "
+                f"hive with `keeper hive start {self.hive_id}` on the queen's machine"
+            )
         return f"HTTP {response.status_code}"
 
     def _went_well(self) -> None:

@@ -27,6 +27,7 @@ from hive.catalog import (
 )
 from hive.download import download
 from hive.errors import ChecksumMismatch, DownloadError, ModelInUse
+from hive.modelfile import check_model_file, hash_model_file
 from hive.smollm2 import fetch_smollm2
 from hive.supervisor import Supervisor
 from hive.tiny_model import write_tiny_model
@@ -47,10 +48,12 @@ from narration_core import Narrator, redact
 NARRATE = Narrator("rbee-hive")
 HF_TOKEN_ENV = "HF_TOKEN"  # sent as a bearer token to huggingface.co only
 HF_HOSTS = ("https://huggingface.co/",)
+FETCH_STOP_WAIT_S = 5.0  # how long model_delete waits for a fetch it cancelled to end
 
 
 def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Handler]:
     """The handlers this hive serves, closed over its catalog and supervisor."""
+    fetching: dict[str, Job] = {}  # model id -> the job downloading or hashing it
 
     async def worker_spawn(op: WorkerSpawn, job: Job) -> dict[str, Any]:
         """Spawn a worker for a catalog id, or for a ref: a ref the catalog lacks is fetched
@@ -61,6 +64,8 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             if not op.model.startswith(REF_PREFIXES) and not op.model.endswith(".gguf"):
                 entry = catalog.resolve(op.model)  # an id the catalog lacks: raises, 404
             fetch = await _checked_ref(op.model)
+        else:  # checked again: the file may have changed since it was registered
+            await check_model_file(Path(entry.path))
         found = await anyio.to_thread.run_sync(capabilities)  # what /v1/capabilities says
         if op.device not in found["devices"]:
             raise InvalidRequest(
@@ -73,9 +78,17 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             NARRATE.action("model_download").target(op.model).human(
                 f"{op.model} is not in this hive's catalog yet; fetching it first"
             ).emit()
-            entry = await _fetch(*fetch)
+            entry = await _fetch(*fetch, job)
         assert entry is not None
-        worker = await supervisor.spawn(entry.id, Path(entry.path), op.device, job_id=job.id)
+        worker = await supervisor.spawn(
+            entry.id,
+            Path(entry.path),
+            op.device,
+            job_id=job.id,
+            parallel=op.parallel,
+            threads=op.threads,
+            ctx_size=op.ctx_size,
+        )
         return worker.to_dict()
 
     async def worker_list(op: WorkerList, job: Job) -> dict[str, Any]:
@@ -106,7 +119,7 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
                 f"{op.model} is already in the catalog as {existing.id}"
             ).emit()
             return existing.to_dict()
-        return (await _fetch(ref, existing)).to_dict()
+        return (await _fetch(ref, existing, job)).to_dict()
 
     async def _checked_ref(model: str) -> tuple[ModelRef, ModelEntry | None]:
         """The parsed ref and its catalog entry, if any, once it may be fetched: raises
@@ -120,16 +133,20 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             )
         if ref.path is not None and (existing is None or existing.status != "available"):
             await _check_file(ref.path)
+            await check_model_file(ref.path)
         return ref, existing
 
-    async def _fetch(ref: ModelRef, existing: ModelEntry | None) -> ModelEntry:
+    async def _fetch(ref: ModelRef, existing: ModelEntry | None, job: Job) -> ModelEntry:
+        model_id = existing.id if existing is not None else catalog.new_id(ref)
+        fetching[model_id] = job  # what `model_delete` cancels while the model is fetched
         try:
-            return await _add(ref, existing)
+            return await _add(ref, model_id)
         except OSError as exc:  # the model or the catalog could not be written
             raise storage_error(catalog.folder, exc) from exc
+        finally:
+            fetching.pop(model_id, None)
 
-    async def _add(ref: ModelRef, existing: ModelEntry | None) -> ModelEntry:
-        model_id = existing.id if existing is not None else catalog.new_id(ref)
+    async def _add(ref: ModelRef, model_id: str) -> ModelEntry:
         if ref.kind == "local":
             return await _register_local(ref, model_id)
         path = catalog.file_for(model_id)
@@ -143,7 +160,7 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
                     f"Writing {ref.source} (random weights, seeded) to {path}"
                 ).emit()
                 await anyio.to_thread.run_sync(write_tiny_model, path)
-                size, sha256 = await anyio.to_thread.run_sync(_size_and_sha256, path)
+                size, sha256 = await hash_model_file(await check_model_file(path))
             else:
                 assert ref.url is not None
                 NARRATE.action("model_download").target(model_id).human(
@@ -164,7 +181,11 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             entry.status, entry.error = "failed", redact(str(exc))  # catalog.json keeps it
             _keep_failed(entry)  # the .part stays: downloading again resumes
             raise
-        except BaseException:  # cancelled, disk full (or a bug): record it; a .part resumes
+        except OSError as exc:  # disk full: the download removed its .part (download.py)
+            entry.status, entry.error = "failed", redact(str(storage_error(catalog.folder, exc)))
+            _keep_failed(entry)
+            raise
+        except BaseException:  # cancelled (or a bug): record it; a .part resumes
             entry.status, entry.error = "failed", "interrupted; download again to resume"
             _keep_failed(entry)
             raise
@@ -182,16 +203,22 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             catalog.put(entry)
 
     async def _register_local(ref: ModelRef, model_id: str) -> ModelEntry:
+        """Check the user's file (ModelFileRefused: 400 naming it, never the hive's disk),
+        hash it (a cancel stops the hash within a chunk) and register the file checked."""
         assert ref.path is not None
+        checked = await check_model_file(ref.path)
+        entry = new_entry(model_id, ref, checked.target, owned=False)
+        catalog.put(entry)  # listed as `downloading` while it is hashed; deletable
+        NARRATE.action("model_hash").target(model_id).human(
+            f"Hashing {checked.target} ({checked.size / 1e6:.1f} MB, {checked.tensors} tensors)"
+        ).emit()
         try:
-            size, sha256 = await anyio.to_thread.run_sync(_size_and_sha256, ref.path)
-        except OSError as exc:  # the user's file, not the hive's disk (a storage error)
-            raise InvalidRequest(
-                f"cannot read {ref.path} ({exc.strerror or exc}); check that file",
-                detail={"path": str(ref.path)},
-                status=400,
-            ) from exc
-        entry = new_entry(model_id, ref, ref.path, owned=False)
+            size, sha256 = await hash_model_file(checked)
+        except BaseException:  # cancelled, or the file changed: nothing of it is kept
+            if catalog.find(model_id) is entry:
+                with contextlib.suppress(OSError):
+                    catalog.remove(model_id)
+            raise
         entry.size, entry.sha256, entry.status = size, sha256, "available"
         catalog.put(entry)
         NARRATE.action("model_ready").target(model_id).human(
@@ -225,7 +252,15 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
         if users:
             raise ModelInUse(entry.id, users)
         job.mark_ready()
-        catalog.remove(entry.id)
+        if (fetch := fetching.get(entry.id)) is not None:  # stop its download or hash first
+            NARRATE.action("model_delete").target(entry.id).human(
+                f"Stopping job {fetch.id}, which is fetching {entry.id}"
+            ).emit()
+            fetch.cancel_scope.cancel()
+            with anyio.move_on_after(FETCH_STOP_WAIT_S):
+                await fetch.finished.wait()
+        if catalog.find(entry.id) is not None:  # a cancelled hash already took it away
+            catalog.remove(entry.id)
         kept = "" if entry.owned else f" (the file {entry.path} was left in place)"
         NARRATE.action("model_delete").target(entry.id).human(
             f"Deleted model {entry.id}{kept}"
@@ -252,8 +287,9 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
 
 
 async def _check_file(path: Path) -> None:
-    """Refuse (400) a local model path with no file behind it, before the job is ready."""
-    if not await anyio.Path(path).is_file():
+    """Refuse (400) a local model path with nothing behind it, before the job is ready (what
+    is there is then checked: hive.modelfile)."""
+    if not await anyio.to_thread.run_sync(os.path.lexists, path):
         raise InvalidRequest(
             f"there is no file {path} on this hive; check the path",
             detail={"path": str(path)},
@@ -266,13 +302,3 @@ def _auth_headers(ref: ModelRef) -> dict[str, str]:
     if ref.is_hf and token and ref.url is not None and ref.url.startswith(HF_HOSTS):
         return {"Authorization": f"Bearer {token}"}
     return {}
-
-
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return path.stat().st_size, digest.hexdigest()

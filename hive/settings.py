@@ -14,9 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hive.errors import HiveConfigError
-from jobs import BEAT_INTERVAL_S, HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths, is_loopback
+from jobs import (
+    BEAT_INTERVAL_S,
+    HIVE_CREDENTIAL_ENV,
+    HIVE_PORT,
+    LOOPBACK,
+    TOKEN_ENV,
+    RbeePaths,
+    cluster_secret,
+    hive_credential,
+    is_loopback,
+)
 
-QUEEN_TOKEN_ENV = "RBEE_QUEEN_TOKEN"  # bearer token the hive sends with its heartbeats
 HIVE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # the operations' id alphabet
 DEFAULT_HIVE_ID = "localhost"  # the hive on the queen's own machine
 WORKER_READY_TIMEOUT_S = 120.0  # a large model on a slow disk takes a while to load
@@ -30,9 +39,11 @@ class HiveSettings:
     hive_id: str = DEFAULT_HIVE_ID
     port: int = HIVE_PORT
     bind: str = LOOPBACK
-    token: str | None = None
+    token: str | None = None  # the user's token (RBEE_TOKEN), required beyond loopback
     queen_url: str | None = None  # None: no heartbeats (a hive serving on its own)
-    queen_token: str | None = None
+    # The queen <-> hive hop's credential (jobs._credentials): signs the beats, admits the
+    # queen's calls and derives each worker's own. Never handed to a worker.
+    credential: str = ""
     beat_interval_s: float = BEAT_INTERVAL_S
     worker_ready_timeout_s: float = WORKER_READY_TIMEOUT_S
 
@@ -82,13 +93,19 @@ class HiveSettings:
             )
         if beat_interval_s <= 0:
             raise HiveConfigError("--beat-interval must be a positive number of seconds")
+        paths = (paths or RbeePaths.resolve()).ensure()
+        # From the keeper (environment, or SSH's stdin for a remote hive); a hive started
+        # by hand beside its queen derives it from the RBEE_HOME they share.
+        credential = (env.get(HIVE_CREDENTIAL_ENV) or "").strip() or hive_credential(
+            cluster_secret(paths), hive_id
+        )
         return cls(
-            paths=(paths or RbeePaths.resolve()).ensure(),
+            paths=paths,
             hive_id=hive_id,
             port=port,
             bind=bind,
             token=token,
             queen_url=queen_url.rstrip("/") if queen_url else None,
-            queen_token=(env.get(QUEEN_TOKEN_ENV) or "").strip() or None,
+            credential=credential,
             beat_interval_s=beat_interval_s,
         )

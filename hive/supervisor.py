@@ -30,7 +30,17 @@ import httpx
 import psutil
 
 from hive.errors import WorkerNotFound, WorkerStartError
-from jobs import FILE_MODE, LOOPBACK, WorkerInfo, WorkerState, private_folder
+from jobs import (
+    FILE_MODE,
+    HIVE_CREDENTIAL_ENV,
+    LOOPBACK,
+    TOKEN_ENV,
+    WORKER_CREDENTIAL_ENV,
+    WorkerInfo,
+    WorkerState,
+    private_folder,
+    worker_credential,
+)
 from narration_core import (
     CapturedProcess,
     NarrationEvent,
@@ -46,6 +56,8 @@ WORKER_ACTOR = "llm-worker-rbee"
 WORKER_PROGRAM = "llm-worker-rbee"  # console script next to the hive's Python
 HEALTH_POLL_S = 0.05  # between /health probes while a worker starts
 HEALTH_TIMEOUT_S = 2.0  # one probe
+# Never inherited by a worker: it gets only its own credential (WORKER_CREDENTIAL_ENV).
+SECRET_ENV = frozenset({TOKEN_ENV, HIVE_CREDENTIAL_ENV, WORKER_CREDENTIAL_ENV, "RBEE_QUEEN_TOKEN"})
 REFRESH_S = 1.0  # how often ready workers are asked whether they are generating (busy)
 
 
@@ -68,6 +80,12 @@ class Worker:
     exited: anyio.Event = field(default_factory=anyio.Event)
     last_line: str | None = None  # what it printed last: quoted if it fails to start
     failure: str | None = None  # its last error narration (`failed`): quoted before last_line
+    # Its slots and context as its /health reports them (see `Supervisor._refresh`).
+    slots: int = 1
+    slots_busy: int = 0
+    threads: int | None = None
+    ctx_size: int | None = None
+    kv_bytes: int | None = None
 
     @property
     def url(self) -> str:
@@ -84,6 +102,11 @@ class Worker:
             state=self.state,
             rss_bytes=_rss(self.pid),
             started_at=self.started_at,
+            slots=self.slots,
+            slots_busy=min(self.slots_busy, self.slots),
+            threads=self.threads,
+            ctx_size=self.ctx_size,
+            kv_bytes=self.kv_bytes,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -99,10 +122,13 @@ class Supervisor:
         logs_dir: Path,
         state_dir: Path,
         hive_url: str | None = None,
+        credential: str | None = None,
         ready_timeout_s: float = 120.0,
         grace_s: float = STOP_GRACE_S,
     ) -> None:
         self.logs_dir = logs_dir
+        # The hive's credential, from which each worker gets its own (never this one).
+        self.credential = credential
         self.state_dir = state_dir  # one job registry folder per worker, removed when it exits
         self.hive_url = hive_url
         self.ready_timeout_s = ready_timeout_s
@@ -112,7 +138,12 @@ class Supervisor:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Supervisor]:
-        """Own the workers while the block runs; leaving it stops every worker."""
+        """Own the workers while the block runs; leaving it stops every worker.
+
+        First it removes what workers of an earlier run left: a hive killed with -9
+        cannot clean up, and its workers died with it (they exit with their parent), so
+        each leftover folder holds a dead worker's prompts and jobs `running` for ever."""
+        self._remove_leftovers()
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._refresh_forever, name="worker health")
@@ -135,8 +166,21 @@ class Supervisor:
         """Ids of the live workers that have `model_id` loaded."""
         return [w.id for w in self.workers() if w.model_id == model_id]
 
-    async def spawn(self, model_id: str, model_path: Path, device: str, *, job_id: str) -> Worker:
+    async def spawn(
+        self,
+        model_id: str,
+        model_path: Path,
+        device: str,
+        *,
+        job_id: str,
+        parallel: int | None = None,
+        threads: int | None = None,
+        ctx_size: int | None = None,
+    ) -> Worker:
         """Start a worker and return once its /health says ready.
+
+        `parallel`, `threads` and `ctx_size` go to the worker's flags; None leaves the
+        worker's own defaults (2 slots on a CPU, the physical cores, 4,096 tokens a slot).
 
         Its output is relayed into `job_id` (and its log file). Raises WorkerStartError
         quoting the worker's failure line if it exits first or is not ready in time; the
@@ -171,6 +215,13 @@ class Supervisor:
         ]
         if self.hive_url:
             argv += ["--hive-url", self.hive_url]
+        for flag, value in (
+            ("--parallel", parallel),
+            ("--threads", threads),
+            ("--ctx-size", ctx_size),
+        ):
+            if value is not None:
+                argv += [flag, str(value)]
         NARRATE.action("worker_spawn").target(worker_id).human(
             f"Spawning worker {worker_id} for {model_id} on {device}, port {port}"
         ).emit()
@@ -181,7 +232,7 @@ class Supervisor:
             job_id, actor=WORKER_ACTOR, origin=f"worker:{worker_id}", grace=self.grace_s
         )
         try:
-            worker.process = await capture.spawn(argv)
+            worker.process = await capture.spawn(argv, env=self._worker_env(worker_id))
         except OSError as exc:
             unregister()
             log.close()
@@ -203,6 +254,27 @@ class Supervisor:
             f"Worker {worker_id} ready at {worker.url} (pid {worker.pid})"
         ).emit()
         return worker
+
+    def _remove_leftovers(self) -> None:
+        try:
+            leftovers = [p for p in self.state_dir.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return
+        for folder in leftovers:
+            shutil.rmtree(folder, ignore_errors=True)
+        if leftovers:
+            NARRATE.action("worker_cleanup").human(
+                f"Removed the state of {len(leftovers)} worker"
+                f"{'s' * (len(leftovers) != 1)} of an earlier run that ended without cleaning "
+                "up (their prompts and jobs)"
+            ).emit()
+
+    def _worker_env(self, worker_id: str) -> dict[str, str]:
+        """The hive's environment without its secrets, plus the worker's own credential."""
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        if self.credential:
+            env[WORKER_CREDENTIAL_ENV] = worker_credential(self.credential, worker_id)
+        return env
 
     async def _run(self, worker: Worker, unregister: Callable[[], None], log: IO[str]) -> None:
         assert worker.process is not None
@@ -253,12 +325,19 @@ class Supervisor:
 
     async def _refresh(self, client: httpx.AsyncClient, worker: Worker) -> None:
         try:
-            response = await client.get(f"{worker.url}/health")
-            busy = bool(response.json().get("busy"))
-        except (httpx.HTTPError, ValueError, AttributeError):
+            health = (await client.get(f"{worker.url}/health")).json()
+            slots = max(int(health.get("slots", 1)), 1)
+            slots_busy = int(health.get("slots_busy", 0))
+            shape = {k: health.get(k) for k in ("threads", "ctx_size", "kv_bytes")}
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
             return  # exiting or wedged: its process task reports the exit
+        worker.slots, worker.slots_busy = slots, slots_busy
+        worker.threads, worker.ctx_size, worker.kv_bytes = (
+            v if isinstance(v, int) and v >= 0 else None for v in shape.values()
+        )
         if worker.state in ("ready", "busy"):  # not stopped meanwhile
-            worker.state = "busy" if busy else "ready"
+            # Busy when no slot is free: the queen sends it nothing more until one is.
+            worker.state = "busy" if slots_busy >= slots else "ready"
 
     async def stop(self, worker_id: str) -> Worker:
         """Stop a worker's process group (SIGTERM, grace, SIGKILL); raises WorkerNotFound."""

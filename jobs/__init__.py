@@ -77,7 +77,7 @@ from jobs._paths import (
     home_env,
     private_folder,
 )
-from jobs._process_exit import exit_process
+from jobs._process_exit import exit_process, how_it_ended
 from jobs._sampling import (
     MAX_TOKENS_DEFAULT,
     MAX_TOKENS_LIMIT,
@@ -99,6 +99,14 @@ if typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type check
         HiveGoodbye,
         WorkerInfo,
         WorkerState,
+    )
+    from jobs._credentials import (
+        HIVE_CREDENTIAL_ENV,
+        WORKER_CREDENTIAL_ENV,
+        cluster_secret,
+        hive_credential,
+        same_credential,
+        worker_credential,
     )
     from jobs._disk import FULL_ERRNOS, MIN_FREE_BYTES, check_room, free_bytes, storage_error
     from jobs._net import is_loopback, tcp_port
@@ -171,7 +179,16 @@ _BEATS = (
 )
 _DISK = ("FULL_ERRNOS", "MIN_FREE_BYTES", "check_room", "free_bytes", "storage_error")
 _NET = ("is_loopback", "tcp_port")
+_CREDENTIALS = (
+    "HIVE_CREDENTIAL_ENV",
+    "WORKER_CREDENTIAL_ENV",
+    "cluster_secret",
+    "hive_credential",
+    "same_credential",
+    "worker_credential",
+)
 _LAZY = {
+    **dict.fromkeys(_CREDENTIALS, "jobs._credentials"),
     **dict.fromkeys(_OPERATIONS, "jobs._operations"),
     **dict.fromkeys(_BEATS, "jobs._beats"),
     **dict.fromkeys(_DISK, "jobs._disk"),
@@ -204,6 +221,7 @@ __all__ = [
     "FOLDER_MODE",
     "FULL_ERRNOS",
     "HIVES_CONFIG",
+    "HIVE_CREDENTIAL_ENV",
     "HIVE_PORT",
     "HOME_ENV",
     "ID_MAX_CHARS",
@@ -229,6 +247,7 @@ __all__ = [
     "TOP_K_MIN",
     "TOP_P_DEFAULT",
     "TOP_P_MAX",
+    "WORKER_CREDENTIAL_ENV",
     "AuthRequired",
     "CannotListen",
     "ChatMessage",
@@ -269,11 +288,14 @@ __all__ = [
     "WorkerStop",
     "chat_messages",
     "check_room",
+    "cluster_secret",
     "exit_process",
     "free_bytes",
+    "hive_credential",
     "hive_list_op",
     "hive_status_op",
     "home_env",
+    "how_it_ended",
     "infer_op",
     "is_final",
     "is_loopback",
@@ -287,10 +309,12 @@ __all__ = [
     "private_folder",
     "queen_status_op",
     "rbee_version",
+    "same_credential",
     "storage_error",
     "tcp_port",
     "terminator",
     "to_narration",
+    "worker_credential",
     "worker_list_op",
     "worker_spawn_op",
     "worker_stop_op",

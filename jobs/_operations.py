@@ -10,7 +10,7 @@ alphabet, so nothing a job stores can break a listing or a terminal later.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -60,7 +60,14 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-Int = Annotated[int, BeforeValidator(_whole_number)]
+_WHOLE = BeforeValidator(_whole_number)
+Int = Annotated[int, _WHOLE]
+# An optional bounded Int keeps its bounds in the JSON schema only with the bounds on the
+# int itself, before the validator: `Annotated[int, Field(ge=…), _WHOLE] | None`.
+PARALLEL_MAX = 64  # slots in one worker
+THREADS_MAX = 1024
+CTX_SIZE_MIN = 64  # context tokens per slot
+CTX_SIZE_MAX = 1 << 20
 """An integer as JSON Schema means it: 5 or 5.0, never "5" or true."""
 
 
@@ -76,6 +83,13 @@ class _Op(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, strict=True, json_schema_extra=_operation_is_required
     )
+    # Operations that only read or free space still run while the disk is full (the
+    # server's 507 refuses the rest): a user must be able to see what fills it and delete it.
+    runs_on_full_disk: ClassVar[bool] = False
+
+    def allowed_on_full_disk(self) -> bool:
+        """True when this operation writes nothing but its own short log, or frees space."""
+        return self.runs_on_full_disk
 
 
 class QueenStatus(_Op):
@@ -90,6 +104,9 @@ class QueenStatus(_Op):
     watch: bool = False
     interval_s: float = Field(default=2.0, ge=0.01, le=3600)  # a floor: no busy loop
 
+    def allowed_on_full_disk(self) -> bool:
+        return not self.watch  # a watch writes a snapshot every interval, for as long as it runs
+
 
 class HiveStart(_Op):
     operation: Literal["hive_start"] = "hive_start"
@@ -103,10 +120,12 @@ class HiveStop(_Op):
 
 class HiveList(_Op):
     operation: Literal["hive_list"] = "hive_list"
+    runs_on_full_disk = True
 
 
 class HiveStatus(_Op):
     operation: Literal["hive_status"] = "hive_status"
+    runs_on_full_disk = True
     hive_id: Id = DEFAULT_HIVE
 
 
@@ -115,15 +134,22 @@ class WorkerSpawn(_Op):
     hive_id: Id = DEFAULT_HIVE
     model: Text
     device: Text = "cpu"
+    # None: the worker's own defaults (2 slots on a CPU, 4 on a GPU; the physical cores;
+    # 4096 context tokens per slot, never above the model's trained window).
+    parallel: Annotated[int, Field(ge=1, le=PARALLEL_MAX), _WHOLE] | None = None
+    threads: Annotated[int, Field(ge=1, le=THREADS_MAX), _WHOLE] | None = None
+    ctx_size: Annotated[int, Field(ge=CTX_SIZE_MIN, le=CTX_SIZE_MAX), _WHOLE] | None = None
 
 
 class WorkerList(_Op):
     operation: Literal["worker_list"] = "worker_list"
+    runs_on_full_disk = True
     hive_id: Id = DEFAULT_HIVE
 
 
 class WorkerStop(_Op):
     operation: Literal["worker_stop"] = "worker_stop"
+    runs_on_full_disk = True
     hive_id: Id = DEFAULT_HIVE
     worker_id: Id
 
@@ -136,11 +162,13 @@ class ModelDownload(_Op):
 
 class ModelList(_Op):
     operation: Literal["model_list"] = "model_list"
+    runs_on_full_disk = True
     hive_id: Id = DEFAULT_HIVE
 
 
 class ModelDelete(_Op):
     operation: Literal["model_delete"] = "model_delete"
+    runs_on_full_disk = True
     hive_id: Id = DEFAULT_HIVE
     model: Text
 

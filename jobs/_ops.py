@@ -40,8 +40,24 @@ def hive_status_op(*, hive_id: str) -> WireOperation:
     return {"operation": "hive_status", "hive_id": hive_id}
 
 
-def worker_spawn_op(*, hive_id: str, model: str, device: str = "cpu") -> WireOperation:
-    return {"operation": "worker_spawn", "hive_id": hive_id, "model": model, "device": device}
+def worker_spawn_op(
+    *,
+    hive_id: str,
+    model: str,
+    device: str = "cpu",
+    parallel: int | None = None,
+    threads: int | None = None,
+    ctx_size: int | None = None,
+) -> WireOperation:
+    op: WireOperation = {
+        "operation": "worker_spawn",
+        "hive_id": hive_id,
+        "model": model,
+        "device": device,
+    }
+    sizes = {"parallel": parallel, "threads": threads, "ctx_size": ctx_size}
+    op.update({name: value for name, value in sizes.items() if value is not None})
+    return op
 
 
 def worker_list_op(*, hive_id: str) -> WireOperation:

@@ -1,4 +1,5 @@
-"""Ending a program without the interpreter's teardown, once it has nothing left to do.
+"""Ending a program without the interpreter's teardown, once it has nothing left to do;
+and how a child process ended, in words (`how_it_ended`).
 
 Teardown frees every module and object one by one: ~0.1-0.2 s for a server (which a
 `keeper queen stop` would wait for) and ~20 ms for a keeper command (paid on every use).
@@ -31,3 +32,17 @@ def exit_process(code: int = 0) -> NoReturn:
         with contextlib.suppress(Exception):  # a closed or broken stream: nothing to save
             stream.flush()
     os._exit(code)
+
+
+def how_it_ended(code: int) -> str:
+    """A child's end in words: `exited with code 3`, or `was killed by SIGKILL` for the
+    negative codes subprocess and asyncio report for a death by signal."""
+    if code >= 0:
+        return f"exited with code {code}"
+    import signal
+
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:  # a real-time or unknown signal number
+        name = f"signal {-code}"
+    return f"was killed by {name}"

@@ -8,7 +8,8 @@ import warnings
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
-    from keeper.run_argv import RunArgs
+    from keeper.run_argv import OneShot, RunArgs
+    from keeper.settings import KeeperSettings
 
 # Used by nobody in the keeper, yet imported whenever installed: httpcore tries trio (a
 # test tool may bring it, ~100 ms) and httpx its own CLI (click, pygments: ~25 ms) on
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     quick = run_argv.read(sys.argv[1:] if argv is None else argv)
     if quick is not None:
         return _run(quick)
+    shot = run_argv.read_one_shot(sys.argv[1:] if argv is None else argv)
+    if shot is not None:
+        return _one_shot(shot)
 
     import typer
 
@@ -103,6 +107,56 @@ def _run(args: RunArgs) -> int:
     except Exception as err:
         return _unexpected(err, verbose=args.verbose)
     return 0
+
+
+def _one_shot(shot: OneShot) -> int:
+    """`keeper status`, `queen stop` or `infer` without Typer (see keeper.run_argv): the
+    same command with the same settings, errors and exit codes as the command tree's."""
+    from keeper.errors import EXIT_INTERRUPTED, KeeperError, OutputLost
+    from keeper.settings import KeeperSettings, check_home, check_queen_url
+
+    try:
+        check_home()
+        settings = KeeperSettings.build(
+            json=shot.json, no_color=shot.no_color, verbose=shot.verbose, queen_url=shot.queen_url
+        )
+        check_queen_url(shot.queen_url)
+        one_shot_command(shot, settings)
+    except KeeperError as err:
+        _report(err, verbose=shot.verbose)
+        return err.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("keeper: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0  # the reader chose to stop (`keeper status | head -1`), as under Typer
+    except OSError as err:  # stdout on a full disk, outside the renderer (tables)
+        if err.filename is not None or err.errno not in OUTPUT_ERRNOS:
+            return _unexpected(err, verbose=shot.verbose)
+        lost = OutputLost.because(err)
+        _report(lost, verbose=shot.verbose)
+        return lost.exit_code
+    except Exception as err:
+        return _unexpected(err, verbose=shot.verbose)
+    return 0
+
+
+def one_shot_command(shot: OneShot, settings: KeeperSettings) -> None:
+    """Call what the command tree calls for `shot` (tests/keeper/test_run_argv.py)."""
+    if shot.command == "status":
+        from keeper.commands import status
+
+        status.show(settings)
+    elif shot.command == "queen stop":
+        from keeper.commands import queen
+
+        queen.stop(settings)
+    else:
+        from keeper.commands import infer
+
+        options = dict(shot.options)
+        autostart = not options.pop("no_autostart", False)
+        infer.infer(settings, infer.operation(**options), autostart=autostart)
 
 
 def _discard_closed_output() -> None:

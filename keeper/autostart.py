@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from jobs import LOOPBACK, RbeePaths, queen_status_op
+from jobs import LOOPBACK, RbeePaths
 from keeper import daemons
 from keeper.errors import DaemonUnreachable
 from keeper.settings import KeeperSettings
@@ -34,6 +34,7 @@ HIVE_PORT_OFFSET = 2  # the hive beside the queen: 7833 -> 7835
 HIVE_KNOWN_DEADLINE_S = 40.0
 HIVE_KNOWN_POLL_S = 0.1
 LOCAL_HIVE = "localhost"
+HIVE_START_S = 30.0  # a cold interpreter importing the server stack on a busy machine
 
 
 def ensure_local_chain(settings: KeeperSettings) -> None:
@@ -43,24 +44,33 @@ def ensure_local_chain(settings: KeeperSettings) -> None:
         return  # a remote queen is not ours to start: an unreachable one is reported later
     started = False
     if not _healthy(settings.queen_url):
-        from keeper.commands import queen
+        from keeper import launch
 
         NARRATE.action("autostart").human(
             f"No queen answers at {settings.queen_url}; starting one (left running: "
             "`keeper queen stop` ends it)"
         ).emit()
         port = url.port or (443 if url.scheme == "https" else 80)
-        queen.start(settings, port=port, bind=LOOPBACK, token=None, foreground=False, timeout=30)
+        launch.start_queen(
+            settings, port=port, bind=LOOPBACK, token=None, foreground=False, timeout=30
+        )
         started = True
     if not _local_hive_runs():
-        from keeper.commands import hive
+        from keeper import launch
 
         port = _hive_port(url.port)
         NARRATE.action("autostart").human(
             f"No local hive runs; starting hive {LOCAL_HIVE} on port {port} (left running: "
             "`keeper hive stop` ends it)"
         ).emit()
-        hive.start(settings, LOCAL_HIVE, port=port, foreground=False, any_port_if_running=True)
+        launch.start_local_hive(
+            settings,
+            LOCAL_HIVE,
+            port=port,
+            foreground=False,
+            timeout=HIVE_START_S,
+            any_port_if_running=True,
+        )
         started = True
     if started:
         anyio.run(_wait_hive_known, settings)
@@ -100,15 +110,9 @@ async def _wait_hive_known(settings: KeeperSettings) -> None:
     from jobs.client import JobClient
 
     async with JobClient(settings.queen_url, token=settings.token()) as client:
-        status: dict[str, Any] = {}
-
-        def keep(event: Any) -> None:
-            if event.is_final:
-                status.update(event.data.get("result") or {})
-
         with anyio.move_on_after(HIVE_KNOWN_DEADLINE_S):
             while True:
-                await client.submit_and_stream(queen_status_op(), keep)
+                status: dict[str, Any] = await client.status()  # a GET: no job per look
                 hives = status.get("hives", [])
                 if any(h.get("last_seen") and not h.get("stale") for h in hives):
                     return

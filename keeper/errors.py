@@ -13,20 +13,6 @@ EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 
 
-def how_it_ended(code: int) -> str:
-    """A child's end in words: `exited with code 3`, or `was killed by SIGKILL` for the
-    negative codes subprocess and asyncio report for a death by signal."""
-    if code >= 0:
-        return f"exited with code {code}"
-    import signal
-
-    try:
-        name = signal.Signals(-code).name
-    except ValueError:  # a real-time or unknown signal number
-        name = f"signal {-code}"
-    return f"was killed by {name}"
-
-
 class KeeperError(Exception):
     """Something the user can act on; `str(err)` is the sentence to show."""
 

@@ -1,196 +1,260 @@
-"""Starting and stopping a daemon (the queen, a hive) on a host, narrating as it goes.
+"""Starting and stopping a daemon (the queen, a hive) on a host from the keeper: thin
+adapters over the lifecycle library (`daemons`), narrating as `keeper`.
 
-    daemon = Daemon("hive-localhost", "rbee-hive", argv, url=url, log_path=log, env=env)
+    daemon = daemons.local_hive(paths, "localhost", port=7835, queen_url=url)
     record = anyio.run(start_detached, LocalHost(paths.run), daemon, 30.0)
 
-A detached start spawns the daemon in its own session with stdout and stderr appended to
-its log, records a pidfile (pid, start time, URL, log), and tails the log through the
-same line splitter and relay as a piped child, so the startup narration appears live
-with the daemon's own actors, until `/health` answers (`JobClient.health`). A daemon that
-exits first, or is not healthy in time, is stopped and its pidfile removed, and the error
-points at its last lines. The daemon never holds a pipe to a keeper that has exited.
+The library spawns the daemon detached, records its pidfile and tails its log until
+`/health` answers (its startup narration appears live, with the daemon's own actors);
+here its errors become the keeper's (exit codes), Ctrl-C during a start holds a second
+Ctrl-C back while the half-started daemon is stopped, and a `--foreground` start keeps
+the daemon attached (`run_foreground`).
 
-Everything that touches the machine goes through a `Host`: `LocalHost` here, and
-`keeper.remote.SshHost`, which does the same over asyncssh (same calls, same narration).
-The caller holds the start lock (`keeper.daemons.start_lock`) around the whole sequence.
+`start_queen` and `start_local_hive` are the keeper's whole start of this home's queen
+and local hive (the start lock, a lost pidfile adopted, already running or port taken,
+the renderer's status line): `keeper queen start`, `keeper hive start` and the autostart
+of `infer` and `worker spawn` all call them, so each rule has one copy.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
+import functools
 import os
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import anyio
 
-from keeper import daemons, stopping
-from keeper.daemon_log import TAIL_CHUNK, LogTail
-from keeper.errors import JobFailed, how_it_ended
+import daemons
+from daemons import ABANDON_GRACE_S, Daemon, Host, LocalHost, record_for
+from jobs import HIVE_PORT, LOOPBACK, QUEEN_PORT, RbeePaths, how_it_ended
+from keeper import daemons as keeper_daemons
+from keeper.errors import DaemonUnreachable, JobFailed, UsageError
+from keeper.output import make_renderer
+from keeper.settings import KeeperSettings
 from narration_core import Narrator
-from narration_core.proctree import STOP_GRACE_S, StopResult
+from narration_core.proctree import StopResult
 
-POLL_S = 0.05  # seconds between looks at the log and the child while starting
-HEALTH_EVERY_S = 0.2  # seconds between /health probes while starting
-HEALTH_TIMEOUT_S = 1.0  # one probe; a daemon still importing may not accept yet
-FREE_SOME_SPACE = "free some space there and start it again"
-ABANDON_GRACE_S = 1.0  # SIGTERM to SIGKILL for a daemon whose start was interrupted
+__all__ = [
+    "ABANDON_GRACE_S",
+    "Daemon",
+    "Host",
+    "LocalHost",
+    "client_host",
+    "hive_start_hint",
+    "record_for",
+    "run_foreground",
+    "start",
+    "start_detached",
+    "start_local_hive",
+    "start_queen",
+    "stop",
+]
 
 NARRATE = Narrator("keeper")
 
 
-@dataclass(frozen=True, slots=True)
-class Daemon:
-    """What to start: `name` keys its pidfile, lock and log; `program` is the actor its
-    plain output lines get; `url` is where its /health answers once it serves."""
-
-    name: str
-    program: str
-    argv: list[str]
-    url: str
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-
-class Host(Protocol):
-    """Where daemons run. Calls are async so a host reached over SSH fits the same shape."""
-
-    name: str
-
-    async def spawn(self, daemon: Daemon) -> daemons.PidRecord:
-        """Start `daemon` detached, its output appended to its log; its pidfile record."""
-        ...
-
-    async def read_log(self, path: Path, offset: int) -> bytes:
-        """What the log holds past `offset` (at most TAIL_CHUNK bytes); b"" if none yet."""
-        ...
-
-    async def rotate_log(self, path: Path) -> None:
-        """Keep the previous run's log as `<name>.log.1`, so each start has its own."""
-        ...
-
-    async def log_size(self, path: Path) -> int:
-        """The log's size in bytes now (0 if it is not there): where a drain may stop."""
-        ...
-
-    async def exit_code(self, pid: int) -> int | None:
-        """The daemon's exit code once it has exited (reaping it), else None."""
-        ...
-
-    def pidfile(self, name: str) -> daemons.PidFile:
-        """The local pidfile of `name` (a foreground start; local hosts only)."""
-        ...
-
-    async def read_record(self, name: str) -> daemons.PidRecord | None:
-        """The pidfile record of the daemon `name` on this host; None if none."""
-        ...
-
-    async def write_record(self, record: daemons.PidRecord) -> None: ...
-
-    async def remove_record(self, name: str) -> None: ...
-
-    def log_origin(self, pid: int) -> str:
-        """The origin the daemon's relayed log lines get (`pid 123`, `ssh:gpu1`)."""
-        ...
-
-    async def unhealthy_reason(self, daemon: Daemon) -> str | None:
-        """Why a running daemon's /health does not answer from here, if the host can tell."""
-        ...
-
-    async def is_alive(self, record: daemons.PidRecord) -> bool:
-        """True when the process the record names still runs (not a reused pid)."""
-        ...
-
-    async def free_bytes(self, folder: Path) -> int | None:
-        """Bytes still free on the disk holding `folder`; None if the host cannot tell."""
-        ...
-
-    async def serves(self, record: daemons.PidRecord) -> bool:
-        """False when what answers at the record's URL is another process (another
-        RBEE_HOME's daemon won the port); True when it is the daemon, or if unknown."""
-        ...
-
-    async def stop(
-        self, record: daemons.PidRecord, *, grace: float = STOP_GRACE_S
-    ) -> StopResult | None:
-        """SIGTERM the daemon's process group, SIGKILL after `grace` s; None if gone."""
-        ...
+@contextlib.contextmanager
+def keeper_errors() -> Iterator[None]:
+    """The library's errors as the keeper's: a port taken or an SSH failure is exit 3,
+    the rest exit 1."""
+    try:
+        yield
+    except (daemons.PortTaken, daemons.SshError) as exc:
+        raise DaemonUnreachable(str(exc)) from exc
+    except daemons.DaemonError as exc:
+        raise JobFailed(str(exc)) from exc
 
 
-class LocalHost:
-    """This machine: processes via `keeper.daemons`, pidfiles under `run_dir`."""
+@contextlib.contextmanager
+def _second_ctrl_c_held() -> Iterator[None]:
+    """While a half-started daemon is stopped, a second Ctrl-C would end the keeper and
+    leave it half-stopped: hold stop signals back for that short grace."""
+    from keeper.supervise import live_stop_signals
 
-    name = "localhost"
+    with anyio.open_signal_receiver(*live_stop_signals()):
+        yield
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
 
-    async def spawn(self, daemon: Daemon) -> daemons.PidRecord:
-        pid = daemons.spawn_detached(daemon.argv, log_path=daemon.log_path, env=daemon.env)
-        return record_for(daemon, pid)
+def start_queen(
+    settings: KeeperSettings,
+    *,
+    port: int | None,
+    bind: str,
+    token: str | None,
+    foreground: bool,
+    timeout: float,
+) -> None:
+    """Start the queen unless this RBEE_HOME's queen already runs (then say where).
 
-    async def read_log(self, path: Path, offset: int) -> bytes:
-        try:
-            with path.open("rb") as f:
-                f.seek(offset)
-                return f.read(TAIL_CHUNK)
-        except FileNotFoundError:
-            return b""
+    `port` None means "the default, or wherever the queen already runs"; an explicit
+    port that differs from the running queen's is an error (JobFailed, exit 1), so a
+    script never goes on believing the queen listens where it asked.
+    """
+    asked_port = port
+    port = QUEEN_PORT if port is None else port
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
+    token = settings.token(token)
+    if bind not in (LOOPBACK, "localhost", "::1") and not token:
+        raise UsageError(
+            f"binding the queen to {bind} exposes it beyond this machine and needs a token; "
+            "pass --token or set RBEE_TOKEN"
+        )
+    paths = RbeePaths.resolve().ensure()
+    url = f"http://{client_host(bind)}:{port}"
+    daemon = daemons.local_queen(paths, port=port, bind=bind, url=url, token=token)
+    host = LocalHost(paths.run)
 
-    async def rotate_log(self, path: Path) -> None:
-        _rotate(path)  # a rename on a local disk: not worth a thread
+    def waiting() -> None:
+        NARRATE.action("wait_lock").human(
+            "Another keeper is starting the queen of this RBEE_HOME; waiting for it"
+        ).emit()
 
-    async def log_size(self, path: Path) -> int:
-        try:
-            return path.stat().st_size  # noqa: ASYNC240 - a stat on a local disk
-        except FileNotFoundError:
-            return 0
+    with make_renderer(settings) as out:
+        out.status(f"Starting {daemons.QUEEN_PROGRAM} on {bind}:{port}")
+        # The whole sequence (look, rotate the log, spawn, pidfile, health) under one lock:
+        # a racing keeper waits here, then finds this queen running.
+        with daemons.start_lock(paths.run, daemons.QUEEN, on_wait=waiting) as release:
+            from keeper.lost_pidfile import adopt
 
-    async def exit_code(self, pid: int) -> int | None:
-        return daemons.reap(pid)
+            # A queen whose pidfile is lost, on another port than this start's: found by
+            # the state lock it holds, not spawned again (the log would be rotated away).
+            adopt(paths.run, daemons.QUEEN, paths.state, log=daemon.log_path, label="queen")
+            if _queen_runs(paths, daemon, bind, port, asked_port=asked_port):
+                return
+            start(
+                host,
+                daemon,
+                label="queen",
+                timeout_s=timeout,
+                foreground=foreground,
+                release=release,
+                status=out.status,
+            )
 
-    def pidfile(self, name: str) -> daemons.PidFile:
-        return daemons.PidFile(self.run_dir, name)
 
-    async def read_record(self, name: str) -> daemons.PidRecord | None:
-        return self.pidfile(name).read()
+def _queen_runs(
+    paths: RbeePaths, daemon: Daemon, bind: str, port: int, *, asked_port: int | None
+) -> bool:
+    """Say so and return True when this RBEE_HOME's queen already serves.
 
-    async def write_record(self, record: daemons.PidRecord) -> None:
-        self.pidfile(record.name).write(record)
+    Cleans a stale pidfile. Raises JobFailed when our queen runs on another port than
+    the one asked for, DaemonUnreachable when the port is taken by anything else.
+    """
+    pidfile = keeper_daemons.PidFile(paths.run, daemons.QUEEN)
+    record = pidfile.read()
+    if record is not None:
+        if keeper_daemons.live_process(record) is not None:
+            running_port = urlsplit(record.url).port
+            if asked_port is not None and running_port != asked_port:
+                raise JobFailed(
+                    f"the queen of this RBEE_HOME already runs at {record.url} "
+                    f"(pid {record.pid}), not on port {asked_port}; use that URL, or move it "
+                    f"with `keeper queen stop` then `keeper queen start --port {asked_port}`"
+                )
+            NARRATE.action("already_running").target(record.url).human(
+                f"Queen is already running (pid {record.pid}) at {record.url}"
+            ).emit()
+            return True
+        pidfile.remove()
+        NARRATE.action("stale_pidfile").human(
+            f"Removed a stale pidfile: pid {record.pid} is no longer the queen"
+        ).emit()
+    url = daemon.url
+    if keeper_daemons.port_in_use(bind, port):
+        owner = daemons.port_owner(port)
+        if owner is not None and owner.state == paths.state:  # our queen, pidfile lost
+            pidfile.write(record_for(daemon, owner.pid))
+            NARRATE.action("already_running").target(url).human(
+                f"Queen is already running (pid {owner.pid}) at {url}; its pidfile was missing "
+                "and is written again"
+            ).emit()
+            return True
+        raise DaemonUnreachable(daemons.port_taken(bind, port, owner, paths.state))
+    return False
 
-    async def remove_record(self, name: str) -> None:
-        self.pidfile(name).remove()
 
-    def log_origin(self, pid: int) -> str:
-        return f"pid {pid}"
+def client_host(bind: str) -> str:
+    """Where a local client reaches a server bound to `bind`."""
+    if bind in ("0.0.0.0", ""):
+        return LOOPBACK
+    if bind == "::":
+        return "[::1]"
+    return f"[{bind}]" if ":" in bind else bind
 
-    async def unhealthy_reason(self, daemon: Daemon) -> str | None:
-        return None
 
-    async def is_alive(self, record: daemons.PidRecord) -> bool:
-        return daemons.live_process(record) is not None
+def start_local_hive(
+    settings: KeeperSettings,
+    alias: str,
+    *,
+    port: int | None,
+    foreground: bool,
+    timeout: float,
+    beat_interval: float | None = None,
+    any_port_if_running: bool = False,
+) -> None:
+    """Start this machine's hive `alias` beating to the keeper's queen, unless this home's
+    runs (then say where); stream its startup until healthy.
 
-    async def serves(self, record: daemons.PidRecord) -> bool:
-        return _serves(record.pid, record.url)
+    A `port` given for a hive that already runs elsewhere is an error (JobFailed), as for
+    the queen, unless `any_port_if_running` (autostart: any running hive will do).
+    """
+    asked_port = None if any_port_if_running else port
+    port = HIVE_PORT if port is None else port
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
+    paths = RbeePaths.resolve().ensure()
+    daemon = daemons.local_hive(
+        paths, alias, port=port, queen_url=settings.queen_url, beat_interval=beat_interval
+    )
+    host = LocalHost(paths.run)
+    label = f"hive {alias}"
 
-    async def free_bytes(self, folder: Path) -> int | None:
-        import jobs
+    def waiting() -> None:
+        NARRATE.action("wait_lock").human(
+            f"Another keeper is starting hive {alias} of this RBEE_HOME; waiting for it"
+        ).emit()
 
-        try:
-            return jobs.free_bytes(folder)
-        except OSError:
-            return None
+    with make_renderer(settings) as out:
+        out.status(f"Starting {daemons.HIVE_PROGRAM} {alias} on {LOOPBACK}:{port}")
+        with daemons.start_lock(paths.run, daemon.name, on_wait=waiting) as release:
+            from keeper.lost_pidfile import adopt
 
-    async def stop(
-        self, record: daemons.PidRecord, *, grace: float = STOP_GRACE_S
-    ) -> StopResult | None:
-        proc = daemons.live_process(record)
-        if proc is None:
-            return None
-        return await anyio.to_thread.run_sync(lambda: daemons.stop_daemon(proc, grace=grace))
+            adopt(
+                paths.run, daemon.name, paths.state / daemon.name, log=daemon.log_path, label=label
+            )
+            with keeper_errors():
+                running = anyio.run(
+                    functools.partial(
+                        daemons.already_running,
+                        host,
+                        daemon,
+                        label=label,
+                        narrate=NARRATE,
+                        start_hint=hive_start_hint(alias),
+                        bind=LOOPBACK,
+                        state_dir=paths.state,
+                        asked_port=asked_port,
+                    )
+                )
+            if running is not None:
+                return
+            start(
+                host,
+                daemon,
+                label=label,
+                timeout_s=timeout,
+                foreground=foreground,
+                release=release,
+                status=out.status,
+            )
+
+
+def hive_start_hint(alias: str) -> str:
+    """The command that starts hive `alias` (for hints): the bare one for localhost."""
+    return "keeper hive start" if alias == daemons.LOCAL else f"keeper hive start {alias}"
 
 
 def start(
@@ -235,74 +299,10 @@ async def start_detached(host: Host, daemon: Daemon, timeout_s: float) -> daemon
     Raises JobFailed (the daemon stopped, pidfile removed) when it exits before it is
     healthy or is not healthy within `timeout_s`.
     """
-    await host.rotate_log(daemon.log_path)
-    NARRATE.action("spawn").target(daemon.program).human(
-        f"Starting {daemon.program}; log: {daemon.log_path}"
-    ).emit()
-    try:
-        record = await host.spawn(daemon)
-    except OSError as exc:  # the log could not be opened: nothing started
-        raise JobFailed(_cannot_write(daemon, daemon.log_path, exc)) from exc
-    try:
-        await host.write_record(record)
-    except OSError as exc:  # a daemon nobody can find or stop is worse than none
-        await host.stop(record)
-        raise JobFailed(_cannot_write(daemon, host.pidfile(daemon.name).path, exc)) from exc
-    tail = LogTail(
-        host, daemon.log_path, program=daemon.program, origin=host.log_origin(record.pid)
-    )
-    code: int | None = None
-    ready = False
-    try:
-        with anyio.move_on_after(timeout_s):
-            code, ready = await _watch(host, daemon, record, tail)
-    except anyio.get_cancelled_exc_class():  # Ctrl-C: a start given up leaves no daemon
-        from keeper.supervise import live_stop_signals
-
-        # Not serving yet, it has no jobs to end: a short grace, during which a second
-        # Ctrl-C is held back (it would end the keeper and leave the daemon half-stopped).
-        with anyio.CancelScope(shield=True), anyio.open_signal_receiver(*live_stop_signals()):
-            NARRATE.action("stop").target(record.pid).human(
-                f"Start interrupted; stopping {daemon.program} (pid {record.pid})"
-            ).emit()
-            await host.stop(record, grace=ABANDON_GRACE_S)
-            await host.remove_record(daemon.name)
-        raise
-    finally:
-        await tail.drain()
-    if ready:
-        return record
-    if code is None:  # still running but never healthy: do not leave it half-alive
-        reason = await host.unhealthy_reason(daemon)
-        await host.stop(record)
-        await host.remove_record(daemon.name)
-        reason = reason or f"its last lines are above and in {daemon.log_path}"
-        raise JobFailed(
-            f"{daemon.program} did not become healthy at {daemon.url} within {timeout_s:g} s "
-            f"and was stopped; {reason}"
+    with keeper_errors():
+        return await daemons.start_detached(
+            host, daemon, timeout_s, narrate=NARRATE, interrupt_guard=_second_ctrl_c_held
         )
-    await host.remove_record(daemon.name)
-    from jobs import MIN_FREE_BYTES  # below it a daemon cannot open its job table
-
-    ended = f"{daemon.program} {how_it_ended(code)} before it was ready"
-    folder = daemon.log_path.parent
-    free = await host.free_bytes(folder)
-    if free is not None and free < MIN_FREE_BYTES:  # its log may hold nothing to show
-        raise JobFailed(f"{ended}: the disk holding {folder} is full; {FREE_SOME_SPACE}")
-    raise JobFailed(f"{ended}; its last lines are above and in {daemon.log_path}")
-
-
-def _cannot_write(daemon: Daemon, path: Path, exc: OSError) -> str:
-    """Why `daemon` could not be started when writing `path` failed, in one sentence."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (
-            f"{daemon.program} was not started: the disk holding {path.parent} is full; "
-            f"{FREE_SOME_SPACE}"
-        )
-    return (
-        f"{daemon.program} was not started: cannot write {path} ({exc.strerror or exc}); "
-        "check that folder, then start it again"
-    )
 
 
 async def run_foreground(
@@ -334,7 +334,7 @@ async def run_foreground(
                 try:  # inside `async with proc`: a failure stops the daemon just spawned
                     pidfile.write(record_for(daemon, proc.pid, log=os.devnull))
                 except OSError as exc:
-                    raise JobFailed(_cannot_write(daemon, pidfile.path, exc)) from exc
+                    raise JobFailed(daemons.cannot_write(daemon, pidfile.path, exc)) from exc
                 async with anyio.create_task_group() as tg:
 
                     async def wait_exit() -> None:
@@ -347,10 +347,10 @@ async def run_foreground(
                     tg.start_soon(wait_exit)
 
                     async def ours() -> bool:
-                        return _serves(proc.pid, daemon.url)
+                        return daemons.serves_here(proc.pid, daemon.url)
 
                     with anyio.fail_after(timeout_s):
-                        await _wait_healthy(daemon, exited=lambda: None, confirm=ours)
+                        await daemons.wait_healthy(daemon, exited=lambda: None, confirm=ours)
                     on_ready(proc.pid)
                     await anyio.sleep_forever()
         except TimeoutError:
@@ -373,108 +373,9 @@ async def stop(
     label: str,
     if_not_running: Callable[[], None] | None = None,
 ) -> StopResult | None:
-    """Stop the daemon `name`'s pidfile names, narrating as `label` (`queen`, `hive gpu1`).
-
-    Returns None when it was not running (a stale pidfile is removed and said so), after
-    calling `if_not_running` (which may raise: say whose daemon answers instead).
-    `stopping.stop_local` is the blocking twin for this machine.
-    """
-    record = await host.read_record(name)
-    if record is None or not await host.is_alive(record):
-        await host.remove_record(name)
-        if if_not_running is not None:
-            if_not_running()
-        stopping.say_not_running(label, record)
-        return None
-    stopping.say_stopping(label, record)
-    result = await host.stop(record)
-    await host.remove_record(name)
-    stopping.say_stopped(label, record, result)
-    return result
-
-
-async def _watch(
-    host: Host, daemon: Daemon, record: daemons.PidRecord, tail: LogTail
-) -> tuple[int | None, bool]:
-    """Relay the log while probing /health: (exit code, False) if it exited, (None, True)
-    once healthy."""
-    code: list[int] = []
-
-    def exited() -> int | None:
-        return code[0] if code else None
-
-    async def look() -> None:
-        await tail.pump()
-        if not code and (found := await host.exit_code(record.pid)) is not None:
-            code.append(found)
-
-    async def ours() -> bool:
-        return await host.serves(record)
-
-    healthy = await _wait_healthy(daemon, exited=exited, between=look, confirm=ours)
-    return exited(), healthy
-
-
-async def _wait_healthy(
-    daemon: Daemon,
-    *,
-    exited: Callable[[], int | None],
-    between: Callable[[], Awaitable[None]] | None = None,
-    confirm: Callable[[], Awaitable[bool]] | None = None,
-) -> bool:
-    """Probe /health every HEALTH_EVERY_S (calling `between` every POLL_S); True once it
-    answers 200 and `confirm()` agrees that the answer is the daemon's own, False as soon
-    as `exited()` reports an exit."""
-    from jobs import JobError
-    from jobs.client import JobClient
-
-    next_probe = 0.0
-    async with JobClient(daemon.url, timeout_s=HEALTH_TIMEOUT_S) as client:
-        while True:
-            if between is not None:
-                await between()
-            if exited() is not None:
-                return False
-            now = time.monotonic()
-            if now >= next_probe:
-                next_probe = now + HEALTH_EVERY_S
-                try:
-                    await client.health()
-                except JobError:
-                    pass  # not listening yet, or not ready to serve
-                else:
-                    if confirm is None or await confirm():
-                        return True  # else another home's daemon got the port first
-            await anyio.sleep(POLL_S)
-
-
-def _serves(pid: int, url: str) -> bool:
-    """Whether the local process listening on `url`'s port is `pid` (True if unknown)."""
-    from urllib.parse import urlsplit
-
-    port = urlsplit(url).port
-    owner = daemons.port_owner(port) if port is not None else None
-    return owner is None or owner.pid == pid
-
-
-def _rotate(path: Path) -> None:
-    if path.exists():
-        path.replace(path.with_suffix(".log.1"))
-
-
-def record_for(daemon: Daemon, pid: int, *, log: str | None = None) -> daemons.PidRecord:
-    """The pidfile record of `daemon` running as `pid` (its start time read now)."""
-    import psutil
-
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        created = time.time()
-    return daemons.PidRecord(
-        name=daemon.name,
-        pid=pid,
-        create_time=created,
-        url=daemon.url,
-        log=log or str(daemon.log_path),
-        argv=daemon.argv,
+    """Stop the daemon `name`'s pidfile names, narrating as `label` (`queen`, `hive gpu1`);
+    None when it was not running. `stopping.stop_local` is the blocking twin for this
+    machine."""
+    return await daemons.stop(
+        host, name, label=label, narrate=NARRATE, if_not_running=if_not_running
     )

@@ -163,18 +163,3 @@ def ask(settings: KeeperSettings, fn: Callable[[SyncJobClient], Any]) -> Any:
     """`fn(client)` on a client for the queen, its errors mapped as `open_client` does."""
     with open_client(settings) as client:
         return fn(client)
-
-
-def job_result(settings: KeeperSettings, operation: WireOperation) -> dict[str, Any]:
-    """Run `operation` on the queen without showing its events; its final `result` (empty
-    when it has none). Raises JobFailed when the job does not complete."""
-    final: dict[str, Any] = {}
-    with open_client(settings) as client:
-        job_id = client.submit(operation)
-        for event in client.stream(job_id):
-            if event.is_final:
-                final = event.data
-    if final.get("state") != "completed":
-        reason = final.get("error") or f"it ended {final.get('state') or 'without a state'}"
-        raise JobFailed(f"job {job_id} failed: {reason}")
-    return dict(final.get("result") or {})

@@ -67,7 +67,7 @@ class KeeperSettings:
 
 def _started_queen_url() -> str | None:
     """The URL recorded by the queen this RBEE_HOME started, if its pidfile is there."""
-    from keeper.daemons import QUEEN, recorded_url
+    from daemons import QUEEN, recorded_url  # the pidfile module alone (daemons is lazy)
 
     return recorded_url(RbeePaths.resolve().run, QUEEN)
 

@@ -1,10 +1,11 @@
 """Stopping a daemon by its pidfile: the words said along the way, and the local stop.
 
-`launch.stop` stops a daemon on any host (async: a host may be reached over SSH);
+`daemons.stop` stops a daemon on any host (async: a host may be reached over SSH);
 `stop_local` is its blocking twin for a daemon of this machine, so `keeper queen stop`
 needs no event loop and starts without importing anyio and asyncio. Both say the same
-sentences, from here: not running (stale pidfile removed), stopping with SIGTERM, and
-how it ended (stopped, already exited, or killed after the grace period).
+sentences, the library's (`daemons.say_*`): not running (stale pidfile removed),
+stopping with SIGTERM, and how it ended (stopped, already exited, or killed after the
+grace period).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import daemons as lifecycle
 from keeper import daemons
 from narration_core import Narrator
 from narration_core.proctree import StopResult
@@ -58,39 +60,13 @@ def stop_local(
 
 def say_not_running(label: str, record: daemons.PidRecord | None) -> None:
     """The daemon was not running: no pidfile, or a stale one (already removed)."""
-    NARRATE.action("not_running").human(
-        f"{_sentence(label)} is not running (no pidfile)"
-        if record is None
-        else f"{_sentence(label)} was not running; removed the stale pidfile for pid {record.pid}"
-    ).emit()
+    lifecycle.say_not_running(NARRATE, label, record)
 
 
 def say_stopping(label: str, record: daemons.PidRecord) -> None:
-    NARRATE.action("stop").target(record.pid).human(
-        f"Stopping {label} (pid {record.pid}) with SIGTERM"
-    ).emit()
+    lifecycle.say_stopping(NARRATE, label, record)
 
 
 def say_stopped(label: str, record: daemons.PidRecord, result: StopResult | None) -> None:
     """How the stop ended; `result` None: the daemon had exited before it was signalled."""
-    said = _sentence(label)
-    if result is None:
-        NARRATE.action("stopped").target(record.pid).human(f"{said} had already exited").emit()
-    elif result.killed:
-        NARRATE.action("killed").level("warn").target(record.pid).human(
-            f"{said} ignored SIGTERM for {result.seconds:.1f} s and was killed (SIGKILL)"
-        ).emit()
-    else:
-        NARRATE.action("stopped").target(record.pid).human(
-            f"{said} stopped (pid {record.pid}) in {_took(result.seconds)}"
-        ).emit()
-
-
-def _took(seconds: float) -> str:
-    """`0.3 s`, or `12 ms` under a tenth: a prompt stop does not read as "0.0 s"."""
-    return f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds * 1000:.0f} ms"
-
-
-def _sentence(label: str) -> str:
-    """`label` at the start of a sentence (`queen` → `Queen`, `hive gpu1` → `Hive gpu1`)."""
-    return label[:1].upper() + label[1:]
+    lifecycle.say_stopped(NARRATE, label, record, result)

@@ -29,16 +29,19 @@ from narration_core.sinks import (
     register_job_sink,
     set_stdout_sink,
 )
-from narration_core.testing import CapturedNarration, capture_narration
 
 if typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers
     from narration_core._lines import LineSplitter, relay_line, relay_lines
     from narration_core.capture import CapturedProcess, ProcessNarrationCapture
     from narration_core.proctree import STOP_GRACE_S
+    from narration_core.testing import CapturedNarration, capture_narration
 
 # Process capture pulls in anyio and psutil; programs that only narrate should not pay
-# for them at import, so these names load on first use (PEP 562).
+# for them at import, nor for the test helpers (a dataclass built at import), so these
+# names load on first use (PEP 562).
 _LAZY = {
+    "CapturedNarration": "narration_core.testing",
+    "capture_narration": "narration_core.testing",
     "CapturedProcess": "narration_core.capture",
     "ProcessNarrationCapture": "narration_core.capture",
     "LineSplitter": "narration_core._lines",

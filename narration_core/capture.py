@@ -37,11 +37,10 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-import psutil
 from anyio.abc import ByteReceiveStream, Process
 
 from narration_core._lines import MAX_LINE, LineSplitter, program_actor, relay_lines
@@ -56,6 +55,9 @@ from narration_core.proctree import (
     tree_members,
 )
 from narration_core.sinks import CAPTURE_ENV
+
+if TYPE_CHECKING:  # psutil loads when a tree is stopped (proctree), not with every capture
+    import psutil
 
 # Called with (stream name, what a `\r` progress bar shows now, or None once its line ends).
 ProgressHook = Callable[[str, str | None], None]

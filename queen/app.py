@@ -7,22 +7,40 @@ from collections.abc import Mapping
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from jobs import rbee_version
+from jobs import LOOPBACK, cluster_secret, rbee_version
 from jobs.server import BodyLimit, Handler, JobApp, JobService, ServerConfig
 from jobs.server import create_app as create_job_app
-from queen.beats import OPENAPI_PATHS, heartbeat_routes
+from queen.beats import BEAT_PATHS, OPENAPI_PATHS, heartbeat_routes
 from queen.dashboard import OPEN_PATHS, OPEN_PREFIXES, dashboard_routes
 from queen.hives import HiveRegistry
 from queen.infer import WorkerPool
-from queen.openai import OpenAIDoor
+from queen.metrics import OPENAPI_PATHS as METRICS_OPENAPI_PATHS
+from queen.metrics import QueenMetrics
+from queen.openai import DOOR_PREFIXES, OpenAIDoor, openai_error
+from queen.openai import OPENAPI_PATHS as DOOR_OPENAPI_PATHS
 from queen.router import create_router
 from queen.settings import QueenSettings
+from queen.status import OPENAPI_PATHS as STATUS_OPENAPI_PATHS
+from queen.status import StatusView, status_routes
+
+# Every route the queen adds to the job server's, as /openapi.json describes them.
+QUEEN_OPENAPI_PATHS = {
+    **OPENAPI_PATHS,
+    **DOOR_OPENAPI_PATHS,
+    **METRICS_OPENAPI_PATHS,
+    **STATUS_OPENAPI_PATHS,
+}
 
 
 def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) -> JobApp:
     """A queen for `settings`; serving it (lifespan) opens the job registry and logs."""
     version = rbee_version()
-    hives = hives or HiveRegistry(settings.hives, tokens=settings.hive_tokens)
+    hives = hives or HiveRegistry(
+        settings.hives,
+        tokens=settings.hive_tokens,
+        secret=cluster_secret(settings.paths),
+        implicit=settings.implicit_hives,
+    )
     config = ServerConfig(
         "queen-rbee",
         version,
@@ -33,24 +51,48 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
         retention=settings.retention,
         bind=settings.bind,
     )
-    workers = WorkerPool(hives)
+    metrics = QueenMetrics(hives)
+    workers = WorkerPool(
+        hives,
+        max_queue=settings.max_queue,
+        keep_alive_s=settings.keep_alive_s,
+        metrics=metrics,
+    )
 
     def handlers(service: JobService) -> Mapping[str, Handler]:
         return create_router(
-            service, hives, version=version, workers=workers, watch_idle_s=settings.watch_idle_s
+            service,
+            hives,
+            version=version,
+            workers=workers,
+            watch_idle_s=settings.watch_idle_s,
+            queen_url=own_url(settings),
         )
 
     def routes(service: JobService) -> list[BaseRoute]:
-        door = OpenAIDoor(workers, service)
-        return [*heartbeat_routes(hives), *door.routes(), *dashboard_routes()]
+        door = OpenAIDoor(
+            workers,
+            service,
+            metrics=metrics,
+            generation_timeout_s=settings.generation_timeout_s,
+        )
+        return [
+            *heartbeat_routes(hives),
+            *door.routes(),
+            *metrics.routes(),
+            *dashboard_routes(),
+            *status_routes(StatusView(service, hives, workers, version=version)),
+        ]
 
     return create_job_app(
         config,
         handlers,
         routes=routes,
-        openapi_paths=OPENAPI_PATHS,
-        open_paths=OPEN_PATHS,
+        openapi_paths=QUEEN_OPENAPI_PATHS,
+        open_paths=[*OPEN_PATHS, *BEAT_PATHS],  # beats check their hive's credential
         open_prefixes=OPEN_PREFIXES,
+        error_shapes=dict.fromkeys(DOOR_PREFIXES, openai_error),  # OpenAI clients read these
+        lifespan=workers.running,  # keep_alive: idle workers are stopped
         middleware=[
             Middleware(
                 BodyLimit,
@@ -59,3 +101,13 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
             )
         ],
     )
+
+
+def own_url(settings: QueenSettings) -> str | None:
+    """Where hives this queen starts should beat to: its own address (loopback when it
+    listens on every address); None while its port is not known yet (port 0)."""
+    if not settings.port:
+        return None
+    host = LOOPBACK if settings.bind in ("0.0.0.0", "::", "") else settings.bind
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.port}"

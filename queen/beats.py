@@ -4,8 +4,14 @@ and `POST /v1/heartbeats/goodbye` (a `jobs.HiveGoodbye`) -> 204.
 Each beat updates the hive registry; the first beat of a hive, and the first after it
 went stale, is narrated on the queen's own output, so its log says when hives came and
 went back without a line per beat. A goodbye drops the hive and its workers at once, and
-says so. Both routes sit behind the queen's bearer-token check (jobs.server.BearerAuth)
-like every other non-open route, so a goodbye needs the very credential a beat needs.
+says so.
+
+Both routes need the sending hive's credential (`Authorization: Bearer`, derived from the
+queen's secret and the hive id, jobs._credentials), on loopback too and whatever the
+user's RBEE_TOKEN: a process without it gets 401 and changes nothing, so nobody can
+advertise a fake worker to receive other people's prompts. The credential is bound to the
+hive id, so a beat can only describe the hive that sent it; a goodbye needs the very
+credential its hive's beats carry.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jobs import HiveBeat, HiveGoodbye, InvalidRequest
+from jobs import HiveBeat, HiveGoodbye, InvalidRequest, same_credential
 from narration_core import Narrator
 from queen.hives import HiveRegistry
 
 NARRATE = Narrator("queen-rbee")
 HEARTBEAT_PATH = "/v1/heartbeats"
 GOODBYE_PATH = "/v1/heartbeats/goodbye"
+BEAT_PATHS = (HEARTBEAT_PATH, GOODBYE_PATH)  # past the user's token: they check their own
 Wire = TypeVar("Wire", bound=BaseModel)
 
 OPENAPI_PATHS: dict[str, Any] = {
@@ -36,6 +43,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             },
             "responses": {
                 "204": {"description": "recorded"},
+                "401": {"description": "not the hive's credential: {error, detail}"},
                 "422": {"description": "not a heartbeat: {error, detail}"},
             },
         }
@@ -49,6 +57,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             },
             "responses": {
                 "204": {"description": "the hive is gone (or was not known at that URL)"},
+                "401": {"description": "not the hive's credential: {error, detail}"},
                 "422": {"description": "not a goodbye: {error, detail}"},
             },
         }
@@ -59,8 +68,20 @@ OPENAPI_PATHS: dict[str, Any] = {
 def heartbeat_routes(hives: HiveRegistry) -> list[BaseRoute]:
     """The heartbeat and goodbye routes, recording into `hives`."""
 
+    def check(request: Request, hive_id: str) -> None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not same_credential(
+            given.strip(), hives.credential(hive_id)
+        ):
+            raise InvalidRequest(
+                f"this request does not carry hive {hive_id}'s credential; a hive gets it "
+                "from `keeper hive start`, which derives it from this queen's secret",
+                status=401,
+            )
+
     async def receive(request: Request) -> Response:
         beat = parse_beat(await request.body())
+        check(request, beat.hive_id)
         news = hives.beat(beat)
         if news != "ok":
             workers = len(beat.workers)
@@ -73,6 +94,7 @@ def heartbeat_routes(hives: HiveRegistry) -> list[BaseRoute]:
 
     async def farewell(request: Request) -> Response:
         goodbye = _parse(HiveGoodbye, await request.body(), "a goodbye")
+        check(request, goodbye.hive_id)
         gone = hives.goodbye(goodbye)
         if gone is not None:
             workers = len(gone.workers)

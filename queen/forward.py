@@ -3,11 +3,12 @@
     keeper -> queen job (worker_spawn) -> hive job (worker_spawn) -> worker's narration
 
 The queen submits the same operation to the hive's `POST /v1/jobs` with that hive's own
-token (never the queen's) and `forward`s the hive job's stream into the queen job, so the
-keeper sees the hive's and the worker's narration live, under the queen job's id, with
-their own actors and `origin` `hive:<id>[/worker:<id>]`. An unreachable hive fails the
-job with `hive <id> unreachable at <url>: …`, and `POST /v1/jobs` answers 502 (the
-handlers are `Upstream`: the POST waits until the hive has accepted the job).
+token or credential (never the queen's token) and `forward`s the hive job's stream into
+the queen job, so the keeper sees the hive's and the worker's narration live, under the
+queen job's id, with their own actors and `origin` `hive:<id>[/worker:<id>]`. An
+unreachable hive fails the job with `hive <id> unreachable at <url>: …`, and
+`POST /v1/jobs` answers 502 (the handlers are `Upstream`: the POST waits until the hive
+has accepted the job).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def forwarding_handlers(
     beat does (a dashboard user spawns a worker, then prompts it at once)."""
 
     async def to_hive(op: Any, job: Job) -> Any:  # Any: every hive operation has hive_id
-        hive = hives.get(op.hive_id)
+        hive = await hives.reachable(op.hive_id)
         NARRATE.action("forward").target(hive.id).human(
             f"Handing {op.operation} to hive {hive.id} at {hive.url}"
         ).emit()
@@ -60,7 +61,8 @@ def forwarding_handlers(
                 result = await submit_and_forward(client, op, into=job, hop=f"hive:{hive.id}")
             except UpstreamFailed as exc:
                 if isinstance(exc.__cause__, AuthRequired):  # the advice is about hives.toml
-                    raise HiveRefusedToken(hive.id, hive.url, had_token=bool(token)) from exc
+                    had_token = hives.has_configured_token(hive.id)
+                    raise HiveRefusedToken(hive.id, hive.url, had_token=had_token) from exc
                 raise
         hives.seen(hive.id)
         if workers is not None and op.operation == "worker_spawn" and isinstance(result, dict):
@@ -68,6 +70,8 @@ def forwarding_handlers(
                 workers.note_spawned(hive.id, result)
         elif workers is not None and op.operation == "worker_stop":
             workers.note_stopped(op.worker_id)
+        elif workers is not None and op.operation == "model_delete":
+            workers.note_deleted(hive.id, op.model)  # its id is no longer that hive's
         return result
 
     handler = Upstream(to_hive)

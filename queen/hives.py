@@ -1,5 +1,7 @@
-"""The hives the queen knows: id -> base URL, from configuration for now, and each
-hive's own token (from the hives config; the queen's inbound token never goes upstream).
+"""The hives the queen knows: id -> base URL, from configuration and heartbeats, and the
+credential to call each (its own token from the hives config, else the hive credential
+derived from the queen's secret, jobs._credentials; the queen's inbound token never goes
+upstream).
 
 Heartbeats (`POST /v1/heartbeats`, see queen.beats) add the hives that announce
 themselves and keep each hive's URL, version and workers current; a restarted queen
@@ -14,9 +16,12 @@ could tell the queen about it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import anyio
+import httpx
 
 from jobs import (
     BEAT_BACKOFF_MAX_S,
@@ -25,9 +30,16 @@ from jobs import (
     HiveBeat,
     HiveGoodbye,
     WorkerInfo,
+    hive_credential,
+    worker_credential,
 )
-from queen.errors import UnknownHive
+from queen.errors import HiveNotHeard, UnknownHive
 
+# How long a job waits for the first beat of this machine's hive before failing: a hive
+# the keeper has just started beats within moments of being ready.
+FIRST_BEAT_WAIT_S = 5.0
+BEAT_NOW_PATH = "/v1/heartbeats/now"  # the hive's open "beat now" route (hive.app)
+BEAT_NOW_TIMEOUT_S = 1.0
 MIN_BEAT_INTERVAL_S = 0.05  # floor for a measured interval: two beats sent back to back
 
 
@@ -40,6 +52,8 @@ class Hive:
     last_beat: float | None = None  # wall time of the last heartbeat alone
     version: str | None = None
     workers: list[WorkerInfo] = field(default_factory=list)  # as of the last beat
+    memory_total_bytes: int | None = None  # the machine's RAM, as of the last beat
+    memory_free_bytes: int | None = None
     beats: int = 0  # heartbeats received since this queen started
     # The gap between the last two beats (not between a forward and a beat, which can be
     # any length): a hive started with a short interval (tests) goes stale as quickly as
@@ -69,14 +83,24 @@ class HiveRegistry:
     """Known hives by id. Only the event loop touches it, so it takes no lock."""
 
     def __init__(
-        self, hives: Mapping[str, str], *, tokens: Mapping[str, str] | None = None
+        self,
+        hives: Mapping[str, str],
+        *,
+        secret: str,
+        tokens: Mapping[str, str] | None = None,
+        implicit: Collection[str] = (),
     ) -> None:
         self._hives = {hive_id: Hive(hive_id, url) for hive_id, url in hives.items()}
+        self._secret = secret  # the queen's: every hop's credential derives from it
         self._tokens = dict(tokens or {})  # by id, so a hive learned from beats gets its own
         # Configured hives that said goodbye: the URL they last gave, no beats, no workers.
         # Invariant: an id is in `_hives` or `_left`, never both.
         self._left: dict[str, Hive] = {}
         self._configured = frozenset(hives)
+        # Hives known only by default (this machine's `localhost` at its usual port): no
+        # call goes to one until it has beaten, which proves it holds its credential.
+        self._implicit = frozenset(implicit)
+        self._beaten = anyio.Event()  # set (and replaced) on every beat
 
     def get(self, hive_id: str) -> Hive:
         """The hive called `hive_id` (listed, or configured and stopped); raises UnknownHive."""
@@ -85,9 +109,44 @@ class HiveRegistry:
             raise UnknownHive(hive_id, sorted([*self._hives, *self._left]))
         return hive
 
-    def token_for(self, hive_id: str) -> str | None:
-        """The bearer token to send to `hive_id`, if its config gives one (else none)."""
-        return self._tokens.get(hive_id)
+    def token_for(self, hive_id: str) -> str:
+        """The bearer token to send to `hive_id`: the token its config gives, else its
+        hive credential (which a hive started by the keeper accepts). Raises HiveNotHeard
+        for this machine's default hive before its first beat (see `reachable`): nothing
+        proves yet that what listens at its URL is it."""
+        hive = self.get(hive_id)
+        if hive_id in self._implicit and not hive.beats:
+            raise HiveNotHeard(hive_id, hive.url, 0)
+        return self._tokens.get(hive_id) or self.credential(hive_id)
+
+    async def reachable(self, hive_id: str, *, wait_s: float = FIRST_BEAT_WAIT_S) -> Hive:
+        """The hive to send a call to: configured, or heard from. This machine's default
+        hive that has not beaten yet gets `wait_s` to do so; raises UnknownHive or
+        HiveNotHeard."""
+        hive = self.get(hive_id)
+        if hive_id not in self._implicit or hive.beats:
+            return hive
+        with anyio.move_on_after(wait_s):
+            await _ask_for_a_beat(hive.url)
+            while not self.get(hive_id).beats:
+                await self._beaten.wait()
+        hive = self.get(hive_id)
+        if not hive.beats:
+            raise HiveNotHeard(hive_id, hive.url, wait_s)
+        return hive
+
+    def has_configured_token(self, hive_id: str) -> bool:
+        """True when the hives config gives `hive_id` a token of its own."""
+        return hive_id in self._tokens
+
+    def credential(self, hive_id: str) -> str:
+        """The credential hive `hive_id` signs its beats with and accepts calls with."""
+        return hive_credential(self._secret, hive_id)
+
+    def worker_token(self, hive_id: str, worker_id: str) -> str:
+        """The bearer token worker `worker_id` of hive `hive_id` accepts (its own alone);
+        the worker is one a signed beat listed, or one this queen had its hive spawn."""
+        return worker_credential(self.credential(hive_id), worker_id)
 
     def all(self) -> list[Hive]:
         """The hives to show and to place work on: every one but those that said goodbye."""
@@ -114,8 +173,12 @@ class HiveRegistry:
         hive.url = beat.url.rstrip("/")
         hive.version = beat.version
         hive.workers = list(beat.workers)
+        hive.memory_total_bytes = beat.memory_total_bytes
+        hive.memory_free_bytes = beat.memory_free_bytes
         hive.last_seen = hive.last_beat = now
         hive.beats += 1
+        self._beaten.set()
+        self._beaten = anyio.Event()
         return news
 
     def goodbye(self, goodbye: HiveGoodbye) -> Hive | None:
@@ -129,3 +192,14 @@ class HiveRegistry:
         if hive.id in self._configured:
             self._left[hive.id] = Hive(hive.id, hive.url, "config")
         return hive
+
+
+async def _ask_for_a_beat(url: str) -> None:
+    """Ask whatever listens at `url` to beat now (a hive backing off from a queen that was
+    down would otherwise take up to 30 s). Nothing secret is sent, and only a signed beat
+    counts, so asking an impostor costs nothing."""
+    try:
+        async with httpx.AsyncClient(timeout=BEAT_NOW_TIMEOUT_S, trust_env=False) as client:
+            await client.post(f"{url}{BEAT_NOW_PATH}")
+    except httpx.HTTPError:
+        pass  # not there (yet): the wait for its beat says so

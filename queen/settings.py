@@ -41,11 +41,20 @@ from jobs.server import (
     MAX_BODY_ENV,
     Retention,
 )
+from queen._admission import MAX_QUEUE
+from queen._keepalive import KEEP_ALIVE_S
 from queen.errors import QueenConfigError
 
 LOCAL_HIVE_URL = f"http://{LOOPBACK}:{HIVE_PORT}"  # the hive on the queen's own machine
 LOCAL_HIVE_PIDFILE = "hive-localhost.pid"  # the keeper's pidfile of that hive, in `run`
 WATCH_IDLE_S = 60.0  # a status watch nobody has read for this long ends (a crashed client)
+# The OpenAI door ends a generation still running this long after a worker took it (504);
+# RBEE_GENERATION_TIMEOUT_S sets it, 0 for none. Waiting for a worker does not count.
+GENERATION_TIMEOUT_S = 600.0
+GENERATION_TIMEOUT_ENV = "RBEE_GENERATION_TIMEOUT_S"
+MAX_QUEUE_ENV = "RBEE_MAX_QUEUE"  # requests per model that may wait for a slot
+KEEP_ALIVE_ENV = "RBEE_KEEP_ALIVE"  # idle time before a worker is stopped: 300, 5m, 1h, never
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}  # suffixes RBEE_KEEP_ALIVE accepts
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +67,18 @@ class QueenSettings:
     token: str | None = None
     hives: Mapping[str, str] = field(default_factory=lambda: {"localhost": LOCAL_HIVE_URL})
     hive_tokens: Mapping[str, str] = field(default_factory=dict)  # hive id -> its own token
+    # Hives known by default only (this machine's `localhost`, unless configured): the
+    # queen calls one only once it has beaten (queen.hives.HiveRegistry.reachable).
+    implicit_hives: frozenset[str] = frozenset()
     max_body_bytes: int = MAX_BODY_BYTES
     body_read_timeout_s: float = BODY_READ_TIMEOUT_S
     keepalive_s: float = KEEPALIVE_S
     flush_interval_s: float = FLUSH_INTERVAL_S
     retention: Retention = field(default_factory=Retention)
     watch_idle_s: float = WATCH_IDLE_S
+    generation_timeout_s: float | None = GENERATION_TIMEOUT_S  # None: no limit
+    max_queue: int = MAX_QUEUE  # requests per model waiting for a slot; one more gets 503
+    keep_alive_s: float | None = KEEP_ALIVE_S  # idle workers stop after this; None: never
 
     @classmethod
     def build(
@@ -91,6 +106,7 @@ class QueenSettings:
         paths = (paths or RbeePaths.resolve()).ensure()
         configured, hive_tokens = read_hives_config(paths.config / HIVES_CONFIG)
         known = {"localhost": local_hive_url(paths), **configured}
+        implicit = {"localhost"} - set(configured)
         for spec in hives or []:
             hive_id, sep, url = spec.partition("=")
             if not sep or not hive_id or not url.startswith(("http://", "https://")):
@@ -98,6 +114,7 @@ class QueenSettings:
                     f"--hive {spec!r} is not ID=URL; write e.g. --hive gpu1=http://10.0.0.5:{HIVE_PORT}"
                 )
             known[hive_id] = url.rstrip("/")
+            implicit.discard(hive_id)
         return cls(
             paths=paths,
             port=port,
@@ -105,7 +122,11 @@ class QueenSettings:
             token=token,
             hives=known,
             hive_tokens=hive_tokens,
+            implicit_hives=frozenset(implicit),
             max_body_bytes=_positive_int(env, MAX_BODY_ENV, MAX_BODY_BYTES),
+            max_queue=_queue_bound(env),
+            keep_alive_s=_keep_alive(env),
+            generation_timeout_s=_generation_timeout(env),
         )
 
 
@@ -173,6 +194,39 @@ def _str_key(entry: Mapping[str, Any], key: str, where: str) -> str | None:
     return value
 
 
+def _queue_bound(env: Mapping[str, str]) -> int:
+    raw = env.get(MAX_QUEUE_ENV)
+    if raw is None or raw == "":
+        return MAX_QUEUE
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise QueenConfigError(
+            f"{MAX_QUEUE_ENV}={raw!r} is not a positive whole number of requests; "
+            f"set it to e.g. {MAX_QUEUE}"
+        )
+    return int(raw)
+
+
+def _keep_alive(env: Mapping[str, str]) -> float | None:
+    raw = (env.get(KEEP_ALIVE_ENV) or "").strip().lower()
+    if not raw:
+        return KEEP_ALIVE_S
+    if raw == "never":
+        return None
+    number, scale = raw, 1.0
+    if raw[-1] in DURATION_UNITS:
+        number, scale = raw[:-1], DURATION_UNITS[raw[-1]]
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise QueenConfigError(
+            f"{KEEP_ALIVE_ENV}={raw!r} is not a duration; write seconds or 5m, 1h, "
+            "or never to keep idle workers"
+        )
+    return seconds
+
+
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -180,3 +234,19 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
         raise QueenConfigError(f"{name}={raw!r} is not a positive whole number of bytes")
     return int(raw)
+
+
+def _generation_timeout(env: Mapping[str, str]) -> float | None:
+    raw = env.get(GENERATION_TIMEOUT_ENV)
+    if raw is None or raw == "":
+        return GENERATION_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise QueenConfigError(
+            f"{GENERATION_TIMEOUT_ENV}={raw!r} is not a number of seconds; "
+            "give e.g. 600, or 0 for no limit"
+        )
+    return seconds or None

@@ -36,6 +36,7 @@ SPAWNING_NAMES = frozenset(
         "spawn_queen",
         "spawn_hive",
         "spawn_worker",
+        "queen_with_hive",
         "start_in_background",
         "keeper_into_a_left_pipe",
         "foreign_http_server",

@@ -16,17 +16,19 @@ import pytest
 import narration_core
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("narration_core", "jobs", "queen", "hive", "worker", "keeper")
+PACKAGES = ("narration_core", "jobs", "daemons", "queen", "hive", "worker", "keeper")
 PROGRAMS = ("queen", "hive", "worker", "keeper")
 # What each package may import from the project: libraries at the bottom, programs on
 # top, keeper a client of the programs (it talks HTTP, never imports them).
 ALLOWED = {
     "narration_core": set(),
     "jobs": {"narration_core"},
-    "queen": {"narration_core", "jobs"},
+    # The daemon-lifecycle library, shared by the two programs that start daemons.
+    "daemons": {"narration_core", "jobs"},
+    "queen": {"narration_core", "jobs", "daemons"},
     "hive": {"narration_core", "jobs"},
     "worker": {"narration_core", "jobs"},
-    "keeper": {"narration_core", "jobs"},
+    "keeper": {"narration_core", "jobs", "daemons"},
 }
 # The layers of jobs and what each may import of jobs: the vocabulary (`jobs` itself) at
 # the bottom, the client and the server shell side by side on it, the relay on top of both.
@@ -36,11 +38,14 @@ JOBS_LAYERS = {
     "jobs.server": {"jobs", "jobs.server"},
     "jobs.relay": {"jobs", "jobs.client", "jobs.server", "jobs.relay"},
 }
-# All the keeper may import of jobs: the vocabulary and the client, by their public faces.
+# All the keeper (and the lifecycle library) may import of jobs: the vocabulary and the
+# client, by their public faces.
 KEEPER_JOBS = {"jobs", "jobs.client"}
 FACES = ("jobs", "jobs.client", "jobs.server")
 # Never loaded by `import jobs`: the keeper's --help and `keeper run` import the vocabulary.
 NOT_FOR_THE_VOCABULARY = ("pydantic", "httpx", "anyio", "starlette", "uvicorn", "argparse")
+# Never loaded by `import daemons`: `keeper queen stop` reads pidfiles through it.
+NOT_FOR_THE_LIFECYCLE = ("pydantic", "httpx", "anyio", "asyncssh", "starlette", "uvicorn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,3 +223,55 @@ def test_importing_the_vocabulary_loads_no_models_or_http() -> None:
     )
     loaded = {name.split(".")[0] for name in done.stdout.split()}
     assert sorted(loaded.intersection(NOT_FOR_THE_VOCABULARY)) == []
+
+
+def test_lifecycle_library_imports_only_the_vocabulary_and_the_client() -> None:
+    """`daemons` imports of jobs only `jobs` and `jobs.client` (the health probe), by their
+    faces: it sits below the programs, beside nothing of the servers."""
+    violations = [
+        str(found) for found in _jobs_imports("daemons") if found.module not in KEEPER_JOBS
+    ]
+    assert violations == []
+
+
+def test_programs_import_the_lifecycle_library_only_by_its_face() -> None:
+    """The keeper and the queen use `daemons` through `daemons/__init__.py`, never a
+    `_private` module of it."""
+    violations = [
+        str(found)
+        for program in PROGRAMS
+        for path in _files(program)
+        for found in _project_imports(path)
+        if found.module.split(".")[0] == "daemons" and _is_private(found.module)
+    ]
+    assert violations == []
+
+
+def test_lifecycle_library_all_matches_its_public_names() -> None:
+    """`daemons.__all__` lists exactly the public names the face exposes (all of them
+    lazy, loaded on first use), once each, and every one resolves."""
+    module = importlib.import_module("daemons")
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert len(module.__all__) == len(set(module.__all__))
+    assert set(module.__all__) == public | set(module._LAZY)
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_importing_the_lifecycle_library_loads_no_event_loop_or_http() -> None:
+    """`import daemons` stays cheap: anyio, httpx and asyncssh load only in the calls that
+    use them, so `keeper queen stop` (pidfiles, a signal) starts no event loop."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, daemons; print(*sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    loaded = {name.split(".")[0] for name in done.stdout.split()}
+    assert sorted(loaded.intersection(NOT_FOR_THE_LIFECYCLE)) == []

@@ -1,6 +1,7 @@
 """llm-worker-rbee: one GGUF model loaded through llama.cpp, served over HTTP.
 
     llm-worker-rbee --model PATH --port N --device cpu|cuda:N --worker-id ID [--hive-url URL]
+                    [--parallel N] [--threads N] [--ctx-size TOKENS]
 
 Narrates `startup` and `model_load` before its server exists (the hive relays those lines
 into the spawn job), then serves /health: `loading` until the model is in memory, then
@@ -14,12 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
 import anyio
 
-from jobs import LOOPBACK
+from jobs import LOOPBACK, WORKER_CREDENTIAL_ENV
 from narration_core import Narrator
 
 NARRATE = Narrator("llm-worker-rbee")
@@ -42,11 +44,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--state-dir", default=None, help="state folder it locks (default: state/workers/ID)"
     )
+    parser.add_argument(
+        "--parallel",
+        type=_positive,
+        default=None,
+        help="requests generated at once, in one context (default 2 on a CPU, 4 on a GPU)",
+    )
+    parser.add_argument(
+        "--threads", type=_positive, default=None, help="CPU threads (default: physical cores)"
+    )
+    parser.add_argument(
+        "--ctx-size",
+        type=_positive,
+        default=None,
+        help="context tokens per slot (default 4096, at most the model's trained window)",
+    )
     return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # Its own credential, from the hive that spawned it: every route but /health needs it.
+    # Taken out of the environment so nothing the model's code starts can read it.
+    credential = os.environ.pop(WORKER_CREDENTIAL_ENV, "").strip()
+    if not credential:
+        print(
+            f"llm-worker-rbee: {WORKER_CREDENTIAL_ENV} is not set; workers are started by "
+            "rbee-hive, which gives each its credential: use `keeper worker spawn`",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_USAGE)
     worker_id = args.worker_id or f"w-{args.port}"
     model = Path(args.model).expanduser()
     parent = os.getppid()
@@ -73,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         state_dir,
         args.bind,
         args.port,
-        lambda sock: _serve(args, worker_id, model, parent, sock, state_dir),
+        lambda sock: _serve(args, worker_id, model, parent, sock, state_dir, credential),
         report=report,
         busy_exit=EXIT_FAILED,
         fatal=(WorkerError,),
@@ -87,6 +121,7 @@ async def _serve(
     parent: int,
     sock: socket.socket,
     state_dir: Path,
+    credential: str,
 ) -> None:
     from jobs.server import serve, socket_url
     from worker.app import WorkerState, create_app
@@ -94,12 +129,14 @@ async def _serve(
     from worker.errors import ParentGone, WorkerError
 
     state = WorkerState(worker_id, model, args.device)
-    engine = Engine(model, args.device)
+    engine = Engine(
+        model, args.device, parallel=args.parallel, threads=args.threads, ctx_size=args.ctx_size
+    )
     size = model.stat().st_size if model.is_file() else 0  # noqa: ASYNC240 - one stat, at start
     NARRATE.action("model_load").target(model.name).human(
         f"Loading {model.name} ({size / 1e6:.1f} MB) on {args.device}"
     ).field("bytes", size).emit()
-    job_app = create_app(state, engine, state_dir=state_dir, bind=args.bind)
+    job_app = create_app(state, engine, state_dir=state_dir, token=credential, bind=args.bind)
     url = socket_url(sock)
 
     async def load() -> None:

@@ -1,4 +1,5 @@
-"""The worker's app on the job-server shell: /health (`loading`, `ready` or `failed`) and
+"""The worker's app on the job-server shell: /health (`loading`, `ready` or `failed`, and
+the slots: `slots`, `slots_busy`, `slot_info`, `threads`, `ctx_size`, `kv_bytes`) and
 POST /v1/inference (worker/inference.py), its one door for generations. Its jobs are kept
 in memory only (`durable=False`): the queen's log records what it relays, and the hive
 removes the worker's state folder when it exits."""
@@ -17,6 +18,7 @@ from starlette.routing import Route
 from jobs import rbee_version
 from jobs.server import BodyLimit, JobApp, ServerConfig
 from jobs.server import create_app as create_job_app
+from worker._openapi import openapi_paths
 from worker.engine import Engine
 from worker.inference import Inference
 
@@ -66,4 +68,6 @@ def create_app(
             *inference.routes(service),
         ],
         middleware=[Middleware(BodyLimit)],  # 1 MiB bodies, read within a deadline
+        lifespan=inference.running,  # the engine thread lives as long as the server
+        openapi_paths=openapi_paths(),
     )

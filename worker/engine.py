@@ -1,33 +1,40 @@
-"""The loaded model: llama-cpp-python's `Llama` for one GGUF file on one device.
+"""The loaded model: one GGUF on one device, in one llama.cpp context that holds `parallel`
+sequences (slots), through llama-cpp-python's low-level API.
 
-`load()` and `generate()` block (llama.cpp works in C): the worker calls them through
-`anyio.to_thread.run_sync`, one generation at a time (a llama.cpp context is not shared).
+`load()` blocks (seconds for a real model): the worker runs it in a thread. Afterwards the
+context belongs to the engine thread alone (worker/_slots.py); what other threads may call
+here (`tokenize`, the figures for /health) reads only the model, which llama.cpp never
+changes once loaded.
 """
 
 from __future__ import annotations
 
-import codecs
+import ctypes
+import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from jobs import MAX_TOKENS_DEFAULT, TEMPERATURE_DEFAULT, TOP_K_DEFAULT, TOP_P_DEFAULT
+from worker._stop_text import StopText
 from worker.errors import DeviceUnavailable, ModelLoadError
 
 if TYPE_CHECKING:
     import llama_cpp
 
-CONTEXT_TOKENS = 0  # 0: the context the model was trained with (llama.cpp reads it from the GGUF)
+__all__ = ["Engine", "Generation", "Sampling", "StopReason", "StopText", "gpu_layers"]
+
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda:(\d+))$")
-# Context cells left free at the end of a generation: llama-cpp-python reuses the KV
-# cache of a prompt it has seen, and after a generation that filled every cell its next
-# decode finds no slot ("llama_decode returned 1"), so no generation fills the last two.
-CONTEXT_SPARE_TOKENS = 2
-PROMPT_CHUNK_S = 0.25  # seconds of prompt evaluation between two cancel checks, aimed at
-PROMPT_CHUNK_MIN = 32  # tokens: the first chunk, and the least (smaller batches waste the CPU)
+CTX_SIZE_DEFAULT = 4096  # context tokens per slot: a long chat, at a fraction of the KV a
+# whole trained window costs (131,072 tokens of Llama-3.2-1B is ~4 GiB per worker)
+PARALLEL_CPU = 2  # slots on a CPU: batching 2 streams costs little more than one
+PARALLEL_GPU = 4  # slots on a GPU, where a batch of 4 decodes about as fast as one
+BATCH_TOKENS = 512  # tokens one llama_decode takes at most (llama.cpp's default n_batch)
+KV_BYTES_PER_VALUE = 2  # the KV cache holds f16 (llama.cpp's default type_k / type_v)
+LLAMA_LOG_LEVEL = logging.ERROR  # llama.cpp's own log lines below this are not printed
 
 
 def gpu_layers(device: str) -> tuple[int, int]:
@@ -47,29 +54,63 @@ def gpu_layers(device: str) -> tuple[int, int]:
     return -1, int(match.group(2))
 
 
-class Engine:
-    """One model on one device; `load()` blocks (seconds for a real model): run it in a thread."""
+def default_threads() -> int:
+    """The machine's physical cores (ggml's threads spin: one per hyperthread pair is as
+    fast and leaves the sibling free), else its logical ones."""
+    import psutil
 
-    def __init__(self, path: Path, device: str) -> None:
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+class Engine:
+    """One model on one device, with `parallel` slots of `ctx_size` tokens each.
+
+    Options left None take their defaults when the model loads: PARALLEL_CPU or
+    PARALLEL_GPU slots, `default_threads()`, CTX_SIZE_DEFAULT per slot, never more than
+    the window the model was trained with.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        device: str,
+        *,
+        parallel: int | None = None,
+        threads: int | None = None,
+        ctx_size: int | None = None,
+    ) -> None:
+        for name, value in (("parallel", parallel), ("threads", threads), ("ctx_size", ctx_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
         self.path = path
         self.device = device
-        self.llama: llama_cpp.Llama | None = None
+        self.parallel = parallel or (PARALLEL_CPU if device == "cpu" else PARALLEL_GPU)
+        self.threads = threads or default_threads()
+        self.ctx_size = ctx_size or CTX_SIZE_DEFAULT  # lowered to the trained window on load
+        self.kv_bytes: int | None = None  # known once loaded
         self.load_time_s: float | None = None
+        self.model: Any = None  # llama_model_p, then the context: owned by the engine thread
+        self.ctx: Any = None
+        self.vocab: Any = None
+        self._chat_template: str | None = None
 
     @property
     def is_loaded(self) -> bool:
-        return self.llama is not None
+        return self.ctx is not None
 
     @property
     def chat_template(self) -> str | None:
         """The GGUF's `tokenizer.chat_template`, which the queen's OpenAI door renders
         chat prompts with; None while loading or when the model has none."""
-        if self.llama is None:
-            return None
-        return self.llama.metadata.get("tokenizer.chat_template") or None
+        return self._chat_template
+
+    @property
+    def batch_tokens(self) -> int:
+        """Tokens one decode takes at most: a prompt chunk plus a token for every slot."""
+        return BATCH_TOKENS + self.parallel
 
     def load(self) -> None:
-        """Load the model; raises ModelLoadError or DeviceUnavailable."""
+        """Load the model and make its context; raises ModelLoadError or DeviceUnavailable."""
         n_gpu_layers, main_gpu = gpu_layers(self.device)
         if not self.path.exists():
             raise ModelLoadError(str(self.path), "no such file")
@@ -79,18 +120,111 @@ class Engine:
             raise ModelLoadError(
                 str(self.path), "llama-cpp-python is not installed; pip install 'rbee[worker]'"
             ) from None
+        # llama-cpp-python prints every llama.cpp log line unless its logger says otherwise.
+        logging.getLogger("llama-cpp-python").setLevel(LLAMA_LOG_LEVEL)
         started = time.perf_counter()
-        try:
-            self.llama = llama_cpp.Llama(
-                model_path=str(self.path),
-                n_gpu_layers=n_gpu_layers,
-                main_gpu=main_gpu,
-                n_ctx=CONTEXT_TOKENS,
-                verbose=False,
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.main_gpu = main_gpu
+        model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+        if not model:
+            raise ModelLoadError(str(self.path), "llama.cpp cannot read it as a GGUF model")
+        trained = llama_cpp.llama_model_n_ctx_train(model)
+        self.ctx_size = min(self.ctx_size, trained) if trained > 0 else self.ctx_size
+        ctx = llama_cpp.llama_init_from_model(model, self._context_params(llama_cpp))
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise ModelLoadError(
+                str(self.path),
+                f"llama.cpp could not make a context of {self.parallel} x {self.ctx_size} "
+                "tokens; lower --parallel or --ctx-size",
             )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadError(str(self.path), str(exc) or type(exc).__name__) from None
+        self.model, self.ctx = model, ctx
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        # Asked of llama.cpp, which pads the context: the cells a slot really has.
+        self.ctx_size = llama_cpp.llama_n_ctx_seq(ctx)
+        self.kv_bytes = kv_bytes(model, llama_cpp.llama_n_ctx(ctx))
+        template = llama_cpp.llama_model_chat_template(model, None)
+        self._chat_template = template.decode("utf-8", errors="replace") if template else None
         self.load_time_s = time.perf_counter() - started
+
+    def _context_params(self, llama_cpp: Any) -> Any:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.ctx_size * self.parallel
+        params.n_seq_max = self.parallel
+        params.kv_unified = False  # each slot its own ctx_size cells: none starves the others
+        params.n_batch = params.n_ubatch = self.batch_tokens
+        params.n_threads = params.n_threads_batch = self.threads
+        # As llama-cpp-python's `Llama` decodes (the same numbers, so the same tokens).
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        return params
+
+    def tokenize(self, text: str) -> list[int]:
+        """`text` as the model's tokens, with its start token and special tokens parsed, as
+        llama-cpp-python's completions tokenize a prompt. Thread-safe (reads the model)."""
+        import llama_cpp
+
+        data = text.encode()
+        size = len(data) + 2
+        while True:
+            buf = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, size, True, True)
+            if n >= 0:
+                return list(buf[:n])
+            size = -n
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token's text (no special tokens), as llama-cpp-python's
+        `detokenize([token])` gives them."""
+        import llama_cpp
+
+        size = 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, size, 0, False)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
+
+    def is_end(self, token: int) -> bool:
+        """Whether `token` ends a generation (end of sequence, end of turn)."""
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def statistics(self) -> dict[str, Any]:
+        """The context's shape for /health: slots, threads, tokens per slot, KV bytes."""
+        return {
+            "slots": self.parallel,
+            "threads": self.threads,
+            "ctx_size": self.ctx_size,
+            "kv_bytes": self.kv_bytes,
+        }
+
+
+def kv_bytes(model: llama_cpp.llama_model_p, n_ctx: int) -> int:
+    """Bytes the KV cache of `n_ctx` cells takes: per layer and cell, a key and a value of
+    n_head_kv heads (f16), as llama.cpp allocates them when the context is made."""
+    import llama_cpp
+
+    n_embd = llama_cpp.llama_model_n_embd(model)
+    n_head = max(llama_cpp.llama_model_n_head(model), 1)
+    n_head_kv = llama_cpp.llama_model_n_head_kv(model)
+    arch = _meta(model, "general.architecture") or "llama"
+    head_k = int(_meta(model, f"{arch}.attention.key_length") or n_embd // n_head)
+    head_v = int(_meta(model, f"{arch}.attention.value_length") or n_embd // n_head)
+    per_cell = (head_k + head_v) * n_head_kv * KV_BYTES_PER_VALUE
+    return int(llama_cpp.llama_model_n_layer(model) * n_ctx * per_cell)
+
+
+def _meta(model: llama_cpp.llama_model_p, key: str) -> str | None:
+    import llama_cpp
+
+    buf = ctypes.create_string_buffer(256)
+    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, ctypes.sizeof(buf))
+    return buf.value.decode() if n >= 0 else None
 
 
 StopReason = Literal["stop", "length", "cancelled"]
@@ -116,156 +250,4 @@ class Generation:
     stop_reason: StopReason
     decode_time_ms: float
     first_token_ms: float | None  # time to the first piece of text
-
-
-def generate(
-    llama: llama_cpp.Llama,
-    prompt: str,
-    sampling: Sampling,
-    *,
-    emit: Callable[[str, int], None],
-    should_stop: Callable[[], bool],
-) -> Generation:
-    """Stream a completion of `prompt`, calling `emit(text, index)` per piece of text.
-
-    `should_stop` is checked between chunks of the prompt (see `evaluate_prompt`) and
-    after every generated token, so a cancelled request frees the worker within a chunk
-    or a token, even mid-way through a prompt of thousands of tokens. A piece is one
-    token's text, except that a character spanning several tokens comes out whole and
-    text that may begin a stop string is held back until it cannot. Tokens come from
-    llama-cpp-python's `generate`, sampled as `create_completion` samples them (the same
-    seed, the same tokens), but driven here so that each one is counted (a piece is not
-    a token) and max_tokens is exact (`create_completion` runs past it to finish a
-    character). Blocks: run it in a thread.
-    """
-    import llama_cpp
-
-    started = time.perf_counter()
-    tokens = llama.tokenize(prompt.encode(), add_bos=True, special=True)
-    budget = llama.n_ctx() - len(tokens) - CONTEXT_SPARE_TOKENS
-    if budget < 1:
-        raise ValueError(
-            f"the prompt is {len(tokens)} tokens and this model's context holds "
-            f"{llama.n_ctx()}; shorten the prompt"
-        )
-    if not tokens:
-        raise ValueError("the prompt is empty and this model adds no start token; send text")
-    vocab = llama_cpp.llama_model_get_vocab(llama.model)
-    if vocab is None:
-        raise ValueError(f"{llama.model_path} has no vocabulary; it cannot generate text")
-    first: float | None = None
-    pieces = 0
-
-    def send(text: str) -> None:
-        nonlocal first, pieces
-        if text:
-            if first is None:
-                first = time.perf_counter()
-            emit(text, pieces)
-            pieces += 1
-
-    count = 0
-    reason: StopReason = "cancelled"
-    if evaluate_prompt(llama, tokens, should_stop):
-        # LLAMA_DEFAULT_SEED: llama.cpp draws a fresh seed, so no seed means no repeat.
-        llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed)
-        stop_text = StopText(sampling.stop)
-        limit = min(sampling.max_tokens, budget)
-        reason = "length"
-        stream = llama.generate(
-            tokens, top_k=sampling.top_k, top_p=sampling.top_p, temp=sampling.temperature
-        )
-        try:
-            for token in stream:  # the prompt is in the context: it samples at once
-                if should_stop():
-                    reason = "cancelled"
-                    break
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    reason = "stop"
-                    break
-                count += 1
-                piece, stopped = stop_text.push(llama.detokenize([token]))
-                send(piece)
-                if stopped:
-                    reason = "stop"
-                    break
-                if count >= limit:
-                    break
-        finally:
-            stream.close()
-        if reason != "cancelled":
-            send(stop_text.flush())
-    elapsed = time.perf_counter() - started
-    return Generation(
-        tokens_out=count,
-        stop_reason=reason,
-        decode_time_ms=round(elapsed * 1000, 3),
-        first_token_ms=None if first is None else round((first - started) * 1000, 3),
-    )
-
-
-def evaluate_prompt(
-    llama: llama_cpp.Llama, tokens: Sequence[int], should_stop: Callable[[], bool]
-) -> bool:
-    """Bring llama.cpp's context to `tokens`, checking `should_stop` before each chunk;
-    False when it said stop.
-
-    llama.cpp cannot be interrupted inside a decode, and one batch of its n_batch (512)
-    tokens takes seconds on a big model on a CPU: a prompt evaluated whole kept a cancelled
-    worker busy for a minute. So the first chunk is PROMPT_CHUNK_MIN tokens and each next
-    one is sized, at the speed of the last, to take about PROMPT_CHUNK_S. What the
-    context already holds of `tokens` (the last request's prompt, a conversation's earlier
-    turns) is kept; the last token is always evaluated, so sampling reads fresh logits.
-    """
-    import llama_cpp
-
-    held = llama.input_ids[: llama.n_tokens].tolist()
-    differ = (i for i, (a, b) in enumerate(zip(held, tokens, strict=False)) if a != b)
-    done = min(next(differ, len(held)), len(tokens) - 1)
-    memory = llama_cpp.llama_get_memory(llama.ctx)
-    if memory is None or not llama_cpp.llama_memory_seq_rm(memory, -1, done, -1):
-        done = 0  # a recurrent model's state cannot be cut: evaluate it all
-        if memory is not None:
-            llama_cpp.llama_memory_clear(memory, True)
-    llama.n_tokens = done
-    size = PROMPT_CHUNK_MIN
-    while done < len(tokens):
-        if should_stop():
-            return False
-        chunk = tokens[done : done + size]
-        began = time.perf_counter()
-        llama.eval(chunk)
-        done += len(chunk)
-        per_token_s = max(time.perf_counter() - began, 1e-6) / len(chunk)
-        size = max(PROMPT_CHUNK_MIN, min(llama.n_batch, int(PROMPT_CHUNK_S / per_token_s)))
-    return True
-
-
-class StopText:
-    """Token bytes into text: UTF-8 decoded across tokens (a character split over byte
-    tokens comes out whole; bytes that are no UTF-8 are dropped, as llama-cpp-python's
-    completions drop them) and cut at the first stop string, whose start is held back
-    until the text can no longer become one."""
-
-    def __init__(self, stop: Sequence[str]) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
-        self._stop = [s for s in stop if s]
-        self._held = ""
-
-    def push(self, data: bytes) -> tuple[str, bool]:
-        """The text ready to send once `data` is added, and whether a stop string ended it."""
-        held = self._held + self._decoder.decode(data)
-        found = [i for i in (held.find(s) for s in self._stop) if i >= 0]
-        if found:
-            self._held = ""
-            return held[: min(found)], True
-        keep = max(
-            (k for s in self._stop for k in range(1, len(s)) if held.endswith(s[:k])), default=0
-        )
-        self._held = held[len(held) - keep :]
-        return held[: len(held) - keep], False
-
-    def flush(self) -> str:
-        """What was held back, once the generation ended with no stop string."""
-        held, self._held = self._held + self._decoder.decode(b"", final=True), ""
-        return held
+    prompt_tokens: int  # the prompt's llama tokens, its start token included

@@ -1,4 +1,5 @@
-"""Serving generations: one at a time, a few waiting, tokens on the job's stream.
+"""Serving generations: `parallel` at once in the engine's slots, a few waiting, tokens
+on each job's stream.
 
     POST /v1/inference {prompt | messages, max_tokens, temperature, top_p, top_k, seed, stop}
         -> 201 {job_id, sse_url}   (followed and cancelled through the job API)
@@ -9,28 +10,29 @@ while `GET /v1/jobs/{id}/stream` and `DELETE /v1/jobs/{id}` serve the jobs made 
 `messages` are rendered into the prompt through the model's chat template (worker/chat.py)
 before the job is made, so a conversation the template refuses is a 400.
 
-The job narrates `inference_start`, sends each piece of text as a `token {t, i}` event,
-narrates `inference_complete` (tokens generated: llama tokens, not pieces of text; tok/s;
-time to first token) and ends `completed` with `{tokens_out,
-decode_time_ms, first_token_ms, stop_reason}` as its result; a failure ends it `failed`
-with the reason. A llama.cpp context serves one generation at a time, so requests queue;
-when QUEUE_MAX are already waiting, or the model is still loading, the answer is 503 with
-Retry-After. Cancelling the job (DELETE, or the queen cancelling across the hop) stops
-generation within a token, or within a chunk of a long prompt's evaluation (a fraction of
-a second, see worker/engine.py), and the next request starts. So does its client going
-away without a word (a queen killed mid-stream): a job no stream has read for
-UNREAD_STOP_S is cancelled, rather than generating up to `max_tokens` for nobody, or
-waiting its turn.
+The job narrates `inference_start` once it has a slot, sends each piece of text as a
+`token {t, i}` event, narrates `inference_complete` (tokens generated: llama tokens, not
+pieces of text; tok/s; time to first token) and ends `completed` with `{tokens_out,
+prompt_tokens, decode_time_ms, first_token_ms, stop_reason}` as its result; a failure ends
+it `failed` with the reason. The engine thread (worker/_slots.py) generates for every slot
+in one batch per step; a request beyond the free slots waits, and when QUEUE_MAX are
+already waiting, or the model is still loading, the answer is 503 with Retry-After.
+Cancelling the job (DELETE, or the queen cancelling across the hop) stops its generation
+within a step, or within a chunk of a long prompt's evaluation, and frees its slot. So
+does its client going away without a word (a queen killed mid-stream): a job no stream
+has read for UNREAD_STOP_S is cancelled, rather than generating up to `max_tokens` for
+nobody, or waiting its turn.
 """
 
 from __future__ import annotations
 
 import json
-import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -38,80 +40,153 @@ from starlette.routing import BaseRoute, Route
 from jobs import Infer, InvalidRequest, parse_operation
 from jobs.server import Handler, Job, JobService, error_body
 from narration_core import Narrator
+from worker._slots import Order, SlotLoop, Started
+from worker._wakeup import Wakeup
 from worker.chat import render_chat
-from worker.engine import Engine, Sampling, generate
+from worker.engine import Engine, Generation, Sampling
 
 NARRATE = Narrator("llm-worker-rbee")
-QUEUE_MAX = 4  # requests waiting behind the running one before the worker answers 503
+QUEUE_MAX = 4  # requests waiting for a slot before the worker answers 503
 RETRY_AFTER_S = 1  # what a 503 tells the client to wait
+# Infer fields that only make sense before a worker is chosen: refused here (422), never
+# accepted and ignored.
+NOT_HERE = frozenset({"operation", "model", "hive_id", "worker_id"})
 UNREAD_STOP_S = 15.0  # a job no stream has read for this long is cancelled (client gone)
 UNREAD_POLL_S = 1.0  # how often a job looks for its readers
+CANCEL_WAIT_S = 10.0  # longest a cancelled job waits for the engine to free its slot (a
+# step or a prompt chunk takes a fraction of that; more means the engine thread is stuck)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """What a job waits on while the engine thread generates for its order."""
+
+    job: Job
+    started: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    slot: int | None = None
+    outcome: Generation | Exception | None = None
 
 
 class Inference:
-    """The worker's generations: the `infer` handler, and the POST /v1/inference route
-    over the job service that runs it (`routes`)."""
+    """The worker's generations: the `infer` handler, the POST /v1/inference route over the
+    job service that runs it (`routes`), and the engine thread with the task that
+    delivers its output (`running`, the app's lifespan)."""
 
     def __init__(self, engine: Engine, *, model_name: str) -> None:
         self.engine = engine
         self.model_name = model_name
-        self._lock = anyio.Lock()
-        self.waiting = 0  # requests admitted and not yet generating
-        self.busy = False
+        self._wakeup = Wakeup()
+        self.slots = SlotLoop(engine, notify=self._wakeup.notify)
+        self._waiters: dict[Order, _Waiter] = {}
+        self.admitted = 0  # jobs made by the route and not yet ended
 
     def statistics(self) -> dict[str, Any]:
-        return {"busy": self.busy, "waiting": self.waiting, "queue_max": QUEUE_MAX}
+        """/health's view: slots, busy ones, each slot's state, the context's shape."""
+        slots = self.slots.statistics()
+        return {
+            "busy": self.admitted > 0,  # anything generating or waiting
+            "waiting": max(0, self.admitted - slots["slots_busy"]),
+            "queue_max": QUEUE_MAX,
+            **self.engine.statistics(),
+            **slots,
+        }
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the engine thread and deliver what it makes, until the app stops."""
+        thread_done = anyio.Event()
+
+        async def engine_thread() -> None:
+            try:
+                await anyio.to_thread.run_sync(self.slots.run)
+            finally:
+                thread_done.set()
+
+        async def deliver() -> None:
+            while True:
+                await self._wakeup.wait()
+                self._deliver()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine_thread)
+            tg.start_soon(deliver)
+            try:
+                yield
+            finally:
+                self.slots.close()  # the thread ends within a step, its orders cancelled
+                with anyio.CancelScope(shield=True):
+                    await thread_done.wait()
+                self._deliver()
+                tg.cancel_scope.cancel()
+        self._wakeup.close()
+
+    def _deliver(self) -> None:
+        """Hand the engine thread's output to the jobs waiting for it."""
+        outbox = self.slots.outbox
+        while outbox:
+            order, outcome = outbox.popleft()
+            waiter = self._waiters.get(order)
+            if waiter is None:
+                continue  # its job has ended already
+            if isinstance(outcome, tuple):
+                waiter.job.token(*outcome)
+            elif isinstance(outcome, Started):
+                waiter.slot = outcome.slot
+                waiter.started.set()
+            else:
+                waiter.outcome = outcome
+                waiter.started.set()
+                waiter.done.set()
 
     async def infer(self, op: Infer, job: Job) -> dict[str, Any]:
-        """The `infer` job: wait for the model, generate, stream the pieces as tokens;
+        """The `infer` job: wait for a slot, generate, stream the pieces as tokens;
         cancelled once nobody reads it (see the module docstring)."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_when_unread, job)
-            result = await self._infer(op, job)
-            tg.cancel_scope.cancel()
+        try:  # counted in `admitted` by the route that made the job
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_when_unread, job)
+                result = await self._generate(op, job)
+                tg.cancel_scope.cancel()
+        finally:
+            self.admitted -= 1
         return result
 
-    async def _infer(self, op: Infer, job: Job) -> dict[str, Any]:
-        try:  # counted in `waiting` by the route that made the job
-            await self._lock.acquire()
-        finally:
-            self.waiting -= 1
-        try:
-            self.busy = True
-            return await self._generate(op, job)
-        finally:
-            self.busy = False
-            self._lock.release()
-
     async def _generate(self, op: Infer, job: Job) -> dict[str, Any]:
-        llama = self.engine.llama
-        if llama is None:
+        if not self.engine.is_loaded:
             raise InvalidRequest("the model is not loaded yet; retry in a moment", status=503)
-        sampling = Sampling(op.max_tokens, op.temperature, op.top_p, op.top_k, op.seed, op.stop)
-        NARRATE.action("inference_start").target(job.id).human(
-            f"Generating up to {op.max_tokens} tokens with {self.model_name}"
-        ).emit()
-        stop = threading.Event()
-
-        def emit(text: str, index: int) -> None:
-            anyio.from_thread.run_sync(job.token, text, index)
-
-        async def stop_when_cancelled() -> None:
-            try:
-                await anyio.sleep_forever()
-            finally:
-                stop.set()  # the thread sees it before its next token or prompt chunk
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(stop_when_cancelled)
-            # Not abandoned on cancel: the thread must finish (within a token or a prompt
-            # chunk, see `stop`) before the next generation may use the llama.cpp context.
-            result = await anyio.to_thread.run_sync(
-                lambda: generate(llama, op.prompt, sampling, emit=emit, should_stop=stop.is_set)
+        tokens = await anyio.to_thread.run_sync(self.engine.tokenize, op.prompt)
+        room = self.engine.ctx_size - len(tokens)
+        if not tokens:
+            raise ValueError("the prompt is empty and this model adds no start token; send text")
+        if room < 1:
+            raise ValueError(
+                f"the prompt is {len(tokens)} tokens and this model's context holds "
+                f"{self.engine.ctx_size} per slot; shorten the prompt"
             )
-            tg.cancel_scope.cancel()
-        # The thread's wait is shielded; a cancel that stopped it is delivered here.
-        await anyio.lowlevel.checkpoint()
+        sampling = Sampling(op.max_tokens, op.temperature, op.top_p, op.top_k, op.seed, op.stop)
+        order = Order(tokens, sampling, limit=min(op.max_tokens, room))
+        waiter = self._waiters[order] = _Waiter(job)
+        self.slots.submit(order)
+        try:
+            await waiter.started.wait()
+            if waiter.slot is not None:
+                NARRATE.action("inference_start").target(job.id).human(
+                    f"Generating up to {op.max_tokens} tokens with {self.model_name} "
+                    f"(slot {waiter.slot}, {len(tokens)} prompt tokens)"
+                ).field("slot", waiter.slot).emit()
+            await waiter.done.wait()
+        finally:
+            if not waiter.done.is_set():  # cancelled: free the slot before the job ends
+                self.slots.cancel(order)
+                with anyio.move_on_after(CANCEL_WAIT_S, shield=True):
+                    await waiter.done.wait()
+            del self._waiters[order]
+        if isinstance(waiter.outcome, Exception):
+            raise waiter.outcome
+        assert isinstance(waiter.outcome, Generation)
+        return self._complete(job, waiter.outcome)
+
+    def _complete(self, job: Job, result: Generation) -> dict[str, Any]:
         rate = result.tokens_out / max(result.decode_time_ms / 1000, 1e-9)
         ttft = (
             "" if result.first_token_ms is None else f", first after {result.first_token_ms:.0f} ms"
@@ -122,6 +197,7 @@ class Inference:
         ).field("tokens_out", result.tokens_out).field("tok_per_s", round(rate, 1)).emit()
         return {
             "tokens_out": result.tokens_out,
+            "prompt_tokens": result.prompt_tokens,
             "decode_time_ms": result.decode_time_ms,
             "first_token_ms": result.first_token_ms,
             "stop_reason": result.stop_reason,
@@ -144,11 +220,12 @@ class Inference:
 
     async def _submit(self, request: Request, service: JobService) -> Response:
         """POST /v1/inference: the `infer` fields without `operation` and `model`."""
-        if self.engine.llama is None:
+        if not self.engine.is_loaded:
             return _unavailable("the model is still loading; retry shortly")
-        if self.waiting >= QUEUE_MAX:
+        if self.admitted >= self.engine.parallel + QUEUE_MAX:
             return _unavailable(
-                f"this worker is busy ({QUEUE_MAX} requests already waiting); retry shortly"
+                f"this worker is busy (all {self.engine.parallel} slots generating and "
+                f"{QUEUE_MAX} requests waiting); retry shortly"
             )
         try:
             fields = json.loads(await request.body())
@@ -156,13 +233,19 @@ class Inference:
             fields = None
         if not isinstance(fields, dict):
             raise InvalidRequest("the body must be a JSON object with a prompt", status=400)
+        if foreign := sorted(NOT_HERE & fields.keys()):
+            raise InvalidRequest(
+                f"{', '.join(foreign)} cannot be chosen at a worker, which serves "
+                f"{self.model_name} itself; leave {' and '.join(foreign)} out",
+                detail={"fields": foreign},
+            )
         op = parse_operation({**fields, "operation": "infer", "model": self.model_name})
         if isinstance(op, Infer) and op.messages is not None:  # refused here: a 400, not a job
             prompt = render_chat(op.messages, self.engine.chat_template)
             op = op.model_copy(update={"prompt": prompt, "messages": None})
         job = await service.submit(op)
         # Counted from here (its task has not run yet), so a burst sees the queue fill.
-        self.waiting += 1
+        self.admitted += 1
         body = {"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"}
         return JSONResponse(body, status_code=201)
 

@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # pydantic is only needed by a caller that passes a model (~4
 
 TIMEOUT_S = 10.0  # connect/write/pool timeout for every request
 STREAM_READ_TIMEOUT_S = 60.0  # silence tolerated on a stream (servers send keep-alives every 15 s)
+STATUS_PATH = "/v1/status"  # the queen's read-only snapshot (queen/status.py)
 MAX_RECONNECTS = 5  # consecutive failed reconnects before a stream gives up
 RECONNECT_BACKOFF_S = 0.1  # first wait before reconnecting; doubles per failure
 
@@ -127,6 +128,11 @@ class JobClient:
     async def list_jobs(self, *, limit: int = 100) -> list[dict[str, Any]]:
         reply = await self._json("GET", "/v1/jobs", params={"limit": limit})
         return list(reply["jobs"])
+
+    async def status(self) -> dict[str, Any]:
+        """The queen's read-only snapshot (`GET /v1/status`): looking creates no job."""
+        reply: dict[str, Any] = await self._json("GET", STATUS_PATH)
+        return reply
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         """State, error and transitions; raises JobNotFound."""
@@ -232,6 +238,11 @@ class SyncJobClient:
 
     def list_jobs(self, *, limit: int = 100) -> list[dict[str, Any]]:
         return list(self._json("GET", "/v1/jobs", params={"limit": limit})["jobs"])
+
+    def status(self) -> dict[str, Any]:
+        """The queen's read-only snapshot (`GET /v1/status`): looking creates no job."""
+        reply: dict[str, Any] = self._json("GET", STATUS_PATH)
+        return reply
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """State, error and transitions; raises JobNotFound."""

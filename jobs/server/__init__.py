@@ -8,9 +8,10 @@ where `serve_on(sock)` ends with `await serve(job_app, sock)` (until SIGTERM/SIG
 Behind this face: the app factory, its serving and the daemons' entry (`_app`, `_serve`,
 `_entry`), the job routes with their SSE stream (`_routes`, `_sse`), the job service
 (`_service`), the event store (`_eventlog`, `_joblog`, `_logreaders`, `_storage`; in memory
-only: `_tailstore`), the job table (`_registry`), bearer auth, Host/Origin checks, body
-limits and the OpenAPI document (`_auth`, `_origin`, `_limits`, `_openapi`). The server
-imports the vocabulary (`jobs`), never the client or the relay.
+only: `_tailstore`), the job table (`_registry`), bearer auth (the user's token and the
+daemons' credentials), Host/Origin checks, body limits, error shapes by path (OpenAI's at
+the queen's door) and the OpenAPI document (`_auth`, `_origin`, `_limits`, `_errorshape`,
+`_openapi`). The server imports the vocabulary (`jobs`), never the client or the relay.
 """
 
 from jobs.server._app import JobApp, Lifespan, RouteFactory, ServerConfig, create_app

@@ -6,8 +6,8 @@ A program supplies its handlers (or a factory that receives the JobService, when
 handler reads the service itself), extra routes (or, likewise, a factory of them: a door
 that submits jobs receives the service it submits to), middleware and a lifespan for its
 own resources; the shell adds the job routes, /health, /openapi.json, the error mapper,
-Host/Origin/Content-Type checks (outermost) and bearer auth when a token is set. Serving
-the app is `jobs.server.serve`'s.
+Host/Origin/Content-Type checks (outermost but for a door's error shapes) and bearer auth
+when a token is set. Serving the app is `jobs.server.serve`'s.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from jobs.server._auth import BearerAuth
+from jobs.server._errorshape import ErrorShape, ErrorShapes
 from jobs.server._openapi import openapi_schema
 from jobs.server._origin import HostOriginGuard
 from jobs.server._routes import EXCEPTION_HANDLERS, create_job_routes
@@ -42,7 +43,10 @@ class ServerConfig:
     name: str
     version: str
     state_dir: Path
-    token: str | None = None
+    token: str | None = None  # the user's token (RBEE_TOKEN), required beyond loopback
+    # Daemon-to-daemon credentials also accepted (jobs._credentials): with any, every
+    # route but the open ones needs one of them or the token, on loopback too.
+    credentials: tuple[str, ...] = ()
     keepalive_s: float = KEEPALIVE_S
     flush_interval_s: float | None = None
     retention: Retention | None = None
@@ -69,14 +73,17 @@ def create_app(
     openapi_paths: dict[str, Any] | None = None,
     open_paths: Collection[str] = (),
     open_prefixes: Collection[str] = (),
+    error_shapes: Mapping[str, ErrorShape] | None = None,
 ) -> JobApp:
     """A job server for `config` running `handlers`.
 
     `routes` come before the job routes, so a program may answer a path itself (the
     worker's /health). `lifespan` is entered inside the running service and left before
-    it stops. Bearer auth wraps everything (outermost) when `config.token` is set;
+    it stops. Bearer auth wraps everything (outermost) when `config.token` or
+    `config.credentials` are set;
     `open_paths` (exact) and `open_prefixes` stay open besides /health: pages that hold
-    no secrets, such as the queen's dashboard.
+    no secrets, such as the queen's dashboard. `error_shapes` (path prefix -> shape) puts
+    every error answered under a prefix, the shell's own included, in a door's protocol.
     """
     service = JobService(
         config.state_dir,
@@ -105,21 +112,23 @@ def create_app(
         *create_job_routes(service, version=config.version, keepalive_s=config.keepalive_s),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
+    tokens = [t for t in (config.token, *config.credentials) if t]
     auth = (
         [
             Middleware(
                 BearerAuth,
-                token=config.token,
+                tokens=tokens,
                 open_paths=open_paths,
                 open_prefixes=open_prefixes,
             )
         ]
-        if config.token
+        if tokens
         else []
     )
+    shapes = [Middleware(ErrorShapes, shapes=error_shapes)] if error_shapes else []
     asgi = Starlette(
         routes=all_routes,
-        middleware=[Middleware(HostOriginGuard, bind=config.bind), *auth, *middleware],
+        middleware=[*shapes, Middleware(HostOriginGuard, bind=config.bind), *auth, *middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=run,
     )

@@ -1,4 +1,5 @@
-"""Bearer-token check for job servers bound beyond loopback (ASGI middleware).
+"""Bearer-token check for job servers (ASGI middleware): the user's token beyond loopback,
+and the credential of each daemon-to-daemon hop, loopback included (jobs._credentials).
 
 `/health` stays open so a supervisor can tell "up but locked" from "down"; it reveals only
 the version. A program may open more paths that hold no secrets (`open_paths` exactly,
@@ -20,20 +21,20 @@ OPEN_PATHS = frozenset({"/health"})  # reachable without a token
 
 
 class BearerAuth:
-    """Rejects HTTP requests whose bearer token differs from `token` (constant-time compare)."""
+    """Rejects HTTP requests whose bearer token is none of `tokens` (constant-time compare)."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        token: str,
+        tokens: Collection[str],
         open_paths: Collection[str] = (),
         open_prefixes: Collection[str] = (),
     ) -> None:
-        if not token:
-            raise ValueError("BearerAuth needs a non-empty token")
+        if not tokens or not all(tokens):
+            raise ValueError("BearerAuth needs non-empty tokens")
         self.app = app
-        self._expected = token.encode()
+        self._expected = [token.encode() for token in tokens]
         self._open_paths = OPEN_PATHS | frozenset(open_paths)
         self._open_prefixes = tuple(open_prefixes)
 
@@ -48,7 +49,10 @@ class BearerAuth:
         given = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, credentials = given.partition(b" ")
         # The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
-        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._expected):
+        given = credentials.strip()
+        # Every token is compared (no early exit), so the time says nothing about which.
+        matches = [hmac.compare_digest(given, token) for token in self._expected]
+        if scheme.lower() == b"bearer" and any(matches):
             await self.app(scope, receive, send)
             return
         exc = AuthRequired()

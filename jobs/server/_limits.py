@@ -17,6 +17,7 @@ from jobs.server._routes import SafeJSONResponse, error_body
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: an operation is a few hundred bytes; a long prompt fits
 BODY_READ_TIMEOUT_S = 30.0  # seconds for the whole body to arrive once the headers have
+# (only the body: the handling and the answer after it are not timed)
 MAX_BODY_ENV = "RBEE_MAX_BODY_BYTES"  # overrides MAX_BODY_BYTES for a server
 
 
@@ -51,25 +52,30 @@ class BodyLimit:
             await self._reject(scope, receive, send, self._too_large())
             return
         body = bytearray()
+        complete = False
+        # Only the reads of the body run under the deadline: once it is in, the app's
+        # handling and its answer (a generation streamed for minutes) are not timed here.
         with anyio.move_on_after(self.read_timeout_s):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return  # the client left: nobody to answer
                 body += message.get("body", b"")
-                if len(body) > self.max_bytes:
-                    await self._reject(scope, receive, send, self._too_large())
-                    return
-                if not message.get("more_body", False):
-                    await self.app(scope, _replay(bytes(body), receive), send)
-                    return
-        timeout = InvalidRequest(
-            f"the request body did not arrive within {self.read_timeout_s:g} s; "
-            "send it at once, or check the network",
-            detail={"read_timeout_s": self.read_timeout_s, "received_bytes": len(body)},
-            status=408,
-        )
-        await self._reject(scope, receive, send, timeout)
+                if len(body) > self.max_bytes or not message.get("more_body", False):
+                    complete = True
+                    break
+        if len(body) > self.max_bytes:
+            await self._reject(scope, receive, send, self._too_large())
+        elif complete:
+            await self.app(scope, _replay(bytes(body), receive), send)
+        else:
+            timeout = InvalidRequest(
+                f"the request body did not arrive within {self.read_timeout_s:g} s; "
+                "send it at once, or check the network",
+                detail={"read_timeout_s": self.read_timeout_s, "received_bytes": len(body)},
+                status=408,
+            )
+            await self._reject(scope, receive, send, timeout)
 
     def _too_large(self) -> InvalidRequest:
         return InvalidRequest(

@@ -81,7 +81,8 @@ def _ok(
 def openapi_schema(
     *, title: str, version: str, extra_paths: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """An OpenAPI 3.1 document for the job routes (plus a program's `extra_paths`)."""
+    """An OpenAPI 3.1 document for the job routes (plus a program's `extra_paths`, merged
+    by method into the job routes': a method given as None is one the program refuses)."""
     body_schema = OPERATION_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
     defs = body_schema.pop("$defs", {})
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -178,7 +179,9 @@ def openapi_schema(
             }
         },
     }
-    paths.update(extra_paths or {})
+    for path, item in (extra_paths or {}).items():  # merged by method; None drops one
+        merged = {**paths.get(path, {}), **item}
+        paths[path] = {method: spec for method, spec in merged.items() if spec is not None}
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},

@@ -30,6 +30,7 @@ from typing import IO, Any, TypeVar
 import anyio.to_thread
 
 from jobs import FINAL_STATES, JobNotFound, JobState, StateFolderBusy, storage_error
+from narration_core import redact
 
 CRASH_REASON = "the server stopped while the job was running (crash or kill)"
 FILE_MODE = 0o600  # the job table holds every job's parameters: the owner's only
@@ -145,7 +146,10 @@ class JobRegistry:
             raise
 
     async def create(self, job_id: str, operation: dict[str, Any]) -> JobRecord:
-        return await self._call(self._create_sync, job_id, operation)
+        """Record a new job. Its operation is kept for showing only (the handler runs the
+        parsed one), so credentials in it (a URL's `user:pass@`, `?key=`) are redacted
+        before it is stored or listed, as narration and errors are."""
+        return await self._call(self._create_sync, job_id, redacted(operation))
 
     def _create_sync(self, job_id: str, operation: dict[str, Any]) -> JobRecord:
         now = time.time()
@@ -266,6 +270,17 @@ def lock_state_folder(folder: Path) -> IO[bytes]:
         handle.close()
         raise StateFolderBusy(folder) from None
     return handle
+
+
+def redacted(value: Any) -> Any:
+    """`value` with every string in it redacted (narration_core.redact), at any depth."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redacted(item) for item in value]
+    return value
 
 
 def _record(row: tuple[Any, ...], transitions: tuple[Transition, ...]) -> JobRecord:

@@ -11,7 +11,9 @@ Failures stay inside the job they hit: a storage error (disk full) while writing
 log or its row fails that job and no other (`store.on_abort`), the bookkeeping that ends
 a job (`_finish`) never raises into the task group, and a final state the job table could
 not take is kept and retried. New jobs are refused (507) while the disk is full and run
-again once it has room; `problem()` is what /health reports.
+again once it has room, but for those that only read or free space (model list and delete,
+status): the way out of a full disk must not be behind it. `problem()` is what /health
+reports.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from jobs.server._eventlog import FLUSH_INTERVAL_S, EventStore
 from jobs.server._joblog import JobLog
 from jobs.server._logreaders import LogReader
 from jobs.server._registry import CRASH_REASON, JobRecord, JobRegistry
+from jobs.server._storage import DiskGate
 from jobs.server._tailstore import TailStore
 from narration_core import NarrationEvent, Narrator, narration_context, register_job_sink
 
@@ -137,6 +140,7 @@ class JobService:
         self._unrecorded: dict[str, tuple[JobState, str | None]] = {}
         self.open_streams: set[Any] = set()  # SSE responses being served (see statistics())
         self.handlers = dict(handlers(self) if callable(handlers) else handlers)
+        self.disk = DiskGate(self.store.storage_problem, state_dir if durable else None, actor)
 
     @property
     def is_running(self) -> bool:
@@ -193,16 +197,14 @@ class JobService:
         """Why this service cannot run jobs now (not running, disk full), else None."""
         if self._tg is None:
             return ServiceUnavailable()
-        return await self.store.storage_problem()
+        return await self.disk.problem()
 
     async def submit(self, operation: Operation) -> Job:
         """Create the job and start running it now; returns once it is recorded. Raises
-        ServiceUnavailable, or StorageError while the disk is full."""
+        ServiceUnavailable, or StorageError while the disk is full (see DiskGate)."""
         if self._tg is None:
             raise ServiceUnavailable()
-        problem = await self.store.storage_problem()
-        if problem is not None:
-            raise problem
+        await self.disk.admit(operation)
         job_id = f"job-{secrets.token_hex(8)}"
         await self.registry.create(job_id, operation_json(operation))
         job = Job(job_id, operation, self.store.create(job_id))

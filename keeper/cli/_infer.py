@@ -13,20 +13,12 @@ from jobs import (
     TOP_K_MIN,
     TOP_P_DEFAULT,
     TOP_P_MAX,
-    chat_messages,
-    infer_op,
 )
 from keeper.cli._common import NoAutostart, settings_of
 
 
 def register(root: typer.Typer) -> None:
     root.command("infer")(infer)
-
-
-# What `keeper infer` tells a chat model it is, unless --system says otherwise: the
-# default of llama.cpp's own chat CLI. Small models answer plainly with it where their
-# template's own default can lead them astray (SmolLM2-135M on "the capital of France").
-DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
 def _probability_mass(value: float) -> float:
@@ -107,22 +99,18 @@ def infer(
 
     if raw and system is not None:
         raise typer.BadParameter("--system adds a chat message; it cannot go with --raw")
-    operation = infer_op(
+    operation = infer_cmd.operation(
+        prompt,
         model=model,
-        prompt=prompt if raw else None,
-        messages=None if raw else chat_messages(prompt, system=_system(system)),
         max_tokens=max_tokens,
         temperature=temperature,
         top_p=top_p,
         top_k=top_k,
         seed=seed,
         stop=stop or [],
-        hive_id=hive,
-        worker_id=worker,
+        hive=hive,
+        worker=worker,
+        system=system,
+        raw=raw,
     )
     infer_cmd.infer(settings_of(ctx), operation, autostart=not no_autostart)
-
-
-def _system(system: str | None) -> str:
-    """--system as given, else DEFAULT_SYSTEM; empty sends none."""
-    return DEFAULT_SYSTEM if system is None else system

@@ -21,8 +21,8 @@ def status(
 ) -> None:
     """The queen, its hives (last beat, stale) and their workers as tables.
 
-    With --json: the status job's events as JSON lines (the last one holds the
-    snapshot), for scripts.
+    With --json: one JSON line holding the snapshot as `result`, for scripts. Looking
+    creates no job on the queen; --watch follows a status watch job until Ctrl-C.
     """
     if not watch:
         from keeper.commands import status as status_cmd

@@ -21,6 +21,21 @@ def worker_spawn(
     ],
     hive: HiveOption = "localhost",
     device: Annotated[str, typer.Option(help="cpu or cuda:N.")] = "cpu",
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Requests it generates for at once (default: 2 on cpu, 4 on a GPU)."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads (default: the physical cores).")
+    ] = None,
+    ctx_size: Annotated[
+        int | None,
+        typer.Option(
+            min=64, help="Context tokens per request (default 4096, never above the model's)."
+        ),
+    ] = None,
     no_autostart: NoAutostart = False,
 ) -> None:
     """Spawn a worker with a model on a hive; shows its startup until it is ready."""
@@ -30,7 +45,15 @@ def worker_spawn(
         from keeper.autostart import ensure_local_chain
 
         ensure_local_chain(settings_of(ctx))
-    worker.spawn(settings_of(ctx), model=model, hive=hive, device=device)
+    worker.spawn(
+        settings_of(ctx),
+        model=model,
+        hive=hive,
+        device=device,
+        parallel=parallel,
+        threads=threads,
+        ctx_size=ctx_size,
+    )
 
 
 @app.command("list")

@@ -1,21 +1,21 @@
-"""`keeper hive start|stop|logs [localhost]`: the local hive's lifecycle, via keeper.launch.
+"""`keeper hive start|stop|logs [localhost]`: the local hive's lifecycle, a thin adapter
+over the lifecycle library (`daemons`: the hive's spec, already running / port taken,
+the detached start), with the keeper's renderer, start lock and exit codes.
 
 The hive is started with the queen this keeper talks to (`--queen-url`, the pidfile's
 URL, or the default) as its heartbeat target, so the queen learns it from its first
-beat. The keeper's RBEE_TOKEN is the queen's token: the hive gets it as the token to
-beat with (RBEE_QUEEN_TOKEN), never as its own inbound token.
+beat. The hive gets its credential (RBEE_HIVE_CREDENTIAL, derived from the queen's secret
+in this RBEE_HOME, jobs._credentials) in its environment: it signs its beats with it and
+admits only the queen's calls. The keeper's RBEE_TOKEN (the queen's) never reaches it.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-from jobs import HIVE_PORT, LOOPBACK, TOKEN_ENV, RbeePaths
+from jobs import RbeePaths
 from keeper import daemon_log, daemons, launch
-from keeper.errors import DaemonUnreachable, JobFailed, UsageError
+from keeper.errors import UsageError
 from keeper.output import make_renderer
 from keeper.settings import KeeperSettings
 from narration_core import Narrator
@@ -67,78 +67,16 @@ def start(
             beat_interval=beat_interval,
         )
         return
-    asked_port = None if any_port_if_running else port
-    port = HIVE_PORT if port is None else port
-    if not 0 < port < 65536:
-        raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
-    paths = RbeePaths.resolve().ensure()
-    name = daemons.hive_daemon_name(alias)
-    url = f"http://{LOOPBACK}:{port}"
-    argv = [
-        *(sys.executable, "-m", "hive", "--hive-id", alias, "--port", str(port)),
-        *("--bind", LOOPBACK, "--queen-url", settings.queen_url),
-    ]
-    if beat_interval is not None:
-        argv += ["--beat-interval", f"{beat_interval:g}"]
-    env = dict(os.environ)
-    queen_token = settings.token()
-    env.pop(TOKEN_ENV, None)  # the queen's token is not the hive's own
-    if queen_token:
-        env[daemons.QUEEN_TOKEN_ENV] = queen_token
-    daemon = launch.Daemon(name, daemons.HIVE_PROGRAM, argv, url, paths.logs / f"{name}.log", env)
-    host = launch.LocalHost(paths.run)
 
-    def waiting() -> None:
-        NARRATE.action("wait_lock").human(
-            f"Another keeper is starting hive {alias} of this RBEE_HOME; waiting for it"
-        ).emit()
-
-    with make_renderer(settings) as out:
-        out.status(f"Starting {daemons.HIVE_PROGRAM} {alias} on {LOOPBACK}:{port}")
-        with daemons.start_lock(paths.run, name, on_wait=waiting) as release:
-            from keeper.lost_pidfile import adopt
-
-            adopt(paths.run, name, paths.state / name, log=daemon.log_path, label=f"hive {alias}")
-            if _already_running(host, name, alias, port, asked_port=asked_port):
-                return
-            launch.start(
-                host,
-                daemon,
-                label=f"hive {alias}",
-                timeout_s=timeout,
-                foreground=foreground,
-                release=release,
-                status=out.status,
-            )
-
-
-def _already_running(
-    host: launch.LocalHost, name: str, alias: str, port: int, *, asked_port: int | None
-) -> bool:
-    """Say so and return True when this RBEE_HOME's hive already runs; refuse a taken port,
-    and a running hive on another port than the one asked for (JobFailed)."""
-    pidfile = host.pidfile(name)
-    record = pidfile.read()
-    if record is not None:
-        if daemons.live_process(record) is not None:
-            if asked_port is not None and urlsplit(record.url).port != asked_port:
-                raise JobFailed(
-                    f"hive {alias} of this RBEE_HOME already runs at {record.url} "
-                    f"(pid {record.pid}), not on port {asked_port}; use it, or move it with "
-                    f"`keeper hive stop {alias}` then `keeper hive start {alias} --port "
-                    f"{asked_port}`"
-                )
-            NARRATE.action("already_running").target(record.url).human(
-                f"Hive {alias} is already running (pid {record.pid}) at {record.url}"
-            ).emit()
-            return True
-        pidfile.remove()
-    if daemons.port_in_use(LOOPBACK, port):
-        owner = daemons.port_owner(port)
-        ours = RbeePaths.resolve().state
-        start = "keeper hive start" if alias == LOCAL else f"keeper hive start {alias}"
-        raise DaemonUnreachable(daemons.port_taken(LOOPBACK, port, owner, ours, start=start))
-    return False
+    launch.start_local_hive(
+        settings,
+        alias,
+        port=port,
+        foreground=foreground,
+        timeout=timeout,
+        beat_interval=beat_interval,
+        any_port_if_running=any_port_if_running,
+    )
 
 
 def stop(settings: KeeperSettings, alias: str, *, accept_new_host_key: bool = False) -> None:

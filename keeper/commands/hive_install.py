@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from keeper.errors import JobFailed, UsageError, how_it_ended
+from jobs import how_it_ended
+from keeper.errors import JobFailed, UsageError
 from keeper.hosts import HiveHost
 from keeper.output import make_renderer
 from keeper.settings import KeeperSettings

@@ -1,6 +1,7 @@
 """`keeper hive start|stop|status|logs ALIAS` for a hive on another machine, over SSH.
 
-The same `keeper.launch` sequence as the local hive, through `keeper.remote.SshHost`: the
+The lifecycle library's sequence, as for the local hive, through its `SshHost` (the
+remote hive's spec is the library's `daemons.ssh.remote_hive`): the
 remote hive's startup narration streams back line by line (origin `ssh:<alias>`) until
 its /health answers from here, then the keeper disconnects and the hive keeps running.
 """
@@ -13,16 +14,19 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from jobs import HOME_ENV, TOKEN_ENV, RbeePaths, is_loopback
+import daemons as lifecycle
+from jobs import (
+    RbeePaths,
+    is_loopback,
+)
 from keeper import daemon_log, daemons, launch
 from keeper.daemons import HIVE_PROGRAM as PROGRAM
-from keeper.daemons import QUEEN_TOKEN_ENV
 from keeper.daemons import hive_daemon_name as daemon_name
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.hosts import HiveHost
 from keeper.output import make_renderer
 from keeper.settings import KeeperSettings
-from narration_core import CAPTURE_ENV, LineSplitter, Narrator
+from narration_core import LineSplitter, Narrator
 
 if TYPE_CHECKING:  # asyncssh is imported only when a remote hive is asked for
     from keeper.remote import SshHost
@@ -41,6 +45,7 @@ def start(
     beat_interval: float | None = None,
 ) -> None:
     """Start rbee-hive on `target` detached, stream its startup until healthy, disconnect."""
+    from daemons.ssh import check_installed, remote_hive
     from keeper import remote, ssh
 
     hive_port = target.hive_port if port is None else port
@@ -51,40 +56,27 @@ def start(
 
     async def go() -> daemons.PidRecord | None:
         async with remote.open_host(target, accept_new_host_key=accept_new_host_key) as host:
-            record = await host.read_record(name)
-            if record is not None and await host.is_alive(record):
-                NARRATE.action("already_running").target(record.url).human(
-                    f"Hive {target.alias} is already running on {target.ssh_host} "
-                    f"(pid {record.pid}) at {record.url}"
-                ).emit()
-                return None
-            await _check_installed(host)
-            url = target.url or f"http://{_url_host(host.peer_address())}:{hive_port}"
             queen_url = target.queen_url or settings.queen_url
+            daemon = remote_hive(
+                host, paths, port=hive_port, queen_url=queen_url, beat_interval=beat_interval
+            )
+            with launch.keeper_errors():
+                running = await lifecycle.already_running(
+                    host,
+                    daemon,
+                    label=f"hive {target.alias} on {target.ssh_host}",
+                    narrate=NARRATE,
+                    start_hint=f"keeper hive start {target.alias}",
+                )
+            if running is not None:
+                return None
+            await check_installed(host)
             if _is_loopback_url(queen_url) and not is_loopback(host.peer_address()):
                 NARRATE.action("queen_url").level("warn").human(
                     f"Hive {target.alias} will beat to {queen_url}, which on {target.ssh_host} "
                     "is that machine itself; set queen_url in its hives config entry to the "
                     "queen's address as that machine reaches it"
                 ).emit()
-            argv = [
-                *_hive_command(host),
-                *("--hive-id", target.alias, "--port", str(hive_port)),
-                *(
-                    "--bind",
-                    target.bind_address,
-                    "--queen-url",
-                    queen_url,
-                ),
-            ]
-            if beat_interval is not None:
-                argv += ["--beat-interval", f"{beat_interval:g}"]
-            env = {HOME_ENV: str(host.home), CAPTURE_ENV: "1", "PYTHONUNBUFFERED": "1"}
-            if target.token:
-                env[TOKEN_ENV] = target.token
-            if queen_token := settings.token():
-                env[QUEEN_TOKEN_ENV] = queen_token
-            daemon = launch.Daemon(name, PROGRAM, argv, url, host.logs / f"{name}.log", env)
             try:
                 return await launch.start_detached(host, daemon, timeout)
             except ssh.SshError:
@@ -112,28 +104,6 @@ def _is_loopback_url(url: str) -> bool:
     from urllib.parse import urlsplit
 
     return is_loopback(urlsplit(url).hostname or "")
-
-
-def _url_host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
-def _hive_command(host: SshHost) -> list[str]:
-    return [f"{host.venv()}/bin/rbee-hive"]
-
-
-async def _check_installed(host: SshHost) -> None:
-    """SshError naming the fix when the remote has no rbee-hive (or python) to run."""
-    from keeper import ssh
-
-    program = _hive_command(host)[0]
-    result = await ssh.run(host.conn, ssh.command(["test", "-x", program]))
-    if result.exit_status == 0:
-        return
-    raise ssh.SshError(
-        f"{program} is missing on {host.target.ssh_host}; run `keeper hive install "
-        f'{host.target.alias}` or set venv = "…" in its hives config entry'
-    )
 
 
 def stop(settings: KeeperSettings, target: HiveHost, *, accept_new_host_key: bool) -> None:

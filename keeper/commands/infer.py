@@ -16,13 +16,63 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Sequence
 from typing import Any
 
-from jobs import WireOperation
+from jobs import (
+    MAX_TOKENS_DEFAULT,
+    TEMPERATURE_DEFAULT,
+    TOP_K_DEFAULT,
+    TOP_P_DEFAULT,
+    WireOperation,
+    chat_messages,
+    infer_op,
+)
 from keeper.errors import OutputLost
 from keeper.output import Renderer
 from keeper.session import stream_operation
 from keeper.settings import KeeperSettings
+
+# What `keeper infer` tells a chat model it is, unless --system says otherwise: the
+# default of llama.cpp's own chat CLI. Small models answer plainly with it where their
+# template's own default can lead them astray (SmolLM2-135M on "the capital of France").
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+def operation(
+    prompt: str,
+    *,
+    model: str,
+    max_tokens: int = MAX_TOKENS_DEFAULT,
+    temperature: float = TEMPERATURE_DEFAULT,
+    top_p: float = TOP_P_DEFAULT,
+    top_k: int = TOP_K_DEFAULT,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    hive: str | None = None,
+    worker: str | None = None,
+    system: str | None = None,
+    raw: bool = False,
+) -> WireOperation:
+    """The `infer` operation `keeper infer`'s options ask for, however they were read (the
+    command tree, or keeper.run_argv without it): the prompt as a chat message after
+    --system (DEFAULT_SYSTEM when not given; empty sends none), or as it is with --raw."""
+    chat = (
+        None if raw else chat_messages(prompt, system=DEFAULT_SYSTEM if system is None else system)
+    )
+    return infer_op(
+        model=model,
+        prompt=prompt if raw else None,
+        messages=chat,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        seed=seed,
+        stop=list(stop),
+        hive_id=hive,
+        worker_id=worker,
+    )
 
 
 def infer(settings: KeeperSettings, operation: WireOperation, *, autostart: bool) -> None:

@@ -10,7 +10,6 @@ Start (detached): the queen runs in its own session with stdout and stderr appen
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from jobs import LOOPBACK, QUEEN_PORT, TOKEN_ENV, RbeePaths
+from jobs import LOOPBACK, RbeePaths
 from keeper import daemons
 from keeper.errors import DaemonUnreachable, JobFailed, UsageError
 from keeper.output import make_renderer
@@ -26,7 +25,7 @@ from keeper.settings import KeeperSettings
 from narration_core import Narrator, strip_control
 
 if TYPE_CHECKING:  # launch loads anyio: `stop` and `status` start without it
-    from keeper import launch
+    pass
 
 NAME = daemons.QUEEN
 PROGRAM = "queen-rbee"
@@ -44,111 +43,12 @@ def start(
     foreground: bool,
     timeout: float,
 ) -> None:
-    """Start the queen unless this RBEE_HOME's queen already runs (then say where).
-
-    `port` None means "the default, or wherever the queen already runs"; an explicit
-    port that differs from the running queen's is an error (JobFailed, exit 1), so a
-    script never goes on believing the queen listens where it asked.
-    """
-    asked_port = port
-    port = QUEEN_PORT if port is None else port
-    if not 0 < port < 65536:
-        raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
+    """`keeper queen start`: this RBEE_HOME's queen, unless it runs (then say where)."""
     from keeper import launch
 
-    token = settings.token(token)
-    if bind not in (LOOPBACK, "localhost", "::1") and not token:
-        raise UsageError(
-            f"binding the queen to {bind} exposes it beyond this machine and needs a token; "
-            "pass --token or set RBEE_TOKEN"
-        )
-    paths = RbeePaths.resolve().ensure()
-    url = f"http://{_client_host(bind)}:{port}"
-    argv = [sys.executable, "-m", "queen", "--port", str(port), "--bind", bind]
-    env = dict(os.environ)
-    if token:
-        env[TOKEN_ENV] = token  # in the environment, not argv: argv is visible in `ps`
-    daemon = launch.Daemon(NAME, PROGRAM, argv, url, paths.logs / f"{NAME}.log", env)
-    host = launch.LocalHost(paths.run)
-
-    def waiting() -> None:
-        NARRATE.action("wait_lock").human(
-            "Another keeper is starting the queen of this RBEE_HOME; waiting for it"
-        ).emit()
-
-    with make_renderer(settings) as out:
-        out.status(f"Starting {PROGRAM} on {bind}:{port}")
-        # The whole sequence (look, rotate the log, spawn, pidfile, health) under one lock:
-        # a racing keeper waits here, then finds this queen running.
-        with daemons.start_lock(paths.run, NAME, on_wait=waiting) as release:
-            from keeper.lost_pidfile import adopt
-
-            # A queen whose pidfile is lost, on another port than this start's: found by
-            # the state lock it holds, not spawned again (the log would be rotated away).
-            adopt(paths.run, NAME, paths.state, log=daemon.log_path, label="queen")
-            if _already_running(paths, daemon, bind, port, asked_port=asked_port):
-                return
-            launch.start(
-                host,
-                daemon,
-                label="queen",
-                timeout_s=timeout,
-                foreground=foreground,
-                release=release,
-                status=out.status,
-            )
-
-
-def _already_running(
-    paths: RbeePaths, daemon: launch.Daemon, bind: str, port: int, *, asked_port: int | None
-) -> bool:
-    """Say so and return True when this RBEE_HOME's queen already serves.
-
-    Cleans a stale pidfile. Raises JobFailed when our queen runs on another port than
-    the one asked for, DaemonUnreachable when the port is taken by anything else.
-    """
-    pidfile = daemons.PidFile(paths.run, NAME)
-    record = pidfile.read()
-    if record is not None:
-        if daemons.live_process(record) is not None:
-            running_port = urlsplit(record.url).port
-            if asked_port is not None and running_port != asked_port:
-                raise JobFailed(
-                    f"the queen of this RBEE_HOME already runs at {record.url} "
-                    f"(pid {record.pid}), not on port {asked_port}; use that URL, or move it "
-                    f"with `keeper queen stop` then `keeper queen start --port {asked_port}`"
-                )
-            NARRATE.action("already_running").target(record.url).human(
-                f"Queen is already running (pid {record.pid}) at {record.url}"
-            ).emit()
-            return True
-        pidfile.remove()
-        NARRATE.action("stale_pidfile").human(
-            f"Removed a stale pidfile: pid {record.pid} is no longer the queen"
-        ).emit()
-    url = daemon.url
-    if daemons.port_in_use(bind, port):
-        owner = daemons.port_owner(port)
-        if owner is not None and owner.state == paths.state:  # our queen, pidfile lost
-            from keeper.launch import record_for
-
-            pidfile.write(record_for(daemon, owner.pid))
-            NARRATE.action("already_running").target(url).human(
-                f"Queen is already running (pid {owner.pid}) at {url}; its pidfile was missing "
-                "and is written again"
-            ).emit()
-            return True
-        raise DaemonUnreachable(daemons.port_taken(bind, port, owner, paths.state))
-    return False
-
-
-def _client_host(bind: str) -> str:
-    """Where a local client reaches a server bound to `bind`."""
-    if bind in ("0.0.0.0", ""):
-        return LOOPBACK
-    if bind == "::":
-        return "[::1]"
-    return f"[{bind}]" if ":" in bind else bind
+    launch.start_queen(
+        settings, port=port, bind=bind, token=token, foreground=foreground, timeout=timeout
+    )
 
 
 # -- stop / status / logs ------------------------------------------------------------
@@ -315,7 +215,8 @@ def logs(settings: KeeperSettings, *, follow: bool, lines: int) -> None:
 
 
 def overview(settings: KeeperSettings, *, watch: bool = False, interval: float = 2.0) -> None:
-    """`keeper status`: submits a queen_status job and renders what the queen says."""
+    """`keeper status --watch`: follows a queen_status watch job (a user asked for a running
+    view; the queen ends it once nobody reads it). A plain `keeper status` is a GET."""
     from jobs import queen_status_op
     from keeper.session import stream_operation
 

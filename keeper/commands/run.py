@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from keeper.errors import JobFailed, ReaderLeft, UsageError, how_it_ended
+from jobs import how_it_ended
+from keeper.errors import JobFailed, ReaderLeft, UsageError
 from keeper.settings import KeeperSettings
 from narration_core import Level
 

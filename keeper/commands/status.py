@@ -1,8 +1,9 @@
 """`keeper status`: the queen, its hives (last beat, stale) and their workers as tables.
 
-The figures come from one `queen_status` job (the queen's registry is fed by heartbeats).
-`--json` prints the job's events as every other command does, the snapshot being the
-final state's `result`.
+The figures come from the queen's read-only `GET /v1/status` (its registry is fed by
+heartbeats): looking at the queen creates no job. `--json` prints one line, the snapshot
+as `result` beside `"event": "status"` and `"state": "completed"`, the shape the status
+job's last line had, so scripts reading it keep working.
 """
 
 from __future__ import annotations
@@ -15,19 +16,28 @@ from keeper.settings import KeeperSettings
 MIB = 1024 * 1024  # RSS is shown in MiB
 
 
-def show(settings: KeeperSettings) -> None:
-    """Ask the queen for its snapshot and print it; raises like any job command."""
-    from jobs import queen_status_op
-    from keeper.session import stream_operation
+def snapshot(settings: KeeperSettings) -> dict[str, Any]:
+    """The queen's status now; raises the keeper's errors (unreachable: exit 3)."""
+    from keeper.session import open_client
 
+    with open_client(settings) as client:
+        return client.status()
+
+
+def show(settings: KeeperSettings) -> None:
+    """Ask the queen for its snapshot and print it; raises like any queen command."""
+    now = snapshot(settings)
     if settings.json:
-        stream_operation(settings, queen_status_op())
+        import json
+        import sys
+
+        line = {"event": "status", "state": "completed", "url": settings.queen_url, "result": now}
+        sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
         return
     from keeper.output import print_tables
-    from keeper.session import job_result
 
-    snapshot = job_result(settings, queen_status_op())
-    print_tables(settings, *tables(snapshot, settings.queen_url, now=time.time()))
+    print_tables(settings, *tables(now, settings.queen_url, now=time.time()))
 
 
 def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
@@ -76,9 +86,25 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
         )
     if not snapshot.get("workers"):
         return [queen, hives, Text("no workers; start one with `keeper worker spawn --model REF`")]
-    workers = table("workers", "hive", "id", "model", "device", "state", "pid", "port", "RSS")
+    workers = table(
+        "workers",
+        "hive",
+        "id",
+        "model",
+        "device",
+        "state",
+        "slots",
+        "threads",
+        "context",
+        "pid",
+        "port",
+        "RSS",
+    )
     for w in snapshot["workers"]:
-        rss = w.get("rss_bytes")
+        rss, ctx, kv = w.get("rss_bytes"), w.get("ctx_size"), w.get("kv_bytes")
+        context = "-" if ctx is None else f"{ctx} tok/slot"
+        if ctx is not None and kv is not None:
+            context += f", {kv / MIB:.0f} MiB KV"
         row(
             workers,
             w["hive_id"],
@@ -86,6 +112,9 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
             w["model"],
             w["device"],
             w["state"],
+            f"{w.get('slots_busy', 0)}/{w.get('slots', 1)} busy",
+            str(w.get("threads") or "-"),
+            context,
             str(w["pid"]),
             str(w["port"]),
             "-" if rss is None else f"{rss / MIB:.0f} MiB",

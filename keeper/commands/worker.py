@@ -12,18 +12,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs import queen_status_op, worker_list_op, worker_spawn_op, worker_stop_op
+from jobs import worker_list_op, worker_spawn_op, worker_stop_op
 from keeper.errors import DaemonUnreachable, JobFailed, KeeperError, UsageError
-from keeper.session import job_result, stream_operation
+from keeper.session import open_client, stream_operation
 from keeper.settings import KeeperSettings
 
 
-def spawn(settings: KeeperSettings, *, model: str, hive: str, device: str) -> None:
+def spawn(
+    settings: KeeperSettings,
+    *,
+    model: str,
+    hive: str,
+    device: str,
+    parallel: int | None = None,
+    threads: int | None = None,
+    ctx_size: int | None = None,
+) -> None:
     """Start a worker for `model` on `hive`; returns once it is ready (or raises JobFailed)."""
-    stream_operation(
-        settings,
-        worker_spawn_op(hive_id=hive, model=model, device=device),
+    op = worker_spawn_op(
+        hive_id=hive,
+        model=model,
+        device=device,
+        parallel=parallel,
+        threads=threads,
+        ctx_size=ctx_size,
     )
+    stream_operation(settings, op)
 
 
 def list_workers(settings: KeeperSettings, *, hive: str) -> None:
@@ -48,9 +62,10 @@ def stop(settings: KeeperSettings, worker_id: str, *, hive: str) -> None:
 
 def _hives_running(settings: KeeperSettings, worker_id: str) -> list[str]:
     """The hives on which the queen's last heartbeats show `worker_id` (none if it cannot
-    be asked)."""
+    be asked). A look at the queen's status, not a job."""
     try:
-        status = job_result(settings, queen_status_op())
+        with open_client(settings) as client:
+            status = client.status()
     except KeeperError:
         return []
     workers: list[Any] = status.get("workers") or []

@@ -56,6 +56,7 @@ FRAME_S = 0.125  # live view: seconds per frame (8 fps), lines coalesced per fra
 CHUNK_FRAME_S = 0.01  # live view: seconds between frames while a child floods the terminal
 FLUSH_DELAY_S = 0.02  # plain/json: seconds to gather a batch after the first queued event
 MAX_PENDING = 20_000  # queued events beyond which the emitter writes the batch itself
+BATCH_CHUNKS = 8  # plain: queued items (a flooding child's ~8 KiB reads) worth a write
 
 
 class _BatchSink:
@@ -113,6 +114,7 @@ class Renderer:
             is_terminal = console.is_terminal if console is not None else _isatty(self._file)
             mode = settings.output_mode(is_terminal=is_terminal)
         self.mode: OutputMode = mode
+        self._lines_as_is = mode == "plain"  # a chunk of lines is printed as it stands
         self._view: LiveView | None = None
         if mode == "live":
             from rich.console import Console
@@ -236,11 +238,25 @@ class Renderer:
         pending = self._pending
         pending.append(item)  # deque.append is atomic: emitters take no lock
         backlog = len(pending)
+        kind = type(item)
+        # The live view draws a chunk of lines soon (see _frames); a token is what the
+        # reader waits for (its time to first token): neither waits for company, nor
+        # does a JSON chunk (its text is ~4x the lines: a batch of them costs memory and
+        # saves nothing). A plain chunk waits, up to FLUSH_DELAY_S or until BATCH_CHUNKS
+        # items are queued: a child that floods then costs one write and one wake-up of
+        # the frame thread per batch, not per pipe read (bench/bench_run.py: ~15% of
+        # `keeper run`'s time on 300k lines). `_full` is set before `_wake`, so the
+        # frame thread wakes once for it, not twice, and only when not set already:
+        # each set() hands the frame thread a wake-up.
+        if kind is Verbatim:
+            soon = not self._lines_as_is or backlog >= BATCH_CHUNKS
+        else:
+            soon = kind is Drawn or kind is Token
+        if soon and not self._full.is_set():
+            self._full.set()
         if self._idle:
             self._idle = False
             self._wake.set()
-        if type(item) is Verbatim or type(item) is Drawn:
-            self._full.set()  # a chunk of lines is a batch already: write it without waiting
         if backlog > MAX_PENDING:
             self.flush()
 

@@ -1,30 +1,27 @@
-// The dashboard view: queen status, hives, workers (from one queen_status watch job per
-// tab), the job list (polled), and the action forms that submit operations.
+// The dashboard view: queen status, hives, workers (GET /v1/status, polled while the tab
+// is visible: looking is not a job), the job list (polled), the hives' Start and Stop
+// buttons, and the action forms that submit operations.
 
-import { api, ApiError, cancelOnUnload, FINAL_STATES, streamJob } from "./api.js";
+import { api, ApiError, FINAL_STATES } from "./api.js";
 import {
   byId, bytes, dateTime, duration, el, noteQueenTime, queenNow, stateBadge, syncRows,
 } from "./dom.js";
 
 const JOBS_POLL_MS = 2000; // how often the job list is refreshed
 const JOBS_SHOWN = 50; // newest jobs listed
-const STATUS_INTERVAL_S = 2; // the watch job's snapshot interval
-const STATUS_RESTART_MS = 3000; // pause before a new watch job when the last one ended
+const STATUS_INTERVAL_S = 2; // the snapshot interval of a watch job asked for by hand
+const STATUS_POLL_MS = 1000; // how often a visible tab reads GET /v1/status
 const INT_FIELDS = new Set(["max_tokens"]);
 
 // Which form fields each operation sends; the queen validates them (422 names a bad one).
 const OPERATION_FIELDS = {
   queen_status: ["watch"],
-  hive_start: ["hive_id"],
-  hive_stop: ["hive_id"],
   worker_spawn: ["hive_id", "model", "device"],
   worker_stop: ["hive_id", "worker_id"],
   model_download: ["hive_id", "model"],
   model_delete: ["hive_id", "model"],
   infer: ["model", "prompt", "max_tokens"],
 };
-
-let statusJob = null; // the running watch job feeding the status cards
 
 export function startOverview() {
   for (const form of document.querySelectorAll("form[data-action]")) {
@@ -107,50 +104,36 @@ function renderJobs(jobs) {
 // -- status --------------------------------------------------------------------------
 
 /**
- * Keep one queen_status watch job running while this tab is visible, and render its
- * snapshots. A watch job runs until cancelled and nobody else would cancel it, so the
- * tab cancels it when it is hidden or closed (visibilitychange is the last event a
- * browser reliably delivers) and starts a fresh one when it is shown again.
+ * Read the queen's status (a plain GET: it leaves no job behind) now and every
+ * STATUS_POLL_MS while this tab is visible; a hidden tab stops asking, and asks again
+ * at once when it is shown.
  */
 function watchStatus() {
-  let controller = null;
-  const start = async () => {
-    if (controller) return;
-    const mine = (controller = new AbortController());
-    while (!mine.signal.aborted) {
-      try {
-        const created = await api("v1/jobs", {
-          method: "POST",
-          body: { operation: "queen_status", watch: true, interval_s: STATUS_INTERVAL_S },
-        });
-        if (mine.signal.aborted) {
-          cancelOnUnload(created.job_id); // hidden while the job was being created
-          break;
-        }
-        statusJob = created.job_id;
-        await streamJob(statusJob, {
-          signal: mine.signal,
-          onEvent(kind, data) {
-            if (kind === "narration" && data.fields?.status) renderStatus(data.fields.status, data.ts);
-            if (kind === "state" && data.result) renderStatus(data.result, data.ts);
-          },
-          onEnd() {},
-        });
-      } catch {
-        // the queen is away or refused the job; try again in a moment
-      }
-      if (!mine.signal.aborted) await new Promise((resolve) => setTimeout(resolve, STATUS_RESTART_MS));
+  let timer = null;
+  let asking = false;
+  const ask = async () => {
+    timer = null;
+    if (document.hidden || asking) return;
+    asking = true;
+    try {
+      const status = await api("v1/status");
+      renderStatus(status, status.taken_at);
+    } catch {
+      // api() already reported an unreachable queen; ask again in a moment
+    } finally {
+      asking = false;
     }
+    if (!document.hidden && timer === null) timer = setTimeout(ask, STATUS_POLL_MS);
   };
-  const stop = () => {
-    if (statusJob) cancelOnUnload(statusJob);
-    statusJob = null;
-    controller?.abort();
-    controller = null;
-  };
-  document.addEventListener("visibilitychange", () => (document.hidden ? stop() : start()));
-  window.addEventListener("pagehide", stop);
-  if (!document.hidden) start();
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      clearTimeout(timer);
+      timer = null;
+    } else if (timer === null) {
+      ask();
+    }
+  });
+  ask();
 }
 
 function renderStatus(status, ts) {
@@ -162,27 +145,58 @@ function renderStatus(status, ts) {
     .map(([state, n]) => `${n} ${state}`);
   byId("st-jobs").textContent = counts.length ? counts.join(", ") : "none";
   byId("st-updated").textContent = dateTime(ts);
-  renderHives(Array.isArray(status.hives) ? status.hives : [], ts);
+  renderHives(
+    Array.isArray(status.hives) ? status.hives : [],
+    Array.isArray(status.configured) ? status.configured : [],
+    ts,
+  );
   const workers = Array.isArray(status.workers)
     ? status.workers
     : (status.hives ?? []).flatMap((h) => (h.workers ?? []).map((w) => ({ hive_id: h.hive_id, ...w })));
   renderWorkers(workers);
 }
 
-function renderHives(hives, ts) {
-  const rows = hives.map((hive) => {
-    const state = hive.stale ? "stale" : hive.last_seen ? "live" : "configured";
-    const beat = hive.last_seen ? `${duration(ts - hive.last_seen)} ago` : "never";
-    return el("tr", {},
-      el("td", { text: hive.hive_id ?? "—" }),
-      el("td", {}, stateBadge(state)),
-      el("td", { text: beat, title: dateTime(hive.last_seen) }),
-      el("td", { text: Array.isArray(hive.workers) ? hive.workers.length : "—" }),
-      el("td", { text: hive.version ?? "—" }),
-      el("td", { class: "url", text: hive.url ?? "—" }));
+const hiveRows = new Map(); // hive id -> <tr>, kept so a focused button stays
+
+/**
+ * The hives the queen knows (configured or heard from) and those it can start (its
+ * configuration: localhost and the hives config). A configured hive that is not live
+ * offers Start; a live one offers Stop; a hive known only by its beats offers neither
+ * (the queen does not know how to reach its machine).
+ */
+function renderHives(known, configured, ts) {
+  const byHive = new Map(known.map((hive) => [hive.hive_id, hive]));
+  const where = new Map(configured.map((c) => [c.hive_id, c.where]));
+  for (const id of where.keys()) if (!byHive.has(id)) byHive.set(id, { hive_id: id, down: true });
+  const hives = [...byHive.values()].sort((a, b) => String(a.hive_id).localeCompare(String(b.hive_id)));
+  syncRows(byId("hives"), hiveRows, hives, (hive) => hive.hive_id, (hive) => {
+    const id = hive.hive_id;
+    const start = el("button", { text: "Start", class: "small", data: { hiveStart: id } });
+    start.type = "button";
+    start.setAttribute("aria-label", `Start hive ${id}`);
+    start.addEventListener("click", () => submitOperation({ operation: "hive_start", hive_id: id }));
+    const stop = el("button", { text: "Stop", class: "small", data: { hiveStop: id } });
+    stop.type = "button";
+    stop.setAttribute("aria-label", `Stop hive ${id}`);
+    stop.addEventListener("click", () => submitOperation({ operation: "hive_stop", hive_id: id }));
+    return el("tr", { data: { hive: id } },
+      el("td"), el("td"), el("td"), el("td"), el("td"), el("td", { class: "url" }), el("td", {}, start, stop));
+  }, (row, hive) => {
+    const cells = row.children;
+    const state = hive.down ? "down" : hive.stale ? "stale" : hive.last_seen ? "live" : "configured";
+    cells[0].textContent = hive.hive_id ?? "—";
+    cells[1].replaceChildren(stateBadge(state));
+    cells[2].textContent = hive.last_seen ? `${duration(ts - hive.last_seen)} ago` : "never";
+    cells[2].title = dateTime(hive.last_seen);
+    cells[3].textContent = Array.isArray(hive.workers) ? hive.workers.length : "—";
+    cells[4].textContent = hive.version ?? "—";
+    cells[5].textContent = hive.url ?? where.get(hive.hive_id) ?? "—";
+    const startable = where.has(hive.hive_id);
+    const [start, stop] = cells[6].children;
+    start.hidden = !startable || state === "live";
+    stop.hidden = !startable || state !== "live";
   });
-  byId("hives").replaceChildren(...rows);
-  byId("hives-empty").hidden = rows.length > 0;
+  byId("hives-empty").hidden = hives.length > 0;
 }
 
 const workerRows = new Map(); // worker key -> <tr>, kept so a focused Stop button stays

@@ -80,6 +80,44 @@ def test_refs_parse_and_hf_resolves_to_the_hub(monkeypatch: pytest.MonkeyPatch) 
         parse_ref("https://example.com/x.gguf#sha256=nothex")
 
 
+def test_a_local_ref_keeps_its_link_so_the_file_checks_see_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local path is made absolute but its link is not followed: the checks judge a link
+    by its owner and its target (hive.modelfile), which a resolved path would hide."""
+    target = tmp_path / "real.gguf"
+    write_tiny_model(target)
+    (tmp_path / "link.gguf").symlink_to(target)
+    monkeypatch.chdir(tmp_path)
+    ref = parse_ref("link.gguf")
+    assert ref.path == tmp_path / "link.gguf" and ref.path.is_symlink()
+    assert ref.name == "link" and ref.source == "link.gguf"
+
+
+def test_a_user_file_registered_unchecked_is_listed_failed_after_restart(tmp_path: Path) -> None:
+    """A catalog an older hive wrote, holding a link to a secret as an available model with
+    its size and sha256: on load it is `failed` with the reason, and its size, sha256 and
+    content are shown nowhere; a real local model stays available."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$s3cr3t:19000:0:99999:7:::\n")
+    (tmp_path / "shadow.gguf").symlink_to(secret)
+    good = tmp_path / "good.gguf"
+    write_tiny_model(good)
+    catalog = Catalog(tmp_path / "models").load()
+    for name in ("shadow", "good"):
+        entry = new_entry(
+            name, parse_ref(str(tmp_path / f"{name}.gguf")), tmp_path / f"{name}.gguf", owned=False
+        )
+        entry.status, entry.size, entry.sha256 = "available", 37, "ab" * 32
+        catalog.put(entry)
+    reloaded = Catalog(tmp_path / "models").load()
+    shadow, kept = reloaded.find("shadow"), reloaded.find("good")
+    assert shadow is not None and kept is not None and kept.status == "available"
+    assert shadow.status == "failed" and shadow.size is None and shadow.sha256 is None
+    assert shadow.error is not None and "does not start with the GGUF magic" in shadow.error
+    assert "s3cr3t" not in str(shadow.to_dict())
+
+
 def test_interrupted_download_is_failed_after_restart(tmp_path: Path) -> None:
     """An entry a dead hive left `downloading` loads as `failed`, with what to do next."""
     catalog = Catalog(tmp_path).load()
@@ -100,9 +138,11 @@ async def test_local_model_is_registered_not_copied_and_traversal_is_refused(
     job exists and its log says the same)."""
     local = tmp_path / "mine.gguf"
     write_tiny_model(local)
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         added = await run_job(client, {"operation": "model_download", "model": str(local)})
-        async with httpx.AsyncClient(base_url=hive.url, trust_env=False) as http:
+        async with httpx.AsyncClient(
+            base_url=hive.url, trust_env=False, headers={"Authorization": f"Bearer {hive.token}"}
+        ) as http:
             refused = await http.post(
                 "/v1/jobs", json={"operation": "model_delete", "model": "../../x"}
             )

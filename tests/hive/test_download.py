@@ -64,7 +64,7 @@ async def test_interrupted_download_resumes_with_range(rbee_home: Path, tmp_path
     async with (
         files.serving(tmp_path / "files"),
         spawn_hive(rbee_home) as hive,
-        JobClient(hive.url) as client,
+        JobClient(hive.url, token=hive.token) as client,
     ):
         ref = f"{files.url}#sha256={sha}"
         events = await run_job(client, {"operation": "model_download", "model": ref})
@@ -93,7 +93,7 @@ async def test_wrong_sha256_fails_and_registers_nothing(rbee_home: Path, tmp_pat
     async with (
         files.serving(tmp_path / "files"),
         spawn_hive(rbee_home) as hive,
-        JobClient(hive.url) as client,
+        JobClient(hive.url, token=hive.token) as client,
     ):
         events = await run_job(
             client, {"operation": "model_download", "model": f"{files.url}#sha256={wrong}"}
@@ -116,7 +116,7 @@ async def test_failed_download_resumes_in_the_next_job(rbee_home: Path, tmp_path
     async with (
         files.serving(tmp_path / "files"),
         spawn_hive(rbee_home) as hive,
-        JobClient(hive.url) as client,
+        JobClient(hive.url, token=hive.token) as client,
     ):
         first = await run_job(client, {"operation": "model_download", "model": files.url})
         failed = await run_job(client, {"operation": "model_list"})

@@ -13,7 +13,14 @@ from hive.heartbeat import LEAVE_S, Heartbeat
 from jobs import WorkerInfo
 from jobs.client import JobClient
 from narration_core import capture_narration
-from tests.support import BeatRecorder, await_until, closed_hive_url, queen_settings, start_queen
+from tests.support import (
+    BeatRecorder,
+    await_until,
+    closed_hive_url,
+    hive_token,
+    queen_settings,
+    start_queen,
+)
 
 pytestmark = pytest.mark.anyio
 QUEEN_TOKEN = "q-token"
@@ -75,9 +82,10 @@ async def test_queen_away_backs_off_and_says_so_once_each_way(tmp_path: Path) ->
     assert "reachable again" in lines[2]
 
 
-async def test_leaving_says_goodbye_with_the_beats_token(rbee_home: Path) -> None:
-    """`leave()` ends the beats and sends a goodbye carrying the queen's token: a real queen
-    that requires it drops the hive at once, and `run` returns."""
+async def test_leaving_says_goodbye_with_the_beats_credential(rbee_home: Path) -> None:
+    """`leave()` ends the beats and sends a goodbye carrying the hive's credential: a real
+    queen (with a token of its own, which beats do not use) drops the hive at once, and
+    `run` returns."""
     settings = dataclasses.replace(queen_settings(rbee_home), token=QUEEN_TOKEN)
     async with start_queen(settings) as queen:
         beat = Heartbeat(
@@ -86,7 +94,7 @@ async def test_leaving_says_goodbye_with_the_beats_token(rbee_home: Path) -> Non
             url="http://127.0.0.1:7835",
             version="9.9",
             workers=list,
-            token=QUEEN_TOKEN,
+            token=hive_token(rbee_home, "gpu1"),
             interval_s=0.05,
         )
         with capture_narration() as seen:

@@ -20,7 +20,11 @@ async def test_hive_narrates_serves_and_beats(rbee_home: Path, tmp_path: Path) -
     async with recorder.serving():
         args = ["--hive-id", "testhive", "--queen-url", recorder.url, "--beat-interval", "0.1"]
         async with spawn_hive(rbee_home, *args) as hive:
-            async with httpx.AsyncClient(base_url=hive.url, trust_env=False) as http:
+            async with httpx.AsyncClient(
+                base_url=hive.url,
+                trust_env=False,
+                headers={"Authorization": f"Bearer {hive.token}"},
+            ) as http:
                 health = (await http.get("/health")).json()
                 caps = (await http.get("/v1/capabilities")).json()
             beats = await recorder.wait_beats(2)

@@ -21,8 +21,10 @@ async def test_missing_local_file_and_unknown_delete_say_what_is_wrong(
     file, and model_delete of an unknown id is a 404 pointing at `keeper model list`;
     neither advises downloading (the job's log says the same as the answer)."""
     missing = tmp_path / "no" / "such.gguf"
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
-        async with httpx.AsyncClient(base_url=hive.url, trust_env=False) as http:
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
+        async with httpx.AsyncClient(
+            base_url=hive.url, trust_env=False, headers={"Authorization": f"Bearer {hive.token}"}
+        ) as http:
             download = await http.post(
                 "/v1/jobs", json={"operation": "model_download", "model": str(missing)}
             )

@@ -25,7 +25,7 @@ async def test_hive_folders_and_files_are_owner_only(rbee_home: Path) -> None:
     for folder in loose:
         folder.mkdir(parents=True)
         folder.chmod(0o755)  # as an older hive left them
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         download = await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
         assert download[-1].state == "completed", download[-1].data
         spawn = await run_job(client, {"operation": "worker_spawn", "model": "tiny"})

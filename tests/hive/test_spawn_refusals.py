@@ -19,10 +19,12 @@ async def test_a_device_the_hive_lacks_is_refused_before_spawning(rbee_home: Pat
     """worker_spawn with a device not in GET /v1/capabilities' devices (gpu, cuda:x, and
     cuda:N past its GPUs) is a 400 naming the devices the hive has, and no worker is
     started (nothing listed, no worker log)."""
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         download = await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
         assert download[-1].state == "completed", download[-1].data
-        async with httpx.AsyncClient(base_url=hive.url, trust_env=False) as http:
+        async with httpx.AsyncClient(
+            base_url=hive.url, trust_env=False, headers={"Authorization": f"Bearer {hive.token}"}
+        ) as http:
             devices = (await http.get("/v1/capabilities")).json()["devices"]
             answers = {}
             for device in ("gpu", "cuda:x", f"cuda:{len(devices)}"):

@@ -3,17 +3,19 @@ startup failures, stop, and no orphan after the hive is killed."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
 
 import anyio
+import gguf
 import httpx
+import numpy as np
 import psutil
 import pytest
 
 from hive.tiny_model import TinyShape, write_tiny_model
+from jobs import RbeePaths, worker_credential
 from jobs.client import JobClient
 from tests.support import narration, run_job, spawn_hive
 
@@ -27,7 +29,7 @@ async def test_spawn_relays_worker_startup_into_the_job_then_stop(rbee_home: Pat
     holds the worker's own `startup` and `model_load` lines under the worker's actor
     (origin worker:<id>); worker_list shows it, worker_stop ends it, and its log file has
     its lines."""
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         download = await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
         assert download[-1].state == "completed", download[-1].data
         started = time.perf_counter()
@@ -64,12 +66,18 @@ async def test_spawn_relays_worker_startup_into_the_job_then_stop(rbee_home: Pat
 async def test_worker_crashing_at_startup_fails_the_job_quoting_its_failure_once(
     rbee_home: Path, tmp_path: Path
 ) -> None:
-    """A corrupt model file makes the worker exit during startup: the spawn job fails
-    naming the worker and its exit and quoting the worker's own `failed` line once (not its
-    other lines: those are in the job log), and no worker is left listed."""
+    """A model llama.cpp cannot load (a well-formed GGUF of an architecture it does not
+    know, which the hive's file checks pass) makes the worker exit during startup: the
+    spawn job fails naming the worker and its exit and quoting the worker's own `failed`
+    line once (not its other lines: those are in the job log), and no worker is left."""
     corrupt = tmp_path / "corrupt.gguf"
-    corrupt.write_bytes(b"GGUF" + os.urandom(4096))
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+    writer = gguf.GGUFWriter(corrupt, arch="nonesuch")
+    writer.add_tensor("w", np.zeros(64, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         added = await run_job(client, {"operation": "model_download", "model": str(corrupt)})
         assert added[-1].state == "completed", added[-1].data
         spawn = await run_job(client, {"operation": "worker_spawn", "model": str(corrupt)})
@@ -84,10 +92,13 @@ async def test_worker_crashing_at_startup_fails_the_job_quoting_its_failure_once
     assert listed[-1].data["result"]["workers"] == []
 
 
-async def test_killed_hive_leaves_no_worker_running(rbee_home: Path) -> None:
+async def test_killed_hive_leaves_no_worker_running_and_the_next_cleans_up(
+    rbee_home: Path,
+) -> None:
     """After the hive is killed with SIGKILL, its worker notices its parent is gone and
-    exits on its own within a deadline."""
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+    exits on its own within a deadline. Its state folder (its jobs, its prompts) is left
+    behind, and the next hive removes it as it starts, and says so."""
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
         spawn = await run_job(client, {"operation": "worker_spawn", "model": "builtin:tiny"})
         pid = spawn[-1].data["result"]["pid"]
@@ -97,6 +108,11 @@ async def test_killed_hive_leaves_no_worker_running(rbee_home: Path) -> None:
     with anyio.fail_after(ORPHAN_DEADLINE_S):
         while worker.is_running() and not _is_zombie(pid):  # noqa: ASYNC110 - no event for it
             await anyio.sleep(0.05)
+    left = RbeePaths.resolve(rbee_home).state / "hive-localhost" / "workers"
+    assert [p.name for p in left.iterdir()] == [spawn[-1].data["result"]["worker_id"]]
+    async with spawn_hive(rbee_home) as again:
+        assert list(left.iterdir()) == []
+    assert "worker_cleanup" in again.actions()
 
 
 def _is_zombie(pid: int) -> bool:
@@ -108,7 +124,7 @@ def _is_zombie(pid: int) -> bool:
 
 async def test_stopping_the_hive_stops_its_workers(rbee_home: Path) -> None:
     """SIGTERM to the hive stops its workers before the hive exits (exit code 0)."""
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         await run_job(client, {"operation": "model_download", "model": "builtin:tiny"})
         spawn = await run_job(client, {"operation": "worker_spawn", "model": "builtin:tiny"})
         pid = spawn[-1].data["result"]["pid"]
@@ -118,8 +134,10 @@ async def test_stopping_the_hive_stops_its_workers(rbee_home: Path) -> None:
 
 
 async def test_worker_state_follows_its_generation(rbee_home: Path, tmp_path: Path) -> None:
-    """While a worker generates, the hive reports it `busy` (what heartbeats tell the queen);
-    once the generation is cancelled it is `ready` again."""
+    """While a one-slot worker (worker_spawn's `parallel`) generates, the hive reports it
+    `busy` with its slot taken (what heartbeats tell the queen); once the generation is
+    cancelled it is `ready` again. The worker takes its own credential, derived from the
+    hive's, and nothing else."""
 
     async def state(client: JobClient) -> str:
         listed = await run_job(client, {"operation": "worker_list"})
@@ -128,11 +146,18 @@ async def test_worker_state_follows_its_generation(rbee_home: Path, tmp_path: Pa
     # Wide enough that its answer takes seconds (builtin:tiny's takes milliseconds).
     slow = tmp_path / "slow.gguf"
     write_tiny_model(slow, shape=TinyShape(n_ctx=2048, n_embd=512, n_layer=8, n_ff=2048))
-    async with spawn_hive(rbee_home) as hive, JobClient(hive.url) as client:
-        spawn = await run_job(client, {"operation": "worker_spawn", "model": str(slow)})
-        url = spawn[-1].data["result"]["url"]
+    async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
+        op = {"operation": "worker_spawn", "model": str(slow), "parallel": 1}
+        spawn = await run_job(client, op)
+        worker = spawn[-1].data["result"]
+        assert worker["slots"] == 1
         assert await state(client) == "ready"
-        async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+        assert hive.token is not None
+        auth = {"Authorization": f"Bearer {worker_credential(hive.token, worker['worker_id'])}"}
+        async with httpx.AsyncClient(base_url=worker["url"], trust_env=False) as http:
+            nobody = await http.post("/v1/inference", json={"prompt": "a"})
+            assert nobody.status_code == 401
+        async with httpx.AsyncClient(base_url=worker["url"], trust_env=False, headers=auth) as http:
             body = {"prompt": "a", "max_tokens": 2000, "seed": 1}
             job_id = (await http.post("/v1/inference", json=body)).json()["job_id"]
             with anyio.fail_after(10):

@@ -40,7 +40,8 @@ async def test_disk_full_fails_the_writing_job_only_and_the_queen_recovers(
     small_home: Path, kit
 ) -> None:
     """With the disk full, the streaming job fails saying so (every event it was sent is in its
-    log, with one final state), an idle job lives on, /health is 503, new jobs get 507 and
+    log, with one final state), an idle job lives on, /health is 503, new jobs get 507 naming
+    the file that fills the disk (but a one-shot status, which only reads, still runs) and
     `keeper queen status` fails; once space returns, jobs run again without a restart."""
     received: list[JobEvent] = []
     async with (
@@ -72,9 +73,13 @@ async def test_disk_full_fails_the_writing_job_only_and_the_queen_recovers(
         assert "is full" in final.data["error"]
         health = await http.get("/health")
         assert health.status_code == 503 and "is full" in health.json()["error"]
-        refused = await http.post("/v1/jobs", json={"operation": "queen_status"})
+        refused = await http.post("/v1/jobs", json=FAST)
         assert refused.status_code == 507
         assert set(refused.json()) == {"error", "detail"} and "is full" in refused.json()["error"]
+        assert f"{filler} (" in refused.json()["error"]  # what fills the disk, by name
+        status = await client.submit({"operation": "queen_status"})  # `keeper status`
+        assert [e async for e in client.stream(status)][-1].state == "completed"
+        assert (await http.get("/health")).status_code == 503  # the disk is still full
         assert await anyio.to_thread.run_sync(keeper_status, small_home, queen.url) != 0
         assert (await client.get_job(idle))["state"] == "running"
 

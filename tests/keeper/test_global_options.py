@@ -19,6 +19,7 @@ def test_global_options_after_the_command(keeper: Any, free_tcp_port: int) -> No
     assert keeper("queen", "start", "--port", str(free_tcp_port)).returncode == 0
     try:
         status = keeper("status", "--json")
+        assert keeper("hive", "list").returncode == 0  # a job for the lists (status is none)
         listed = keeper("jobs", "list", "--json")
         grouped = keeper("jobs", "--json", "list")
         queen = keeper("queen", "status", "--json")
@@ -27,8 +28,8 @@ def test_global_options_after_the_command(keeper: Any, free_tcp_port: int) -> No
         assert keeper("queen", "stop").returncode == 0
     for result in (status, listed, grouped, queen, plain):
         assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in status.stdout.splitlines()]
-    assert events[-1]["event"] == "state" and events[-1]["state"] == "completed"
+    (shown,) = [json.loads(line) for line in status.stdout.splitlines()]
+    assert shown["event"] == "status" and "hives" in shown["result"]
     for result in (listed, grouped):
         jobs = [json.loads(line) for line in result.stdout.splitlines()]
         assert jobs and {job["event"] for job in jobs} == {"job"}

@@ -30,15 +30,17 @@ def _jobs(keeper, url: str) -> list[dict]:
     return [json.loads(line) for line in listed.stdout.splitlines()]
 
 
-def test_status_runs_a_job_and_jobs_commands_show_it(keeper, queen_url: str) -> None:
-    """`keeper status` shows the queen's table from a queen_status job; list, show and logs
-    find the job."""
+def test_status_is_no_job_and_jobs_commands_show_a_job(keeper, queen_url: str) -> None:
+    """`keeper status` shows the queen's table and leaves no job behind (looking is not a
+    job); `hive list` is one, and list, show and logs find it."""
     status = keeper("--queen-url", queen_url, "status")
     assert status.returncode == 0, status.stderr
     assert queen_url in status.stdout and "hives" in status.stdout, status.stdout
+    assert _jobs(keeper, queen_url) == []
 
+    assert keeper("--queen-url", queen_url, "hive", "list").returncode == 0
     (job,) = _jobs(keeper, queen_url)
-    assert job["state"] == "completed" and job["operation"] == "queen_status"
+    assert job["state"] == "completed" and job["operation"] == "hive_list"
 
     shown = keeper("--json", "--queen-url", queen_url, "jobs", "show", job["job_id"])
     assert shown.returncode == 0
@@ -52,7 +54,7 @@ def test_status_runs_a_job_and_jobs_commands_show_it(keeper, queen_url: str) -> 
     assert logs.returncode == 0, logs.stderr
     events = [json.loads(line) for line in logs.stdout.splitlines()]
     assert events[-1] == {**events[-1], "event": "state", "state": "completed"}
-    assert any(e["event"] == "narration" and e["action"] == "status" for e in events)
+    assert any(e["event"] == "narration" and e["action"] == "hive_list" for e in events)
 
 
 def test_logs_without_follow_returns_while_the_job_runs(keeper, queen_url: str) -> None:
@@ -95,7 +97,7 @@ def test_unknown_and_finished_jobs_are_clear_errors(keeper, queen_url: str) -> N
     unknown = keeper("--queen-url", queen_url, "jobs", "show", "job-nope")
     assert unknown.returncode == 2
     assert "job-nope" in unknown.stderr and "keeper jobs list" in unknown.stderr
-    assert keeper("--queen-url", queen_url, "status").returncode == 0
+    assert keeper("--queen-url", queen_url, "hive", "list").returncode == 0
     (job,) = _jobs(keeper, queen_url)
     cancel = keeper("--queen-url", queen_url, "jobs", "cancel", job["job_id"])
     assert cancel.returncode == 1

@@ -37,7 +37,8 @@ def test_piped_tables_are_whole_rows_without_trailing_blanks(
     url = f"http://127.0.0.1:{free_tcp_port}"
     assert keeper("queen", "start", "--port", str(free_tcp_port)).returncode == 0
     try:
-        status = _piped(keeper, "status", columns=columns)  # also a job for the list
+        assert keeper("hive", "list").returncode == 0  # a job for the list
+        status = _piped(keeper, "status", columns=columns)
         listed = _piped(keeper, "jobs", "list", columns=columns)
         as_json = _piped(keeper, "jobs", "list", "--json", columns=columns)
     finally:

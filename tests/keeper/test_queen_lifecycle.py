@@ -309,22 +309,22 @@ def test_logs_follow_prints_new_lines_until_ctrl_c(keeper, free_tcp_port: int) -
             lines: queue.Queue[str] = queue.Queue()
             reader = threading.Thread(target=lambda: [lines.put(x) for x in follower.stdout])
             reader.start()
-            # A status job makes the queen narrate into its log while we follow it. The
-            # follower may not be tailing yet (-n 0 skips what is there), so narrate
-            # again until it shows a status line, under a deadline.
+            # A hive_list job makes the queen narrate into its log while we follow it.
+            # The follower may not be tailing yet (-n 0 skips what is there), so narrate
+            # again until it shows a hive_list line, under a deadline.
             deadline = time.monotonic() + 30
             seen = False
             while not seen and time.monotonic() < deadline:
-                assert keeper("--queen-url", url, "status").returncode == 0
+                assert keeper("--queen-url", url, "hive", "list").returncode == 0
                 try:
                     while not seen:
                         event = parse_line(lines.get(timeout=2))
-                        seen = event is not None and event.action == "status"
+                        seen = event is not None and event.action == "hive_list"
                 except queue.Empty:
                     continue
             if not seen:
                 follower.kill()  # or leaving the `with` would wait on it for ever
-                raise AssertionError("logs -f did not show a new status line within 30 s")
+                raise AssertionError("logs -f did not show a new hive_list line within 30 s")
             follower.send_signal(signal.SIGINT)
             assert follower.wait(timeout=30) == 130
     finally:

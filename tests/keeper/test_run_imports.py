@@ -7,6 +7,7 @@ held here; how fast it runs is measured by bench/bench_run.py, not by a test.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -55,3 +56,27 @@ def test_plain_and_json_keeper_run_import_no_typer_rich_pydantic_or_http() -> No
         assert "keeper.commands.run" in loaded  # the command did run
         heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY)
         assert heavy == [], f"`keeper {' '.join(args)}` imported {heavy}"
+
+
+def test_plain_one_shot_commands_start_without_typer() -> None:
+    """`keeper status`, `keeper queen stop` and `keeper infer` in their plain forms, which
+    scripts poll and every prompt pays, are read without Typer (keeper.run_argv) and
+    still answer as the command tree does: exit 3 naming the queen that is not there, or
+    "not running"."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for args, code, says in (
+        (("--queen-url", url, "status"), 3, f"queen is not reachable at {url}"),
+        (("queen", "stop"), 0, "Queen is not running"),
+        (("--queen-url", url, "infer", "--no-autostart", "--model", "m", "hi"), 3, url),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", SHOW_MODULES, *args],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == code, done.stderr
+        assert says in done.stdout + done.stderr
+        loaded = set(done.stderr.split())
+        assert "typer" not in loaded, f"`keeper {' '.join(args)}` imported Typer"

@@ -49,10 +49,12 @@ def test_real_shell_errors_pass_unchanged(keeper) -> None:
     result = keeper("--json", "run", "--", "sh", "-c", script)
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    shown = [event["human"] for event in events if event["event"] == "output"]
-    assert shown[0].endswith("/etc/passwd-x: No such file or directory")
-    assert "'/nonexistent/token-dir': No such file or directory" in shown[1]
-    assert shown[2] == "password: required"
+    # stderr and stdout are two pipes: their lines may arrive in either order.
+    shown = sorted(event["human"] for event in events if event["event"] == "output")
+    assert len(shown) == 3, shown
+    assert any(line.endswith("/etc/passwd-x: No such file or directory") for line in shown)
+    assert any("'/nonexistent/token-dir': No such file or directory" in line for line in shown)
+    assert "password: required" in shown
     assert "[REDACTED]" not in result.stdout
 
 

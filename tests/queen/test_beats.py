@@ -14,7 +14,7 @@ import pytest
 from jobs import STALE_AFTER_BEATS, HiveBeat, WorkerInfo
 from jobs.client import JobClient
 from queen.hives import HiveRegistry
-from tests.support import queen_settings, start_queen
+from tests.support import BeatAuth, hive_token, queen_settings, start_queen
 
 DEADLINE_S = 10.0
 
@@ -40,8 +40,8 @@ def beat(hive_id: str = "gpu1", *, workers: int = 1, url: str = "http://10.0.0.5
     ).model_dump(mode="json")
 
 
-async def status(url: str) -> dict[str, Any]:
-    async with JobClient(url) as client:
+async def status(url: str, *, token: str | None = None) -> dict[str, Any]:
+    async with JobClient(url, token=token) as client:
         job_id = await client.submit({"operation": "queen_status"})
         async for event in client.stream(job_id):
             if event.is_final:
@@ -52,7 +52,10 @@ async def status(url: str) -> dict[str, Any]:
 @pytest.mark.anyio
 async def test_a_beat_adds_the_hive_and_its_workers(rbee_home: Path) -> None:
     """POST /v1/heartbeats answers 204 and queen_status then shows the hive and its workers."""
-    async with start_queen(queen_settings(rbee_home)) as queen, httpx.AsyncClient() as http:
+    async with (
+        start_queen(queen_settings(rbee_home)) as queen,
+        httpx.AsyncClient(auth=BeatAuth(rbee_home)) as http,
+    ):
         reply = await http.post(f"{queen.url}/v1/heartbeats", json=beat(workers=2))
         assert reply.status_code == 204
         snapshot = await status(queen.url)
@@ -81,7 +84,10 @@ async def test_a_beat_adds_the_hive_and_its_workers(rbee_home: Path) -> None:
 )
 async def test_a_bad_beat_is_422_and_changes_nothing(rbee_home: Path, body: bytes) -> None:
     """Anything but a HiveBeat gets 422 `{error, detail}` and no hive is learned."""
-    async with start_queen(queen_settings(rbee_home)) as queen, httpx.AsyncClient() as http:
+    async with (
+        start_queen(queen_settings(rbee_home)) as queen,
+        httpx.AsyncClient(auth=BeatAuth(rbee_home)) as http,
+    ):
         reply = await http.post(
             f"{queen.url}/v1/heartbeats", content=body, headers={"content-type": "application/json"}
         )
@@ -93,22 +99,34 @@ async def test_a_bad_beat_is_422_and_changes_nothing(rbee_home: Path, body: byte
 
 
 @pytest.mark.anyio
-async def test_beats_need_the_queens_token(rbee_home: Path) -> None:
-    """A queen started with a token refuses beats without it (401) and takes them with it."""
+async def test_a_beat_needs_its_own_hives_credential(rbee_home: Path) -> None:
+    """Beats carry their hive's credential (derived from the queen's secret), whatever the
+    user's RBEE_TOKEN: none, a wrong one, the queen's own token, or another hive's
+    credential describing gpu1 are all refused (401) and teach the queen nothing."""
     settings = dataclasses.replace(queen_settings(rbee_home), token="q-token")
     async with start_queen(settings) as queen, httpx.AsyncClient() as http:
-        refused = await http.post(f"{queen.url}/v1/heartbeats", json=beat())
-        taken = await http.post(
-            f"{queen.url}/v1/heartbeats",
-            json=beat(),
-            headers={"Authorization": "Bearer q-token"},
-        )
-    assert (refused.status_code, taken.status_code) == (401, 204)
+        url = f"{queen.url}/v1/heartbeats"
+        forged = [
+            await http.post(url, json=beat()),
+            await http.post(url, json=beat(), headers={"Authorization": "Bearer x"}),
+            await http.post(url, json=beat(), headers={"Authorization": "Bearer q-token"}),
+            await http.post(url, json=beat(), headers=bearer(hive_token(rbee_home, "gpu2"))),
+        ]
+        seen = await status(queen.url, token="q-token")
+        taken = await http.post(url, json=beat(), headers=bearer(hive_token(rbee_home, "gpu1")))
+    assert [r.status_code for r in forged] == [401, 401, 401, 401]
+    assert "credential" in forged[0].json()["error"]
+    assert [h["hive_id"] for h in seen["hives"]] == ["localhost"]
+    assert taken.status_code == 204
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_stale_after_missed_beats_of_the_hives_own_interval() -> None:
     """Staleness counts STALE_AFTER_BEATS of the interval the hive actually beats at."""
-    hives = HiveRegistry({})
+    hives = HiveRegistry({}, secret="test-secret")
     one = HiveBeat.model_validate(beat())
     assert hives.beat(one, now=100.0) == "new"
     assert hives.beat(one, now=100.5) == "ok"  # this hive beats every 0.5 s
@@ -124,7 +142,7 @@ def test_stale_after_missed_beats_of_the_hives_own_interval() -> None:
 def test_a_forward_between_two_beats_does_not_shorten_the_hives_interval() -> None:
     """Contact through a forward keeps a hive fresh but is not a beat: the interval stays
     the one between beats, so the hive is not called stale a moment after its next beat."""
-    hives = HiveRegistry({})
+    hives = HiveRegistry({}, secret="test-secret")
     one = HiveBeat.model_validate(beat())
     hives.beat(one, now=100.0)
     hives.beat(one, now=101.0)  # beats every second
@@ -137,7 +155,7 @@ def test_a_forward_between_two_beats_does_not_shorten_the_hives_interval() -> No
 
 def test_a_configured_hive_is_never_stale_before_its_first_beat() -> None:
     """A hive from the config that never beat is not called stale; its first beat is news."""
-    hives = HiveRegistry({"gpu2": "http://old:7835"})
+    hives = HiveRegistry({"gpu2": "http://old:7835"}, secret="test-secret")
     assert not hives.get("gpu2").is_stale(1e12)
     assert hives.beat(HiveBeat.model_validate(beat("gpu2")), now=1.0) == "new"
     assert hives.get("gpu2").url == "http://10.0.0.5:7835"  # the hive's own report wins
@@ -147,7 +165,10 @@ def test_a_configured_hive_is_never_stale_before_its_first_beat() -> None:
 @pytest.mark.anyio
 async def test_a_silent_hive_turns_stale_and_comes_back(rbee_home: Path) -> None:
     """Over HTTP: beats every 50 ms, then silence -> stale in queen_status; one beat -> fresh."""
-    async with start_queen(queen_settings(rbee_home)) as queen, httpx.AsyncClient() as http:
+    async with (
+        start_queen(queen_settings(rbee_home)) as queen,
+        httpx.AsyncClient(auth=BeatAuth(rbee_home)) as http,
+    ):
         for _ in range(3):
             await http.post(f"{queen.url}/v1/heartbeats", json=beat())
             await anyio.sleep(0.05)  # the hive's beat interval in this test

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -22,47 +21,25 @@ import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoAlertPresentException, TimeoutException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from tests.support.browser import headless_chromium  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 WAIT_S = 30.0  # page conditions on a busy 2-core machine (daemons and a browser starting)
 TOKEN = "dashboard-test-token"
 XSS = "<img src=x onerror=alert(1)>"
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",  # CI runs as root, where chromium's sandbox refuses to start
-    "--disable-gpu",
-    "--disable-dev-shm-usage",  # small /dev/shm in containers
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1280,800",
-)
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    """A fresh headless chromium (own profile folder) that records alert() calls."""
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip("chromium and chromium-driver are not installed (.ci/run installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    """A fresh headless chromium (own profile folder) that records the console."""
+    with headless_chromium(tmp_path / "chromium-profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 class Daemons:
@@ -201,7 +178,6 @@ def test_watch_job_streams_live_and_cancels_from_the_page(
     daemons.start_queen()
     browser.get(daemons.url + "/")
     wait(browser, lambda d: text(d, "#st-version") not in ("", "—"), "the queen's version")
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr"), "the job list")
     # Reach the button with Tab alone, then press Enter: the page works from the keyboard.
     button = browser.find_element(By.CSS_SELECTOR, "button[value=queen_status]")
     for _ in range(40):
@@ -246,27 +222,32 @@ def test_finished_job_shows_its_whole_log_after_a_reload(
     wait(browser, lambda d: log_seqs(d) == expected, "the log from the list's link")
 
 
-def running_jobs(url: str) -> list[str]:
-    jobs = httpx.get(f"{url}/v1/jobs", timeout=10).json()["jobs"]
-    return [job["job_id"] for job in jobs if job["state"] == "running"]
+def job_ids(url: str) -> list[str]:
+    return [job["job_id"] for job in httpx.get(f"{url}/v1/jobs", timeout=10).json()["jobs"]]
 
 
-def test_leaving_the_page_cancels_its_status_watch(browser: WebDriver, daemons: Daemons) -> None:
-    """The watch job that feeds the status cards is cancelled when the page goes away,
-    so a closed dashboard leaves nothing running on the queen."""
+def test_looking_at_the_queen_adds_no_job(browser: WebDriver, daemons: Daemons) -> None:
+    """The status cards refresh live from GET /v1/status, and neither a dashboard tab (its
+    first paint, its refreshes, a reload) nor `keeper status` adds a job: jobs are what a
+    user asked for. The first paint already lists the hives the queen knows."""
     daemons.start_queen()
     browser.get(daemons.url + "/")
     wait(browser, lambda d: text(d, "#st-version") not in ("", "—"), "the queen's version")
-    assert len(running_jobs(daemons.url)) == 1
-    browser.get("about:blank")
-    deadline = WebDriverWait(browser, WAIT_S)
-    deadline.until(lambda d: running_jobs(daemons.url) == [], "the watch job to be cancelled")
+    assert "localhost" in text(browser, "#hives")  # known from the start, before any beat
+    first = text(browser, "#st-updated")
+    wait(browser, lambda d: text(d, "#st-updated") != first, "a fresh status")
+    browser.refresh()
+    wait(browser, lambda d: text(d, "#st-version") not in ("", "—"), "the version again")
+    daemons.run("status")
+    daemons.run("--json", "status")
+    assert job_ids(daemons.url) == []
+    assert text(browser, "#jobs-empty") == "No jobs yet."
 
 
 def test_token_protected_queen_asks_once_and_keeps_it_for_the_tab(
     browser: WebDriver, daemons: Daemons
 ) -> None:
-    """A queen with a token: the page shows the token form, then the job list; the token
+    """A queen with a token: the page shows the token form, then the status; the token
     stays in sessionStorage and never appears in a URL the page requested."""
     daemons.start_queen(token=TOKEN)
     browser.get(daemons.url + "/")
@@ -284,12 +265,11 @@ def test_token_protected_queen_asks_once_and_keeps_it_for_the_tab(
     wait(browser, lambda d: "refused" in text(d, "#token-why"), "the refused-token sentence")
     field.send_keys(TOKEN, Keys.ENTER)
     wait(browser, lambda d: not dialog.is_displayed(), "the form to close")
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr"), "the job list")
     wait(browser, lambda d: text(d, "#st-version") not in ("", "—"), "the queen's version")
     stored = browser.execute_script("return sessionStorage.getItem('rbee.queen.token')")
     assert stored == TOKEN
     browser.refresh()  # same tab: no second prompt
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr"), "the job list again")
+    wait(browser, lambda d: text(d, "#st-version") not in ("", "—"), "the status again")
     assert not browser.find_element(By.ID, "token-dialog").is_displayed()
     urls = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])"
@@ -457,13 +437,64 @@ def test_model_and_worker_actions_run_from_the_page(
     assert script_errors(browser) == []
 
 
-def test_an_operation_the_queen_does_not_run_shows_its_sentence(
-    browser: WebDriver, daemons: Daemons
-) -> None:
-    """Start hive, an operation this queen does not run yet, opens its job page showing the
-    queen's one sentence saying so."""
+# Notes whether a line of the hive's own (actor rbee-hive) reached the job page while the
+# job still ran: its startup narration streams in live.
+WATCH_HIVE_LINES = """
+window.__hiveLineWhileRunning = false;
+new MutationObserver(() => {
+  const state = document.getElementById('job-state').textContent;
+  const actors = [...document.querySelectorAll('#job-log li .actor')].map(e => e.textContent);
+  if (state === 'running' && actors.includes('rbee-hive')) window.__hiveLineWhileRunning = true;
+}).observe(document.getElementById('job-log'), {childList: true, subtree: true});
+"""
+
+
+def hive_button(driver: WebDriver, verb: str, hive: str) -> Any:
+    """The hive row's visible Start or Stop button, else None."""
+    found = driver.find_elements(By.CSS_SELECTOR, f"button[data-hive-{verb}='{hive}']")
+    return found[0] if found and found[0].is_displayed() else None
+
+
+def hive_state(driver: WebDriver, hive: str) -> str:
+    rows = driver.find_elements(By.CSS_SELECTOR, f"#hives tr[data-hive='{hive}'] td:nth-child(2)")
+    return str(rows[0].text) if rows else ""
+
+
+def test_start_and_stop_a_local_hive_from_the_page(browser: WebDriver, daemons: Daemons) -> None:
+    """The configured local hive is down: its row offers Start (not Stop). Start opens the
+    job page, where the hive's startup narration streams in while the job runs and the
+    job ends completed; the hive turns live on the overview, offering Stop; Stop ends it
+    and the row goes back to down, offering Start."""
+    config = daemons.home / "config" / "hives.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[hives.localhost]\nurl = "http://127.0.0.1:{daemons.hive_port}"\n')
     daemons.start_queen()
     browser.get(daemons.url + "/")
-    act(browser, "hive_start")
-    wait(browser, lambda d: text(d, "#job-end") == "Job failed.", "the failed end")
-    assert "does not run operation 'hive_start'" in text(browser, "#job-error")
+    start = wait(browser, lambda d: hive_button(d, "start", "localhost"), "Start for the hive")
+    assert hive_button(browser, "stop", "localhost") is None
+    browser.execute_script(WATCH_HIVE_LINES)
+    start.click()
+    wait(browser, job_id_in_hash, "the hive_start job page")
+    assert text(browser, "#job-op") == "hive_start"
+    ends_completed(browser, "the hive start")
+    assert browser.execute_script("return window.__hiveLineWhileRunning") is True
+    actions = log_actions(browser)
+    assert {"spawn", "ready", "live"} <= set(actions), actions
+    assert f"127.0.0.1:{daemons.hive_port}" in text(browser, "#job-log")
+    assert httpx.get(f"http://127.0.0.1:{daemons.hive_port}/health", timeout=10).status_code == 200
+
+    browser.find_element(By.LINK_TEXT, "← Dashboard").click()
+    wait(browser, lambda d: hive_state(d, "localhost") == "live", "the hive live")
+    stop = wait(browser, lambda d: hive_button(d, "stop", "localhost"), "Stop for the live hive")
+    assert hive_button(browser, "start", "localhost") is None
+    stop.click()
+    wait(browser, job_id_in_hash, "the hive_stop job page")
+    ends_completed(browser, "the hive stop")
+    assert text(browser, "#job-op") == "hive_stop"
+    assert "stopped" in log_actions(browser)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{daemons.hive_port}/health", timeout=10)
+    browser.find_element(By.LINK_TEXT, "← Dashboard").click()
+    wait(browser, lambda d: hive_state(d, "localhost") == "down", "the hive down again")
+    wait(browser, lambda d: hive_button(d, "start", "localhost"), "Start offered again")
+    assert script_errors(browser) == []

@@ -100,3 +100,63 @@ async def test_page_uses_no_inline_script_or_handlers(rbee_home: Path) -> None:
     scripts = "".join(p.read_text() for p in STATIC.glob("*.js"))
     assert "innerHTML" not in scripts and "insertAdjacentHTML" not in scripts
     assert "eval(" not in scripts and "document.write" not in scripts
+
+
+@pytest.mark.anyio
+async def test_status_is_a_read_behind_the_token_and_makes_no_job(rbee_home: Path) -> None:
+    """GET /v1/status needs the token like the job routes, answers the snapshot the page
+    renders (the hives the queen knows and those it can start), and leaves no job."""
+    async with (
+        start_queen(queen_settings(rbee_home, token=TOKEN)) as queen,
+        httpx.AsyncClient(base_url=queen.url) as http,
+    ):
+        assert (await http.get("/v1/status")).status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(3):
+            status = await http.get("/v1/status", headers=auth)
+            assert status.status_code == 200
+        snapshot = status.json()
+        assert "localhost" in [h["hive_id"] for h in snapshot["hives"]]
+        assert {"hive_id": "localhost", "where": "this machine"} in snapshot["configured"]
+        assert snapshot["jobs"] == {}
+        assert (await http.get("/v1/jobs", headers=auth)).json()["jobs"] == []
+        described = (await http.get("/openapi.json", headers=auth)).json()
+        assert "/v1/status" in described["paths"]
+
+
+@pytest.mark.anyio
+async def test_status_is_open_on_loopback_without_a_token(rbee_home: Path) -> None:
+    """A queen without RBEE_TOKEN on loopback answers GET /v1/status to the user's tools."""
+    async with (
+        start_queen(queen_settings(rbee_home)) as queen,
+        httpx.AsyncClient(base_url=queen.url) as http,
+    ):
+        status = await http.get("/v1/status")
+        assert status.status_code == 200 and "version" in status.json()
+
+
+@pytest.mark.anyio
+async def test_a_hive_start_that_cannot_succeed_fails_in_one_sentence(rbee_home: Path) -> None:
+    """The dashboard's Start for an alias the queen cannot reach fails its job saying how
+    to configure it; for a hive whose port another program holds, saying so with a free
+    port; neither leaves a pidfile or a log (nothing was started)."""
+    from jobs.client import JobClient
+    from tests.support import run_job
+
+    async with (
+        start_queen(queen_settings(rbee_home)) as queen,
+        JobClient(queen.url) as client,
+    ):
+        unknown = await run_job(client, {"operation": "hive_start", "hive_id": "nosuchhive"})
+        end = unknown[-1].data
+        assert end["state"] == "failed"
+        assert "'nosuchhive' is not in" in end["error"] and "[hives.nosuchhive]" in end["error"]
+
+        # `localhost` is configured at a port this test process holds (closed_hive_url).
+        taken = await run_job(client, {"operation": "hive_start", "hive_id": "localhost"})
+        end = taken[-1].data
+        assert end["state"] == "failed"
+        assert "is taken by another program" in end["error"]
+        assert "`keeper hive start --port " in end["error"]
+    assert not list((rbee_home / "run").glob("hive-*.pid"))
+    assert not (rbee_home / "logs" / "hive-localhost.log").exists()

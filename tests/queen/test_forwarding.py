@@ -21,7 +21,7 @@ from jobs.client import JobClient
 from jobs.server import Job, ServerConfig, bind_socket, create_app, open_job_server, socket_url
 from narration_core import Narrator, relay_line
 from queen.forward import HIVE_OPERATIONS
-from tests.support import queen_settings, start_queen
+from tests.support import BeatAuth, queen_settings, start_queen
 
 HIVE = Narrator("rbee-hive")
 
@@ -65,7 +65,7 @@ async def test_worker_spawn_reaches_the_keeper_with_the_workers_own_lines(
         start_queen(queen_settings(rbee_home)) as queen,
     ):
         beat = HiveBeat(hive_id="gpu1", url=hive_url, version="t", ts=time.time())
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(auth=BeatAuth(rbee_home)) as http:
             await http.post(
                 f"{queen.url}/v1/heartbeats",
                 content=beat.model_dump_json(),
@@ -75,7 +75,7 @@ async def test_worker_spawn_reaches_the_keeper_with_the_workers_own_lines(
         job_id, events = await run_job(queen.url, op)
     assert events[-1].data["state"] == "completed"
     assert events[-1].data["result"] == {"did": "worker_spawn"}
-    assert seen == [op]
+    assert seen == [{**op, "parallel": None, "threads": None, "ctx_size": None}]
     lines = [
         (e.data["actor"], e.data["action"], e.data.get("origin"), e.data["job_id"])
         for e in events

@@ -15,7 +15,7 @@ from jobs import HiveBeat, HiveGoodbye, WorkerInfo
 from jobs.client import JobClient
 from queen.hives import HiveRegistry
 from queen.infer import WorkerPool
-from tests.support import queen_settings, start_queen
+from tests.support import BeatAuth, hive_token, queen_settings, start_queen
 
 QUEEN_TOKEN = "q-token"
 HIVE_URL = "http://10.0.0.5:7835"  # where beat() says the hive is
@@ -60,7 +60,10 @@ def hive_ids(snapshot: dict[str, Any]) -> list[str]:
 async def test_a_goodbye_drops_the_hive_and_its_workers_at_once(rbee_home: Path) -> None:
     """After POST /v1/heartbeats/goodbye (204), queen_status lists neither the hive nor its
     workers: no stale hive keeping dead workers."""
-    async with start_queen(queen_settings(rbee_home)) as queen, httpx.AsyncClient() as http:
+    async with (
+        start_queen(queen_settings(rbee_home)) as queen,
+        httpx.AsyncClient(auth=BeatAuth(rbee_home)) as http,
+    ):
         assert (
             await http.post(f"{queen.url}/v1/heartbeats", json=beat(workers=2))
         ).status_code == 204
@@ -76,10 +79,11 @@ async def test_a_goodbye_drops_the_hive_and_its_workers_at_once(rbee_home: Path)
 async def test_an_unauthenticated_goodbye_is_refused_and_removes_nothing(
     rbee_home: Path,
 ) -> None:
-    """A queen with a token refuses a goodbye without it or with another one (401), as it
-    refuses such beats, and keeps the hive and its workers; with the token it is taken."""
+    """A goodbye without its hive's credential, with another one or with the queen's own
+    token is refused (401), as such beats are, and the hive and its workers stay; with the
+    hive's credential it is taken."""
     settings = dataclasses.replace(queen_settings(rbee_home), token=QUEEN_TOKEN)
-    good = {"Authorization": f"Bearer {QUEEN_TOKEN}"}
+    good = {"Authorization": f"Bearer {hive_token(rbee_home, 'gpu1')}"}
     async with start_queen(settings) as queen, httpx.AsyncClient() as http:
         url = f"{queen.url}/v1/heartbeats"
         assert (await http.post(url, json=beat(), headers=good)).status_code == 204
@@ -88,11 +92,16 @@ async def test_an_unauthenticated_goodbye_is_refused_and_removes_nothing(
             await http.post(
                 f"{url}/goodbye", json=goodbye(), headers={"Authorization": "Bearer x"}
             ),
+            await http.post(
+                f"{url}/goodbye",
+                json=goodbye(),
+                headers={"Authorization": f"Bearer {QUEEN_TOKEN}"},
+            ),
         ]
         kept = await status(queen.url, QUEEN_TOKEN)
         taken = await http.post(f"{url}/goodbye", json=goodbye(), headers=good)
         after = await status(queen.url, QUEEN_TOKEN)
-    assert [r.status_code for r in forged] == [401, 401]
+    assert [r.status_code for r in forged] == [401, 401, 401]
     assert "gpu1" in hive_ids(kept)
     assert [w["worker_id"] for w in kept["workers"]] == ["w-0"]
     assert taken.status_code == 204
@@ -107,7 +116,10 @@ async def test_an_unauthenticated_goodbye_is_refused_and_removes_nothing(
 )
 async def test_a_bad_goodbye_is_422_and_changes_nothing(rbee_home: Path, body: bytes) -> None:
     """Anything but a HiveGoodbye gets 422 `{error, detail}` and the hive stays."""
-    async with start_queen(queen_settings(rbee_home)) as queen, httpx.AsyncClient() as http:
+    async with (
+        start_queen(queen_settings(rbee_home)) as queen,
+        httpx.AsyncClient(auth=BeatAuth(rbee_home)) as http,
+    ):
         await http.post(f"{queen.url}/v1/heartbeats", json=beat())
         reply = await http.post(
             f"{queen.url}/v1/heartbeats/goodbye",
@@ -123,7 +135,7 @@ async def test_a_bad_goodbye_is_422_and_changes_nothing(rbee_home: Path, body: b
 def test_a_goodbye_from_another_url_or_an_unknown_hive_changes_nothing() -> None:
     """Only the hive listed at that URL leaves: a goodbye from an older hive of the same
     id elsewhere, or from a hive the queen never heard of, is ignored."""
-    hives = HiveRegistry({})
+    hives = HiveRegistry({}, secret="test-secret")
     hives.beat(HiveBeat.model_validate(beat()), now=100.0)
     assert hives.goodbye(HiveGoodbye.model_validate(goodbye(url="http://10.0.0.9:7835"))) is None
     assert hives.goodbye(HiveGoodbye.model_validate(goodbye("gpu9"))) is None
@@ -136,7 +148,7 @@ def test_a_goodbye_from_another_url_or_an_unknown_hive_changes_nothing() -> None
 def test_a_configured_hive_that_left_is_off_the_list_but_keeps_its_id_and_token() -> None:
     """A hive from the config leaves the list with its workers (not stale, not listed),
     jobs naming it still find its URL and token, and its next beat lists it again."""
-    hives = HiveRegistry({"gpu1": "http://old:7835"}, tokens={"gpu1": "t1"})
+    hives = HiveRegistry({"gpu1": "http://old:7835"}, tokens={"gpu1": "t1"}, secret="test-secret")
     one = HiveBeat.model_validate(beat())
     hives.beat(one, now=100.0)
     assert hives.goodbye(HiveGoodbye.model_validate(goodbye())) is not None
@@ -151,7 +163,7 @@ def test_a_configured_hive_that_left_is_off_the_list_but_keeps_its_id_and_token(
 def test_workers_spawned_through_the_queen_leave_with_their_hive() -> None:
     """A worker the queen spawned, which no beat has listed yet, is not offered once its
     (configured) hive said goodbye."""
-    hives = HiveRegistry({"localhost": HIVE_URL})
+    hives = HiveRegistry({"localhost": HIVE_URL}, secret="test-secret")
     hives.beat(HiveBeat.model_validate(beat("localhost", workers=0)), now=time.time())
     pool = WorkerPool(hives)
     spawned = beat("localhost")["workers"][0]

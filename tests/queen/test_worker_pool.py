@@ -26,7 +26,7 @@ def test_a_spawn_the_queen_forwarded_serves_before_the_beat_that_lists_it_ready(
     """A worker a forwarded worker_spawn reported ready is offered as ready while the last
     beat (sent during its loading) still says `loading`; once a forwarded stop ended it, it
     is offered no more, though that beat still lists it."""
-    hives = HiveRegistry({})
+    hives = HiveRegistry({}, secret="test-secret")
     beat = HiveBeat(
         hive_id="gpu1", url="http://h", version="1", workers=[worker("loading")], ts=time.time()
     )

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.support.ssh import ALIAS, Remote
 
@@ -23,6 +24,12 @@ def test_start_streams_remote_startup_and_the_hive_outlives_the_keeper(
     assert events[-1]["actor"] == "keeper" and events[-1]["action"] == "ready"
     url = f"http://127.0.0.1:{remote.hive_port}/health"
     assert httpx.get(url, timeout=5).status_code == 200  # the keeper has exited
+    # The pidfile names rbee-hive itself (not a shell around it): stopping that pid stops
+    # the hive, and no orphan keeps beating while `hive status` says "not running".
+    pid = json.loads(remote.pidfile.read_text())["pid"]
+    listening = {c.laddr.port for c in psutil.Process(pid).net_connections("inet")}
+    assert remote.hive_port in listening
+    assert "hive" in " ".join(psutil.Process(pid).cmdline())
 
     status = keeper("hive", "status", ALIAS)
     assert status.returncode == 0 and "is running" in status.stdout, status.stderr

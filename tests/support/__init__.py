@@ -6,8 +6,12 @@ Fixtures live in the nearest conftest.py; helpers live here, behind this face (p
 
 from tests.support._chain import BEAT_S, Chain, free_port
 from tests.support._disk import fill_disk
+from tests.support._door import door_client, job_result, queen_with_hive
+from tests.support._extra_hive import extra_hive
+from tests.support._fileserver import serve_models
+from tests.support._fuzz import fuzz_config
 from tests.support._hangup import CANCEL_DEADLINE_S, job_states, only_job, silent_hive, state_after
-from tests.support._hive import BeatRecorder, spawn_hive
+from tests.support._hive import BeatAuth, BeatRecorder, hive_token, spawn_hive
 from tests.support._http import foreign_http_server
 from tests.support._jobs import narration, run_job
 from tests.support._jobserver import JobsKit, Served, Stream, parse_sse, read_stream, serve_jobs
@@ -31,10 +35,21 @@ from tests.support._programs import (
 )
 from tests.support._queen import RunningQueen, queen_settings, spawn_queen, start_queen
 from tests.support._ranged import ranged_response
+from tests.support._recording import RecordingHive, recording_hive
 from tests.support._screen import Screen
 from tests.support._streams import cutting_proxy, emitter
 from tests.support._waiting import await_until, wait_until
-from tests.support._worker import infer, spawn_worker, text_of, wait_busy
+from tests.support._worker import (
+    WORKER_AUTH,
+    WORKER_CREDENTIAL,
+    infer,
+    spawn_worker,
+    start_inference,
+    text_of,
+    timed_stream,
+    wait_busy,
+    worker_health,
+)
 
 __all__ = [
     "BEAT_S",
@@ -42,11 +57,15 @@ __all__ = [
     "NOT_FOR_A_QUERY",
     "NOT_FOR_HELP",
     "START_DEADLINE_S",
+    "WORKER_AUTH",
+    "WORKER_CREDENTIAL",
+    "BeatAuth",
     "BeatRecorder",
     "Chain",
     "JobsKit",
     "KeeperRunner",
     "Ready",
+    "RecordingHive",
     "RunningProgram",
     "RunningQueen",
     "Screen",
@@ -56,33 +75,44 @@ __all__ = [
     "await_until",
     "closed_hive_url",
     "cutting_proxy",
+    "door_client",
     "emitter",
+    "extra_hive",
     "fill_disk",
     "foreign_http_server",
     "free_port",
     "freeze_once_spawned",
+    "fuzz_config",
+    "hive_token",
     "imported_by",
     "infer",
+    "job_result",
     "job_states",
     "keeper_into_a_left_pipe",
     "narration",
     "only_job",
     "parse_sse",
     "queen_settings",
+    "queen_with_hive",
     "ranged_response",
     "read_stream",
+    "recording_hive",
     "run_job",
     "serve_jobs",
+    "serve_models",
     "silent_hive",
     "spawn_hive",
     "spawn_program",
     "spawn_queen",
     "spawn_worker",
     "start_in_background",
+    "start_inference",
     "start_queen",
     "state_after",
     "text_of",
+    "timed_stream",
     "url_of",
     "wait_busy",
     "wait_until",
+    "worker_health",
 ]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def fill_disk(folder: Path) -> Path:
-    """Write a file in `folder` until the disk refuses even one page; returns its path."""
+def fill_disk(folder: Path, name: str = "fill") -> Path:
+    """Write `folder/name` until the disk refuses even one byte; returns its path. Name it
+    as rbee would (`models/localhost/x.gguf.part`) to fill the disk with rbee's own file."""
     import errno
     import os
 
-    path = folder / "fill"
+    path = folder / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         for size in (1 << 16, 1 << 12, 1):

@@ -8,28 +8,61 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from jobs import HiveBeat
+from jobs import HiveBeat, RbeePaths, cluster_secret, hive_credential
 from jobs.server import ServerConfig, bind_socket, create_app, open_job_server
 from tests.support._programs import RunningProgram, spawn_program, url_of
 
 
 @asynccontextmanager
 async def spawn_hive(home: Path, *args: str) -> AsyncIterator[RunningProgram]:
-    """Run the real rbee-hive with RBEE_HOME=home until its `ready` line; SIGTERM on exit."""
+    """Run the real rbee-hive with RBEE_HOME=home until its `ready` line; SIGTERM on exit.
+
+    Its `token` is the hive's credential, derived from the queen secret of `home` as the
+    hive derives it itself (a queen on the same home calls it with the same)."""
     argv = [sys.executable, "-m", "hive", "--port", "0", *args]
     async with spawn_program(argv, home=home, ready=url_of("ready")) as hive:
+        hive.token = hive_token(home, _hive_id(args))
         yield hive
+
+
+def hive_token(home: Path, hive_id: str = "localhost") -> str:
+    """The credential of hive `hive_id` under the queen secret of RBEE_HOME `home`."""
+    return hive_credential(cluster_secret(RbeePaths.resolve(home).ensure()), hive_id)
+
+
+class BeatAuth(httpx.Auth):
+    """httpx auth for heartbeats and goodbyes sent by hand: signs each with the credential
+    of the hive its JSON body names, under the queen secret of RBEE_HOME `home`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        try:
+            hive_id = json.loads(request.content)["hive_id"]
+        except (ValueError, KeyError, TypeError):
+            hive_id = None  # not a beat: sent as it is (the queen refuses it)
+        if isinstance(hive_id, str) and "authorization" not in request.headers:
+            request.headers["Authorization"] = f"Bearer {hive_token(self.home, hive_id)}"
+        yield request
+
+
+def _hive_id(args: tuple[str, ...]) -> str:
+    flags = list(args)
+    return flags[flags.index("--hive-id") + 1] if "--hive-id" in flags else "localhost"
 
 
 @dataclass

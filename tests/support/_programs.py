@@ -60,6 +60,7 @@ def url_of(action: str) -> Ready:
 class RunningProgram:
     process: anyio.abc.Process
     url: str = ""
+    token: str | None = None  # the credential its callers present (a hive's, a worker's)
     lines: list[str] = field(default_factory=list)  # stdout (and stderr if merged) so far
     stderr: bytearray = field(default_factory=bytearray)
     changed: anyio.Event = field(default_factory=anyio.Event)
@@ -84,9 +85,11 @@ async def spawn_program(
     home: Path,
     ready: Ready,
     merge_stderr: bool = False,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[RunningProgram]:
-    """Run `argv` with RBEE_HOME=home (and the capture marker, so each line is flushed)."""
-    env = {**os.environ, "RBEE_HOME": str(home), CAPTURE_ENV: "1"}
+    """Run `argv` with RBEE_HOME=home (and the capture marker, so each line is flushed),
+    and `env` added to this process's environment."""
+    env = {**os.environ, **(env or {}), "RBEE_HOME": str(home), CAPTURE_ENV: "1"}
     stderr = subprocess.STDOUT if merge_stderr else subprocess.PIPE
     process = await anyio.open_process(list(argv), env=env, stderr=stderr)
     assert process.stdout is not None

@@ -14,7 +14,15 @@ import pytest
 
 from hive.tiny_model import write_tiny_model
 from jobs.client import JobClient
-from tests.support import RunningProgram, infer, spawn_worker, text_of, wait_busy
+from tests.support import (
+    WORKER_AUTH,
+    WORKER_CREDENTIAL,
+    RunningProgram,
+    infer,
+    spawn_worker,
+    text_of,
+    wait_busy,
+)
 from worker.inference import QUEUE_MAX
 
 pytestmark = pytest.mark.anyio
@@ -136,36 +144,39 @@ async def test_cancel_stops_generation_and_the_worker_serves_the_next(
     """Cancelling a running generation ends its job `cancelled` with fewer tokens than asked
     (seed 1 on builtin:tiny runs to the length limit), and the worker is idle and serves
     the next request."""
-    async with httpx.AsyncClient(base_url=worker.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=worker.url, trust_env=False, headers=WORKER_AUTH) as http:
         running = await http.post("/v1/inference", json=LONG)
         await wait_busy(http)
         await http.delete(f"/v1/jobs/{running.json()['job_id']}")
-        async with JobClient(worker.url) as client:
+        async with JobClient(worker.url, token=WORKER_CREDENTIAL) as client:
             events = [e async for e in client.stream(running.json()["job_id"])]
         health = (await http.get("/health")).json()
     assert events[-1].state == "cancelled", events[-1].data
     assert sum(e.kind == "token" for e in events) < LONG["max_tokens"]
-    assert (health["busy"], health["waiting"]) == (False, 0)
+    assert (health["busy"], health["waiting"], health["slots_busy"]) == (False, 0, 0)
     after = await infer(worker.url, "the hive", max_tokens=4, seed=2)
     assert after[-1].state == "completed" and text_of(after)
 
 
 async def test_busy_worker_queues_then_answers_503(worker: RunningProgram) -> None:
-    """While one generation runs, QUEUE_MAX more requests are queued (201) and the next is
+    """While every slot generates, QUEUE_MAX more requests are queued (201) and the next is
     refused with 503 and Retry-After; cancelling them all leaves the worker idle."""
-    async with httpx.AsyncClient(base_url=worker.url, trust_env=False) as http:
-        running = await http.post("/v1/inference", json=LONG)
-        await wait_busy(http)
+    async with httpx.AsyncClient(base_url=worker.url, trust_env=False, headers=WORKER_AUTH) as http:
+        slots = (await http.get("/health")).json()["slots"]
+        running = [await http.post("/v1/inference", json=LONG) for _ in range(slots)]
+        await wait_busy(http, slots)
         queued = [await http.post("/v1/inference", json=LONG) for _ in range(QUEUE_MAX)]
         refused = await http.post("/v1/inference", json=LONG)
-        ids = [r.json()["job_id"] for r in (running, *queued)]
-        for job_id in reversed(ids):  # the waiting ones first, then the running one
+        waiting = (await http.get("/health")).json()["waiting"]
+        ids = [r.json()["job_id"] for r in (*running, *queued)]
+        for job_id in reversed(ids):  # the waiting ones first, then the running ones
             await http.delete(f"/v1/jobs/{job_id}")
-        async with JobClient(worker.url) as client:
+        async with JobClient(worker.url, token=WORKER_CREDENTIAL) as client:
             finals = [[e async for e in client.stream(job_id)][-1] for job_id in ids]
         health = (await http.get("/health")).json()
-    assert [r.status_code for r in queued] == [201] * QUEUE_MAX
+    assert slots == 2  # a CPU worker's default
+    assert [r.status_code for r in queued] == [201] * QUEUE_MAX and waiting == QUEUE_MAX
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert "busy" in refused.json()["error"]
-    assert {f.state for f in finals[1:]} == {"cancelled"}  # never started
-    assert (health["busy"], health["waiting"]) == (False, 0)
+    assert {f.state for f in finals} == {"cancelled"}
+    assert (health["busy"], health["waiting"], health["slots_busy"]) == (False, 0, 0)

@@ -18,7 +18,15 @@ import pytest
 from hive.tiny_model import TinyShape, write_tiny_model
 from jobs import JobEvent
 from jobs.client import JobClient
-from tests.support import RunningProgram, infer, spawn_worker, text_of, wait_busy
+from tests.support import (
+    WORKER_AUTH,
+    WORKER_CREDENTIAL,
+    RunningProgram,
+    infer,
+    spawn_worker,
+    text_of,
+    wait_busy,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -31,14 +39,19 @@ FREE_S = 1.0  # from the cancel to the next request generating, as the user noti
 async def worker(rbee_home: Path, tmp_path: Path) -> AsyncIterator[RunningProgram]:
     model = tmp_path / "tiny-8k.gguf"
     write_tiny_model(model, shape=TinyShape(n_ctx=CONTEXT))
-    async with spawn_worker(rbee_home, model) as running:
+    # One slot: the next request can start only once the cancelled one has freed it.
+    flags = ("--parallel", "1", "--ctx-size", str(CONTEXT))
+    async with spawn_worker(rbee_home, model, *flags) as running:
         await running.wait_action("ready")
         yield running
 
 
 async def wait_started(url: str, job_id: str) -> None:
     """Read the job's stream until the worker narrates that it is generating for it."""
-    async with JobClient(url) as client, aclosing(client.stream(job_id)) as events:
+    async with (
+        JobClient(url, token=WORKER_CREDENTIAL) as client,
+        aclosing(client.stream(job_id)) as events,
+    ):
         async for event in events:
             if event.kind == "narration" and event.data["action"] == "inference_start":
                 return
@@ -47,7 +60,7 @@ async def wait_started(url: str, job_id: str) -> None:
 
 
 async def read_all(url: str, job_id: str) -> list[JobEvent]:
-    async with JobClient(url) as client:
+    async with JobClient(url, token=WORKER_CREDENTIAL) as client:
         return [event async for event in client.stream(job_id)]
 
 
@@ -58,7 +71,7 @@ async def test_cancel_during_prompt_evaluation_frees_the_worker_within_a_second(
     yet) lets the worker start the next request within FREE_S of the cancel, not once the
     whole prompt is in; the cancelled job ends `cancelled`, the next one completes."""
     long = {"prompt": LONG_PROMPT, "max_tokens": 4, "seed": 1}
-    async with httpx.AsyncClient(base_url=worker.url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=worker.url, trust_env=False, headers=WORKER_AUTH) as http:
         running = await http.post("/v1/inference", json=long)
         assert running.status_code == 201, running.text
         await wait_busy(http)

@@ -1,0 +1,188 @@
+"""Provisioning: start a worker for a model no worker serves, once, however many ask.
+
+One spawn per (hive, model) at a time: requests arriving meanwhile wait for that worker
+(`worker_wait`) rather than start one each, whether they name the model by the same ref
+or another (`builtin:tiny` and `tiny`: the spawn is keyed by catalog id too). Before the
+first spawn on a hive that has not beaten to this queen yet (a restarted queen, a hive
+backing off), the queen asks that hive's `worker_list`, so a model it already runs is
+used, never loaded twice. A cached catalog id the hive refuses (the model was deleted) is
+forgotten and the model fetched again, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+from jobs import (
+    DaemonUnreachable,
+    Infer,
+    JobError,
+    ModelDownload,
+    UpstreamFailed,
+    UpstreamUnreachable,
+    WorkerSpawn,
+)
+from jobs.client import JobClient
+from jobs.relay import submit_and_forward
+from jobs.server import Job
+from narration_core import Narrator
+from queen._memory import Room, estimate, roomiest
+from queen._placement import hive_to_start_on
+from queen._refs import ASK_TIMEOUT_S, ModelRefs, list_workers
+from queen._workers import Pick, WorkerView
+from queen.errors import QueenError
+from queen.hives import Hive, HiveRegistry
+
+NARRATE = Narrator("queen-rbee")
+SPAWN_DEVICE = "cpu"  # what a worker spawned for `infer` runs on
+NOT_IN_CATALOG = "not in this hive's catalog"  # the hive's refusal of an id it lacks
+
+Find = Callable[[], Pick | None]
+
+
+class Provisioner:
+    """Starts workers for `infer` on the hives; event-loop only, no lock but its own."""
+
+    def __init__(
+        self,
+        hives: HiveRegistry,
+        view: WorkerView,
+        refs: ModelRefs,
+        *,
+        spawned: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.hives = hives
+        self.view = view
+        self.refs = refs
+        self._spawned = spawned  # told (hive, model) of each worker started: /metrics
+        self._starting: dict[tuple[str, str], anyio.Lock] = {}  # (hive, ref or id) -> lock
+        self._asked: set[str] = set()  # hives whose worker_list this queen has read
+        self._asking = anyio.Lock()
+
+    def hive_for(self, op: Infer) -> Hive:
+        """The hive to start a worker on: the one named, else the one placement picks."""
+        if op.hive_id is not None:
+            return self.hives.get(op.hive_id)
+        return hive_to_start_on(self.hives.all(), op.model)
+
+    async def choose_hive(self, op: Infer) -> Hive:
+        """The hive to start a worker for `op` on: among the one named or the fresh ones,
+        the one with the most free memory that fits the model when hives report memory
+        (InvalidRequest, 503, when none fits), else as `hive_for` says."""
+        if op.hive_id is not None:
+            hives = [self.hives.get(op.hive_id)]
+        else:
+            hives = [h for h in self.hives.all() if not h.is_stale()] or self.hives.all()
+        rooms = [Room(h.id, free_memory(h)) for h in hives]
+        if any(r.free_bytes is not None for r in rooms):
+            await self.refs.learn(op.model, {h.id for h in hives if h.beats})  # its size
+            kv = [
+                p.worker.kv_bytes
+                for p in self.view.loaded()
+                if p.worker.kv_bytes is not None
+                and self.refs.serves(p.hive_id, p.worker.model, op.model)
+            ]
+            need = estimate(self.refs.size_of(op.model), kv_bytes=max(kv, default=None))
+            room = roomiest(rooms, need, op.model)
+            if room is not None:
+                return self.hives.get(room.hive_id)
+        return self.hive_for(op)
+
+    async def ask_unheard(self) -> None:
+        """Read the `worker_list` of every hive that has not beaten to this queen, once,
+        at once, each within ASK_TIMEOUT_S (one that does not answer has no workers)."""
+        async with self._asking:
+            unheard = [h for h in self.hives.all() if not h.beats and h.id not in self._asked]
+
+            async def one(hive: Hive) -> None:
+                with anyio.move_on_after(ASK_TIMEOUT_S):
+                    try:  # a hive known only by default is called once it has beaten
+                        hive = await self.hives.reachable(hive.id, wait_s=ASK_TIMEOUT_S)
+                    except QueenError:
+                        return  # never heard: no workers to know of
+                    if hive.beats:
+                        return  # its beat listed its workers
+                    try:
+                        async with JobClient(
+                            hive.url, token=self.hives.token_for(hive.id)
+                        ) as client:
+                            workers = await list_workers(client, hive.id)
+                    except JobError:
+                        return
+                    self.view.note_listed(hive.id, workers)
+
+            async with anyio.create_task_group() as tg:
+                for hive in unheard:
+                    self._asked.add(hive.id)
+                    tg.start_soon(one, hive)
+
+    async def start_worker(self, op: Infer, job: Job, find: Find) -> Pick:
+        """A worker serving `op.model`: one `find` gives once the hives were asked, else a
+        new one (the model fetched first when the hive lacks it), narrated into `job`."""
+        await self.ask_unheard()
+        found = find()
+        if found is not None:
+            return found
+        hive = await self.hives.reachable((await self.choose_hive(op)).id)  # its beat's URL
+        async with self._lock(hive, op.model, op.model):
+            found = find()  # the request this one waited for started it
+            if found is not None:
+                return found
+            try:
+                return await self._start(hive, op, job, find)
+            except UpstreamFailed as exc:
+                if NOT_IN_CATALOG not in str(exc) or self.refs.cached(hive.id, op.model) is None:
+                    raise
+                NARRATE.action("model_gone").target(op.model).human(
+                    f"Hive {hive.id} no longer has {op.model} (deleted?); fetching it again"
+                ).emit()
+                self.refs.forget(hive.id, op.model)
+                return await self._start(hive, op, job, find)
+
+    def _lock(self, hive: Hive, key: str, model: str) -> anyio.Lock:
+        """The lock held while a worker for `key` (a ref, or `id:` a catalog id) starts on
+        `hive`; says so when another request holds it."""
+        lock = self._starting.setdefault((hive.id, key), anyio.Lock())
+        if lock.locked():
+            NARRATE.action("worker_wait").target(hive.id).human(
+                f"Another request is starting a worker for {model} on hive {hive.id}; "
+                "waiting to use it"
+            ).emit()
+        return lock
+
+    async def _start(self, hive: Hive, op: Infer, job: Job, find: Find) -> Pick:
+        hop = f"hive:{hive.id}"
+        hive = await self.hives.reachable(hive.id)  # this machine's: once it has beaten
+        async with JobClient(hive.url, token=self.hives.token_for(hive.id)) as client:
+            try:
+                model_id = await self.refs.resolve(client, hive.id, op.model)
+            except DaemonUnreachable as exc:
+                raise UpstreamUnreachable(f"hive {hive.id}", hive.url, reason=exc.reason) from exc
+            if model_id is None:
+                NARRATE.action("model_download").target(op.model).human(
+                    f"Hive {hive.id} does not have {op.model} yet; fetching it first"
+                ).emit()
+                entry = await submit_and_forward(
+                    client, ModelDownload(hive_id=hive.id, model=op.model), into=job, hop=hop
+                )
+                model_id = str(entry["id"])
+                self.refs.remember(hive.id, op.model, model_id)
+            async with self._lock(hive, f"id:{model_id}", op.model):  # or another ref of it
+                again = find()  # a worker of that catalog id may run already
+                if again is not None:
+                    return again
+                NARRATE.action("worker_spawn").target(hive.id).human(
+                    f"No worker has {op.model} loaded; starting one on hive {hive.id}"
+                ).emit()
+                spawn = WorkerSpawn(hive_id=hive.id, model=model_id, device=SPAWN_DEVICE)
+                result = await submit_and_forward(client, spawn, into=job, hop=hop)
+                if self._spawned is not None:
+                    self._spawned(hive.id, model_id)
+                return self.view.note_spawned(hive.id, result)
+
+
+def free_memory(hive: Hive) -> int | None:
+    """The free memory `hive`'s last beat reported (None before its first beat)."""
+    return hive.memory_free_bytes
