@@ -37,6 +37,7 @@ SPAWNING_NAMES = frozenset(
         "spawn_hive",
         "spawn_worker",
         "queen_with_hive",
+        "served_for_fuzzing",
         "start_in_background",
         "keeper_into_a_left_pipe",
         "foreign_http_server",

@@ -9,10 +9,6 @@ The document is built when the module loads with the function the hive serves it
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from hive.app import OPENAPI_PATHS
 from jobs import rbee_version
 from jobs.server import openapi_schema
-from tests.support import free_port, fuzz_config, hive_token
+from tests.support import fuzz_config, hive_token, served_for_fuzzing
 
 EXAMPLES_PER_OPERATION = 25
 START_DEADLINE_S = 60.0
@@ -45,29 +41,8 @@ class LiveHive:
 def live_hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHive]:
     """The real rbee-hive on a free loopback port, beating to no queen."""
     home: Path = tmp_path_factory.mktemp("hive-fuzz-home")
-    port = free_port()
-    env = {**os.environ, "RBEE_HOME": str(home)}
-    argv = [sys.executable, "-m", "hive", "--port", str(port), "--hive-id", "localhost"]
-    errors = home / "stderr.txt"
-    with errors.open("wb") as stderr:
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_DEADLINE_S
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, errors.read_text()
-            assert time.monotonic() < deadline, "the hive did not come up"
-            time.sleep(0.05)
-        headers = {"Authorization": f"Bearer {hive_token(home)}"}
-        yield LiveHive(url, headers)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with served_for_fuzzing("hive", home, "--hive-id", "localhost") as url:
+        yield LiveHive(url, {"Authorization": f"Bearer {hive_token(home)}"})
 
 
 DOCUMENT = openapi_schema(title="rbee-hive", version=rbee_version(), extra_paths=OPENAPI_PATHS)

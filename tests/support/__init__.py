@@ -9,7 +9,7 @@ from tests.support._disk import fill_disk
 from tests.support._door import door_client, job_result, queen_with_hive
 from tests.support._extra_hive import extra_hive
 from tests.support._fileserver import serve_models
-from tests.support._fuzz import fuzz_config
+from tests.support._fuzz import fuzz_config, served_for_fuzzing
 from tests.support._hangup import CANCEL_DEADLINE_S, job_states, only_job, silent_hive, state_after
 from tests.support._hive import BeatAuth, BeatRecorder, hive_token, spawn_hive
 from tests.support._http import foreign_http_server
@@ -100,6 +100,7 @@ __all__ = [
     "run_job",
     "serve_jobs",
     "serve_models",
+    "served_for_fuzzing",
     "silent_hive",
     "spawn_hive",
     "spawn_program",

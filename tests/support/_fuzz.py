@@ -7,7 +7,20 @@ shape, invalid input refused, 405s with Allow.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import httpx
+
+from tests.support._chain import free_port
+
+START_DEADLINE_S = 60.0  # a daemon (a worker loading its model) on a loaded 2-core machine
 
 CHECKS = (  # what must hold; the rest (auth, stateful, resource checks) do not apply here
     "not_a_server_error",
@@ -44,3 +57,36 @@ def fuzz_config(
             "positive_data_acceptance": {"enabled": True, "expected-statuses": accepted},
         },
     }
+
+
+@contextlib.contextmanager
+def served_for_fuzzing(
+    program: str, home: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`python -m <program> --port P ARGS` with RBEE_HOME=home (and `env`), until its
+    /health says `ready` or `ok`; yields its URL, and stops it (SIGTERM) afterwards.
+    Synchronous, for schemathesis' synchronous calls; its stderr is quoted if it dies."""
+    port = free_port()
+    argv = [sys.executable, "-m", program, "--port", str(port), *args]
+    full_env = {**os.environ, **(env or {}), "RBEE_HOME": str(home)}
+    errors = home / f"{program}.stderr"
+    with errors.open("wb") as stderr:
+        process = subprocess.Popen(argv, env=full_env, stdout=subprocess.DEVNULL, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_DEADLINE_S
+        while not _ready(url):
+            assert process.poll() is None, errors.read_text()
+            assert time.monotonic() < deadline, f"{program} did not get ready"
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).json().get("status") in ("ready", "ok")
+    except (httpx.TransportError, ValueError):
+        return False

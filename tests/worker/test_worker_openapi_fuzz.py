@@ -9,10 +9,6 @@ a test checks it is the served one.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from hive.tiny_model import write_tiny_model
 from jobs import WORKER_CREDENTIAL_ENV, rbee_version
 from jobs.server import openapi_schema
-from tests.support import WORKER_AUTH, WORKER_CREDENTIAL, free_port, fuzz_config
+from tests.support import WORKER_AUTH, WORKER_CREDENTIAL, fuzz_config, served_for_fuzzing
 from worker._openapi import openapi_paths
 
 EXAMPLES_PER_OPERATION = 25
@@ -42,28 +38,9 @@ def live_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home: Path = tmp_path_factory.mktemp("worker-fuzz-home")
     model = home / "tiny.gguf"
     write_tiny_model(model)
-    port = free_port()
-    env = {**os.environ, "RBEE_HOME": str(home), WORKER_CREDENTIAL_ENV: WORKER_CREDENTIAL}
-    argv = [sys.executable, "-m", "worker", "--model", str(model), "--port", str(port)]
-    errors = home / "stderr.txt"
-    with errors.open("wb") as stderr:
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_DEADLINE_S
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).json().get("status") == "ready":
-                    break
-            except (httpx.TransportError, ValueError):
-                pass
-            assert process.poll() is None, errors.read_text()
-            assert time.monotonic() < deadline, "the worker did not get ready"
-            time.sleep(0.05)
+    env = {WORKER_CREDENTIAL_ENV: WORKER_CREDENTIAL}
+    with served_for_fuzzing("worker", home, "--model", str(model), env=env) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 DOCUMENT = openapi_schema(
