@@ -13,6 +13,7 @@ const STATUS_INTERVAL_S = 2; // the snapshot interval of a watch job asked for b
 const STATUS_POLL_MS = 1000; // how often a visible tab reads GET /v1/status
 const INT_FIELDS = new Set(["max_tokens"]);
 
+const DEFAULT_SYSTEM = "You are a helpful assistant."; // keeper infer's default, too
 // Which form fields each operation sends; the queen validates them (422 names a bad one).
 const OPERATION_FIELDS = {
   queen_status: ["watch"],
@@ -64,6 +65,14 @@ function submitAction(form, button) {
     else operation[field] = input.value;
   }
   if (name === "queen_status") operation.interval_s = STATUS_INTERVAL_S;
+  if (name === "infer" && !form.elements.namedItem("raw")?.checked && operation.prompt) {
+    // A chat, as `keeper infer` sends it: rendered through the model's own template.
+    operation.messages = [
+      { role: "system", content: DEFAULT_SYSTEM },
+      { role: "user", content: operation.prompt },
+    ];
+    delete operation.prompt;
+  }
   submitOperation(operation);
 }
 

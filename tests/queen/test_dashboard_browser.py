@@ -422,6 +422,10 @@ def test_model_and_worker_actions_run_from_the_page(
     ]
     shown = browser.execute_script("return document.getElementById('job-tokens').textContent")
     assert tokens and shown == "".join(tokens)  # every token once, in order, as text
+    # The prompt went as a chat (as `keeper infer` sends it), through the model's template.
+    params = httpx.get(f"{daemons.url}/v1/jobs/{job_id}", timeout=10).json()["params"]
+    assert params["messages"][-1] == {"role": "user", "content": "Once upon a time"}
+    assert not params.get("prompt")
     browser.find_element(By.LINK_TEXT, "← Dashboard").click()
     stop = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers button"), "Stop")
     worker_id = stop[0].find_element(By.XPATH, "../../td[1]").text
