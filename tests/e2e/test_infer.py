@@ -303,20 +303,25 @@ def test_concurrent_first_prompts_for_a_model_start_one_worker(
 
 
 @pytest.mark.anyio
-async def test_a_generation_whose_queen_died_is_cancelled_on_the_worker(
-    tmp_path: Path, slow_model: Path
-) -> None:
+async def test_a_generation_whose_queen_died_is_cancelled_on_the_worker(tmp_path: Path) -> None:
     """kill -9 of the queen mid-generation: nobody reads the worker's job any more, so the
     worker cancels it after UNREAD_STOP_S (saying so in its log) and is idle again, rather
     than generating up to max_tokens for nobody."""
     from worker.inference import UNREAD_STOP_S
 
+    # A generation that outlasts UNREAD_STOP_S well on any machine: 8,000 tokens in one
+    # 8,192-token slot of the slow model's width (a worker spawned for it with those sizes).
+    model = tmp_path / "slower.gguf"
+    write_tiny_model(model, shape=TinyShape(n_ctx=8192, n_embd=512, n_layer=8, n_ff=2048))
+    longer = {**LONG, "max_tokens": 8000}
     made = Chain(tmp_path / "home")
     made.run("queen", "start", "--port", made.queen_url.rsplit(":", 1)[1])
     try:
         made.run("hive", "start", "--port", str(free_port()), "--beat-interval", str(BEAT_S))
+        sizes = ("--parallel", "1", "--ctx-size", "8192")
+        made.run("worker", "spawn", "--no-autostart", "--model", str(model), *sizes)
         keeper = Running(
-            made.popen("infer", "--no-autostart", "--model", str(slow_model), *flags(LONG), PROMPT)
+            made.popen("infer", "--no-autostart", "--model", str(model), *flags(longer), PROMPT)
         )
         worker_id, _ = await keeper.first_token()
         url = (await made.worker(worker_id))["url"]
