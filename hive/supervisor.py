@@ -57,7 +57,7 @@ WORKER_PROGRAM = "llm-worker-rbee"  # console script next to the hive's Python
 HEALTH_POLL_S = 0.05  # between /health probes while a worker starts
 HEALTH_TIMEOUT_S = 2.0  # one probe
 # Never inherited by a worker: it gets only its own credential (WORKER_CREDENTIAL_ENV).
-SECRET_ENV = frozenset({TOKEN_ENV, HIVE_CREDENTIAL_ENV, WORKER_CREDENTIAL_ENV, "RBEE_QUEEN_TOKEN"})
+SECRET_ENV = frozenset({TOKEN_ENV, HIVE_CREDENTIAL_ENV, WORKER_CREDENTIAL_ENV})
 REFRESH_S = 1.0  # how often ready workers are asked whether they are generating (busy)
 
 

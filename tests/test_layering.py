@@ -194,10 +194,10 @@ def test_narration_core_all_matches_its_public_names() -> None:
         assert getattr(narration_core, name) is not None
 
 
-@pytest.mark.parametrize("face", FACES)
-def test_jobs_faces_all_match_their_public_names(face: str) -> None:
-    """`__all__` of `jobs`, `jobs.client` and `jobs.server` lists exactly the public names
-    each exposes (lazy ones included), once each, and every one resolves."""
+@pytest.mark.parametrize("face", [*FACES, "daemons"])
+def test_library_faces_all_match_their_public_names(face: str) -> None:
+    """`__all__` of `jobs`, `jobs.client`, `jobs.server` and `daemons` lists exactly the
+    public names each exposes (lazy ones included), once each, and every one resolves."""
     module = importlib.import_module(face)
     public = {
         name
@@ -245,21 +245,6 @@ def test_programs_import_the_lifecycle_library_only_by_its_face() -> None:
         if found.module.split(".")[0] == "daemons" and _is_private(found.module)
     ]
     assert violations == []
-
-
-def test_lifecycle_library_all_matches_its_public_names() -> None:
-    """`daemons.__all__` lists exactly the public names the face exposes (all of them
-    lazy, loaded on first use), once each, and every one resolves."""
-    module = importlib.import_module("daemons")
-    public = {
-        name
-        for name, value in vars(module).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
-    }
-    assert len(module.__all__) == len(set(module.__all__))
-    assert set(module.__all__) == public | set(module._LAZY)
-    for name in module.__all__:
-        assert getattr(module, name) is not None
 
 
 def test_importing_the_lifecycle_library_loads_no_event_loop_or_http() -> None:

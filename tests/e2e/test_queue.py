@@ -12,7 +12,7 @@ import pytest
 
 from jobs import JobEvent
 from jobs.client import JobClient
-from tests.support import Chain, await_until
+from tests.support import Chain, await_until, submit_followed
 from tests.support.e2e import LONG, PROMPT
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -31,25 +31,14 @@ async def test_a_prompt_behind_busy_slots_waits_its_turn_and_says_so(
     async with JobClient(chain.queen_url) as client, anyio.create_task_group() as tg:
         busy: list[tuple[str, list[JobEvent]]] = []
 
-        async def started(operation: dict[str, Any]) -> tuple[str, list[JobEvent]]:
-            events: list[JobEvent] = []
-            job_id = await client.submit(operation)
-
-            async def follow() -> None:
-                async for event in client.stream(job_id):
-                    events.append(event)
-
-            tg.start_soon(follow)
-            return job_id, events
-
         def generating(events: list[JobEvent]) -> bool:
             return any(e.kind == "token" for e in events)
 
-        busy.append(await started(long_infer(slow_model)))
+        busy.append(await submit_followed(client, tg, long_infer(slow_model)))
         await await_until(lambda: generating(busy[0][1]), deadline_s=120)  # loaded
         slots = (await chain.status())["workers"][0]["slots"]
         for _ in range(slots - 1):
-            busy.append(await started(long_infer(slow_model)))
+            busy.append(await submit_followed(client, tg, long_infer(slow_model)))
             await await_until(lambda: generating(busy[-1][1]), deadline_s=30)
         answer: dict[str, Any] = {}
 

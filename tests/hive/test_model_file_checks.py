@@ -200,6 +200,14 @@ def on_a_disk(folder: Path) -> bool:
     return best[2] in ("ext4", "xfs", "btrfs") and stat.f_bavail * stat.f_frsize > 4 * BIG_BYTES
 
 
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    """A 4 GiB GGUF on a disk filesystem (fallocated), for the hashing tests."""
+    if not Path("/proc/mounts").exists() or not on_a_disk(tmp_path):
+        pytest.skip("needs a Linux disk filesystem with 16 GiB free for a fallocated 4 GiB model")
+    return big_gguf(tmp_path)
+
+
 async def start_hashing(client: JobClient, model: Path) -> str:
     """Submit the registration of `model` and return once its hash has started."""
     job_id = await client.submit({"operation": "model_download", "model": str(model)})
@@ -220,15 +228,11 @@ async def reads_stop(process: psutil.Process, *, within_s: float) -> float:
                 return time.monotonic() - started
 
 
-@pytest.mark.skipif(not Path("/proc/mounts").exists(), reason="needs Linux")
 async def test_cancelling_a_hashing_job_stops_the_hash_within_a_second(
-    rbee_home: Path, tmp_path: Path
+    rbee_home: Path, model: Path
 ) -> None:
     """DELETE of a job hashing a 4 GiB model ends it `cancelled`, and the hive stops
     reading the file within a second (it used to read on for as long as the hash took)."""
-    if not on_a_disk(tmp_path):
-        pytest.skip("needs a disk filesystem with 16 GiB free for a fallocated 4 GiB model")
-    model = await anyio.to_thread.run_sync(big_gguf, tmp_path)
     async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         process = psutil.Process(hive.process.pid)
         job_id = await start_hashing(client, model)
@@ -240,14 +244,10 @@ async def test_cancelling_a_hashing_job_stops_the_hash_within_a_second(
     assert all(m["status"] != "available" for m in listed[-1].data["result"]["models"])
 
 
-@pytest.mark.skipif(not Path("/proc/mounts").exists(), reason="needs Linux")
 async def test_sigterm_during_a_hash_stops_the_hive_without_sigkill(
-    rbee_home: Path, tmp_path: Path
+    rbee_home: Path, model: Path
 ) -> None:
     """SIGTERM to a hive hashing a 4 GiB model: it exits 0 within a few seconds by itself."""
-    if not on_a_disk(tmp_path):
-        pytest.skip("needs a disk filesystem with 16 GiB free for a fallocated 4 GiB model")
-    model = await anyio.to_thread.run_sync(big_gguf, tmp_path)
     async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         await start_hashing(client, model)
         started = time.monotonic()
@@ -259,15 +259,11 @@ async def test_sigterm_during_a_hash_stops_the_hive_without_sigkill(
     assert code == 0
 
 
-@pytest.mark.skipif(not Path("/proc/mounts").exists(), reason="needs Linux")
 async def test_deleting_a_model_while_it_is_hashed_stops_the_hash_within_a_second(
-    rbee_home: Path, tmp_path: Path
+    rbee_home: Path, model: Path
 ) -> None:
     """model_delete of a model being hashed (listed `downloading`) stops the job hashing it
     (`cancelled`), the hive stops reading within a second, and the model is gone."""
-    if not on_a_disk(tmp_path):
-        pytest.skip("needs a disk filesystem with 16 GiB free for a fallocated 4 GiB model")
-    model = await anyio.to_thread.run_sync(big_gguf, tmp_path)
     async with spawn_hive(rbee_home) as hive, JobClient(hive.url, token=hive.token) as client:
         process = psutil.Process(hive.process.pid)
         job_id = await start_hashing(client, model)
@@ -281,7 +277,7 @@ async def test_deleting_a_model_while_it_is_hashed_stops_the_hash_within_a_secon
         after = await run_job(client, {"operation": "model_list"})
     print(f"hashing stopped {took:.2f} s after the delete was asked")
     assert took < 2.0 and deleted[-1].state == "completed", deleted[-1].data
-    assert after[-1].data["result"]["models"] == [] and model.exists()
+    assert after[-1].data["result"]["models"] == [] and await anyio.Path(model).exists()
 
 
 async def test_a_registered_file_changed_since_is_refused_before_a_worker_loads_it(

@@ -29,6 +29,7 @@ from tests.support import (
     run_job,
     spawn_hive,
     spawn_queen,
+    submit_followed,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -207,26 +208,13 @@ async def test_a_full_queue_answers_503_while_the_queued_request_waits_its_turn(
         JobClient(queen.url) as client,
         anyio.create_task_group() as tg,
     ):
-
-        async def started(operation: dict[str, Any]) -> tuple[str, list[JobEvent]]:
-            """Submit `operation` and follow its stream into a list, as it goes."""
-            events: list[JobEvent] = []
-            job_id = await client.submit(operation)
-
-            async def follow() -> None:
-                async for event in client.stream(job_id):
-                    events.append(event)
-
-            tg.start_soon(follow)
-            return job_id, events
-
-        busy = [await started(long)]
+        busy = [await submit_followed(client, tg, long)]
         await await_until(lambda: bool(tokens(busy[0][1])), deadline_s=120)  # loaded
         status = ended(await run_job(client, {"operation": "queen_status"}))["result"]
         for _ in range(status["workers"][0]["slots"] - 1):  # every slot generating
-            busy.append(await started(long))
+            busy.append(await submit_followed(client, tg, long))
             await await_until(lambda: bool(tokens(busy[-1][1])), deadline_s=30)
-        _, waiting = await started(infer(model))
+        _, waiting = await submit_followed(client, tg, infer(model))
         await await_until(lambda: any(a == "queued" for _, a, _ in narration(waiting)))
         async with httpx.AsyncClient(base_url=queen.url, trust_env=False) as http:
             refused = await http.post(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from anyio.abc import TaskGroup
+
 from jobs import JobEvent
 from jobs.client import JobClient
 
@@ -10,6 +14,22 @@ async def run_job(client: JobClient, operation: dict[str, object]) -> list[JobEv
     """Submit a job and read its SSE stream to the end."""
     job_id = await client.submit(operation)
     return [event async for event in client.stream(job_id)]
+
+
+async def submit_followed(
+    client: JobClient, tg: TaskGroup, operation: dict[str, Any]
+) -> tuple[str, list[JobEvent]]:
+    """Submit `operation` and follow its stream in `tg`: its id, and the list its events
+    are appended to as they arrive (for a test that watches several jobs at once)."""
+    events: list[JobEvent] = []
+    job_id = await client.submit(operation)
+
+    async def follow() -> None:
+        async for event in client.stream(job_id):
+            events.append(event)
+
+    tg.start_soon(follow)
+    return job_id, events
 
 
 def narration(events: list[JobEvent]) -> list[tuple[str, str, str]]:
