@@ -23,7 +23,7 @@ from hive.heartbeat import LEAVE_S, Heartbeat
 from hive.router import create_router
 from hive.settings import HiveSettings
 from hive.supervisor import Supervisor
-from jobs import rbee_version
+from jobs import BEAT_NOW_PATH, rbee_version
 from jobs.server import BodyLimit, JobApp, ServerConfig, error_body
 from jobs.server import create_app as create_job_app
 
@@ -31,9 +31,6 @@ ACTOR = "rbee-hive"  # the hive's narration actor
 # Backstop on the last beat and the goodbye (Heartbeat bounds them itself): a queen that
 # hangs must not hold up the hive's stop, whose workers wait for it.
 LEAVE_DEADLINE_S = LEAVE_S + 0.5
-# Open: a queen that has just started asks its machine's hive for a beat, and only the
-# signed beat that follows proves the hive (jobs._credentials); see queen.hives.
-BEAT_NOW_PATH = "/v1/heartbeats/now"
 
 
 OPENAPI_PATHS: dict[str, Any] = {
@@ -115,7 +112,9 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
             Route("/v1/capabilities", get_capabilities, methods=["GET"]),
             Route(BEAT_NOW_PATH, beat_now, methods=["POST"]),
         ],
-        open_paths=[BEAT_NOW_PATH],  # it only makes the hive beat (signed) to its queen
+        # Open: a queen that has just started asks its machine's hive for a beat, and only
+        # the signed beat that follows proves the hive (jobs._credentials; queen.hives).
+        open_paths=[BEAT_NOW_PATH],
         middleware=[Middleware(BodyLimit)],  # 1 MiB bodies, read within a deadline
         lifespan=lifespan,
         openapi_paths=OPENAPI_PATHS,

@@ -18,7 +18,15 @@ import anyio
 import httpx
 
 from hive.capabilities import machine_memory
-from jobs import BEAT_BACKOFF_MAX_S, BEAT_INTERVAL_S, HiveBeat, HiveGoodbye, WorkerInfo
+from jobs import (
+    BEAT_BACKOFF_MAX_S,
+    BEAT_INTERVAL_S,
+    GOODBYE_PATH,
+    HEARTBEAT_PATH,
+    HiveBeat,
+    HiveGoodbye,
+    WorkerInfo,
+)
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
@@ -29,8 +37,6 @@ BEAT_TIMEOUT_S = 5.0  # one beat's whole request; a slow queen is treated as awa
 LAST_BEAT_WAIT_S = 1.0
 GOODBYE_TIMEOUT_S = 1.5
 LEAVE_S = LAST_BEAT_WAIT_S + GOODBYE_TIMEOUT_S  # the most `run` takes after `leave()`
-HEARTBEAT_PATH = "/v1/heartbeats"
-GOODBYE_PATH = "/v1/heartbeats/goodbye"
 
 
 class Heartbeat:

@@ -16,6 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+HEARTBEAT_PATH = "/v1/heartbeats"  # on the queen: a hive's beat, signed with its credential
+GOODBYE_PATH = "/v1/heartbeats/goodbye"  # on the queen: a stopping hive's last word
+BEAT_NOW_PATH = "/v1/heartbeats/now"  # on a hive, open: beat now (a queen just started)
 BEAT_INTERVAL_S = 2.0  # seconds between a hive's heartbeats
 STALE_AFTER_BEATS = 3  # missed beats after which the queen calls a hive stale
 BEAT_BACKOFF_MAX_S = 30.0  # longest pause between beats while the queen is unreachable

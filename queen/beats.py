@@ -23,13 +23,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jobs import HiveBeat, HiveGoodbye, InvalidRequest, same_credential
+from jobs import (
+    GOODBYE_PATH,
+    HEARTBEAT_PATH,
+    HiveBeat,
+    HiveGoodbye,
+    InvalidRequest,
+    same_credential,
+)
 from narration_core import Narrator
 from queen.hives import HiveRegistry
 
 NARRATE = Narrator("queen-rbee")
-HEARTBEAT_PATH = "/v1/heartbeats"
-GOODBYE_PATH = "/v1/heartbeats/goodbye"
 BEAT_PATHS = (HEARTBEAT_PATH, GOODBYE_PATH)  # past the user's token: they check their own
 Wire = TypeVar("Wire", bound=BaseModel)
 

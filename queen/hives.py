@@ -26,6 +26,7 @@ import httpx
 from jobs import (
     BEAT_BACKOFF_MAX_S,
     BEAT_INTERVAL_S,
+    BEAT_NOW_PATH,
     STALE_AFTER_BEATS,
     HiveBeat,
     HiveGoodbye,
@@ -38,7 +39,6 @@ from queen.errors import HiveNotHeard, UnknownHive
 # How long a job waits for the first beat of this machine's hive before failing: a hive
 # the keeper has just started beats within moments of being ready.
 FIRST_BEAT_WAIT_S = 5.0
-BEAT_NOW_PATH = "/v1/heartbeats/now"  # the hive's open "beat now" route (hive.app)
 BEAT_NOW_TIMEOUT_S = 1.0
 MIN_BEAT_INTERVAL_S = 0.05  # floor for a measured interval: two beats sent back to back
 
@@ -115,7 +115,7 @@ class HiveRegistry:
         for this machine's default hive before its first beat (see `reachable`): nothing
         proves yet that what listens at its URL is it."""
         hive = self.get(hive_id)
-        if hive_id in self._implicit and not hive.beats:
+        if self._unproven(hive):
             raise HiveNotHeard(hive_id, hive.url, 0)
         return self._tokens.get(hive_id) or self.credential(hive_id)
 
@@ -124,16 +124,21 @@ class HiveRegistry:
         hive that has not beaten yet gets `wait_s` to do so; raises UnknownHive or
         HiveNotHeard."""
         hive = self.get(hive_id)
-        if hive_id not in self._implicit or hive.beats:
+        if not self._unproven(hive):
             return hive
         with anyio.move_on_after(wait_s):
             await _ask_for_a_beat(hive.url)
-            while not self.get(hive_id).beats:
+            while self._unproven(self.get(hive_id)):
                 await self._beaten.wait()
         hive = self.get(hive_id)
-        if not hive.beats:
+        if self._unproven(hive):
             raise HiveNotHeard(hive_id, hive.url, wait_s)
         return hive
+
+    def _unproven(self, hive: Hive) -> bool:
+        """A hive known by default only that has not beaten: what listens at its URL is
+        not known to be it."""
+        return hive.id in self._implicit and not hive.beats
 
     def has_configured_token(self, hive_id: str) -> bool:
         """True when the hives config gives `hive_id` a token of its own."""
