@@ -26,12 +26,16 @@ from pydantic_core import from_json
 
 from jobs._errors import InvalidRequest
 from jobs._sampling import (
+    CHOICES_MAX,
+    LOGIT_BIAS_MAX,
     MAX_TOKENS_DEFAULT,
     MAX_TOKENS_LIMIT,
+    PENALTY_MAX,
     TEMPERATURE_DEFAULT,
     TEMPERATURE_MAX,
     TOP_K_DEFAULT,
     TOP_K_MIN,
+    TOP_LOGPROBS_MAX,
     TOP_P_DEFAULT,
     TOP_P_MAX,
 )
@@ -176,6 +180,10 @@ class ModelDelete(_Op):
 ROLE_MAX_CHARS = 64  # system, user, assistant, tool: a name, not text
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
 class ChatMessage(BaseModel):
     """One message of a conversation; the queen renders them through the model's template."""
 
@@ -183,6 +191,17 @@ class ChatMessage(BaseModel):
 
     role: Annotated[str, StringConstraints(min_length=1, max_length=ROLE_MAX_CHARS)]
     content: str
+    # OpenAI's tool turns, as the chat template reads them: an assistant's `tool_calls`
+    # ([{id, type: "function", function: {name, arguments}}]), a tool's answer naming the
+    # call it answers (`tool_call_id`) and, in older clients, the function's `name`.
+    # Left out of the wire form when absent (most messages), so plain turns stay plain.
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, exclude_if=_absent)
+    tool_call_id: Annotated[str, StringConstraints(max_length=TEXT_MAX_CHARS)] | None = Field(
+        default=None, exclude_if=_absent
+    )
+    name: Annotated[str, StringConstraints(max_length=TEXT_MAX_CHARS)] | None = Field(
+        default=None, exclude_if=_absent
+    )
 
 
 def _one_input_schema(schema: dict[str, Any]) -> None:
@@ -198,9 +217,14 @@ def _one_input_schema(schema: dict[str, Any]) -> None:
 class Infer(_Op):
     """Generate text; tokens arrive as `token` events on the job's stream.
 
-    The input is either `prompt`, sent to the model as it is, or `messages`, which the
-    worker renders into the prompt through its model's chat template (`keeper infer`
-    without `--raw`, the OpenAI door's chat completions).
+    The input is one of `prompt`, sent to the model as it is, `tokens`, the prompt as the
+    model's token ids, or `messages`, which the worker renders into the prompt through its
+    model's chat template (`keeper infer` without `--raw`, the OpenAI door's chat
+    completions) with `tools` when given.
+
+    The fields after `stop` are OpenAI's, with OpenAI's meaning, so the door passes them
+    through: `response_format` and `tool_choice` keep OpenAI's shape; `logprobs` is the
+    number of alternatives listed per token (0: the chosen token's alone; None: none).
     """
 
     model_config = ConfigDict(json_schema_extra=_one_input_schema)
@@ -215,13 +239,31 @@ class Infer(_Op):
     top_k: Int = Field(default=TOP_K_DEFAULT, ge=TOP_K_MIN)
     seed: Int | None = None
     stop: list[str] = Field(default_factory=list)
+    tokens: list[Int] | None = Field(default=None, min_length=1)
+    presence_penalty: float = Field(default=0.0, ge=-PENALTY_MAX, le=PENALTY_MAX)
+    frequency_penalty: float = Field(default=0.0, ge=-PENALTY_MAX, le=PENALTY_MAX)
+    # token id (decimal, as OpenAI's JSON keys are) -> bias added to its logit
+    logit_bias: dict[
+        Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}$")],
+        Annotated[float, Field(ge=-LOGIT_BIAS_MAX, le=LOGIT_BIAS_MAX)],
+    ] = Field(default_factory=dict)
+    logprobs: Annotated[int, Field(ge=0, le=TOP_LOGPROBS_MAX), _WHOLE] | None = None
+    n: Int = Field(default=1, ge=1, le=CHOICES_MAX)
+    echo: bool = False  # the prompt's text comes first in the answer (completions)
+    # {"type": "text" | "json_object" | "json_schema", "json_schema": {name, schema, strict}}
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None  # [{"type": "function", "function": {...}}]
+    # "none" | "auto" | "required" | {"type": "function", "function": {"name": ...}}
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
     hive_id: Id | None = None  # None: any hive with the model loaded
     worker_id: Id | None = None  # None: any idle worker with the model (or a new one)
 
     @model_validator(mode="after")
     def _one_input(self) -> Infer:
-        if self.messages is not None and self.prompt:
-            raise ValueError("give either prompt or messages, not both")
+        given = [bool(self.prompt), self.messages is not None, self.tokens is not None]
+        if sum(given) > 1:
+            raise ValueError("give one of prompt, messages and tokens, not several")
         return self
 
 

@@ -14,3 +14,7 @@ MAX_TOKENS_LIMIT = 32768  # tokens per job: a long answer, yet a bounded job for
 TEMPERATURE_MAX = 5.0  # beyond this sampling is noise whatever the model
 TOP_P_MAX = 1.0  # a probability mass: all of it (top_p must also be above 0)
 TOP_K_MIN = 0  # 0: every token is a candidate
+PENALTY_MAX = 2.0  # presence and frequency penalties: OpenAI's range, -2 to 2
+LOGIT_BIAS_MAX = 100.0  # a token's bias: -100 bans it, 100 all but forces it (OpenAI's range)
+TOP_LOGPROBS_MAX = 20  # alternatives a token's logprobs may list (OpenAI's limit)
+CHOICES_MAX = 16  # `n`: answers to one prompt, each in its own slot
