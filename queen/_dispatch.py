@@ -23,6 +23,7 @@ from queen._workers import Pick, WorkerView
 
 NARRATE = Narrator("queen-rbee")
 INFERENCE_PATH = "/v1/inference"  # the worker's route (docs/api.md)
+NOT_FOR_WORKER = {"operation", "model", "hive_id", "worker_id"}  # the worker refuses these
 RECONNECTS = 3  # a dropped worker stream is retried 0.1 + 0.2 + 0.4 s, then the job fails
 
 
@@ -35,20 +36,12 @@ class WorkerBusy(Exception):
 
 
 def worker_body(op: Infer) -> dict[str, Any]:
-    """The worker's `POST /v1/inference` body for `op`."""
-    body: dict[str, Any] = {
-        "max_tokens": op.max_tokens,
-        "temperature": op.temperature,
-        "top_p": op.top_p,
-        "top_k": op.top_k,
-        "seed": op.seed,
-        "stop": op.stop,
-    }
-    if op.messages is not None:  # the worker renders them through its model's template
-        body["messages"] = [m.model_dump() for m in op.messages]
-    else:
-        body["prompt"] = op.prompt
-    return body
+    """The worker's `POST /v1/inference` body for `op`: every field of the request but
+    those that chose the worker (which the worker refuses). Fields left at their default
+    stay out, so a worker reads exactly what the caller asked for."""
+    return op.model_dump(
+        mode="json", exclude=NOT_FOR_WORKER, exclude_defaults=True, exclude_none=True
+    )
 
 
 async def send(view: WorkerView, pick: Pick, op: Infer, job: Job) -> dict[str, Any]:

@@ -92,9 +92,13 @@ class Job:
     finished: anyio.Event = field(default_factory=anyio.Event)
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
-    def token(self, text: str, index: int) -> int:
-        """Append an inference token event `{"t", "i"}`; returns its seq."""
-        return self.log.append("token", {"t": text, "i": index})
+    def token(self, text: str, index: int, extra: dict[str, Any] | None = None) -> int:
+        """Append an inference token event `{"t", "i", **extra}` (extra: a choice index
+        `c`, logprobs `lp`, see docs/api.md); returns its seq."""
+        data: dict[str, Any] = {"t": text, "i": index}
+        if extra:
+            data.update(extra)
+        return self.log.append("token", data)
 
     def mark_ready(self) -> None:
         """Tell a waiting `POST /v1/jobs` that the upstream accepted the work."""
