@@ -4,15 +4,17 @@
 
 Every narration and output event keeps its actor, action and message; its `origin` gains
 the hop in front (`hive:gpu1`, `hive:gpu1/worker:w-9001`) and its `job_id` becomes the
-current job's, so a reader of the current job sees one job. Tokens stay tokens. The
+current job's, so a reader of the current job sees one job; the job it was narrated in on
+its own hop stays next to it as `hop_job` (kept as it is when a hop further up already
+set it), so a trace (jobs.trace_spans) tells the hops' jobs apart. Tokens stay tokens. The
 upstream's own `state` events are not copied (the current job has its own); its final
 state decides how `forward` ends.
 
 Relayed events go straight into the current job's log, not through narration's sinks:
 they were narrated, redacted and printed where they happened, and re-printing every
 hive and worker line in the queen's log would double them and cost the hop its speed.
-The events stay encoded from the wire to the log; only their `job_id` and `origin`
-are rewritten in place (see `_rehome`).
+The events stay encoded from the wire to the log; only their `job_id`, `hop_job` and
+`origin` are rewritten in place (see `_rehome`).
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def _final_state(batch: list[LogEntry]) -> dict[str, Any] | None:
 
 
 def _rehome(entries: list[LogEntry], old_job: str, new_job: str, hop: str) -> list[LogEntry]:
-    """Give narration and output events the current job's id and the hop in their origin.
+    """Give narration and output events the current job's id, their own hop's job as
+    `hop_job` (unless they already name one) and the hop in their origin.
 
     The fast path edits the JSON text: without a `fields` object every value is a
     scalar, and a `,"key":` with an unescaped quote can only be a key (a quote inside a
@@ -123,6 +126,7 @@ def _rehome(entries: list[LogEntry], old_job: str, new_job: str, hop: str) -> li
     """
     old_key = ',"job_id":' + json.dumps(old_job)
     new_key = ',"job_id":' + json.dumps(new_job)
+    kept_key = new_key + ',"hop_job":' + json.dumps(old_job)
     hop_text = json.dumps(hop)[1:-1]
     bare_origin = ',"origin":"' + hop_text + '"}'
     for entry in entries:
@@ -130,7 +134,10 @@ def _rehome(entries: list[LogEntry], old_job: str, new_job: str, hop: str) -> li
         if kind != "narration" and kind != "output":
             continue  # tokens (and future kinds) pass unchanged
         text = entry.data_json
-        moved = text.replace(old_key, new_key, 1)  # the same object when there is no match
+        if '"hop_job":' in text:  # relayed before: it names its own hop's job already
+            moved = text.replace(old_key, new_key, 1)  # the same object when no match
+        else:
+            moved = text.replace(old_key, kept_key, 1)
         if moved is not text and '"fields":' not in moved and moved[-1] == "}":
             at = moved.find(',"origin":')
             if at < 0:
@@ -139,17 +146,19 @@ def _rehome(entries: list[LogEntry], old_job: str, new_job: str, hop: str) -> li
             if moved[at + 10] == '"':
                 entry.data_json = moved[: at + 11] + hop_text + "/" + moved[at + 11 :]
                 continue
-        entry.data_json = _rehome_slow(text, new_job, hop)
+        entry.data_json = _rehome_slow(text, old_job, new_job, hop)
     return entries
 
 
-def _rehome_slow(text: str, new_job: str, hop: str) -> str:
+def _rehome_slow(text: str, old_job: str, new_job: str, hop: str) -> str:
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, dict):  # not an event at all: keep it, as output, visibly
         data = {"actor": "relay", "action": "output", "human": text, "stream": "stdout"}
+    if not data.get("hop_job"):
+        data["hop_job"] = data.get("job_id") or old_job
     data["job_id"] = new_job
     origin = data.get("origin")
     data["origin"] = f"{hop}/{origin}" if origin else hop

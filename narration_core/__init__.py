@@ -11,8 +11,8 @@ import typing
 
 from narration_core.context import (
     clear_job_context,
-    current_correlation_id,
     current_job_id,
+    current_trace_id,
     narration_context,
     set_job_context,
 )
@@ -78,8 +78,8 @@ __all__ = [
     "add_observer",
     "capture_narration",
     "clear_job_context",
-    "current_correlation_id",
     "current_job_id",
+    "current_trace_id",
     "emit_event",
     "format_line",
     "is_captured",

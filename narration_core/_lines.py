@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from narration_core._keyblock import KEY_MARK, KeyBlocks
-from narration_core.context import _CORRELATION_ID, _JOB_ID
+from narration_core.context import _JOB_ID, _TRACE_ID
 from narration_core.event import NarrationEvent
 from narration_core.format import HEAD_KEY, SeedHeads, format_line, parse_line
 from narration_core.narrator import emit_event
@@ -248,7 +248,7 @@ def relay_lines(
                 actor=actor,
                 origin=origin,
                 job_id=job,
-                correlation_id=_CORRELATION_ID.get(),
+                trace_id=_TRACE_ID.get(),
                 ts=time.time(),
             )
             return

@@ -11,15 +11,15 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 
 _JOB_ID: ContextVar[str | None] = ContextVar("rbee_job_id", default=None)
-_CORRELATION_ID: ContextVar[str | None] = ContextVar("rbee_correlation_id", default=None)
+_TRACE_ID: ContextVar[str | None] = ContextVar("rbee_trace_id", default=None)
 
 
 def current_job_id() -> str | None:
     return _JOB_ID.get()
 
 
-def current_correlation_id() -> str | None:
-    return _CORRELATION_ID.get()
+def current_trace_id() -> str | None:
+    return _TRACE_ID.get()
 
 
 def set_job_context(job_id: str | None) -> Token[str | None]:
@@ -38,18 +38,18 @@ class narration_context:
     left as None keep the outer value.
     """
 
-    __slots__ = ("_correlation_id", "_job_id", "_tokens")
+    __slots__ = ("_job_id", "_tokens", "_trace_id")
 
-    def __init__(self, job_id: str | None = None, correlation_id: str | None = None) -> None:
+    def __init__(self, job_id: str | None = None, trace_id: str | None = None) -> None:
         self._job_id = job_id
-        self._correlation_id = correlation_id
+        self._trace_id = trace_id
         self._tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = []
 
     def __enter__(self) -> narration_context:
         if self._job_id is not None:
             self._tokens.append((_JOB_ID, _JOB_ID.set(self._job_id)))
-        if self._correlation_id is not None:
-            self._tokens.append((_CORRELATION_ID, _CORRELATION_ID.set(self._correlation_id)))
+        if self._trace_id is not None:
+            self._tokens.append((_TRACE_ID, _TRACE_ID.set(self._trace_id)))
         return self
 
     def __exit__(

@@ -25,12 +25,16 @@ class NarrationEvent:
     human: str
     target: str | None = None
     job_id: str | None = None
-    correlation_id: str | None = None
+    # The request this belongs to (32 hex digits, W3C trace-context), from the context.
+    trace_id: str | None = None
     level: Level = "info"
     ts: float = field(default_factory=time.time)
     fields: dict[str, Any] = field(default_factory=dict)
     # Where a re-emitted event came from ("pid 1234", "ssh:gpu1", "worker:<id>"); None when local.
     origin: str | None = None
+    # The job a relayed event was narrated in, on its own hop (`job_id` is the job it was
+    # relayed into); None when local. Set by jobs.relay, never by a narrator.
+    hop_job: str | None = None
     # "stdout"/"stderr" for a raw line a child printed that was not narration (an
     # `output` event on job streams; printed verbatim, not in the narration format).
     stream: str | None = None
@@ -50,7 +54,7 @@ class NarrationEvent:
             "target": self.target,
             "human": self.human,
             "job_id": self.job_id,
-            "correlation_id": self.correlation_id,
+            "trace_id": self.trace_id,
             "level": self.level,
             "ts": self.ts,
         }
@@ -58,6 +62,8 @@ class NarrationEvent:
             d["fields"] = self.fields
         if self.origin is not None:
             d["origin"] = self.origin
+        if self.hop_job is not None:
+            d["hop_job"] = self.hop_job
         if self.stream is not None:
             d["stream"] = self.stream
         return d
@@ -84,11 +90,12 @@ class NarrationEvent:
             human=str(human),
             target=_opt_str(data.get("target")),
             job_id=_opt_str(data.get("job_id")),
-            correlation_id=_opt_str(data.get("correlation_id")),
+            trace_id=_opt_str(data.get("trace_id")),
             level=level,
             ts=float(data.get("ts") or time.time()),
             fields=fields,
             origin=_opt_str(data.get("origin")),
+            hop_job=_opt_str(data.get("hop_job")),
             stream=_opt_str(data.get("stream")),
         )
 

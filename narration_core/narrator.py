@@ -10,7 +10,7 @@ import re
 import time
 from typing import Any
 
-from narration_core.context import _CORRELATION_ID, _JOB_ID
+from narration_core.context import _JOB_ID, _TRACE_ID
 from narration_core.event import LEVELS, Level, NarrationEvent
 from narration_core.redact import redact, redact_fields
 from narration_core.sinks import dispatch
@@ -55,7 +55,7 @@ class Narrator:
 class NarrationBuilder:
     """Collects one event's parts; `emit()` sends it. Setters return the builder."""
 
-    __slots__ = ("_action", "_actor", "_corr", "_fields", "_human", "_job", "_level", "_target")
+    __slots__ = ("_action", "_actor", "_fields", "_human", "_job", "_level", "_target", "_trace")
 
     def __init__(self, actor: str, action: str) -> None:
         self._actor = actor
@@ -63,7 +63,7 @@ class NarrationBuilder:
         self._human = ""
         self._target: str | None = None
         self._job: str | None = None
-        self._corr: str | None = None
+        self._trace: str | None = None
         self._level: Level = "info"
         self._fields: dict[str, Any] | None = None
 
@@ -80,8 +80,8 @@ class NarrationBuilder:
         self._job = job_id
         return self
 
-    def correlation_id(self, correlation_id: str | None) -> NarrationBuilder:
-        self._corr = correlation_id
+    def trace_id(self, trace_id: str | None) -> NarrationBuilder:
+        self._trace = trace_id
         return self
 
     def level(self, level: Level) -> NarrationBuilder:
@@ -105,7 +105,7 @@ class NarrationBuilder:
             human=redact(self._human),
             target=None if target is None else redact(target),
             job_id=self._job if self._job is not None else _JOB_ID.get(),
-            correlation_id=self._corr if self._corr is not None else _CORRELATION_ID.get(),
+            trace_id=self._trace if self._trace is not None else _TRACE_ID.get(),
             level=self._level,
             ts=time.time(),
             fields=redact_fields(self._fields) if self._fields else {},
@@ -129,8 +129,8 @@ def emit_event(event: NarrationEvent) -> NarrationEvent:
         event.fields = redact_fields(event.fields)
     if event.job_id is None:
         event.job_id = _JOB_ID.get()
-    if event.correlation_id is None:
-        event.correlation_id = _CORRELATION_ID.get()
+    if event.trace_id is None:
+        event.trace_id = _TRACE_ID.get()
     dispatch(event)
     return event
 

@@ -95,7 +95,7 @@ class LineBatchSink(Protocol):
         actor: str,
         origin: str | None,
         job_id: str | None,
-        correlation_id: str | None,
+        trace_id: str | None,
         ts: float,
     ) -> None: ...
 

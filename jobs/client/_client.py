@@ -46,6 +46,7 @@ from jobs import (
     JobState,
     LogEntry,
     NotAJobServer,
+    trace_headers,
 )
 from jobs.client._decoder import SSEDecoder
 from narration_core.sanitize import strip_control
@@ -63,13 +64,19 @@ EventHandler = Callable[[JobEvent], Awaitable[None] | None]
 
 
 class BearerToken(httpx.Auth):
-    """`Authorization: Bearer <token>` on every request that does not opt out (`auth=None`)."""
+    """Every request that does not opt out (`auth=None`, a health probe) carries the
+    caller's trace (`traceparent` from the context, see jobs._trace: queen -> hive ->
+    worker, one trace) and, with a token, `Authorization: Bearer <token>`."""
 
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
+    def __init__(self, token: str | None) -> None:
+        self._header = None if token is None else f"Bearer {token}"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
+        if self._header is not None:
+            request.headers["Authorization"] = self._header
+        # A submit starts a trace when none is running (the keeper's request begins here).
+        mint = request.method == "POST" and request.url.path == "/v1/jobs"
+        request.headers.update(trace_headers(mint=mint))
         yield request
 
 
@@ -137,6 +144,11 @@ class JobClient:
     async def get_job(self, job_id: str) -> dict[str, Any]:
         """State, error and transitions; raises JobNotFound."""
         reply: dict[str, Any] = await self._json("GET", _job_path(job_id))
+        return reply
+
+    async def trace(self, job_id: str) -> dict[str, Any]:
+        """The job's timeline across hops (`GET /v1/jobs/{id}/trace`); raises JobNotFound."""
+        reply: dict[str, Any] = await self._json("GET", f"{_job_path(job_id)}/trace")
         return reply
 
     async def cancel(self, job_id: str) -> JobState:
@@ -249,6 +261,11 @@ class SyncJobClient:
         reply: dict[str, Any] = self._json("GET", _job_path(job_id))
         return reply
 
+    def trace(self, job_id: str) -> dict[str, Any]:
+        """The job's timeline across hops (`GET /v1/jobs/{id}/trace`); raises JobNotFound."""
+        reply: dict[str, Any] = self._json("GET", f"{_job_path(job_id)}/trace")
+        return reply
+
     def cancel(self, job_id: str, *, timeout_s: float | None = None) -> JobState:
         """Cancel a running job; returns its state. Raises JobNotFound or JobFinished.
 
@@ -345,7 +362,7 @@ def _http_options(base_url: str, token: str | None, timeout_s: float) -> dict[st
     """What both clients build their httpx client with."""
     return {
         "base_url": base_url,
-        "auth": BearerToken(token) if token else None,
+        "auth": BearerToken(token or None),
         "timeout": httpx.Timeout(timeout_s, read=STREAM_READ_TIMEOUT_S),
         # rbee daemons are addressed directly: a proxy from the environment would
         # only break loopback calls, and would be handed the bearer token.

@@ -31,6 +31,7 @@ from jobs.server._origin import HostOriginGuard
 from jobs.server._routes import EXCEPTION_HANDLERS, create_job_routes
 from jobs.server._service import Handler, HandlerFactory, JobService, Retention
 from jobs.server._sse import KEEPALIVE_S
+from jobs.server._tracing import TraceContext
 
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
 RouteFactory = Callable[[JobService], Sequence[BaseRoute]]
@@ -128,7 +129,13 @@ def create_app(
     shapes = [Middleware(ErrorShapes, shapes=error_shapes)] if error_shapes else []
     asgi = Starlette(
         routes=all_routes,
-        middleware=[*shapes, Middleware(HostOriginGuard, bind=config.bind), *auth, *middleware],
+        middleware=[
+            *shapes,
+            Middleware(HostOriginGuard, bind=config.bind),
+            *auth,
+            Middleware(TraceContext),
+            *middleware,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=run,
     )

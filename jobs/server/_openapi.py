@@ -102,6 +102,12 @@ def openapi_schema(
             "default": LIST_LIMIT_DEFAULT,
         },
     }
+    traceparent = {
+        "name": "traceparent",
+        "in": "header",
+        "description": "W3C trace context `00-<trace>-<span>-01`: the job joins that trace",
+        "schema": {"type": "string"},
+    }
     paths: dict[str, Any] = {
         "/health": {
             "get": {
@@ -115,6 +121,7 @@ def openapi_schema(
         "/v1/jobs": {
             "post": {
                 "summary": "Create a job; it starts running at once",
+                "parameters": [traceparent],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": body_schema}},
@@ -173,6 +180,17 @@ def openapi_schema(
                 "responses": {
                     "200": _ok("event stream", media="text/event-stream"),
                     "400": _err("after or Last-Event-ID is not a plain non-negative integer"),
+                    "401": _err(_UNAUTHORIZED),
+                    "404": _err("unknown job"),
+                },
+            }
+        },
+        "/v1/jobs/{job_id}/trace": {
+            "get": {
+                "summary": "The job's timeline across hops: spans from its log (docs/tracing.md)",
+                "parameters": [job_id],
+                "responses": {
+                    "200": _ok("{trace_id, parent_job, job_id, start, end, duration_s, spans}"),
                     "401": _err(_UNAUTHORIZED),
                     "404": _err("unknown job"),
                 },

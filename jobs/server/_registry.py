@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    error TEXT
+    error TEXT,
+    trace_id TEXT,
+    parent_job TEXT
 );
 CREATE TABLE IF NOT EXISTS transitions (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -75,6 +77,8 @@ class JobRecord:
     updated_at: float
     error: str | None = None
     transitions: tuple[Transition, ...] = field(default=())
+    trace_id: str | None = None  # the user request it served (jobs._trace)
+    parent_job: str | None = None  # the upstream job that asked for it
 
     @property
     def is_final(self) -> bool:
@@ -89,6 +93,8 @@ class JobRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "error": self.error,
+            "trace_id": self.trace_id,
+            "parent_job": self.parent_job,
         }
         if self.transitions:
             d["transitions"] = [{"state": t.state, "at": t.at} for t in self.transitions]
@@ -119,6 +125,7 @@ class JobRegistry:
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SCHEMA)
+        _add_trace_columns(conn)
         stale = conn.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running')").fetchall()
         registry = cls(conn, [], path.parent)
         registry.recovered = [registry._get_sync(job_id) for (job_id,) in stale]
@@ -145,25 +152,43 @@ class JobRegistry:
                 raise storage_error(self._folder, exc) from exc
             raise
 
-    async def create(self, job_id: str, operation: dict[str, Any]) -> JobRecord:
-        """Record a new job. Its operation is kept for showing only (the handler runs the
-        parsed one), so credentials in it (a URL's `user:pass@`, `?key=`) are redacted
-        before it is stored or listed, as narration and errors are."""
-        return await self._call(self._create_sync, job_id, redacted(operation))
+    async def create(
+        self,
+        job_id: str,
+        operation: dict[str, Any],
+        *,
+        trace_id: str | None = None,
+        parent_job: str | None = None,
+    ) -> JobRecord:
+        """Record a new job, with the trace it serves and the job that asked for it. Its
+        operation is kept for showing only (the handler runs the parsed one), so
+        credentials in it (a URL's `user:pass@`, `?key=`) are redacted before it is
+        stored or listed, as narration and errors are."""
+        return await self._call(
+            self._create_sync, job_id, redacted(operation), trace_id, parent_job
+        )
 
-    def _create_sync(self, job_id: str, operation: dict[str, Any]) -> JobRecord:
+    def _create_sync(
+        self,
+        job_id: str,
+        operation: dict[str, Any],
+        trace_id: str | None,
+        parent_job: str | None,
+    ) -> JobRecord:
         now = time.time()
         with self._conn:
             self._conn.execute(
-                "INSERT INTO jobs (id, operation, state, created_at, updated_at)"
-                " VALUES (?, ?, 'queued', ?, ?)",
-                (job_id, json.dumps(operation), now, now),
+                "INSERT INTO jobs (id, operation, state, created_at, updated_at, trace_id,"
+                " parent_job) VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+                (job_id, json.dumps(operation), now, now, trace_id, parent_job),
             )
             self._conn.execute(
                 "INSERT INTO transitions (job_id, state, at) VALUES (?, 'queued', ?)",
                 (job_id, now),
             )
-        return JobRecord(job_id, operation, "queued", now, now)
+        return JobRecord(
+            job_id, operation, "queued", now, now, trace_id=trace_id, parent_job=parent_job
+        )
 
     async def transition(self, job_id: str, state: JobState, error: str | None = None) -> None:
         """Record that `job_id` entered `state` now (with the error text for `failed`)."""
@@ -179,7 +204,8 @@ class JobRegistry:
 
     def _get_sync(self, job_id: str) -> JobRecord:
         row = self._conn.execute(
-            "SELECT id, operation, state, created_at, updated_at, error FROM jobs WHERE id = ?",
+            "SELECT id, operation, state, created_at, updated_at, error, trace_id, parent_job"
+            " FROM jobs WHERE id = ?",
             (job_id,),
         ).fetchone()
         if row is None:
@@ -195,7 +221,8 @@ class JobRegistry:
 
     def _list_sync(self, limit: int) -> builtins.list[JobRecord]:
         rows = self._conn.execute(
-            "SELECT id, operation, state, created_at, updated_at, error FROM jobs"
+            "SELECT id, operation, state, created_at, updated_at, error, trace_id, parent_job"
+            " FROM jobs"
             " ORDER BY created_at DESC, rowid DESC LIMIT ?",
             (limit,),
         ).fetchall()
@@ -283,8 +310,16 @@ def redacted(value: Any) -> Any:
     return value
 
 
+def _add_trace_columns(conn: sqlite3.Connection) -> None:
+    """A job table from before traces gains their columns (older rows keep NULL)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for column in ("trace_id", "parent_job"):
+        if column not in have:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+
+
 def _record(row: tuple[Any, ...], transitions: tuple[Transition, ...]) -> JobRecord:
-    job_id, operation, state, created_at, updated_at, error = row
+    job_id, operation, state, created_at, updated_at, error, trace_id, parent_job = row
     try:
         params = json.loads(operation)
     except (TypeError, ValueError):  # a damaged row is still listed: one bad row, no 500
@@ -297,4 +332,6 @@ def _record(row: tuple[Any, ...], transitions: tuple[Transition, ...]) -> JobRec
         updated_at,
         error,
         transitions,
+        trace_id,
+        parent_job,
     )

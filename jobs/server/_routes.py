@@ -4,6 +4,7 @@
     GET    /v1/jobs              -> {"jobs": [...]}, newest first
     GET    /v1/jobs/{id}         -> state + transitions
     GET    /v1/jobs/{id}/stream  -> SSE (see _sse.py), resumable via Last-Event-ID / ?after=N
+    GET    /v1/jobs/{id}/trace   -> the job's timeline across hops (see _tracing.py)
     DELETE /v1/jobs/{id}         -> cancel (404 unknown, 409 already ended)
     GET    /health               -> {"status": "ok", "version"}; 503 + {"error", "detail"} when
                                     jobs cannot run (service not running, disk full)
@@ -29,6 +30,7 @@ from starlette.routing import BaseRoute, Match, Route
 from jobs import DaemonUnreachable, InvalidRequest, JobError, JobFinished, parse_operation
 from jobs.server._service import Job, JobService
 from jobs.server._sse import KEEPALIVE_S, EventStreamResponse
+from jobs.server._tracing import job_trace
 
 READY_WAIT_S = 10.0  # how long POST waits for an upstream handler to confirm (then 201)
 CANCEL_REPLY_WAIT_S = 3.0  # how long DELETE waits to report the final state (then 202)
@@ -122,6 +124,9 @@ def create_job_routes(
             reader, keepalive_s=keepalive_s, open_streams=service.open_streams
         )
 
+    async def trace(request: Request) -> Response:
+        return SafeJSONResponse(await job_trace(service, request.path_params["job_id"]))
+
     return [
         Route("/health", health, methods=["GET"]),
         Route("/v1/jobs", submit, methods=["POST"]),
@@ -129,6 +134,7 @@ def create_job_routes(
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/v1/jobs/{job_id}", cancel_job, methods=["DELETE"]),
         Route("/v1/jobs/{job_id}/stream", stream, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/trace", trace, methods=["GET"]),
     ]
 
 

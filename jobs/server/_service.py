@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import anyio
 import anyio.abc
@@ -39,7 +39,10 @@ from jobs import (
     OperationUnavailable,
     ServiceUnavailable,
     StorageError,
+    current_parent_job,
+    new_trace_id,
     operation_json,
+    otel_enabled,
 )
 from jobs.server._eventlog import FLUSH_INTERVAL_S, EventStore
 from jobs.server._joblog import JobLog
@@ -47,7 +50,15 @@ from jobs.server._logreaders import LogReader
 from jobs.server._registry import CRASH_REASON, JobRecord, JobRegistry
 from jobs.server._storage import DiskGate
 from jobs.server._tailstore import TailStore
-from narration_core import NarrationEvent, Narrator, narration_context, register_job_sink
+from jobs.server._tracing import export_job
+from narration_core import (
+    NarrationEvent,
+    Narrator,
+    current_job_id,
+    current_trace_id,
+    narration_context,
+    register_job_sink,
+)
 
 Handler = Callable[[Any, "Job"], Awaitable[Any]]  # Any: each handler takes its own model
 # A program whose handlers read the service itself (the queen's status) passes a factory.
@@ -91,6 +102,8 @@ class Job:
     ready: anyio.Event = field(default_factory=anyio.Event)
     finished: anyio.Event = field(default_factory=anyio.Event)
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    trace_id: str | None = None  # the user request this job serves (jobs._trace)
+    parent_job: str | None = None  # the upstream job that asked for this one, if any
 
     def token(self, text: str, index: int, extra: dict[str, Any] | None = None) -> int:
         """Append an inference token event `{"t", "i", **extra}` (extra: a choice index
@@ -136,7 +149,7 @@ class JobService:
             on_abort=self._storage_failed,
         )
         self.started_at = time.time()
-        self._narrate = Narrator(actor)
+        self.actor, self._narrate = actor, Narrator(actor)
         self._registry: JobRegistry | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._jobs: dict[str, Job] = {}
@@ -210,8 +223,9 @@ class JobService:
             raise ServiceUnavailable()
         await self.disk.admit(operation)
         job_id = f"job-{secrets.token_hex(8)}"
-        await self.registry.create(job_id, operation_json(operation))
-        job = Job(job_id, operation, self.store.create(job_id))
+        trace = _request_trace()
+        await self.registry.create(job_id, operation_json(operation), **trace)
+        job = Job(job_id, operation, self.store.create(job_id), **trace)
         self._jobs[job_id] = job
         unregister = register_job_sink(job_id, job._sink)
         self._tg.start_soon(self._run, job, unregister, name=f"job {job_id}")
@@ -230,7 +244,7 @@ class JobService:
         try:
             with job.cancel_scope:
                 await self._enter(job, "running")
-                async with narration_context(job_id=job.id):
+                async with narration_context(job_id=job.id, trace_id=job.trace_id):
                     name = job.operation.operation
                     self._narrate.action("job_start").target(name).human(
                         f"Running {name} as job {job.id}"
@@ -297,6 +311,8 @@ class JobService:
             state, error = job.log.final or (state, error)  # the log is the truth
             job.state = state
             await self._record(job.id, state, error)
+            if otel_enabled() and self._tg is not None:
+                self._tg.start_soon(export_job, self, job.id, name=f"export {job.id}")
         except Exception:
             LOG.exception("ending job %s failed; its final state may be unrecorded", job.id)
             job.state = state
@@ -365,6 +381,20 @@ class JobService:
             except Exception as exc:  # retention waits for the next round
                 LOG.warning("pruning old jobs failed (%s); trying again later", exc)
             await anyio.sleep(PRUNE_INTERVAL_S)
+
+
+class _Trace(TypedDict):
+    trace_id: str
+    parent_job: str | None
+
+
+def _request_trace() -> _Trace:
+    """The trace a new job joins: the request's (set by TraceContext), else its own; and
+    its parent: the job submitting it in this process, else the request's calling job."""
+    return {
+        "trace_id": current_trace_id() or new_trace_id(),
+        "parent_job": current_job_id() or current_parent_job(),
+    }
 
 
 def _overlay(

@@ -1,4 +1,4 @@
-"""`keeper jobs list|show|logs|cancel`."""
+"""`keeper jobs list|show|logs|trace|cancel`."""
 
 from typing import Annotated
 
@@ -47,6 +47,33 @@ def jobs_logs(
     from keeper.commands import jobs
 
     jobs.logs(settings_of(ctx), job_id, follow=follow)
+
+
+@app.command("trace")
+def jobs_trace(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show where one request's time went: a waterfall of its spans across keeper, queen,
+    hive and worker (queued, model download, worker spawn, model load, prompt evaluation,
+    first token, generation, relay), each with its start, duration, hop and host.
+
+    ID is the queen's job (`keeper infer` names it). With --json: the trace as one JSON
+    object, its spans included, for scripts.
+    """
+    import json
+    import sys
+
+    from keeper import session
+    from keeper.output import print_tables, trace_waterfall
+
+    settings = settings_of(ctx)
+    if not job_id or "/" in job_id or not job_id.isprintable():
+        from keeper.errors import UsageError
+
+        raise UsageError(f"{job_id!r} is not a job id; `keeper jobs list` shows the queen's jobs")
+    trace = session.ask(settings, lambda client: client.trace(job_id))
+    if settings.json:
+        sys.stdout.write(json.dumps({"event": "trace", **trace}) + "\n")
+        return
+    print_tables(settings, trace_waterfall(trace))
 
 
 @app.command("cancel")

@@ -8,8 +8,8 @@ tables.
 Behind this face: the frame pump (`_pump`: the queue, the frame thread, back-pressure,
 output that cannot be written), plain lines (`_plain`), JSON lines (`_jsonlines`), the
 live view (`_live`, with Rich; loaded only in live mode, so `LiveView` loads on first
-use), tables (`_tables`, Rich imported when one is printed) and what the pump queues
-(`_items`).
+use), tables (`_tables`, Rich imported when one is printed), the trace waterfall
+(`_waterfall`, likewise) and what the pump queues (`_items`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import typing
 from keeper.output._items import Drawn, Item, State, Token, Verbatim, state_event
 from keeper.output._pump import Renderer, make_renderer
 from keeper.output._tables import print_tables, table_console
+from keeper.output._waterfall import trace_waterfall
 
 if typing.TYPE_CHECKING:
     from keeper.output._live import LiveView
@@ -44,4 +45,5 @@ __all__ = [
     "print_tables",
     "state_event",
     "table_console",
+    "trace_waterfall",
 ]

@@ -31,7 +31,7 @@ class Verbatim:
     """A clean batch of a child's lines (narration's `LineBatchSink.write_lines`): no
     control character, backslash or secret, so every output mode may print it whole."""
 
-    __slots__ = ("actor", "correlation_id", "job_id", "lines", "origin", "stream", "text", "ts")
+    __slots__ = ("actor", "job_id", "lines", "origin", "stream", "text", "trace_id", "ts")
 
     def __init__(
         self,
@@ -42,7 +42,7 @@ class Verbatim:
         actor: str,
         origin: str | None,
         job_id: str | None,
-        correlation_id: str | None,
+        trace_id: str | None,
         ts: float,
     ) -> None:
         self.text = text  # the lines, each with its newline; plain mode prints it as is
@@ -51,7 +51,7 @@ class Verbatim:
         self.actor = actor
         self.origin = origin
         self.job_id = job_id
-        self.correlation_id = correlation_id
+        self.trace_id = trace_id
         self.ts = ts
 
 

@@ -44,12 +44,14 @@ def event_json(ev: NarrationEvent) -> str:
         tail += f',"fields":{dumps(ev.fields)}'
     if ev.origin is not None:
         tail += f',"origin":{_str(ev.origin)}'
+    if ev.hop_job is not None:
+        tail += f',"hop_job":{_str(ev.hop_job)}'
     if ev.stream is not None:
         tail += f',"stream":{_str(ev.stream)}'
     return (
         f'{{"event":"{kind}","actor":{_str(ev.actor)},"action":{_str(ev.action)},'
         f'"target":{_opt(ev.target)},"human":{_str(ev.human)},"job_id":{_opt(ev.job_id)},'
-        f'"correlation_id":{_opt(ev.correlation_id)},"level":{_str(ev.level)},'
+        f'"trace_id":{_opt(ev.trace_id)},"level":{_str(ev.level)},'
         f'"ts":{float(ev.ts)!r}{tail}}}\n'
     )
 
@@ -64,7 +66,7 @@ def batch_json(batch: Verbatim, add: Callable[[str], object], seen: SeedHeads) -
     stream's last batch.
     """
     tail = (
-        f',"job_id":{_opt(batch.job_id)},"correlation_id":{_opt(batch.correlation_id)},'
+        f',"job_id":{_opt(batch.job_id)},"trace_id":{_opt(batch.trace_id)},'
         f'"level":"info","ts":{float(batch.ts)!r}'
     )
     if batch.origin is not None:

@@ -88,6 +88,8 @@ export async function api(path, { method = "GET", body } = {}) {
     init.body = JSON.stringify(body);
     init.headers = { "Content-Type": "application/json" };
   }
+  // A job submitted here is a user's request: it starts a trace (W3C traceparent).
+  if (method === "POST" && path === "v1/jobs") init.headers = { ...init.headers, traceparent: traceparent() };
   const response = await authorizedFetch(path, init);
   let data = null;
   try {
@@ -105,6 +107,12 @@ export async function api(path, { method = "GET", body } = {}) {
 /** Cancel `jobId` even while the page unloads (keepalive); errors are ignored. */
 export function cancelOnUnload(jobId) {
   fetch(jobPath(jobId), { method: "DELETE", keepalive: true, headers: headers() }).catch(() => {});
+}
+
+/** A fresh W3C traceparent, `00-<32 hex trace>-<16 hex span>-01` (docs/tracing.md). */
+export function traceparent() {
+  const hex = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, "0")).join("");
+  return `00-${hex(16)}-${hex(8)}-01`;
 }
 
 export function jobPath(jobId) {

@@ -1,6 +1,7 @@
-// The job page (#/jobs/<id>): the job's record, its narration streamed live from the
-// first event (a finished job's whole log), tokens as they arrive, a download's progress,
-// and Cancel. A dropped stream resumes after the last event shown: no gaps, no repeats.
+// The job page (#/jobs/<id>): the job's record, its timeline across hops (the queen's
+// GET /v1/jobs/<id>/trace, as `keeper jobs trace` shows it), its narration streamed live
+// from the first event (a finished job's whole log), tokens as they arrive, a
+// download's progress, and Cancel. A dropped stream resumes after the last event shown: no gaps, no repeats.
 
 import { api, ApiError, FINAL_STATES, jobPath, streamJob } from "./api.js";
 import { actorClass, byId, bytes, clock, dateTime, duration, el, queenNow, stateBadge } from "./dom.js";
@@ -19,6 +20,8 @@ export function showJob(jobId) {
   for (const id of ["job-op", "job-created", "job-elapsed"]) byId(id).textContent = "—";
   byId("job-state").replaceWith(Object.assign(stateBadge("…"), { id: "job-state" }));
   byId("job-log").replaceChildren();
+  byId("job-trace").replaceChildren();
+  byId("job-trace-card").hidden = true;
   byId("job-tokens").textContent = "";
   byId("job-tokens-card").hidden = true;
   byId("job-progress").hidden = true;
@@ -29,6 +32,7 @@ export function showJob(jobId) {
   window.scrollTo(0, 0);
   byId("job-h").focus();
   loadRecord(current);
+  loadTrace(current);
   current.timer = setInterval(() => drawElapsed(current), ELAPSED_TICK_MS);
   follow(current);
 }
@@ -104,6 +108,41 @@ function onEnd(job, kind, text) {
   if (final && job.state !== final) setState(job, final, kind === "ERROR" ? text : null);
   setCancellable(false);
   flush();
+  loadTrace(job);
+}
+
+/** The timeline above the narration: one row per span, a bar on the request's time line. */
+async function loadTrace(job) {
+  let trace;
+  try {
+    trace = await api(`${jobPath(job.id)}/trace`);
+  } catch {
+    return; // the narration below still tells the story
+  }
+  if (job !== current || !trace || !Array.isArray(trace.spans)) return;
+  const total = Math.max(trace.duration_s || 0, 1e-9);
+  byId("job-trace-id").textContent = trace.trace_id ?? "—";
+  byId("job-trace").replaceChildren(...trace.spans.map((span) => traceRow(span, total)));
+  byId("job-trace-card").hidden = false;
+}
+
+function traceRow(span, total) {
+  const left = (100 * span.offset_s) / total;
+  const width = span.kind === "mark" ? 0 : Math.max((100 * span.duration_s) / total, 0.4);
+  const bar = el("span", { class: `trace-bar kind-${span.kind}`, title: `${span.name}: ${seconds(span.duration_s)}` });
+  bar.style.left = `${Math.min(left, 100)}%`;
+  bar.style.width = `${Math.min(width, 100 - Math.min(left, 100))}%`;
+  return el("tr", { class: `trace-row kind-${span.kind}`, data: { kind: span.kind } },
+    el("td", { class: "trace-name", text: span.name }),
+    el("td", { text: span.hop }),
+    el("td", { text: span.host }),
+    el("td", { class: "num", text: `+${seconds(span.offset_s)}` }),
+    el("td", { class: "num", text: span.kind === "mark" ? "—" : seconds(span.duration_s) }),
+    el("td", { class: "trace-lane" }, bar));
+}
+
+function seconds(value) {
+  return value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`;
 }
 
 function narrationLine(kind, data, seq) {

@@ -156,7 +156,7 @@ def test_json_matches_to_dict() -> None:
         'quote " and \\ and é',
         target="w1",
         job_id="j",
-        correlation_id="c",
+        trace_id="c",
         level="warn",
         fields={"n": 1},
         origin="pid 9",

@@ -245,7 +245,7 @@ def test_live_fast_path_draws_what_events_draw(
         actor="run",
         origin=None,
         job_id=None,
-        correlation_id=None,
+        trace_id=None,
         ts=0.0,
     )
     assert drawn([fast]) == drawn(events)

@@ -31,9 +31,9 @@ def test_with_block_sets_and_restores_the_job() -> None:
     """`with narration_context` routes into the job and nesting restores the outer one."""
     with narration_context(job_id="outer"):
         assert NARRATE.action("a").human("1").emit().job_id == "outer"
-        with narration_context(job_id="inner", correlation_id="c"):
+        with narration_context(job_id="inner", trace_id="c"):
             event = NARRATE.action("b").human("2").emit()
-            assert (event.job_id, event.correlation_id) == ("inner", "c")
+            assert (event.job_id, event.trace_id) == ("inner", "c")
         assert current_job_id() == "outer"
     assert current_job_id() is None
 

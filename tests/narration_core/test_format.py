@@ -107,7 +107,7 @@ def test_json_form_round_trips() -> None:
         human="ok",
         target="7833",
         job_id="job-1",
-        correlation_id="c-1",
+        trace_id="c-1",
         level="warn",
         fields={"port": 7833},
         origin="pid 12",
