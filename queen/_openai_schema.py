@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from queen._openai_embeddings import OPENAPI_PATHS as EMBEDDINGS_PATHS
 from queen._openai_wire import ChatBody, CompletionBody
 
 _ERROR = {
@@ -145,4 +146,5 @@ OPENAPI_PATHS: dict[str, Any] = {
             },
         }
     },
+    **EMBEDDINGS_PATHS,  # POST /v1/embeddings (queen/_openai_embeddings.py)
 }

@@ -16,8 +16,13 @@ so the worker's generation. Besides that, only the generation limit bounds it
 is the client's to cut. The job server's body-read deadline covers the body alone.
 
 Chat messages travel as `messages` in the infer job, and the worker that takes it renders
-them through its model's chat template (worker/chat.py), as for `keeper infer`. Sampling
-fields the client leaves out take the `infer` defaults. See docs/api.md.
+them through its model's chat template (worker/chat.py), as for `keeper infer`. Every
+request field is mapped to the job, refused with a 400 naming it, or inert
+(queen._openai_wire); sampling fields the client leaves out take the `infer` defaults. A
+completion listing several prompts runs one job per prompt, side by side, and answers
+their choices prompt-major. The answer is built choice by choice (queen._openai_answers):
+tool calls parsed from the text (queen._openai_tools), logprobs in OpenAI's two shapes
+(queen._openai_logprobs), usage summed from the workers' counts. See docs/api.md.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from jobs import Infer, JobError
+from jobs import JobError
 from jobs.server import JobService, ready_unless_hung_up, until_hung_up
+from queen._openai_answers import Choice, Shape, frame, stop_reason, usage
+from queen._openai_embeddings import Embeddings
 from queen._openai_errors import (
     DoorError,
     from_failed_job,
@@ -45,16 +52,7 @@ from queen._openai_errors import (
     openai_error,
 )
 from queen._openai_schema import OPENAPI_PATHS
-from queen._openai_wire import (
-    ChatBody,
-    CompletionBody,
-    Message,
-    Shape,
-    finish_reason,
-    frame,
-    parse,
-    usage,
-)
+from queen._openai_wire import ChatBody, CompletionBody, Message, Plan, parse
 from queen.infer import WorkerPool, catalog_names
 from queen.metrics import QueenMetrics
 from queen.settings import GENERATION_TIMEOUT_S
@@ -73,7 +71,12 @@ BUILTIN_MODELS = ("builtin:smollm2", "builtin:tiny")  # always listed: any hive 
 FETCHABLE_PREFIXES = ("hf:", "http://", "https://")  # refs a hive downloads (hive/catalog.py)
 CATALOG_TIMEOUT_S = 3.0  # asking the hives for their catalogs (GET /v1/models, model checks)
 OWNER = "rbee"
-DOOR_PREFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/models")  # OpenAI-shaped
+DOOR_PREFIXES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+)  # OpenAI-shaped
 ENDED = ("completed", "failed", "cancelled")
 DONE = b"data: [DONE]\n\n"
 
@@ -102,6 +105,7 @@ class OpenAIDoor:
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{model:path}", self.model, methods=["GET"]),
+            *Embeddings(self).routes(),  # POST /v1/embeddings (queen/_openai_embeddings.py)
         ]
 
     async def models(self, request: Request) -> Response:
@@ -127,16 +131,16 @@ class OpenAIDoor:
         started = time.perf_counter()
         try:
             body = parse(kind, await request.body())
-            op = body.operation()
-            await self._check_model(op.model)
-            response = await self._answer(request, body, op, started)
+            plan = body.plan()
+            await self.check_model(plan.ops[0].model)
+            response = await self._answer(request, body, plan, started)
         except DoorError as exc:
             self._note(exc)
             response = exc.response()
         self.metrics.request_done(route, response.status_code)
         return response
 
-    async def _check_model(self, model: str) -> None:
+    async def check_model(self, model: str) -> None:
         """Raise 404 `model_not_found` for a model no worker has, no hive has in its
         catalog, and no hive could fetch: it would only fail later, as a 5xx."""
         fetchable = model.startswith(FETCHABLE_PREFIXES) or model.endswith(".gguf")
@@ -154,43 +158,55 @@ class OpenAIDoor:
         return set()
 
     async def _answer(
-        self, request: Request, body: ChatBody | CompletionBody, op: Infer, started: float
+        self, request: Request, body: ChatBody | CompletionBody, plan: Plan, started: float
     ) -> Response:
-        chat = isinstance(body, ChatBody)
-        param = "messages" if chat else "prompt"
-        job = await self.service.submit(op)
-        # Until a worker took the prompt, or the job failed before that; a client that
-        # left meanwhile (a first request's model fetch) has its job stopped here.
-        with self.metrics.waiting():
-            ready = await ready_unless_hung_up(job, request, within=None)
-        if not ready:
-            await self._cancel(job.id)
-            return Response(status_code=499)  # nginx's "client closed request"; unread
-        if job.error is not None:
-            raise from_job_error(job.error, param=param)
-        run = _Run(self, job.id, op.model, started)
-        shape = Shape(f"{'chatcmpl' if chat else 'cmpl'}-{job.id}", op.model, chat)
+        """One job per prompt, submitted together (they run side by side on the workers)
+        and read in turn; the answer waits until every one has a worker."""
+        param = "messages" if plan.chat else "prompt"
+        jobs = [await self.service.submit(op) for op in plan.ops]
+        ids = [job.id for job in jobs]
+        try:
+            for job in jobs:
+                # Until a worker took the prompt, or the job failed before that; a client
+                # that left meanwhile (a first request's model fetch) has its jobs stopped.
+                with self.metrics.waiting():
+                    ready = await ready_unless_hung_up(job, request, within=None)
+                if not ready:
+                    await self._cancel(*ids)
+                    return Response(status_code=499)  # nginx's "client closed request"
+                if job.error is not None:
+                    raise from_job_error(job.error, param=param)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._cancel(*ids)
+            raise
+        model = plan.ops[0].model
+        runs = [_Run(self, job.id, model, started) for job in jobs]
+        shape = Shape(f"{'chatcmpl' if plan.chat else 'cmpl'}-{jobs[0].id}", model, plan.chat)
+        answer = _Answer(plan, runs, param)
         if body.stream:
-            return await self._stream(request, run, shape, param, with_usage=body.include_usage)
-        text: list[str] = []
+            return await self._stream(request, answer, shape, with_usage=body.include_usage)
 
         async def collect() -> None:
-            async for kind, data in run.events():
-                if kind == "token":
-                    text.append(str(data.get("t", "")))
+            for run in runs:
+                async for kind, data in run.events():
+                    if kind == "token":
+                        answer.choice(run, data).piece(data)
+                answer.results.append(run.result(param))
 
         try:  # a client that leaves before the answer stops the generation it waits for
             if not await until_hung_up(request, collect, within=None):
                 return Response(status_code=499)  # unread, as above
         finally:
-            await self._cancel(job.id)
-        return JSONResponse(shape.whole("".join(text), run.result(param)))
+            await self._cancel(*ids)
+        return JSONResponse(shape.whole(answer.whole(), usage(answer.results)))
 
     async def _stream(
-        self, request: Request, run: _Run, shape: Shape, param: str, *, with_usage: bool
+        self, request: Request, answer: _Answer, shape: Shape, *, with_usage: bool
     ) -> Response:
         """Waits for the first token (or the end) before answering 200, so a prompt the
         worker refuses (longer than its context) is an HTTP error, not a broken stream."""
+        run = answer.runs[0]
         events = run.events()
         first: Event | None = None
 
@@ -201,63 +217,114 @@ class OpenAIDoor:
         try:
             hung_up = not await until_hung_up(request, peek, within=None)
             if not hung_up and (first is None or first[0] != "token"):
-                run.result(param)  # raises for a failure; else an answer without tokens
+                run.result(answer.param)  # raises for a failure; else an answer without tokens
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await events.aclose()
-                await self._cancel(run.job_id)
+                await self._cancel(*answer.ids)
             raise
         if hung_up:
             await events.aclose()
-            await self._cancel(run.job_id)
+            await self._cancel(*answer.ids)
             return Response(status_code=499)  # unread, as above
         return StreamingResponse(
-            self._frames(run, shape, param, first, events, with_usage=with_usage),
+            self._frames(answer, shape, first, events, with_usage=with_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )
 
     async def _frames(
         self,
-        run: _Run,
+        answer: _Answer,
         shape: Shape,
-        param: str,
         first: Event | None,
         events: AsyncGenerator[Event],
         *,
         with_usage: bool,
     ) -> AsyncIterator[bytes]:
-        """The streamed answer; leaving early (the client went away) cancels the job."""
+        """The streamed answer, job after job; leaving early (the client went away)
+        cancels the jobs."""
+        opened = [events]
         try:
             if shape.chat:
-                yield frame(shape.chunk(None, None, role=True))
-            event = first
-            while event is not None and event[0] == "token":
-                yield frame(shape.chunk(str(event[1].get("t", "")), None))
-                event = await anext(events, None)
-            try:
-                result = run.result(param)
-            except DoorError as exc:
-                self._note(exc)
-                yield frame(exc.body())
-            else:
-                yield frame(shape.chunk(None, finish_reason(result)))
-                if with_usage:
-                    yield frame(shape.usage_chunk(usage(result)))
+                for index in range(len(answer.choices)):
+                    yield frame(shape.chunk(index, {"role": "assistant", "content": ""}))
+            for number, run in enumerate(answer.runs):
+                if number:
+                    opened.append(run.events())
+                    first = await anext(opened[-1], None)
+                event = first
+                while event is not None and event[0] == "token":
+                    choice = answer.choice(run, event[1])
+                    text, logprobs = choice.piece(event[1])
+                    if text or logprobs is not None:
+                        yield frame(shape.content(choice.index, text, logprobs))
+                    event = await anext(opened[-1], None)
+                result = run.result(answer.param)
+                answer.results.append(result)
+                for choice, reason in answer.ending(run, result):
+                    rest, finish = choice.end(reason)
+                    if rest:
+                        yield frame(shape.content(choice.index, rest, None))
+                    if choice.calls:
+                        yield frame(shape.calls(choice.index, choice.calls))
+                    yield frame(shape.finish(choice.index, finish))
+            if with_usage:
+                yield frame(shape.usage_chunk(usage(answer.results)))
+            yield DONE
+        except DoorError as exc:
+            self._note(exc)
+            yield frame(exc.body())
             yield DONE
         finally:
             with anyio.CancelScope(shield=True):
-                await events.aclose()
-                await self._cancel(run.job_id)
+                for opened_events in opened:
+                    await opened_events.aclose()
+                await self._cancel(*answer.ids)
 
     def _note(self, exc: DoorError) -> None:
         """Count a failure on rbee's side (the caller's mistakes are not failures)."""
         if exc.status >= 500:
             self.metrics.failed(exc.code or "server_error")
 
-    async def _cancel(self, job_id: str) -> None:
-        with contextlib.suppress(JobError):  # JobFinished: it ended, nothing to stop
-            await self.service.cancel(job_id)
+    async def _cancel(self, *job_ids: str) -> None:
+        for job_id in job_ids:
+            with contextlib.suppress(JobError):  # JobFinished: it ended, nothing to stop
+                await self.service.cancel(job_id)
+
+
+class _Answer:
+    """The choices of one request's jobs: prompt p's choice c is choice `p * n + c`."""
+
+    def __init__(self, plan: Plan, runs: list[_Run], param: str) -> None:
+        self.plan = plan
+        self.runs = runs
+        self.param = param
+        self.ids = [run.job_id for run in runs]
+        self.choices = [
+            Choice(index, chat=plan.chat, logprobs=plan.logprobs, tools=plan.tools)
+            for index in range(len(runs) * plan.n)
+        ]
+        self.results: list[dict[str, Any]] = []
+
+    def choice(self, run: _Run, data: dict[str, Any]) -> Choice:
+        """The choice a token event of `run` belongs to (`c`: its index in the job)."""
+        within = data.get("c", 0)
+        within = within if isinstance(within, int) and 0 <= within < self.plan.n else 0
+        return self.choices[self.runs.index(run) * self.plan.n + within]
+
+    def ending(self, run: _Run, result: dict[str, Any]) -> list[tuple[Choice, str]]:
+        """`run`'s choices with the finish_reason its worker gave each."""
+        base = self.runs.index(run) * self.plan.n
+        return [(self.choices[base + c], stop_reason(result, c)) for c in range(self.plan.n)]
+
+    def whole(self) -> list[dict[str, Any]]:
+        """Every choice of a whole answer, once every job ended."""
+        return [
+            choice.whole(reason)
+            for run, result in zip(self.runs, self.results, strict=True)
+            for choice, reason in self.ending(run, result)
+        ]
 
 
 class _Run:

@@ -1,11 +1,13 @@
 """The worker's routes as its /openapi.json describes them: its /health, its one door for
-generations (`POST /v1/inference`), and the job API without `POST /v1/jobs` (refused)."""
+generations (`POST /v1/inference`), its embeddings (`POST /v1/embeddings`), and the job
+API without `POST /v1/jobs` (refused)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from jobs import Infer
+from worker._embeddings import EmbeddingsBody
 from worker.inference import NOT_HERE
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
@@ -69,4 +71,33 @@ def openapi_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/embeddings": {
+            "post": {
+                "summary": "A unit vector for each input (texts or token-id lists), pooled",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": embeddings_body()}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "{data: [[float, …]], prompt_tokens, dimensions, pooling}",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _error("not {input: [...]}, an empty input, or one over the context"),
+                    "401": _error("not this worker's credential"),
+                    "403": _error("a Host or browser Origin this worker does not serve"),
+                    "408": _error("the body did not arrive within the read deadline"),
+                    "413": _error("the body is larger than 1 MiB"),
+                    "415": _error("the body is not application/json"),
+                    "503": _error("the model is still loading (Retry-After)"),
+                },
+            }
+        },
     }
+
+
+def embeddings_body() -> dict[str, Any]:
+    """What `POST /v1/embeddings` takes: `input`, a list of texts or of token-id lists."""
+    schema = EmbeddingsBody.model_json_schema()
+    schema["title"] = "Embeddings"
+    return schema

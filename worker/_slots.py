@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from worker._batch import Batch
+from worker._logprobs import Entry, Logprobs
 from worker._sampler import Sampler
 from worker._stop_text import StopText
-from worker.engine import Engine, Generation, Sampling, StopReason
+from worker.engine import Choice, Engine, Generation, Sampling, StopReason
 
 PROMPT_CHUNK_S = 0.25  # seconds a step with prompt tokens aims at: the longest a running
 # stream pauses for a new prompt, and the longest a cancel waits during one
@@ -38,12 +39,36 @@ SlotState = Literal["idle", "prompt", "generating"]
 @dataclass(eq=False)
 class Order:
     """One generation handed to the engine thread: prompt tokens, sampling, the tokens it
-    may generate. `cancelled` may be set by any thread (then call `SlotLoop.cancel`)."""
+    may generate, in `n` choices (the prompt evaluated once, its cells copied to the other
+    choices' slots), each starting with `echo` when given. `cancelled` may be set by any
+    thread (then call `SlotLoop.cancel`)."""
 
     tokens: list[int]
     sampling: Sampling
     limit: int
+    n: int = 1
+    echo: str | None = None
     cancelled: bool = False
+    # the engine thread's: each choice's end, and when its first text went out
+    ended: dict[int, Choice] = field(default_factory=dict)
+    started: float = 0.0
+    first: float | None = None
+
+    def end_choice(self, choice: Choice) -> Generation | None:
+        """Record how a choice ended; the order's end once it was the last."""
+        self.ended[choice.index] = choice
+        if len(self.ended) < self.n:
+            return None
+        choices = tuple(self.ended[c] for c in range(self.n))
+        first = self.first
+        return Generation(
+            tokens_out=sum(c.tokens_out for c in choices),
+            stop_reason=choices[0].stop_reason,
+            decode_time_ms=_ms(time.perf_counter() - self.started),
+            first_token_ms=None if first is None else _ms(first - self.started),
+            prompt_tokens=len(self.tokens),
+            choices=choices,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +78,17 @@ class Started:
     slot: int
 
 
-Piece = tuple[str, int]  # a piece of text and its index in the stream
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A piece of a choice's text, its index in that choice's stream, and the logprobs
+    entries of the tokens it carries (None: not asked for)."""
+
+    text: str
+    index: int
+    choice: int = 0
+    logprobs: list[Entry] | None = None
+
+
 # What an order gets, in this order: Started (unless cancelled while waiting), pieces,
 # then its end: a Generation, or the Exception that failed it.
 Outcome = Started | Piece | Generation | Exception
@@ -67,15 +102,43 @@ class Slot:
     state: SlotState = "idle"
     cached: list[int] = field(default_factory=list)
     order: Order | None = None
+    choice: int = 0  # which of the order's choices this slot generates
+    leader: Slot | None = None  # the slot evaluating the prompt, for the other choices
     sampler: Sampler | None = None
+    logprobs: Logprobs | None = None
+    pending: list[Entry] = field(default_factory=list)  # entries of tokens with no text yet
     stop_text: StopText | None = None
     done: int = 0  # prompt tokens in the context
     count: int = 0  # tokens generated
     pieces: int = 0  # pieces of text sent
     index: int = -1  # batch index of the token whose logits it samples from, -1: none
     next_token: int = -1  # sampled, to be decoded in the next step
-    started: float = 0.0
-    first: float | None = None
+
+    def assign(self, order: Order, choice: int, leader: Slot | None, engine: Engine) -> None:
+        """Take `order`'s `choice`: its own sampler (seeded for the choice), stop strings
+        and logprobs; `leader`: the slot whose prompt cells it will copy."""
+        self.state, self.order, self.choice, self.leader = "prompt", order, choice, leader
+        self.sampler = Sampler(
+            order.sampling,
+            vocab=engine.vocab,
+            n_vocab=engine.n_vocab,
+            penalty_window=engine.ctx_size,
+            choice=choice,
+        )
+        k = order.sampling.logprobs
+        self.logprobs = None if k is None else Logprobs(engine.n_vocab, k, engine.piece)
+        self.pending = []
+        self.stop_text = StopText(order.sampling.stop)
+        self.count = self.pieces = 0
+        self.index = self.next_token = -1
+
+    def free(self) -> None:
+        """Back to idle; its cells (`cached`) stay for a later prompt that shares them."""
+        if self.sampler is not None:
+            self.sampler.close()
+        self.state, self.order, self.sampler, self.stop_text = "idle", None, None, None
+        self.leader, self.logprobs, self.pending = None, None, []
+        self.index = -1
 
 
 class SlotLoop:
@@ -142,7 +205,8 @@ class SlotLoop:
                     self._finish(slot, "cancelled")
             with self._cond:
                 while self._waiting:
-                    self._send(self._waiting.popleft(), _cancelled())
+                    waiting = self._waiting.popleft()
+                    self._send(waiting, _cancelled(waiting))
             if batch is not None:
                 batch.close()
             self._notify()
@@ -156,14 +220,23 @@ class SlotLoop:
                 return False
             for order in [o for o in self._waiting if o.cancelled]:
                 self._waiting.remove(order)
-                self._send(order, _cancelled())
-            while self._waiting and not self._any_busy(all_of=True):
-                self._start(self._pick_slot(self._waiting[0]), self._waiting.popleft())
+                self._send(order, _cancelled(order))
+            while self._waiting and self._idle() >= self._waiting[0].n:
+                order = self._waiting.popleft()
+                try:
+                    self._start(order)
+                except Exception as exc:  # a sampler llama.cpp would not make: the order's
+                    if any(s.order is order for s in self.slots):
+                        self._end(next(s for s in self.slots if s.order is order), exc)
+                    else:
+                        self._send(order, exc)
         return True
 
-    def _any_busy(self, *, all_of: bool = False) -> bool:
-        test = all if all_of else any
-        return test(s.state != "idle" for s in self.slots)
+    def _any_busy(self) -> bool:
+        return any(s.state != "idle" for s in self.slots)
+
+    def _idle(self) -> int:
+        return sum(s.state == "idle" for s in self.slots)
 
     def _pick_slot(self, order: Order) -> Slot:
         """The idle slot whose cells already hold the longest start of the prompt (a
@@ -171,11 +244,15 @@ class SlotLoop:
         idle = [s for s in self.slots if s.state == "idle"]
         return max(idle, key=lambda s: _common(s.cached, order.tokens))
 
-    def _start(self, slot: Slot, order: Order) -> None:
+    def _start(self, order: Order) -> None:
+        """Give `order` its slots: the one that evaluates the prompt, and one more for each
+        other choice, which takes a copy of the prompt's cells once they are made."""
         import llama_cpp
 
         if self._memory is None:  # orders come once the model is loaded: its context is made
             self._memory = llama_cpp.llama_get_memory(self.engine.ctx)
+        order.started = time.perf_counter()
+        slot = self._pick_slot(order)
 
         # What the slot holds of the prompt is kept; the last token is always evaluated,
         # so sampling reads fresh logits.
@@ -187,13 +264,18 @@ class SlotLoop:
             if self._memory is not None:
                 llama_cpp.llama_memory_seq_rm(self._memory, slot.id, -1, -1)
         slot.cached = order.tokens[:keep]
-        slot.state, slot.order, slot.done = "prompt", order, keep
-        slot.sampler = Sampler(order.sampling)
-        slot.stop_text = StopText(order.sampling.stop)
-        slot.count = slot.pieces = 0
-        slot.index = slot.next_token = -1
-        slot.started, slot.first = time.perf_counter(), None
+        slot.done = keep
+        slot.assign(order, 0, None, self.engine)
+        for choice in range(1, order.n):
+            other = next(s for s in self.slots if s.state == "idle")
+            llama_cpp.llama_memory_seq_rm(self._memory, other.id, -1, -1)
+            other.cached, other.done = [], 0
+            other.assign(order, choice, slot, self.engine)
         self._send(order, Started(slot.id))
+        for each in self.slots:  # the prompt's text first, in every choice
+            if order.echo and each.order is order:
+                self._send(order, Piece(order.echo, 0, each.choice))
+                each.pieces = 1
 
     def _step(self, batch: Batch) -> None:
         """One decode: the next token of every generating slot, then prompt chunks."""
@@ -208,9 +290,9 @@ class SlotLoop:
                 )
                 slot.cached.append(slot.next_token)
         generating = batch.size
-        prompting = [s for s in self.slots if s.state == "prompt"]
+        prompting = [s for s in self.slots if s.state == "prompt" and s.leader is None]
         budget = min(self._chunk, batch.room)
-        for slot in sorted(prompting, key=lambda s: s.started):
+        for slot in sorted(prompting, key=lambda s: s.order.started if s.order else 0.0):
             if budget <= 0:
                 break
             assert slot.order is not None
@@ -238,6 +320,14 @@ class SlotLoop:
             took = max(time.perf_counter() - began, 1e-6)
             grown = int(prompt_tokens * math.sqrt(PROMPT_CHUNK_S / took))
             self._chunk = max(PROMPT_CHUNK_MIN, min(batch.capacity, 2 * prompt_tokens, grown))
+        for slot in self.slots:  # the other choices take the prompt's cells and logits
+            leader = slot.leader
+            if leader is not None and leader.index >= 0 and slot.state == "prompt":
+                import llama_cpp
+
+                llama_cpp.llama_memory_seq_cp(self._memory, leader.id, slot.id, -1, -1)
+                slot.cached, slot.done = list(leader.cached), leader.done
+                slot.index, slot.leader = leader.index, None
         for slot in self.slots:
             if slot.index >= 0:
                 self._sample(slot)
@@ -252,6 +342,11 @@ class SlotLoop:
             self._finish(slot, "stop")
             return
         slot.count += 1
+        if slot.logprobs is not None:
+            import llama_cpp
+
+            logits = llama_cpp.llama_get_logits_ith(self.engine.ctx, slot.index)
+            slot.pending.append(slot.logprobs.entry(logits, token))
         text, stopped = slot.stop_text.push(self.engine.piece(token))
         self._piece(slot, text)
         if stopped:
@@ -261,43 +356,45 @@ class SlotLoop:
         else:
             slot.state, slot.next_token = "generating", token
 
-    def _piece(self, slot: Slot, text: str) -> None:
-        if text and slot.order is not None:
-            if slot.first is None:
-                slot.first = time.perf_counter()
-            self._send(slot.order, (text, slot.pieces))
-            slot.pieces += 1
+    def _piece(self, slot: Slot, text: str, *, last: bool = False) -> None:
+        """Send `text` with the entries of the tokens it carries; at the `last`, entries
+        still held (tokens of a stop string, bytes of no character) go out even alone."""
+        order = slot.order
+        if order is None or not (text or (last and slot.pending)):
+            return
+        if order.first is None:
+            order.first = time.perf_counter()
+        entries = None
+        if slot.logprobs is not None:
+            entries, slot.pending = slot.pending, []
+        self._send(order, Piece(text, slot.pieces, slot.choice, entries))
+        slot.pieces += 1
 
     def _finish(self, slot: Slot, reason: StopReason) -> None:
-        assert slot.order is not None
+        """End the slot's choice; the order's end goes out with its last choice's."""
+        order = slot.order
+        assert order is not None
         if reason != "cancelled" and slot.stop_text is not None:
-            self._piece(slot, slot.stop_text.flush())
-        now = time.perf_counter()
-        self._end(
-            slot,
-            Generation(
-                tokens_out=slot.count,
-                stop_reason=reason,
-                decode_time_ms=round((now - slot.started) * 1000, 3),
-                first_token_ms=None if slot.first is None else _ms(slot.first - slot.started),
-                prompt_tokens=len(slot.order.tokens),
-            ),
-        )
+            self._piece(slot, slot.stop_text.flush(), last=True)
+        end = order.end_choice(Choice(slot.choice, slot.count, reason))
+        slot.free()
+        if end is not None:
+            self._send(order, end)
 
-    def _end(self, slot: Slot, outcome: Generation | Exception) -> None:
-        """Send the order its end and free the slot."""
-        assert slot.order is not None
-        if isinstance(outcome, Exception) and self._memory is not None:
-            import llama_cpp
+    def _end(self, slot: Slot, outcome: Exception) -> None:
+        """Fail the slot's order: send it the exception and free all its slots."""
+        order = slot.order
+        assert order is not None
+        for other in self.slots:
+            if other.order is order:
+                if self._memory is not None:
+                    import llama_cpp
 
-            # A failed decode leaves the sequence's cells unknown: forget them.
-            llama_cpp.llama_memory_seq_rm(self._memory, slot.id, -1, -1)
-            slot.cached = []
-        self._send(slot.order, outcome)
-        if slot.sampler is not None:
-            slot.sampler.close()
-        slot.state, slot.order, slot.sampler, slot.stop_text = "idle", None, None, None
-        slot.index = -1
+                    # A failed decode leaves the sequence's cells unknown: forget them.
+                    llama_cpp.llama_memory_seq_rm(self._memory, other.id, -1, -1)
+                other.cached = []
+                other.free()
+        self._send(order, outcome)
 
     def _send(self, order: Order, outcome: Outcome) -> None:
         self.outbox.append((order, outcome))
@@ -316,6 +413,7 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-def _cancelled() -> Generation:
+def _cancelled(order: Order) -> Generation:
     """The end of an order cancelled before it had a slot."""
-    return Generation(0, "cancelled", 0.0, None, 0)
+    choices = tuple(Choice(c, 0, "cancelled") for c in range(order.n))
+    return Generation(0, "cancelled", 0.0, None, 0, choices)

@@ -25,7 +25,7 @@ from worker.errors import DeviceUnavailable, ModelLoadError
 if TYPE_CHECKING:
     import llama_cpp
 
-__all__ = ["Engine", "Generation", "Sampling", "StopReason", "StopText", "gpu_layers"]
+__all__ = ["Choice", "Engine", "Generation", "Sampling", "StopReason", "StopText", "gpu_layers"]
 
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda:(\d+))$")
 CTX_SIZE_DEFAULT = 4096  # context tokens per slot: a long chat, at a fraction of the KV a
@@ -92,6 +92,7 @@ class Engine:
         self.model: Any = None  # llama_model_p, then the context: owned by the engine thread
         self.ctx: Any = None
         self.vocab: Any = None
+        self.n_vocab = 0  # tokens the model knows, once loaded
         self._chat_template: str | None = None
 
     @property
@@ -142,6 +143,7 @@ class Engine:
             )
         self.model, self.ctx = model, ctx
         self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         # Asked of llama.cpp, which pads the context: the cells a slot really has.
         self.ctx_size = llama_cpp.llama_n_ctx_seq(ctx)
         self.kv_bytes = kv_bytes(model, llama_cpp.llama_n_ctx(ctx))
@@ -240,14 +242,30 @@ class Sampling:
     top_k: int = TOP_K_DEFAULT
     seed: int | None = None
     stop: Sequence[str] = ()
+    # OpenAI's: -2..2, 0 is off; each a link of the chain only when not 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) checked < n_vocab
+    grammar: str | None = None  # GBNF the output must match (JSON, a tool call)
+    logprobs: int | None = None  # None: off; k: the chosen token's and k alternatives'
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """How one of a request's `n` choices ended."""
+
+    index: int
+    tokens_out: int
+    stop_reason: StopReason
 
 
 @dataclass(frozen=True, slots=True)
 class Generation:
     """How a generation ended: tokens generated, why it stopped, how long it took."""
 
-    tokens_out: int  # llama tokens, the end-of-generation token aside (not pieces of text)
-    stop_reason: StopReason
+    tokens_out: int  # llama tokens of all choices, end-of-generation tokens aside
+    stop_reason: StopReason  # choice 0's
     decode_time_ms: float
     first_token_ms: float | None  # time to the first piece of text
     prompt_tokens: int  # the prompt's llama tokens, its start token included
+    choices: tuple[Choice, ...] = ()  # each choice's end, in order

@@ -1,20 +1,30 @@
 """Serving generations: `parallel` at once in the engine's slots, a few waiting, tokens
 on each job's stream.
 
-    POST /v1/inference {prompt | messages, max_tokens, temperature, top_p, top_k, seed, stop}
+    POST /v1/inference {prompt | messages | tokens, max_tokens, temperature, top_p, top_k,
+                        seed, stop, presence_penalty, frequency_penalty, logit_bias,
+                        logprobs, n, echo, response_format, tools, tool_choice,
+                        parallel_tool_calls}
         -> 201 {job_id, sse_url}   (followed and cancelled through the job API)
 
 The worker's one door for generations: `POST /v1/jobs` refuses them (see `refuse_jobs`),
 while `GET /v1/jobs/{id}/stream` and `DELETE /v1/jobs/{id}` serve the jobs made here.
 
 `messages` are rendered into the prompt through the model's chat template (worker/chat.py)
-before the job is made, so a conversation the template refuses is a 400.
+before the job is made, so a conversation the template refuses is a 400; so is every
+value the worker cannot honour (a token id beyond the vocabulary, `n` beyond its slots, a
+JSON schema keyword the grammar would not enforce, `echo` with `logprobs`), each naming
+its field. OpenAI's fields keep OpenAI's meaning: see worker/_sampler.py (penalties, bias,
+grammar), worker/_grammar.py (response_format, forced tool calls), worker/chat.py (tools
+in the prompt), worker/_logprobs.py; `n` choices share one evaluation of the prompt.
 
 The job narrates `inference_start` once it has a slot, sends each piece of text as a
-`token {t, i}` event, narrates `inference_complete` (tokens generated: llama tokens, not
-pieces of text; tok/s; time to first token) and ends `completed` with `{tokens_out,
-prompt_tokens, decode_time_ms, first_token_ms, stop_reason}` as its result; a failure ends
-it `failed` with the reason. The engine thread (worker/_slots.py) generates for every slot
+`token {t, i}` event (with `c`, its choice, when n > 1, and `lp`, its tokens' logprobs
+entries, when asked), narrates `inference_complete` (prompt tokens, tokens generated:
+llama tokens, not pieces of text; tok/s; time to first token) and ends `completed` with
+`{tokens_out, prompt_tokens, decode_time_ms, first_token_ms, stop_reason, choices:
+[{index, tokens_out, stop_reason}]}` as its result; a failure ends it `failed` with the
+reason. The engine thread (worker/_slots.py) generates for every slot
 in one batch per step; a request beyond the free slots waits, and when QUEUE_MAX are
 already waiting, or the model is still loading, the answer is 503 with Retry-After.
 Cancelling the job (DELETE, or the queen cancelling across the hop) stops its generation
@@ -40,7 +50,8 @@ from starlette.routing import BaseRoute, Route
 from jobs import Infer, InvalidRequest, parse_operation
 from jobs.server import Handler, Job, JobService, error_body
 from narration_core import Narrator
-from worker._slots import Order, SlotLoop, Started
+from worker._grammar import grammar_parses, output_grammar, tool_function
+from worker._slots import Order, Piece, SlotLoop, Started
 from worker._wakeup import Wakeup
 from worker.chat import render_chat
 from worker.engine import Engine, Generation, Sampling
@@ -129,8 +140,13 @@ class Inference:
             waiter = self._waiters.get(order)
             if waiter is None:
                 continue  # its job has ended already
-            if isinstance(outcome, tuple):
-                waiter.job.token(*outcome)
+            if isinstance(outcome, Piece):
+                extra: dict[str, Any] = {}
+                if order.n > 1:
+                    extra["c"] = outcome.choice
+                if outcome.logprobs is not None:
+                    extra["lp"] = outcome.logprobs
+                waiter.job.token(outcome.text, outcome.index, extra or None)
             elif isinstance(outcome, Started):
                 waiter.slot = outcome.slot
                 waiter.started.set()
@@ -154,7 +170,12 @@ class Inference:
     async def _generate(self, op: Infer, job: Job) -> dict[str, Any]:
         if not self.engine.is_loaded:
             raise InvalidRequest("the model is not loaded yet; retry in a moment", status=503)
-        tokens = await anyio.to_thread.run_sync(self.engine.tokenize, op.prompt)
+        if op.tokens is not None:
+            tokens = list(op.tokens)
+            echo = b"".join(self.engine.piece(t) for t in tokens).decode(errors="replace")
+        else:
+            tokens = await anyio.to_thread.run_sync(self.engine.tokenize, op.prompt)
+            echo = op.prompt
         room = self.engine.ctx_size - len(tokens)
         if not tokens:
             raise ValueError("the prompt is empty and this model adds no start token; send text")
@@ -163,8 +184,21 @@ class Inference:
                 f"the prompt is {len(tokens)} tokens and this model's context holds "
                 f"{self.engine.ctx_size} per slot; shorten the prompt"
             )
-        sampling = Sampling(op.max_tokens, op.temperature, op.top_p, op.top_k, op.seed, op.stop)
-        order = Order(tokens, sampling, limit=min(op.max_tokens, room))
+        sampling = Sampling(
+            op.max_tokens,
+            op.temperature,
+            op.top_p,
+            op.top_k,
+            op.seed,
+            op.stop,
+            presence_penalty=op.presence_penalty,
+            frequency_penalty=op.frequency_penalty,
+            logit_bias=tuple((int(t), b) for t, b in op.logit_bias.items()),
+            grammar=output_grammar(op),
+            logprobs=op.logprobs,
+        )
+        limit = min(op.max_tokens, room)
+        order = Order(tokens, sampling, limit, n=op.n, echo=echo if op.echo else None)
         waiter = self._waiters[order] = _Waiter(job)
         self.slots.submit(order)
         try:
@@ -172,7 +206,8 @@ class Inference:
             if waiter.slot is not None:
                 NARRATE.action("inference_start").target(job.id).human(
                     f"Generating up to {op.max_tokens} tokens with {self.model_name} "
-                    f"(slot {waiter.slot}, {len(tokens)} prompt tokens)"
+                    f"(slot {waiter.slot}, {len(tokens)} prompt tokens"
+                    f"{f', {op.n} choices' if op.n > 1 else ''})"
                 ).field("slot", waiter.slot).emit()
             await waiter.done.wait()
         finally:
@@ -193,14 +228,20 @@ class Inference:
         )
         NARRATE.action("inference_complete").target(job.id).human(
             f"{result.tokens_out} tokens in {result.decode_time_ms:.0f} ms ({rate:.0f} tok/s"
-            f"{ttft}); {result.stop_reason}"
-        ).field("tokens_out", result.tokens_out).field("tok_per_s", round(rate, 1)).emit()
+            f"{ttft}) from a {result.prompt_tokens}-token prompt; {result.stop_reason}"
+        ).field("prompt_tokens", result.prompt_tokens).field("tokens_out", result.tokens_out).field(
+            "tok_per_s", round(rate, 1)
+        ).emit()
         return {
             "tokens_out": result.tokens_out,
             "prompt_tokens": result.prompt_tokens,
             "decode_time_ms": result.decode_time_ms,
             "first_token_ms": result.first_token_ms,
             "stop_reason": result.stop_reason,
+            "choices": [
+                {"index": c.index, "tokens_out": c.tokens_out, "stop_reason": c.stop_reason}
+                for c in result.choices
+            ],
         }
 
     def handlers(self) -> dict[str, Handler]:
@@ -240,14 +281,47 @@ class Inference:
                 detail={"fields": foreign},
             )
         op = parse_operation({**fields, "operation": "infer", "model": self.model_name})
-        if isinstance(op, Infer) and op.messages is not None:  # refused here: a 400, not a job
-            prompt = render_chat(op.messages, self.engine.chat_template)
-            op = op.model_copy(update={"prompt": prompt, "messages": None})
+        if isinstance(op, Infer):  # refused here: a 400, not a job
+            self._check(op)
+            if op.messages is not None:
+                tools = None if op.tool_choice == "none" else op.tools
+                prompt = render_chat(op.messages, self.engine.chat_template, tools)
+                op = op.model_copy(update={"prompt": prompt, "messages": None})
         job = await service.submit(op)
         # Counted from here (its task has not run yet), so a burst sees the queue fill.
         self.admitted += 1
         body = {"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"}
         return JSONResponse(body, status_code=201)
+
+    def _check(self, op: Infer) -> None:
+        """Raise InvalidRequest (400, naming the field) for what this worker cannot honour."""
+        n_vocab, slots = self.engine.n_vocab, self.engine.parallel
+        if op.n > slots:
+            _refuse("n", f"n is {op.n} but this worker has {slots} slots; ask for at most {slots}")
+        if op.echo and op.logprobs is not None:
+            _refuse("echo", "echo with logprobs is not supported; leave one of them out")
+        if op.tokens is not None and (bad := [t for t in op.tokens if not 0 <= t < n_vocab]):
+            _refuse(
+                "tokens", f"tokens holds {bad[0]}, not a token id of this model (0..{n_vocab - 1})"
+            )
+        if bad_bias := [t for t in op.logit_bias if int(t) >= n_vocab]:
+            _refuse(
+                "logit_bias",
+                f"logit_bias names token {bad_bias[0]}, beyond this model's {n_vocab} tokens",
+            )
+        for i, tool in enumerate(op.tools or ()):  # rendered or forced: each must be whole
+            tool_function(tool, i, constrained=False)
+        if op.tools and op.messages is None:
+            _refuse("tools", "tools are rendered into a chat: send messages, not a prompt")
+        grammar = output_grammar(op)
+        if grammar is not None and not grammar_parses(self.engine.vocab, grammar):
+            _refuse(
+                "response_format", "the grammar made from the schema does not parse; simplify it"
+            )
+
+
+def _refuse(field: str, message: str) -> None:
+    raise InvalidRequest(message, status=400, detail={"field": field})
 
 
 async def _cancel_when_unread(job: Job) -> None:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from queen._openai_errors import DoorError
 from queen.openai import Message
 from tests.support import RunningQueen
 
 
-def test_a_chat_message_s_text_parts_are_joined() -> None:
-    """A message whose content is a list of parts is its text parts joined; an assistant
-    message with no content is empty text."""
-    parts = [{"type": "text", "text": "h"}, {"type": "image_url"}, {"type": "text", "text": "i"}]
+def test_a_chat_message_s_text_parts_are_joined_and_an_image_part_refused() -> None:
+    """A message whose content is a list of text parts is their text joined; an assistant
+    message with no content is empty text; an image part is a 400 naming it (these
+    workers read text only: the model would describe an image it never saw)."""
+    parts = [{"type": "text", "text": "h"}, {"type": "text", "text": "i"}]
     assert Message(role="user", content=parts).text() == "hi"
     assert Message(role="assistant", content=None).text() == ""
+    with pytest.raises(DoorError) as refused:
+        Message(role="user", content=[*parts, {"type": "image_url"}]).text("messages[0].content")
+    assert refused.value.status == 400
+    assert refused.value.param == "messages[0].content[2]"
 
 
 @pytest.mark.anyio
