@@ -6,6 +6,7 @@ is an answer, not an error.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from typing import Any
@@ -14,6 +15,11 @@ import psutil
 
 NVIDIA_SMI_TIMEOUT_S = 5.0  # a wedged driver can hang nvidia-smi; CPU-only beats no answer
 NVIDIA_QUERY = ["--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"]
+# Free VRAM for the beats: numbers only (a GPU name may hold a comma), MiB.
+NVIDIA_MEMORY_QUERY = [
+    "--query-gpu=index,memory.total,memory.free",
+    "--format=csv,noheader,nounits",
+]
 MIB = 1024 * 1024
 
 
@@ -35,22 +41,65 @@ def capabilities() -> dict[str, Any]:
 
 def nvidia_gpus(program: str = "nvidia-smi") -> list[dict[str, Any]]:
     """NVIDIA GPUs as `{index, name, memory_bytes}`; [] when nvidia-smi is absent or fails."""
+    text = _nvidia_smi(program, NVIDIA_QUERY)
+    return [] if text is None else parse_nvidia_smi(text)
+
+
+def gpu_free_memory(program: str = "nvidia-smi") -> dict[str, int]:
+    """Free VRAM per device, `{"cuda:0": bytes}`, for the queen's placement; {} when
+    nvidia-smi is absent or fails (a CPU-only machine). Blocks up to
+    NVIDIA_SMI_TIMEOUT_S: call it in a thread."""
+    text = _nvidia_smi(program, NVIDIA_MEMORY_QUERY)
+    return {} if text is None else parse_gpu_memory(text)
+
+
+@functools.cache
+def gpu_offload() -> bool:
+    """True when the llama.cpp build the workers run can offload to a GPU (a CPU-only
+    wheel cannot: a `cuda:N` worker would refuse to start); read once, and only on a
+    machine where nvidia-smi lists GPUs, so CPU-only hives never load llama.cpp."""
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def _nvidia_smi(program: str, query: list[str]) -> str | None:
+    """nvidia-smi's output for `query`, or None when it is absent, hangs or fails."""
     path = shutil.which(program)
     if path is None:
-        return []
+        return None
     try:
         done = subprocess.run(
-            [path, *NVIDIA_QUERY],
+            [path, *query],
             capture_output=True,
             text=True,
             timeout=NVIDIA_SMI_TIMEOUT_S,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return []
-    if done.returncode != 0:
-        return []
-    return parse_nvidia_smi(done.stdout)
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def parse_gpu_memory(text: str) -> dict[str, int]:
+    """Rows of `index, memory.total, memory.free` (MiB) as `{"cuda:N": free bytes}`;
+    rows that do not parse ("[N/A]", a warning line, blank) are skipped."""
+    free: dict[str, int] = {}
+    for row in text.splitlines():
+        parts = [part.strip() for part in row.split(",")]
+        if len(parts) != 3:
+            continue
+        try:
+            index, total, left = (int(p) for p in parts)
+        except ValueError:
+            continue
+        if index < 0 or not 0 <= left <= total:
+            continue
+        free[f"cuda:{index}"] = left * MIB
+    return free
 
 
 def parse_nvidia_smi(text: str) -> list[dict[str, Any]]:

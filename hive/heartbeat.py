@@ -17,7 +17,7 @@ from collections.abc import Callable
 import anyio
 import httpx
 
-from hive.capabilities import machine_memory
+from hive.capabilities import gpu_free_memory, gpu_offload, machine_memory
 from jobs import (
     BEAT_BACKOFF_MAX_S,
     BEAT_INTERVAL_S,
@@ -37,6 +37,8 @@ BEAT_TIMEOUT_S = 5.0  # one beat's whole request; a slow queen is treated as awa
 LAST_BEAT_WAIT_S = 1.0
 GOODBYE_TIMEOUT_S = 1.5
 LEAVE_S = LAST_BEAT_WAIT_S + GOODBYE_TIMEOUT_S  # the most `run` takes after `leave()`
+GPU_READ_S = 10.0  # free VRAM is read this often at most (nvidia-smi), not every beat
+GPU_READ_WAIT_S = 1.0  # a beat waits this long for it at most; a slow read keeps the last
 
 
 class Heartbeat:
@@ -78,6 +80,8 @@ class Heartbeat:
         self._nudge = anyio.Event()  # ends the pause between beats: leave() or wake()
         self._woken_at = -float("inf")
         self._in_flight: anyio.CancelScope | None = None  # the beat being sent, if any
+        self._gpu_free: dict[str, int] = {}  # "cuda:N" -> free VRAM bytes, from nvidia-smi
+        self._gpu_read_at = -float("inf")
 
     def beat(self) -> HiveBeat:
         total, free = machine_memory()
@@ -89,7 +93,18 @@ class Heartbeat:
             ts=time.time(),
             memory_total_bytes=total,
             memory_free_bytes=free,
+            gpu_free_bytes=self._gpu_free,
         )
+
+    async def read_gpus(self) -> None:
+        """Refresh the free VRAM the beats report, at most every GPU_READ_S (nvidia-smi
+        takes tens of ms, and a wedged driver up to its timeout: in a thread)."""
+        now = anyio.current_time()
+        if now - self._gpu_read_at < GPU_READ_S:
+            return
+        self._gpu_read_at = now
+        with anyio.move_on_after(GPU_READ_WAIT_S):
+            self._gpu_free = await anyio.to_thread.run_sync(gpu_free_memory, abandon_on_cancel=True)
 
     def leave(self) -> None:
         """Stop beating: `run` lets the beat in flight land (LAST_BEAT_WAIT_S at most), says
@@ -125,6 +140,9 @@ class Heartbeat:
         pause = self.interval_s
         async with httpx.AsyncClient(timeout=BEAT_TIMEOUT_S, trust_env=False) as client:
             while not self._leaving.is_set():
+                await self.read_gpus()  # first: `leave()` cuts short only the beat in flight
+                if self._leaving.is_set():
+                    break
                 self.attempts += 1
                 with anyio.CancelScope() as self._in_flight:
                     problem = await self._send(client, self.endpoint, self.beat(), headers)
@@ -198,3 +216,10 @@ class Heartbeat:
                 f"up to {self.backoff_max_s:g} s"
             ).emit()
         self.reachable = False
+
+
+def usable_gpu_memory() -> dict[str, int]:
+    """Free VRAM per GPU a worker here could use: none when the workers' llama.cpp
+    build cannot offload (the queen then places on the CPU)."""
+    free = gpu_free_memory()
+    return free if free and gpu_offload() else {}

@@ -2,7 +2,9 @@
 
 This package's own names are the vocabulary every program shares, the keeper included:
 job events and states, the errors, the operations, heartbeats, folders and shared names,
-sampling limits, the version, free-space checks, and exiting without teardown.
+sampling limits, the version, free-space checks, exiting without teardown, the trace
+of a request (W3C `traceparent`, a job's spans: `_trace`) and its optional OpenTelemetry
+export (`_otel`, which imports OpenTelemetry only when an OTLP endpoint is set).
 
     jobs.client   JobClient and SyncJobClient: submit a job and follow its stream
     jobs.server   the one job-server shell queen, hive and worker are built on
@@ -57,11 +59,13 @@ from jobs._ops import (
     model_delete_op,
     model_download_op,
     model_list_op,
+    model_serve_op,
     queen_status_op,
     worker_list_op,
     worker_spawn_op,
     worker_stop_op,
 )
+from jobs._otel import otel_enabled, otel_export
 from jobs._paths import (
     APP_NAME,
     FILE_MODE,
@@ -87,6 +91,20 @@ from jobs._sampling import (
     TOP_K_MIN,
     TOP_P_DEFAULT,
     TOP_P_MAX,
+)
+from jobs._trace import (
+    TRACEPARENT,
+    TRACESTATE,
+    current_parent_job,
+    format_traceparent,
+    incoming_trace,
+    job_span_id,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+    set_parent_job,
+    trace_headers,
+    trace_spans,
 )
 from jobs._version import rbee_version
 
@@ -132,6 +150,7 @@ if typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type check
         ModelDelete,
         ModelDownload,
         ModelList,
+        ModelServe,
         Operation,
         QueenStatus,
         WorkerList,
@@ -163,6 +182,7 @@ _OPERATIONS = (
     "ModelDelete",
     "ModelDownload",
     "ModelList",
+    "ModelServe",
     "Operation",
     "QueenStatus",
     "WorkerList",
@@ -256,6 +276,8 @@ __all__ = [
     "TOP_K_MIN",
     "TOP_P_DEFAULT",
     "TOP_P_MAX",
+    "TRACEPARENT",
+    "TRACESTATE",
     "WORKER_CREDENTIAL_ENV",
     "AuthRequired",
     "CannotListen",
@@ -279,6 +301,7 @@ __all__ = [
     "ModelDelete",
     "ModelDownload",
     "ModelList",
+    "ModelServe",
     "NotAJobServer",
     "Operation",
     "OperationUnavailable",
@@ -298,31 +321,44 @@ __all__ = [
     "chat_messages",
     "check_room",
     "cluster_secret",
+    "current_parent_job",
     "exit_process",
+    "format_traceparent",
     "free_bytes",
     "hive_credential",
     "hive_list_op",
     "hive_status_op",
     "home_env",
     "how_it_ended",
+    "incoming_trace",
     "infer_op",
     "is_final",
     "is_loopback",
     "iter_jsonl",
+    "job_span_id",
     "model_delete_op",
     "model_download_op",
     "model_list_op",
+    "model_serve_op",
+    "new_span_id",
+    "new_trace_id",
     "operation_json",
+    "otel_enabled",
+    "otel_export",
     "parse_jsonl",
     "parse_operation",
+    "parse_traceparent",
     "private_folder",
     "queen_status_op",
     "rbee_version",
     "same_credential",
+    "set_parent_job",
     "storage_error",
     "tcp_port",
     "terminator",
     "to_narration",
+    "trace_headers",
+    "trace_spans",
     "worker_credential",
     "worker_list_op",
     "worker_spawn_op",

@@ -177,6 +177,32 @@ class ModelDelete(_Op):
     model: Text
 
 
+REPLICAS_MAX = 64  # workers of one model the queen keeps running
+
+
+class ModelServe(_Op):
+    """Keep `replicas` workers of `model` running (0: stop keeping any), placed by memory
+    across the hives (or on `hive_id`); with `max_replicas`, the queen adds workers up to
+    that many while the model's queue grows. The queen replaces a worker that dies and
+    remembers the wish across restarts; workers above `replicas` stop once idle for
+    keep_alive."""
+
+    operation: Literal["model_serve"] = "model_serve"
+    model: Text
+    replicas: Annotated[int, Field(ge=0, le=REPLICAS_MAX), _WHOLE]
+    max_replicas: Annotated[int, Field(ge=1, le=REPLICAS_MAX), _WHOLE] | None = None
+    hive_id: Id | None = None  # None: any hive, placed by memory
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ModelServe:
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) is below replicas ({self.replicas}); "
+                "give at least as many"
+            )
+        return self
+
+
 ROLE_MAX_CHARS = 64  # system, user, assistant, tool: a name, not text
 
 
@@ -208,10 +234,21 @@ def _one_input_schema(schema: dict[str, Any]) -> None:
     """The tag is required, and the schema states what `Infer._one_input` checks, so a
     client reading /openapi.json never sends a body the server then refuses."""
     _operation_is_required(schema)
+    given = {"prompt": {"minLength": 1}, "messages": {"type": "array"}, "tokens": {"type": "array"}}
+    pairs = [("prompt", "messages"), ("prompt", "tokens"), ("messages", "tokens")]
     schema["not"] = {
-        "required": ["prompt", "messages"],
-        "properties": {"prompt": {"minLength": 1}, "messages": {"type": "array"}},
+        "anyOf": [
+            {"required": list(pair), "properties": {k: given[k] for k in pair}} for pair in pairs
+        ]
     }
+    # Keys of logit_bias are token ids: nothing else may stand beside the pattern.
+    bias = schema.get("properties", {}).get("logit_bias")
+    if isinstance(bias, dict) and "patternProperties" not in bias:
+        pattern = bias.get("propertyNames", {}).get("pattern")
+        if pattern:
+            bias["patternProperties"] = {pattern: bias.pop("additionalProperties", {})}
+    if isinstance(bias, dict):
+        bias["additionalProperties"] = False
 
 
 class Infer(_Op):
@@ -279,6 +316,7 @@ Operation = Annotated[
     | ModelDownload
     | ModelList
     | ModelDelete
+    | ModelServe
     | Infer,
     Field(discriminator="operation"),
 ]
@@ -295,6 +333,7 @@ OPERATION_MODELS: tuple[type[BaseModel], ...] = (
     ModelDownload,
     ModelList,
     ModelDelete,
+    ModelServe,
     Infer,
 )
 OPERATION_NAMES: tuple[str, ...] = tuple(

@@ -80,6 +80,19 @@ def model_delete_op(*, hive_id: str, model: str) -> WireOperation:
     return {"operation": "model_delete", "hive_id": hive_id, "model": model}
 
 
+def model_serve_op(
+    *, model: str, replicas: int, max_replicas: int | None = None, hive_id: str | None = None
+) -> WireOperation:
+    """Keep `replicas` workers of `model` (0: stop keeping them); with `max_replicas`, add
+    workers while its queue grows; `hive_id` None lets placement choose the hives."""
+    op: WireOperation = {"operation": "model_serve", "model": model, "replicas": replicas}
+    if max_replicas is not None:
+        op["max_replicas"] = max_replicas
+    if hive_id is not None:
+        op["hive_id"] = hive_id
+    return op
+
+
 def chat_messages(prompt: str, *, system: str | None = None) -> list[dict[str, str]]:
     """A user message, after a system message when `system` is not empty."""
     head = [{"role": "system", "content": system}] if system else []

@@ -4,7 +4,8 @@ A worker is idle while no request of this queen is in flight on it and its beats
 slot busy; it is stopped (the hive's `worker_stop`) once idle for `keep_alive_s` (default
 5 minutes, RBEE_KEEP_ALIVE), counted from the end of its last request, or from when this
 queen first saw it idle (a worker loaded before a restart gets its full time). The next
-prompt for its model starts a worker again.
+prompt for its model starts a worker again. A model kept running with `model_serve`
+keeps its replicas however idle (`spare`); only workers above them stop.
 
 `KeepAlive.run()` checks every CHECK_EVERY_S (or a quarter of keep_alive, if shorter) until
 cancelled: it belongs in the queen's lifespan task group.
@@ -13,6 +14,7 @@ cancelled: it belongs in the queen's lifespan task group.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import anyio
 
@@ -31,9 +33,17 @@ CHECK_EVERY_S = 30.0  # how often `run` looks for idle workers, at most
 class KeepAlive:
     """Finds and stops idle workers; event-loop only, no lock."""
 
-    def __init__(self, view: WorkerView, *, keep_alive_s: float = KEEP_ALIVE_S) -> None:
+    def __init__(
+        self,
+        view: WorkerView,
+        *,
+        keep_alive_s: float = KEEP_ALIVE_S,
+        spare: Callable[[list[Pick]], set[str]] | None = None,
+    ) -> None:
         self.view = view
         self.keep_alive_s = keep_alive_s
+        # idle workers -> the ids of those to keep anyway (a model's replicas)
+        self.spare = spare
         self._first_idle: dict[str, float] = {}  # worker url -> monotonic time idle since
         self._busy_at: dict[str, float] = {}  # worker url -> monotonic time last seen busy
 
@@ -65,8 +75,12 @@ class KeepAlive:
         """Stop every idle worker through its hive (narrated); returns their ids. A hive that
         cannot be reached is tried again at the next check."""
         stopped: list[str] = []
-        for pick in self.idle(now):
+        idle = self.idle(now)
+        keep = self.spare(idle) if self.spare is not None else set()
+        for pick in idle:
             worker = pick.worker
+            if worker.worker_id in keep:
+                continue  # one of the replicas its model keeps
             NARRATE.action("worker_idle").target(worker.worker_id).human(
                 f"Worker {worker.worker_id} ({worker.model}) on hive {pick.hive_id} has been "
                 f"idle for {self.keep_alive_s:g} s (keep_alive); stopping it"

@@ -11,7 +11,7 @@ forgotten and the model fetched again, once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import anyio
 
@@ -28,15 +28,14 @@ from jobs.client import JobClient
 from jobs.relay import submit_and_forward
 from jobs.server import Job
 from narration_core import Narrator
-from queen._memory import Room, estimate, roomiest
+from queen._memory import Placement, Room, choose_device, estimate, roomiest
 from queen._placement import hive_to_start_on
-from queen._refs import ASK_TIMEOUT_S, ModelRefs, list_workers
+from queen._refs import ASK_TIMEOUT_S, ModelRefs, list_workers, quietly
 from queen._workers import Pick, WorkerView
 from queen.errors import QueenError
 from queen.hives import Hive, HiveRegistry
 
 NARRATE = Narrator("queen-rbee")
-SPAWN_DEVICE = "cpu"  # what a worker spawned for `infer` runs on
 NOT_IN_CATALOG = "not in this hive's catalog"  # the hive's refusal of an id it lacks
 
 Find = Callable[[], Pick | None]
@@ -52,10 +51,12 @@ class Provisioner:
         refs: ModelRefs,
         *,
         spawned: Callable[[str, str], None] | None = None,
+        placement: Placement = "spread",
     ) -> None:
         self.hives = hives
         self.view = view
         self.refs = refs
+        self.placement = placement
         self._spawned = spawned  # told (hive, model) of each worker started: /metrics
         self._starting: dict[tuple[str, str], anyio.Lock] = {}  # (hive, ref or id) -> lock
         self._asked: set[str] = set()  # hives whose worker_list this queen has read
@@ -67,10 +68,12 @@ class Provisioner:
             return self.hives.get(op.hive_id)
         return hive_to_start_on(self.hives.all(), op.model)
 
-    async def choose_hive(self, op: Infer) -> Hive:
+    async def choose_hive(self, op: Infer, *, load: Mapping[str, int] | None = None) -> Hive:
         """The hive to start a worker for `op` on: among the one named or the fresh ones,
-        the one with the most free memory that fits the model when hives report memory
-        (InvalidRequest, 503, when none fits), else as `hive_for` says."""
+        by memory when hives report it (the placement setting: spread or pack;
+        InvalidRequest, 503, when none fits), else as `hive_for` says. `load` (a replica's
+        start: workers of the model per hive) spreads a model's workers over the hives and
+        never refuses for several hives: the least loaded one takes it."""
         if op.hive_id is not None:
             hives = [self.hives.get(op.hive_id)]
         else:
@@ -85,9 +88,11 @@ class Provisioner:
                 and self.refs.serves(p.hive_id, p.worker.model, op.model)
             ]
             need = estimate(self.refs.size_of(op.model), kv_bytes=max(kv, default=None))
-            room = roomiest(rooms, need, op.model)
+            room = roomiest(rooms, need, op.model, placement=self.placement, load=load)
             if room is not None:
                 return self.hives.get(room.hive_id)
+        if load is not None and hives:
+            return min(hives, key=lambda h: (load.get(h.id, 0), h.is_stale(), h.id))
         return self.hive_for(op)
 
     async def ask_unheard(self) -> None:
@@ -141,6 +146,23 @@ class Provisioner:
                 self.refs.forget(hive.id, op.model)
                 return await self._start(hive, op, job, find)
 
+    async def add_worker(
+        self, op: Infer, job: Job | None, *, load: Mapping[str, int], enough: Find
+    ) -> Pick | None:
+        """Start one more worker for `op.model` (a replica), on the hive placement picks
+        given `load` (the model's workers per hive); narrated into `job` when given, else
+        quietly. None when `enough()` gives a worker, once the hive's lock is held and the
+        model's catalog id is known: one started meanwhile (by a prompt, or before a
+        restart) already made up the count."""
+        await self.ask_unheard()
+        if enough() is not None:
+            return None
+        hive = await self.hives.reachable((await self.choose_hive(op, load=load)).id)
+        async with self._lock(hive, op.model, op.model):
+            if enough() is not None:
+                return None
+            return await self._start(hive, op, job, enough, replica=True)
+
     def _lock(self, hive: Hive, key: str, model: str) -> anyio.Lock:
         """The lock held while a worker for `key` (a ref, or `id:` a catalog id) starts on
         `hive`; says so when another request holds it."""
@@ -152,7 +174,9 @@ class Provisioner:
             ).emit()
         return lock
 
-    async def _start(self, hive: Hive, op: Infer, job: Job, find: Find) -> Pick:
+    async def _start(
+        self, hive: Hive, op: Infer, job: Job | None, find: Find, *, replica: bool = False
+    ) -> Pick:
         hop = f"hive:{hive.id}"
         hive = await self.hives.reachable(hive.id)  # this machine's: once it has beaten
         async with JobClient(hive.url, token=self.hives.token_for(hive.id)) as client:
@@ -164,8 +188,11 @@ class Provisioner:
                 NARRATE.action("model_download").target(op.model).human(
                     f"Hive {hive.id} does not have {op.model} yet; fetching it first"
                 ).emit()
-                entry = await submit_and_forward(
-                    client, ModelDownload(hive_id=hive.id, model=op.model), into=job, hop=hop
+                download = ModelDownload(hive_id=hive.id, model=op.model)
+                entry = await (
+                    quietly(client, download)
+                    if job is None
+                    else submit_and_forward(client, download, into=job, hop=hop)
                 )
                 model_id = str(entry["id"])
                 self.refs.remember(hive.id, op.model, model_id)
@@ -174,10 +201,18 @@ class Provisioner:
                 if again is not None:
                     return again
                 NARRATE.action("worker_spawn").target(hive.id).human(
-                    f"No worker has {op.model} loaded; starting one on hive {hive.id}"
+                    f"Starting one more worker for {op.model} on hive {hive.id} (replicas)"
+                    if replica
+                    else f"No worker has {op.model} loaded; starting one on hive {hive.id}"
                 ).emit()
-                spawn = WorkerSpawn(hive_id=hive.id, model=model_id, device=SPAWN_DEVICE)
-                result = await submit_and_forward(client, spawn, into=job, hop=hop)
+                need = estimate(self.refs.size_of(op.model) or self.refs.size_of(model_id))
+                device = choose_device(gpu_memory(hive), need)
+                spawn = WorkerSpawn(hive_id=hive.id, model=model_id, device=device)
+                result = await (
+                    quietly(client, spawn)
+                    if job is None
+                    else submit_and_forward(client, spawn, into=job, hop=hop)
+                )
                 if self._spawned is not None:
                     self._spawned(hive.id, model_id)
                 return self.view.note_spawned(hive.id, result)
@@ -186,3 +221,9 @@ class Provisioner:
 def free_memory(hive: Hive) -> int | None:
     """The free memory `hive`'s last beat reported (None before its first beat)."""
     return hive.memory_free_bytes
+
+
+def gpu_memory(hive: Hive) -> dict[str, int]:
+    """Free VRAM per GPU of `hive` (`cuda:N` -> bytes) as its last beat reported; empty
+    for a CPU-only hive or a build without GPU offload."""
+    return dict(hive.gpu_free_bytes)

@@ -122,22 +122,23 @@ class WorkerView:
         """Requests this queen has sent to `worker` that have not ended yet."""
         return self._in_flight[worker.url]
 
-    def has_room(self, worker: WorkerInfo, now: float | None = None) -> bool:
-        """True when a request sent now would find a free slot: fewer in flight than the
-        worker's slots, and it has not just refused one (`cool`)."""
+    def has_room(self, worker: WorkerInfo, now: float | None = None, *, slots: int = 1) -> bool:
+        """True when a request taking `slots` sent now would find them free: that many
+        fewer in flight than the worker's slots (a request asking for more than the worker
+        has takes them all), and it has not just refused one (`cool`)."""
         until = self._cooling.get(worker.url)
         if until is not None and (time.monotonic() if now is None else now) < until:
             return False
-        return self._in_flight[worker.url] < worker.slots
+        return self._in_flight[worker.url] + need(worker, slots) <= worker.slots
 
-    def claim(self, worker: WorkerInfo) -> None:
-        """Count a request as in flight on `worker` (before it is sent, so no other request
-        takes the same slot meanwhile)."""
-        self._in_flight[worker.url] += 1
+    def claim(self, worker: WorkerInfo, slots: int = 1) -> None:
+        """Count a request taking `slots` as in flight on `worker` (before it is sent, so
+        no other request takes the same slots meanwhile)."""
+        self._in_flight[worker.url] += need(worker, slots)
 
-    def release(self, worker: WorkerInfo) -> None:
-        """The request `claim` counted has ended."""
-        self._in_flight[worker.url] -= 1
+    def release(self, worker: WorkerInfo, slots: int = 1) -> None:
+        """The request `claim` counted (with the same `slots`) has ended."""
+        self._in_flight[worker.url] -= need(worker, slots)
         self._last_used[worker.url] = time.monotonic()
         if self._in_flight[worker.url] <= 0:
             del self._in_flight[worker.url]
@@ -150,3 +151,9 @@ class WorkerView:
         """Offer `worker` nothing for `seconds`: it answered 503 (still loading, or its slots
         are taken by requests this queen does not count, e.g. a previous queen's)."""
         self._cooling[worker.url] = time.monotonic() + seconds
+
+
+def need(worker: WorkerInfo, slots: int) -> int:
+    """The slots of `worker` a request asking for `slots` (an `n` of choices) takes: at
+    most all of them, so it is never refused for asking more than one worker has."""
+    return max(1, min(slots, worker.slots))

@@ -13,7 +13,7 @@ from jobs.server import create_app as create_job_app
 from queen.beats import BEAT_PATHS, OPENAPI_PATHS, heartbeat_routes
 from queen.dashboard import OPEN_PATHS, OPEN_PREFIXES, dashboard_routes
 from queen.hives import HiveRegistry
-from queen.infer import WorkerPool
+from queen.infer import REPLICAS_FILE, QueueGuard, WorkerPool
 from queen.metrics import OPENAPI_PATHS as METRICS_OPENAPI_PATHS
 from queen.metrics import QueenMetrics
 from queen.openai import DOOR_PREFIXES, OpenAIDoor, openai_error
@@ -57,6 +57,8 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
         max_queue=settings.max_queue,
         keep_alive_s=settings.keep_alive_s,
         metrics=metrics,
+        placement=settings.placement,
+        replicas_path=settings.paths.state / REPLICAS_FILE,
     )
 
     def handlers(service: JobService) -> Mapping[str, Handler]:
@@ -98,7 +100,8 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
                 BodyLimit,
                 max_bytes=settings.max_body_bytes,
                 read_timeout_s=settings.body_read_timeout_s,
-            )
+            ),
+            Middleware(QueueGuard, pool=workers),  # a full queue: 503 before any job
         ],
     )
 

@@ -72,7 +72,27 @@ def forwarding_handlers(
             workers.note_stopped(op.worker_id)
         elif workers is not None and op.operation == "model_delete":
             workers.note_deleted(hive.id, op.model)  # its id is no longer that hive's
+        elif workers is not None and op.operation == "model_list" and isinstance(result, dict):
+            kept = served(workers)  # what `model_serve` keeps, when it keeps anything
+            result = {**result, "served": kept} if kept else result
         return result
 
     handler = Upstream(to_hive)
     return dict.fromkeys(HIVE_OPERATIONS, handler)
+
+
+def served(workers: WorkerPool) -> list[dict[str, Any]]:
+    """The models the queen keeps running (`keeper model serve`), narrated one a line
+    after a hive's catalog: every hive's workers count, so `keeper model list` shows them
+    whichever hive it names."""
+    table = workers.replicas.table()
+    for row in table:
+        live = row["live"]
+        most = row["max_replicas"]
+        upto = f" (up to {most})" if most > row["replicas"] else ""
+        where = f" on hive {row['hive_id']}" if row["hive_id"] else ""
+        NARRATE.action("model_served").target(row["model"]).human(
+            f"Kept running: {row['model']}{where}, {row['replicas']} replica(s){upto}; "
+            f"{len(live)} live: {', '.join(live) or 'none yet'}"
+        ).emit()
+    return table

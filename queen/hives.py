@@ -54,6 +54,7 @@ class Hive:
     workers: list[WorkerInfo] = field(default_factory=list)  # as of the last beat
     memory_total_bytes: int | None = None  # the machine's RAM, as of the last beat
     memory_free_bytes: int | None = None
+    gpu_free_bytes: dict[str, int] = field(default_factory=dict)  # "cuda:N" -> free VRAM
     beats: int = 0  # heartbeats received since this queen started
     # The gap between the last two beats (not between a forward and a beat, which can be
     # any length): a hive started with a short interval (tests) goes stale as quickly as
@@ -180,6 +181,7 @@ class HiveRegistry:
         hive.workers = list(beat.workers)
         hive.memory_total_bytes = beat.memory_total_bytes
         hive.memory_free_bytes = beat.memory_free_bytes
+        hive.gpu_free_bytes = dict(beat.gpu_free_bytes)
         hive.last_seen = hive.last_beat = now
         hive.beats += 1
         self._beaten.set()

@@ -16,11 +16,15 @@ relay its tokens. This is the face the rest of the queen uses (`WorkerPool`,
   a worker a hive already runs (a restarted queen asks unheard hives first);
 - dispatch (`queen._dispatch`): the prompt to the worker, its job relayed into ours;
 - keep_alive (`queen._keepalive`): workers idle longer than keep_alive are stopped;
-- placement by memory (`queen._memory`): the hive with the most free memory that fits.
+- placement by memory (`queen._memory`): the hive with the most free memory that fits
+  (spread), or the tightest (pack);
+- replicas (`queen._replicas`): N workers of a model kept running (`model_serve`), more
+  while its queue grows, a dead one replaced.
 
-A worker is free while this queen has fewer requests in flight on it than it has slots,
-so the queen never sends it a request it would have to queue or refuse; one refused
-anyway (503: still loading) goes back to the head of the queue.
+A worker is free while this queen has fewer requests in flight on it than it has slots
+(a request with `n` choices takes n of them, at most all), so the queen never sends it a
+request it would have to queue or refuse; one refused anyway (503: still loading) goes
+back to the head of the queue.
 """
 
 from __future__ import annotations
@@ -28,19 +32,31 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobs import Infer, InvalidRequest
-from jobs.server import Handler, Job, Upstream
+from jobs import (
+    DaemonUnreachable,
+    Infer,
+    InvalidRequest,
+    JobError,
+    UpstreamFailed,
+    parse_operation,
+)
+from jobs.server import Handler, Job, Upstream, error_body
 from narration_core import Narrator
 from queen._admission import MAX_QUEUE, Admission, QueueFull
 from queen._dispatch import WorkerBusy, send
 from queen._keepalive import KEEP_ALIVE_S, KeepAlive
+from queen._memory import Placement
 from queen._placement import best, named
 from queen._provision import Provisioner
 from queen._refs import ModelRefs, catalog_names
+from queen._replicas import REPLICAS_FILE, Replicas, ReplicaStore
 from queen._workers import USABLE, Pick, WorkerView
 from queen.hives import Hive, HiveRegistry
 from queen.metrics import QueenMetrics
@@ -48,15 +64,18 @@ from queen.metrics import QueenMetrics
 __all__ = [
     "KEEP_ALIVE_S",
     "MAX_QUEUE",
+    "REPLICAS_FILE",
     "USABLE",
     "Pick",
     "QueueFull",
+    "QueueGuard",
     "WorkerPool",
     "catalog_names",
     "infer_handler",
 ]
 
 NARRATE = Narrator("queen-rbee")
+JOBS_PATH = "/v1/jobs"  # the job routes' submit (docs/api.md)
 UNAVAILABLE_WAIT_S = 60.0  # how long a prompt keeps its turn while its worker answers 503
 UNAVAILABLE_RETRY_S = 0.25  # a worker that answered 503 is offered nothing for this long
 LOOK_AGAIN_S = 0.25  # a waiting request looks again this often: beats bring slots unannounced
@@ -73,24 +92,43 @@ class WorkerPool:
         max_queue: int = MAX_QUEUE,
         keep_alive_s: float | None = KEEP_ALIVE_S,
         metrics: QueenMetrics | None = None,
+        placement: Placement = "spread",
+        replicas_path: Path | None = None,
     ) -> None:
         self.hives = hives
         self.view = WorkerView(hives)
         self.refs = ModelRefs(hives)
+        self.metrics = metrics
         spawned = None if metrics is None else metrics.spawned
-        self.provisioner = Provisioner(hives, self.view, self.refs, spawned=spawned)
+        self.provisioner = Provisioner(
+            hives, self.view, self.refs, spawned=spawned, placement=placement
+        )
         self.admission = Admission(max_queue)
+        self.replicas = Replicas(
+            self.view,
+            self.refs,
+            self.provisioner,
+            self.admission,
+            ReplicaStore(replicas_path),
+            spawned=self.admission.notify,
+        )
+        if metrics is not None:
+            metrics.watch_scheduler(self.admission.statistics, self.replicas.table)
         self.keep_alive = (
-            None if keep_alive_s is None else KeepAlive(self.view, keep_alive_s=keep_alive_s)
+            None
+            if keep_alive_s is None
+            else KeepAlive(self.view, keep_alive_s=keep_alive_s, spare=self.replicas.spare)
         )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Stop workers idle longer than keep_alive while the block runs (the queen's
-        lifespan: `create_app(..., lifespan=pool.running)`); the checks end with it."""
+        """Stop workers idle longer than keep_alive and keep the replicas `model_serve`
+        asked for while the block runs (the queen's lifespan: `create_app(...,
+        lifespan=pool.running)`); both end with it."""
         async with anyio.create_task_group() as tg:
             if self.keep_alive is not None:
                 tg.start_soon(self.keep_alive.run)
+            tg.start_soon(self.replicas.run)
             try:
                 yield
             finally:
@@ -137,7 +175,7 @@ class WorkerPool:
 
     def free(self, op: Infer) -> Pick | None:
         """The best worker for `op` with a free slot now, or None."""
-        return self._best([p for p in self.serving(op) if self.view.has_room(p.worker)])
+        return self._best([p for p in self.serving(op) if self.view.has_room(p.worker, slots=op.n)])
 
     def _best(self, picks: list[Pick]) -> Pick | None:
         stale = {h.id for h in self.hives.all() if h.is_stale()}
@@ -154,13 +192,25 @@ class WorkerPool:
 
     async def serve(self, op: Infer, job: Job) -> dict[str, Any]:
         """Run `op`: wait for a free slot (in the queue when needed), send it, relay the
-        worker's job into `job`; returns the worker job's result."""
+        worker's job into `job`; returns the worker job's result. A failure on rbee's
+        side is counted by reason (/metrics)."""
+        sent: list[Pick] = []  # the workers it was sent to
+        try:
+            return await self._serve(op, job, sent)
+        except Exception as exc:
+            reason = failure_reason(exc, sent=bool(sent))
+            if reason is not None and self.metrics is not None:
+                self.metrics.infer_failed(reason)
+            raise
+
+    async def _serve(self, op: Infer, job: Job, sent: list[Pick]) -> dict[str, Any]:
         refused_since: float | None = None
         front = False
         while True:
             pick = await self.admit(op, job, front=front)
             started = time.monotonic()
             try:
+                sent.append(pick)
                 result = await send(self.view, pick, op, job)
             except WorkerBusy as busy:
                 self.view.cool(pick.worker, UNAVAILABLE_RETRY_S)
@@ -172,9 +222,27 @@ class WorkerPool:
             self.admission.record(_queue_key(op), time.monotonic() - started)
             return result
 
+    def full_for(self, body: bytes) -> QueueFull | None:
+        """QueueFull when `body` is an `infer` whose queue is full and that no free slot
+        would take at once; None otherwise (anything else, or a body the job routes will
+        refuse themselves)."""
+        try:
+            op = parse_operation(body)
+        except JobError:
+            return None
+        if not isinstance(op, Infer) or (op.worker_id is None and self.find(op) is None):
+            return None  # no worker yet: the spawn decides (the queue never fills before)
+        key = _queue_key(op)
+        if self.admission.waiting(key) < self.admission.max_queue:
+            return None
+        slots = sum(p.worker.slots for p in self.serving(op))
+        return QueueFull(
+            key, self.admission.max_queue, self.admission.retry_after(key, slots=slots)
+        )
+
     def release(self, op: Infer, pick: Pick) -> None:
         """The request `admit` gave `pick` for has ended: its slot is free for the next."""
-        self.view.release(pick.worker)
+        self.view.release(pick.worker, op.n)
         self.admission.notify(_queue_key(op))
 
     def _refused(self, pick: Pick, busy: WorkerBusy, since: float | None) -> float:
@@ -202,7 +270,7 @@ class WorkerPool:
         if not front and not self.admission.waiting(key):
             pick = self.free(op)
             if pick is not None:
-                self.view.claim(pick.worker)
+                self.view.claim(pick.worker, op.n)
                 return pick
         slots = sum(p.worker.slots for p in self.serving(op))
         ticket = self.admission.join(key, front=front, slots=slots)
@@ -214,7 +282,7 @@ class WorkerPool:
                 if ahead == 0:
                     pick = self.free(op)
                     if pick is not None:
-                        self.view.claim(pick.worker)
+                        self.view.claim(pick.worker, op.n)
                         return pick
                     if op.worker_id is None and self.find(op) is None:
                         if not looked:
@@ -247,12 +315,69 @@ class WorkerPool:
         await self.refs.learn(op.model, {p.hive_id for p in self.loaded(op.hive_id)})
 
 
+def failure_reason(exc: BaseException, *, sent: bool = False) -> str | None:
+    """Why an infer job failed on rbee's side, for /metrics (`sent`: its prompt had gone
+    to a worker); None for the caller's mistakes (4xx) and what is no job error (a
+    cancel)."""
+    if isinstance(exc, QueueFull):
+        return "queue_full"
+    if isinstance(exc, DaemonUnreachable):
+        return "worker_gone" if sent else "unreachable"
+    if isinstance(exc, UpstreamFailed):
+        return "upstream_failed"
+    status = getattr(exc, "status", 500)
+    if not isinstance(exc, JobError) or status < 500:
+        return None
+    return "no_room" if "needs about" in str(exc) else "unavailable"
+
+
 def _queue_key(op: Infer) -> str:
     """The queue `op` waits in: its model's (on its hive, if it names one: a request for
     another hive never waits behind it), or its worker's."""
     if op.worker_id is not None:
         return f"worker {op.worker_id}"
     return op.model if op.hive_id is None else f"{op.model} on hive {op.hive_id}"
+
+
+class QueueGuard:
+    """ASGI middleware: `POST /v1/jobs` with an `infer` whose queue is full answers 503
+    with Retry-After and `{"error", "detail"}` at once, and creates no job (the job
+    routes would answer 201 for a job that fails at once). Behind the auth and body
+    limits; the body is read here and replayed to the app. A request that finds the
+    queue full only after this check (a race) still fails its job with QueueFull."""
+
+    def __init__(self, app: ASGIApp, pool: WorkerPool) -> None:
+        self.app = app
+        self.pool = pool
+
+    async def __call__(self, scope: Scope, receive: Receive, reply: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != JOBS_PATH:
+            await self.app(scope, receive, reply)
+            return
+        messages: list[Message] = []
+        body = b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        full = self.pool.full_for(body)
+        if full is not None:
+            answer = JSONResponse(
+                error_body(str(full), full.detail),
+                status_code=503,
+                headers={"Retry-After": str(full.retry_after)},
+            )
+            await answer(scope, receive, reply)
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, reply)
 
 
 def infer_handler(pool: WorkerPool) -> Handler:

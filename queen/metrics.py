@@ -8,23 +8,28 @@
     rbee_generated_tokens_total{model}           tokens generated (rate() is tokens/s)
     rbee_prompt_tokens_total{model}              prompt tokens read, where workers count them
     rbee_worker_spawns_total{hive,model}         workers started for prompts
-    rbee_failures_total{reason}                  requests that failed on rbee's side
+    rbee_failures_total{reason}                  door requests that failed on rbee's side
+    rbee_infer_failures_total{reason}            infer jobs (door or keeper) the scheduler
+                                                 failed: queue_full, worker_gone, no_room, …
+    rbee_queue_waiting{model}                    requests in the scheduler's queue, by model
+    rbee_replicas{model,kind}                    workers `model_serve` wants, and live ones
     rbee_slots{hive,model,state}                 worker slots busy / idle, from the beats
     rbee_hive_up{hive}                           1 while a hive's beats arrive, 0 once stale
 
 Each queen has its own `CollectorRegistry` (never prometheus_client's global one), so
 several queens in one process (tests) keep their counts apart. The door and the queen's
 handlers call the small methods here (`request_done`, `waiting`, `first_token`, …); the
-scheduler calls `spawned(hive, model)` and `failed(reason)`. Slots are read from the hive
-registry when scraped, so they are as fresh as the last beat and cost nothing between
-scrapes.
+scheduler calls `spawned(hive, model)` and `infer_failed(reason)`, and hands its queue
+and replicas over with `watch_scheduler`. Slots and queues are read when scraped, so
+they are as fresh as the last beat and cost nothing between scrapes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -113,6 +118,12 @@ class QueenMetrics:
             ["reason"],
             registry=r,
         )
+        self._infer_failures = Counter(
+            "rbee_infer_failures",
+            "Infer jobs the scheduler failed on rbee's side, by reason",
+            ["reason"],
+            registry=r,
+        )
         r.register(_SlotCollector(hives))
 
     def request_done(self, route: str, status: int) -> None:
@@ -149,6 +160,19 @@ class QueenMetrics:
     def failed(self, reason: str) -> None:
         """A request failed on rbee's side: `worker_failed`, `unreachable`, `timeout`, …"""
         self._failures.labels(reason).inc()
+
+    def infer_failed(self, reason: str) -> None:
+        """An infer job failed in the scheduler: `queue_full`, `worker_gone`, `no_room`, …"""
+        self._infer_failures.labels(reason).inc()
+
+    def watch_scheduler(
+        self,
+        queued: Callable[[], Mapping[str, int]],
+        replicas: Callable[[], list[dict[str, Any]]],
+    ) -> None:
+        """Report the scheduler's queue (`queued()`: model -> requests waiting) and the
+        replicas it keeps (rows with model, replicas, live) at each scrape."""
+        self.registry.register(_SchedulerCollector(queued, replicas))
 
     def text(self) -> bytes:
         """The exposition text of every metric, as a scrape reads it."""
@@ -194,3 +218,35 @@ class _SlotCollector(Collector):
                 slots.add_metric([hive.id, model, "idle"], count - busy[model])
         yield slots
         yield up
+
+
+class _SchedulerCollector(Collector):
+    """The scheduler's queue per model and the replicas it keeps, read at each scrape."""
+
+    def __init__(
+        self,
+        queued: Callable[[], Mapping[str, int]],
+        replicas: Callable[[], list[dict[str, Any]]],
+    ) -> None:
+        self.queued = queued
+        self.replicas = replicas
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        waiting = GaugeMetricFamily(
+            "rbee_queue_waiting",
+            "Requests waiting in the scheduler's queue for a free slot, by model",
+            labels=["model"],
+        )
+        for model, count in sorted(self.queued().items()):
+            waiting.add_metric([model], count)
+        kept = GaugeMetricFamily(
+            "rbee_replicas",
+            "Workers `keeper model serve` keeps (wanted, most) and those live",
+            labels=["model", "kind"],
+        )
+        for row in self.replicas():
+            kept.add_metric([row["model"], "wanted"], row["replicas"])
+            kept.add_metric([row["model"], "most"], row["max_replicas"])
+            kept.add_metric([row["model"], "live"], len(row["live"]))
+        yield waiting
+        yield kept

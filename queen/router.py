@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from jobs import HiveList, QueenStatus
+from jobs import HiveList, ModelServe, QueenStatus
 from jobs.server import Handler, Job, JobService
 from narration_core import Narrator
 from queen.forward import forwarding_handlers
@@ -75,9 +75,13 @@ def create_router(
             ).emit()
         return {"hives": view.hive_dicts(time.time())}
 
+    async def model_serve(op: ModelServe, job: Job) -> dict[str, Any]:
+        return await pool.replicas.serve(op, job)
+
     return {
         "queen_status": queen_status,
         "hive_list": hive_list,
+        "model_serve": model_serve,
         "infer": infer_handler(pool),
         **forwarding_handlers(hives, pool),
         **hive_control_handlers(hives, queen_url=queen_url),

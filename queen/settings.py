@@ -43,6 +43,7 @@ from jobs.server import (
 )
 from queen._admission import MAX_QUEUE
 from queen._keepalive import KEEP_ALIVE_S
+from queen._memory import PLACEMENTS, Placement
 from queen.errors import QueenConfigError
 
 LOCAL_HIVE_URL = f"http://{LOOPBACK}:{HIVE_PORT}"  # the hive on the queen's own machine
@@ -55,6 +56,7 @@ GENERATION_TIMEOUT_ENV = "RBEE_GENERATION_TIMEOUT_S"
 MAX_QUEUE_ENV = "RBEE_MAX_QUEUE"  # requests per model that may wait for a slot
 KEEP_ALIVE_ENV = "RBEE_KEEP_ALIVE"  # idle time before a worker is stopped: 300, 5m, 1h, never
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}  # suffixes RBEE_KEEP_ALIVE accepts
+PLACEMENT_ENV = "RBEE_PLACEMENT"  # spread (a model's workers over the hives) or pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class QueenSettings:
     generation_timeout_s: float | None = GENERATION_TIMEOUT_S  # None: no limit
     max_queue: int = MAX_QUEUE  # requests per model waiting for a slot; one more gets 503
     keep_alive_s: float | None = KEEP_ALIVE_S  # idle workers stop after this; None: never
+    placement: Placement = "spread"  # where new workers go: spread over hives, or pack
 
     @classmethod
     def build(
@@ -127,6 +130,7 @@ class QueenSettings:
             max_queue=_queue_bound(env),
             keep_alive_s=_keep_alive(env),
             generation_timeout_s=_generation_timeout(env),
+            placement=_placement(env),
         )
 
 
@@ -204,6 +208,19 @@ def _queue_bound(env: Mapping[str, str]) -> int:
             f"set it to e.g. {MAX_QUEUE}"
         )
     return int(raw)
+
+
+def _placement(env: Mapping[str, str]) -> Placement:
+    raw = (env.get(PLACEMENT_ENV) or "").strip().lower()
+    if not raw:
+        return "spread"
+    for placement in PLACEMENTS:
+        if raw == placement:
+            return placement
+    raise QueenConfigError(
+        f"{PLACEMENT_ENV}={raw!r} is not a placement; set it to spread (a model's workers "
+        "on different hives) or pack (fill one hive first)"
+    )
 
 
 def _keep_alive(env: Mapping[str, str]) -> float | None:

@@ -78,6 +78,7 @@ class StatusView:
             "jobs": await self.service.registry.counts(),
             "hives": known,
             "workers": [{"hive_id": h["hive_id"], **w} for h in known for w in h["workers"]],
+            "served": self.workers.replicas.table(),  # `keeper model serve`'s replicas
             **configured_hives(),
         }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs import model_delete_op, model_download_op, model_list_op
+from jobs import model_delete_op, model_download_op, model_list_op, model_serve_op
 from keeper.output import Renderer
 from keeper.session import stream_operation
 from keeper.settings import KeeperSettings
@@ -34,6 +34,19 @@ def list_models(settings: KeeperSettings, *, hive: str) -> None:
 
 def delete(settings: KeeperSettings, ref: str, *, hive: str) -> None:
     stream_operation(settings, model_delete_op(hive_id=hive, model=ref))
+
+
+def serve(
+    settings: KeeperSettings,
+    ref: str,
+    *,
+    replicas: int,
+    max_replicas: int | None = None,
+    hive: str | None = None,
+) -> None:
+    """Ask the queen to keep `replicas` workers of `ref` (0: stop keeping them)."""
+    op = model_serve_op(model=ref, replicas=replicas, max_replicas=max_replicas, hive_id=hive)
+    stream_operation(settings, op)
 
 
 def show_progress(out: Renderer, kind: str, data: Any) -> bool:

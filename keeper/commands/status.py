@@ -84,8 +84,10 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
             state,
             str(len(hive.get("workers", []))),
         )
+    kept = _served(snapshot.get("served") or [], table, row)
     if not snapshot.get("workers"):
-        return [queen, hives, Text("no workers; start one with `keeper worker spawn --model REF`")]
+        hint = Text("no workers; start one with `keeper worker spawn --model REF`")
+        return [queen, hives, *kept, hint]
     workers = table(
         "workers",
         "hive",
@@ -119,7 +121,26 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
             str(w["port"]),
             "-" if rss is None else f"{rss / MIB:.0f} MiB",
         )
-    return [queen, hives, workers]
+    return [queen, hives, *kept, workers]
+
+
+def _served(rows: list[dict[str, Any]], table: Any, row: Any) -> list[Any]:
+    """The models `keeper model serve` keeps: wanted replicas against live workers."""
+    if not rows:
+        return []
+    served = table("served", "model", "hive", "replicas", "live")
+    for r in rows:
+        most = r.get("max_replicas") or r["replicas"]
+        wanted = f"{r['replicas']}" + (f" (up to {most})" if most > r["replicas"] else "")
+        live = r.get("live") or []
+        row(
+            served,
+            r["model"],
+            r.get("hive_id") or "any",
+            wanted,
+            f"{len(live)}: {', '.join(live) or '-'}",
+        )
+    return [served]
 
 
 def _ago(seconds: float | None) -> str:

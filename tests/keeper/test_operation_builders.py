@@ -29,6 +29,7 @@ BUILT = [
         hive_id="gpu1",
         worker_id="w-1",
     ),
+    jobs.model_serve_op(model="builtin:tiny", replicas=2, max_replicas=3, hive_id="gpu1"),
 ]
 
 

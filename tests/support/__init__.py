@@ -24,6 +24,7 @@ from tests.support._keeper import (
     keeper_into_a_left_pipe,
     start_in_background,
 )
+from tests.support._otlp import OtlpReceiver, ReceivedLog, ReceivedSpan, otlp_receiver
 from tests.support._processes import all_gone
 from tests.support._programs import (
     START_DEADLINE_S,
@@ -64,7 +65,10 @@ __all__ = [
     "Chain",
     "JobsKit",
     "KeeperRunner",
+    "OtlpReceiver",
     "Ready",
+    "ReceivedLog",
+    "ReceivedSpan",
     "RecordingHive",
     "RunningProgram",
     "RunningQueen",
@@ -91,6 +95,7 @@ __all__ = [
     "keeper_into_a_left_pipe",
     "narration",
     "only_job",
+    "otlp_receiver",
     "parse_sse",
     "queen_settings",
     "queen_with_hive",
