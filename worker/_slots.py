@@ -31,7 +31,8 @@ from worker.engine import Choice, Engine, Generation, Sampling, StopReason
 
 PROMPT_CHUNK_S = 0.25  # seconds a step with prompt tokens aims at: the longest a running
 # stream pauses for a new prompt, and the longest a cancel waits during one
-PROMPT_CHUNK_MIN = 32  # tokens: the first chunk, and the least (smaller batches waste the CPU)
+PROMPT_CHUNK_MIN = 64  # tokens: the first chunk, and the least: a chat prompt with a system
+# prompt (SmolLM2's: 43 tokens) in one step; smaller batches waste the CPU
 
 SlotState = Literal["idle", "prompt", "generating"]
 
@@ -291,7 +292,7 @@ class SlotLoop:
                 slot.cached.append(slot.next_token)
         generating = batch.size
         prompting = [s for s in self.slots if s.state == "prompt" and s.leader is None]
-        budget = min(self._chunk, batch.room)
+        budget = offered = min(self._chunk, batch.room)
         for slot in sorted(prompting, key=lambda s: s.order.started if s.order else 0.0):
             if budget <= 0:
                 break
@@ -313,11 +314,13 @@ class SlotLoop:
                 "retry the request, or lower --parallel or --ctx-size if it persists"
             )
         prompt_tokens = batch.size - generating
-        if prompt_tokens:
+        took = max(time.perf_counter() - began, 1e-6)
+        # Resized by a full chunk or an overrun only: a prompt's short tail says nothing
+        # of a full chunk's cost (sizing from it left the next chat prompt two steps).
+        if prompt_tokens and (prompt_tokens == offered or took > PROMPT_CHUNK_S):
             # Sized as if a chunk's cost grew with its square (attention spans the chunk),
             # at most doubling: a rate measured on a small chunk overestimates a big one's
             # speed, and a chunk sized from it stalled the streams for a second.
-            took = max(time.perf_counter() - began, 1e-6)
             grown = int(prompt_tokens * math.sqrt(PROMPT_CHUNK_S / took))
             self._chunk = max(PROMPT_CHUNK_MIN, min(batch.capacity, 2 * prompt_tokens, grown))
         for slot in self.slots:  # the other choices take the prompt's cells and logits

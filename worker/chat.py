@@ -20,12 +20,16 @@ knows no tools, a call is written into the assistant's text as the JSON it stand
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs import ChatMessage, InvalidRequest
+
+if TYPE_CHECKING:
+    from jinja2 import Template
 
 FALLBACK_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"
@@ -48,14 +52,6 @@ def render_chat(
     (sandboxed Jinja); raises InvalidRequest (400) when the template refuses the
     conversation or cannot run."""
     from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-    def raise_exception(message: str) -> None:  # templates call it on bad conversations
-        raise InvalidRequest(
-            f"the model's chat template refused the messages: {message}", status=400
-        )
 
     source = template or FALLBACK_TEMPLATE
     native = bool(tools) and READS_TOOLS.search(source) is not None
@@ -64,14 +60,13 @@ def render_chat(
         turns = _with_tools_prompt(turns, tools)
     extra: dict[str, Any] = {"tools": list(tools)} if native and tools else {}
     try:
-        compiled = env.from_string(source)
-        return compiled.render(
+        return _compiled(source).render(
             messages=turns,
             **extra,
             add_generation_prompt=True,
             bos_token="",  # llama.cpp adds the model's BOS token when it tokenizes
             eos_token="</s>",
-            raise_exception=raise_exception,
+            raise_exception=_raise_exception,
         )
     except TemplateError as exc:
         raise InvalidRequest(
@@ -79,6 +74,21 @@ def render_chat(
             "(`keeper infer --raw`, or POST /v1/completions)",
             status=400,
         ) from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(source: str) -> Template:
+    """`source` compiled once in a sandbox: a worker renders its one template for every
+    chat, and compiling it costs ~100 times rendering it."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(source)
+
+
+def _raise_exception(message: str) -> None:
+    """What templates call on a conversation they refuse: a 400 for the caller."""
+    raise InvalidRequest(f"the model's chat template refused the messages: {message}", status=400)
 
 
 def _turn(message: ChatMessage, *, native: bool) -> dict[str, Any]:

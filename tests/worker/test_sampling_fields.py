@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from hive.tiny_model import write_tiny_model
+from hive.tiny_model import TinyShape, write_tiny_model
 from jobs import JobEvent
 from jobs.client import JobClient
 from tests.support import (
@@ -31,6 +31,8 @@ pytestmark = pytest.mark.anyio
 
 SLOTS = 4
 GREEDY = {"max_tokens": 24, "temperature": 0}
+WIDE = TinyShape(n_ctx=2048, n_embd=512, n_layer=8, n_ff=2048)  # a slow builtin:tiny
+EOS = "2"  # the tiny model's end-of-sequence token id
 
 
 @pytest.fixture
@@ -145,21 +147,28 @@ async def test_n_choices_each_with_its_seed_stop_and_limit(worker: RunningProgra
     assert stop not in choice_text(stopped, 1)
 
 
-async def test_cancelling_n_choices_frees_every_slot(worker: RunningProgram) -> None:
+async def test_cancelling_n_choices_frees_every_slot(rbee_home: Path, tmp_path: Path) -> None:
     """Cancelling a request of 3 choices ends it `cancelled` with each choice so, and
     all its slots are free for the next request, which may take every slot."""
-    long = {"prompt": "a", "max_tokens": 200, "seed": 1, "n": 3}
-    async with httpx.AsyncClient(base_url=worker.url, trust_env=False, headers=WORKER_AUTH) as http:
-        job_id = (await http.post("/v1/inference", json=long)).json()["job_id"]
-        await wait_busy(http, 3)
-        await http.delete(f"/v1/jobs/{job_id}")
-        async with JobClient(worker.url, token=WORKER_CREDENTIAL) as client:
-            events = [e async for e in client.stream(job_id)]
-        health = (await http.get("/health")).json()
-    assert events[-1].state == "cancelled"
-    assert (health["busy"], health["slots_busy"]) == (False, 0)
-    after = await infer(worker.url, "the hive", max_tokens=4, seed=2, n=SLOTS)
-    assert len(after[-1].data["result"]["choices"]) == SLOTS
+    model = tmp_path / "wide.gguf"
+    write_tiny_model(model, shape=WIDE)  # seconds per answer: cancelled while running
+    # The end token banned: every choice runs until it is cancelled.
+    long = {"prompt": "a", "max_tokens": 1800, "seed": 1, "n": 3, "logit_bias": {EOS: -100}}
+    async with spawn_worker(rbee_home, model, "--parallel", str(SLOTS)) as worker:
+        await worker.wait_action("ready")
+        async with httpx.AsyncClient(
+            base_url=worker.url, trust_env=False, headers=WORKER_AUTH
+        ) as http:
+            job_id = (await http.post("/v1/inference", json=long)).json()["job_id"]
+            await wait_busy(http, 3)
+            await http.delete(f"/v1/jobs/{job_id}")
+            async with JobClient(worker.url, token=WORKER_CREDENTIAL) as client:
+                events = [e async for e in client.stream(job_id)]
+            health = (await http.get("/health")).json()
+        assert events[-1].state == "cancelled"
+        assert (health["busy"], health["slots_busy"]) == (False, 0)
+        after = await infer(worker.url, "the hive", max_tokens=4, seed=2, n=SLOTS)
+        assert len(after[-1].data["result"]["choices"]) == SLOTS
 
 
 async def test_a_tokens_prompt_and_echo(worker: RunningProgram, tmp_path: Path) -> None:
