@@ -8,8 +8,9 @@ the worker's decode loop (worker/_batch.py, worker/_sampler.py): one token per d
 slot's sampler picks. In interleaved rounds (the order alternating, so a machine whose
 load drifts slows both alike) it generates for the same chat prompt and seed, once free
 and once under a JSON schema's grammar (response_format json_schema, worker/_grammar.py),
-and prints each one's median tok/s, the ratio (goal, issue 26: constrained >= 0.8x
-unconstrained) and the sampler's own time per token in each.
+and once free with logprobs (top 5, worker/_logprobs.py, as the slot loop computes them),
+and prints each one's median tok/s, the ratios (goals, issue 26: constrained >= 0.8x
+unconstrained; logprobs cost <= 5 %) and the sampler's own time per token in each.
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ SCHEMA = {
 PROMPT = [{"role": "user", "content": "Describe a beekeeper as JSON, with a long story."}]
 
 
+TOP_LOGPROBS = 5  # alternatives per token in the logprobs round
+
+
 def generate(
-    engine: Any, prompt: list[int], grammar: str | None, n: int
+    engine: Any, prompt: list[int], grammar: str | None, n: int, logprobs: bool = False
 ) -> tuple[int, float, float]:
     """Generate up to `n` tokens; (tokens, seconds from the first to the last, seconds the
-    sampler took)."""
+    sampler, and logprobs when asked, took)."""
     import llama_cpp
 
     from worker._batch import Batch
+    from worker._logprobs import Logprobs
     from worker._sampler import Sampler
     from worker.engine import Sampling
 
@@ -55,6 +60,7 @@ def generate(
     sampling = Sampling(n, 0.8, 0.95, 40, 7, grammar=grammar)
     sampler = Sampler(sampling, vocab=engine.vocab, n_vocab=engine.n_vocab)
     batch = Batch(engine.batch_tokens)
+    lp = Logprobs(engine.n_vocab, TOP_LOGPROBS, engine.piece) if logprobs else None
     index = batch.add(prompt, 0, 0, logits_last=True)
     batch.decode(engine.ctx)
     token = sampler.sample(engine.ctx, index)
@@ -69,6 +75,8 @@ def generate(
         batch.decode(engine.ctx)
         began = time.perf_counter()
         token = sampler.sample(engine.ctx, 0)
+        if lp is not None:
+            lp.entry(llama_cpp.llama_get_logits_ith(engine.ctx, 0), token)
         sampling_s += time.perf_counter() - began
         engine.piece(token)
     took = time.perf_counter() - started
@@ -95,26 +103,31 @@ def main() -> None:
     prompt = engine.tokenize(text)
     grammar = schema_grammar(SCHEMA)
     print(f"{label}; {conditions()}; {engine.threads} threads; {rounds} rounds of {n} tokens")
-    rates: dict[str, list[float]] = {"free": [], "grammar": []}
-    costs: dict[str, list[float]] = {"free": [], "grammar": []}
+    kinds = ("free", "grammar", "logprobs")
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    costs: dict[str, list[float]] = {kind: [] for kind in kinds}
     generate(engine, prompt, None, 8)  # warm-up
     for r in range(rounds):
-        order = ("free", "grammar") if r % 2 == 0 else ("grammar", "free")
+        order = kinds if r % 2 == 0 else kinds[::-1]
         for kind in order:
             count, took, sampling_s = generate(
-                engine, prompt, grammar if kind == "grammar" else None, n
+                engine, prompt, grammar if kind == "grammar" else None, n, kind == "logprobs"
             )
             rates[kind].append(count / took)
             costs[kind].append(sampling_s / max(count, 1) * 1000)
-    free, constrained = statistics.median(rates["free"]), statistics.median(rates["grammar"])
-    for kind, rate in (("unconstrained", free), ("json_schema", constrained)):
-        key = "free" if kind == "unconstrained" else "grammar"
+    median = {kind: statistics.median(rates[kind]) for kind in kinds}
+    names = {"free": "unconstrained", "grammar": "json_schema", "logprobs": "logprobs top 5"}
+    for kind in kinds:
         print(
-            f"{kind:>14}: {rate:6.1f} tok/s, sampler {statistics.median(costs[key]):.2f} ms/token"
+            f"{names[kind]:>14}: {median[kind]:6.1f} tok/s, "
+            f"sampler {statistics.median(costs[kind]):.2f} ms/token"
         )
-    ratio = constrained / free
+    ratio = median["grammar"] / median["free"]
     verdict = "met" if ratio >= 0.8 else "NOT met"
     print(f"constrained / unconstrained: {ratio:.2f}x (goal >= 0.8x: {verdict})")
+    cost = 1 - median["logprobs"] / median["free"]
+    verdict = "met" if cost <= 0.05 else "NOT met"
+    print(f"logprobs cost: {cost:+.1%} of tok/s (goal <= 5%: {verdict})")
 
 
 if __name__ == "__main__":

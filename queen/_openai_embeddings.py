@@ -254,10 +254,18 @@ class Embeddings:
                         ) from exc
                     if reply.status_code != 200:
                         raise _refused(reply, worker.worker_id, start, bool(vectors))
-                    answer = reply.json()
-                    vectors += answer["data"]
-                    tokens += int(answer["prompt_tokens"])
-                    dims = int(answer["dimensions"])
+                    try:
+                        answer = reply.json()
+                        vectors += answer["data"]
+                        tokens += int(answer["prompt_tokens"])
+                        dims = int(answer["dimensions"])
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise DoorError(
+                            f"worker {worker.worker_id} answered embeddings in a shape this "
+                            f"queen does not read ({exc!r}); check that hive and queen run "
+                            "the same rbee version",
+                            status=502,
+                        ) from exc
         if scope.cancelled_caught:
             raise generation_timeout(limit or 0)
         return {"data": vectors, "prompt_tokens": tokens, "dimensions": dims}

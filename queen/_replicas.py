@@ -201,7 +201,9 @@ class Replicas:
             await self.provisioner.ask_unheard()  # once per hive: what a restart left running
             hive_ids = {p.hive_id for p in self.view.loaded(wanted.hive_id)}
             await self.refs.learn(wanted.model, hive_ids)
-            while True:
+            # At most the workers lacking on entry: a start that never counts as live (its
+            # hive's beats lag) is retried by the next round, not started again and again.
+            for _ in range(max(0, self._target(wanted) - len(self.live(wanted)))):
                 target = self._target(wanted)
                 live = self.live(wanted)
                 if len(live) >= target:
@@ -264,5 +266,11 @@ class Replicas:
             ).emit()
             self._retry_at[wanted.model] = (now + backoff, min(backoff * 2, RETRY_S[1]))
             self._queued_since.pop(wanted.model, None)
+        except Exception as exc:  # a fault of ours: said, retried, never the queen's end
+            NARRATE.action("replicas").target(wanted.model).level("error").human(
+                f"Keeping workers of {wanted.model} failed unexpectedly ({exc!r}); trying "
+                f"again in {backoff:g} s"
+            ).emit()
+            self._retry_at[wanted.model] = (now + backoff, min(backoff * 2, RETRY_S[1]))
         else:
             self._retry_at.pop(wanted.model, None)

@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from jobs import JobError
-from jobs.server import JobService, ready_unless_hung_up, until_hung_up
+from jobs.server import Job, JobService, ready_unless_hung_up, until_hung_up
 from queen._openai_answers import Choice, Shape, frame, stop_reason, usage
 from queen._openai_embeddings import Embeddings
 from queen._openai_errors import (
@@ -163,9 +163,12 @@ class OpenAIDoor:
         """One job per prompt, submitted together (they run side by side on the workers)
         and read in turn; the answer waits until every one has a worker."""
         param = "messages" if plan.chat else "prompt"
-        jobs = [await self.service.submit(op) for op in plan.ops]
-        ids = [job.id for job in jobs]
-        try:
+        jobs: list[Job] = []
+        ids: list[str] = []
+        try:  # a submit that fails cancels the prompts submitted before it
+            for op in plan.ops:
+                jobs.append(await self.service.submit(op))
+                ids.append(jobs[-1].id)
             for job in jobs:
                 # Until a worker took the prompt, or the job failed before that; a client
                 # that left meanwhile (a first request's model fetch) has its jobs stopped.

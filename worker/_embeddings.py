@@ -17,7 +17,6 @@ back with unit length, as OpenAI's do, so a dot product is their cosine.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import threading
 from typing import Any
@@ -29,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from jobs import InvalidRequest
-from worker.engine import Engine
+from worker.engine import Engine, model_meta
 
 MAX_SEQS = 16  # inputs decoded together (n_seq_max of the embedding context)
 # llama.cpp keeps a row of n_vocab logits for every token of a decode even when it pools
@@ -230,15 +229,8 @@ def _unit(vector: list[float]) -> list[float]:
 
 def _meta_int(model: Any, suffix: str) -> int | None:
     """The GGUF's `<architecture>.<suffix>` as an integer, or None when it has none."""
-    import llama_cpp
-
-    def read(key: str) -> str | None:
-        buf = ctypes.create_string_buffer(256)
-        n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, ctypes.sizeof(buf))
-        return buf.value.decode() if n >= 0 else None
-
-    arch = read("general.architecture")
-    value = read(f"{arch}.{suffix}") if arch else None
+    arch = model_meta(model, "general.architecture")
+    value = model_meta(model, f"{arch}.{suffix}") if arch else None
     try:
         return None if value is None else int(value)
     except ValueError:

@@ -25,7 +25,16 @@ from worker.errors import DeviceUnavailable, ModelLoadError
 if TYPE_CHECKING:
     import llama_cpp
 
-__all__ = ["Choice", "Engine", "Generation", "Sampling", "StopReason", "StopText", "gpu_layers"]
+__all__ = [
+    "Choice",
+    "Engine",
+    "Generation",
+    "Sampling",
+    "StopReason",
+    "StopText",
+    "gpu_layers",
+    "model_meta",
+]
 
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda:(\d+))$")
 CTX_SIZE_DEFAULT = 4096  # context tokens per slot: a long chat, at a fraction of the KV a
@@ -214,14 +223,14 @@ def kv_bytes(model: llama_cpp.llama_model_p, n_ctx: int) -> int:
     n_embd = llama_cpp.llama_model_n_embd(model)
     n_head = max(llama_cpp.llama_model_n_head(model), 1)
     n_head_kv = llama_cpp.llama_model_n_head_kv(model)
-    arch = _meta(model, "general.architecture") or "llama"
-    head_k = int(_meta(model, f"{arch}.attention.key_length") or n_embd // n_head)
-    head_v = int(_meta(model, f"{arch}.attention.value_length") or n_embd // n_head)
+    arch = model_meta(model, "general.architecture") or "llama"
+    head_k = int(model_meta(model, f"{arch}.attention.key_length") or n_embd // n_head)
+    head_v = int(model_meta(model, f"{arch}.attention.value_length") or n_embd // n_head)
     per_cell = (head_k + head_v) * n_head_kv * KV_BYTES_PER_VALUE
     return int(llama_cpp.llama_model_n_layer(model) * n_ctx * per_cell)
 
 
-def _meta(model: llama_cpp.llama_model_p, key: str) -> str | None:
+def model_meta(model: llama_cpp.llama_model_p, key: str) -> str | None:
     import llama_cpp
 
     buf = ctypes.create_string_buffer(256)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import weakref
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -100,11 +101,22 @@ async def _trace_and_events(
     return trace_spans(body, events, hop=hop, host=socket.gethostname()), events
 
 
+# One export thread per job service (made on its loop): a slow collector never holds more.
+_EXPORTS: weakref.WeakKeyDictionary[Traced, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+EXPORTS_WAITING_MAX = 64  # ended jobs waiting to be exported beyond which one is dropped
+
+
 async def export_job(service: Traced, job_id: str) -> None:
     """Send an ended job's spans and narration to the OTLP endpoint (jobs.otel_export),
-    off the loop; a collector that is down costs a warning, never the job."""
+    off the loop, one export at a time: a collector that is down costs a warning and, past
+    EXPORTS_WAITING_MAX waiting, that job's export; never the job, nor the threads the
+    job server's own writes run on."""
+    limiter = _EXPORTS.setdefault(service, anyio.CapacityLimiter(1))
+    if limiter.statistics().tasks_waiting >= EXPORTS_WAITING_MAX:
+        LOG.warning("dropping the spans of job %s: the OTLP collector is not keeping up", job_id)
+        return
     try:
         trace, events = await _trace_and_events(service, job_id)
-        await anyio.to_thread.run_sync(otel_export, service.actor, trace, events)
+        await anyio.to_thread.run_sync(otel_export, service.actor, trace, events, limiter=limiter)
     except Exception as exc:
         LOG.warning("exporting the spans of job %s failed: %s", job_id, exc)

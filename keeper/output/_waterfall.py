@@ -25,11 +25,17 @@ def trace_waterfall(trace: dict[str, Any]) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
 
+    from narration_core import strip_control
+
+    def clean(value: Any) -> Text:
+        """Text another machine wrote (hops, hosts, ids): no control sequences, no markup."""
+        return Text(strip_control(str(value)))
+
     total = max(float(trace.get("duration_s") or 0.0), 1e-9)
     title = Text.assemble(
         ("Trace ", "bold"),
-        (str(trace.get("trace_id") or "?"), "bold"),
-        f"  job {trace.get('job_id')} ({trace.get('state')}), {_seconds(total)}",
+        (strip_control(str(trace.get("trace_id") or "?")), "bold"),
+        clean(f"  job {trace.get('job_id')} ({trace.get('state')}), {_seconds(total)}"),
     )
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column, justify in (
@@ -44,13 +50,13 @@ def trace_waterfall(trace: dict[str, Any]) -> RenderableType:
     for span in trace.get("spans", []):
         kind = str(span.get("kind"))
         style = _STYLES.get(kind, "")
-        name = str(span.get("name"))
+        name = strip_control(str(span.get("name")))
         offset, duration = float(span.get("offset_s", 0.0)), float(span.get("duration_s", 0.0))
         label = name if kind == "job" else f"  {name}"
         table.add_row(
             Text(label, style=style),
-            str(span.get("hop")),
-            str(span.get("host")),
+            clean(span.get("hop")),
+            clean(span.get("host")),
             f"+{_seconds(offset)}",
             "—" if kind == "mark" else _seconds(duration),
             Text(_bar(offset, duration, total, mark=kind == "mark"), style=style),

@@ -43,6 +43,7 @@ from tests.support._waiting import await_until, wait_until
 from tests.support._worker import (
     WORKER_AUTH,
     WORKER_CREDENTIAL,
+    in_process_llama,
     infer,
     spawn_worker,
     start_inference,
@@ -89,6 +90,7 @@ __all__ = [
     "fuzz_config",
     "hive_token",
     "imported_by",
+    "in_process_llama",
     "infer",
     "job_result",
     "job_states",

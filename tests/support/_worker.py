@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +83,23 @@ async def timed_stream(
         async for event in client.stream(job_id):
             events.append((time.monotonic(), event))
     return events
+
+
+@contextmanager
+def in_process_llama(model: Path, **options: Any) -> Iterator[Any]:
+    """llama-cpp-python's own `Llama` on `model` in this process (the reference a worker's
+    tokens are compared with); closed after, with the /dev/null handles it leaks collected."""
+    import gc
+    import warnings
+
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(model), n_ctx=0, verbose=False, **options)
+    try:
+        yield llm
+    finally:
+        llm.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            del llm
+            gc.collect()

@@ -4,8 +4,6 @@ naming its field."""
 
 from __future__ import annotations
 
-import gc
-import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from tests.support import (
     WORKER_AUTH,
     WORKER_CREDENTIAL,
     RunningProgram,
+    in_process_llama,
     infer,
     spawn_worker,
     text_of,
@@ -47,18 +46,11 @@ async def worker(rbee_home: Path, tmp_path: Path) -> AsyncIterator[RunningProgra
 def greedy_first_token(model: Path, prompt: str) -> tuple[int, list[int]]:
     """The token greedy decoding picks first after `prompt` (llama-cpp-python in this
     process), and the prompt's tokens."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=0, logits_all=True, verbose=False)
-    try:
+    pytest.importorskip("llama_cpp")
+    with in_process_llama(model, logits_all=True) as llm:
         tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
         llm.eval(tokens)
         return int(np.argmax(llm.scores[llm.n_tokens - 1])), tokens
-    finally:
-        llm.close()
-        with warnings.catch_warnings():  # llama-cpp-python leaks /dev/null handles
-            warnings.simplefilter("ignore", ResourceWarning)
-            del llm
-            gc.collect()
 
 
 def entries(events: list[JobEvent], choice: int | None = None) -> list[dict[str, Any]]:

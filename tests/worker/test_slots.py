@@ -3,8 +3,6 @@ llama.cpp context, each with its own sampling, stop strings, token budget and ca
 
 from __future__ import annotations
 
-import gc
-import warnings
 from pathlib import Path
 
 import anyio
@@ -17,6 +15,7 @@ from jobs import JobEvent
 from tests.support import (
     WORKER_AUTH,
     await_until,
+    in_process_llama,
     infer,
     spawn_worker,
     start_inference,
@@ -140,27 +139,20 @@ async def test_greedy_at_one_slot_is_llama_cpp_python_s_own_answer(
     """At --parallel 1 and temperature 0 the worker's tokens are exactly those
     llama-cpp-python's greedy `generate` gives in-process, and its result counts the
     prompt's llama tokens and the generated ones."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
     model = tmp_path / "tiny.gguf"
     write_tiny_model(model)
     greedy = {"max_tokens": 40, "temperature": 0.0}
     async with spawn_worker(rbee_home, model, "--parallel", "1") as worker:
         await worker.wait_action("ready")
         events = await infer(worker.url, "the queen and the worker", **greedy)
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=0, verbose=False)
-    try:
+    with in_process_llama(model) as llm:
         prompt = llm.tokenize(b"the queen and the worker", add_bos=True, special=True)
         stream = llm.generate(prompt, temp=0.0)
         tokens = [t for _, t in zip(range(greedy["max_tokens"]), stream, strict=False)]
         stream.close()
         tokens = tokens[: next((i for i, t in enumerate(tokens) if llm.token_eos() == t), None)]
         expected = llm.detokenize(tokens).decode("utf-8", errors="ignore")
-    finally:
-        llm.close()
-        with warnings.catch_warnings():  # llama-cpp-python leaks /dev/null handles
-            warnings.simplefilter("ignore", ResourceWarning)
-            del llm
-            gc.collect()
     result = events[-1].data["result"]
     assert text_of(events) == expected != ""
     assert (result["prompt_tokens"], result["tokens_out"]) == (len(prompt), len(tokens))
