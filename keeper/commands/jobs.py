@@ -73,6 +73,10 @@ def show(settings: KeeperSettings, job_id: str) -> None:
     out.write(f"job        {job['job_id']}\n")
     out.write(f"state      {job['state']}\n")
     out.write(f"operation  {json.dumps(job.get('operation'))}\n")
+    if job.get("trace_id"):  # `keeper jobs trace ID` draws where the request's time went
+        out.write(f"trace      {job['trace_id']}\n")
+    if job.get("parent_job"):
+        out.write(f"parent     {job['parent_job']}\n")
     if job.get("error"):
         out.write(f"error      {job['error']}\n")
     for step in job.get("transitions", []):

@@ -49,6 +49,8 @@ def test_status_is_no_job_and_jobs_commands_show_a_job(keeper, queen_url: str) -
         "running",
         "completed",
     ]
+    plain = keeper("--queen-url", queen_url, "jobs", "show", job["job_id"]).stdout
+    assert f"trace      {job['trace_id']}" in plain  # the keeper's request started it
 
     logs = keeper("--json", "--queen-url", queen_url, "jobs", "logs", job["job_id"])
     assert logs.returncode == 0, logs.stderr
