@@ -237,12 +237,19 @@ def _meta_int(model: Any, suffix: str) -> int | None:
         return None
 
 
+EMBED_WAITING_MAX = 4  # requests waiting for the embedding context beyond which one is a 503
+
+
 class Embeddings:
-    """The worker's `POST /v1/embeddings` over an Embedder (its context made on first use)."""
+    """The worker's `POST /v1/embeddings` over an Embedder (its context made on first use).
+    One request embeds at a time and at most EMBED_WAITING_MAX wait, so a burst can hold
+    neither unbounded memory nor every thread the worker's job server also needs."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.embedder = Embedder(engine)
+        self._turn = anyio.Lock()
+        self._waiting = 0
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/v1/embeddings", self.embeddings, methods=["POST"])]
@@ -253,10 +260,11 @@ class Embeddings:
 
     async def embeddings(self, request: Request) -> Response:
         if not self.engine.is_loaded:
-            return JSONResponse(
-                {"error": "the model is still loading; retry shortly", "detail": {}},
-                status_code=503,
-                headers={"Retry-After": "1"},
+            return _unavailable("the model is still loading; retry shortly")
+        if self._waiting >= EMBED_WAITING_MAX:
+            return _unavailable(
+                f"this worker is busy embedding ({EMBED_WAITING_MAX} requests waiting); "
+                "retry shortly"
             )
         try:
             body = EmbeddingsBody.model_validate_json(await request.body())
@@ -268,8 +276,16 @@ class Embeddings:
                 status=400,
                 detail={"param": where},
             ) from None
-        tokens = await anyio.to_thread.run_sync(self.embedder.tokenize, body.input)
-        vectors = await anyio.to_thread.run_sync(self.embedder.embed, tokens)
+        self._waiting += 1
+        try:
+            await self._turn.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            tokens = await anyio.to_thread.run_sync(self.embedder.tokenize, body.input)
+            vectors = await anyio.to_thread.run_sync(self.embedder.embed, tokens)
+        finally:
+            self._turn.release()
         return JSONResponse(
             {
                 "data": vectors,
@@ -278,3 +294,9 @@ class Embeddings:
                 "pooling": POOLING.get(self.embedder.pooling or 0, "mean"),
             }
         )
+
+
+def _unavailable(message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": message, "detail": {}}, status_code=503, headers={"Retry-After": "1"}
+    )

@@ -92,3 +92,28 @@ async def test_generations_go_on_while_embedding(chat_worker: RunningProgram) ->
     assert len(data) == 20
     for vector in data:
         assert cosine(vector, data[0]) > SAME
+
+
+async def test_a_burst_beyond_the_waiting_room_is_told_to_retry(
+    chat_worker: RunningProgram,
+) -> None:
+    """One request embeds at a time and a few wait; a burst beyond them is answered 503
+    with Retry-After (the worker stays responsive), and every request let in completes."""
+    texts = [f"{CAT} {i} " * 8 for i in range(16)]  # each request embeds for a while
+    replies: list[httpx.Response] = []
+    async with httpx.AsyncClient(
+        base_url=chat_worker.url, trust_env=False, headers=WORKER_AUTH, timeout=120
+    ) as http:
+
+        async def one() -> None:
+            replies.append(await http.post("/v1/embeddings", json={"input": texts}))
+
+        async with anyio.create_task_group() as tg:  # sent together, on one client
+            for _ in range(12):
+                tg.start_soon(one)
+    statuses = sorted(r.status_code for r in replies)
+    assert set(statuses) == {200, 503}, statuses
+    assert statuses.count(200) >= 2
+    busy = next(r for r in replies if r.status_code == 503)
+    assert busy.headers["Retry-After"] == "1" and "busy embedding" in busy.json()["error"]
+    assert all(len(r.json()["data"]) == 16 for r in replies if r.status_code == 200)
