@@ -65,7 +65,6 @@ from jobs._ops import (
     worker_spawn_op,
     worker_stop_op,
 )
-from jobs._otel import otel_enabled, otel_export
 from jobs._paths import (
     APP_NAME,
     FILE_MODE,
@@ -91,20 +90,6 @@ from jobs._sampling import (
     TOP_K_MIN,
     TOP_P_DEFAULT,
     TOP_P_MAX,
-)
-from jobs._trace import (
-    TRACEPARENT,
-    TRACESTATE,
-    current_parent_job,
-    format_traceparent,
-    incoming_trace,
-    job_span_id,
-    new_span_id,
-    new_trace_id,
-    parse_traceparent,
-    set_parent_job,
-    trace_headers,
-    trace_spans,
 )
 from jobs._version import rbee_version
 
@@ -159,10 +144,26 @@ if typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type check
         operation_json,
         parse_operation,
     )
+    from jobs._otel import otel_enabled, otel_export
+    from jobs._trace import (
+        TRACEPARENT,
+        TRACESTATE,
+        current_parent_job,
+        format_traceparent,
+        incoming_trace,
+        job_span_id,
+        new_span_id,
+        new_trace_id,
+        parse_traceparent,
+        set_parent_job,
+        trace_headers,
+        trace_spans,
+    )
 
 # Operations and heartbeats pull in pydantic (~45 ms), the address checks argparse, and
-# the free-space checks matter only to servers and to a keeper starting one; the keeper's
-# --help and `keeper run` need none of them, so these names load on first use (PEP 562).
+# the free-space checks matter only to servers and to a keeper starting one, and the trace
+# (secrets' hmac, OpenSSL: ~10 ms) only to a request; the keeper's --help and `keeper run`
+# need none of them, so these names load on first use (PEP 562).
 _OPERATIONS = (
     "DEFAULT_HIVE",
     "ID_MAX_CHARS",
@@ -203,6 +204,20 @@ _BEATS = (
     "WorkerInfo",
     "WorkerState",
 )
+_TRACE = (
+    "TRACEPARENT",
+    "TRACESTATE",
+    "current_parent_job",
+    "format_traceparent",
+    "incoming_trace",
+    "job_span_id",
+    "new_span_id",
+    "new_trace_id",
+    "parse_traceparent",
+    "set_parent_job",
+    "trace_headers",
+    "trace_spans",
+)
 _DISK = ("FULL_ERRNOS", "MIN_FREE_BYTES", "check_room", "free_bytes", "storage_error")
 _NET = ("is_loopback", "tcp_port")
 _CREDENTIALS = (
@@ -219,6 +234,9 @@ _LAZY = {
     **dict.fromkeys(_BEATS, "jobs._beats"),
     **dict.fromkeys(_DISK, "jobs._disk"),
     **dict.fromkeys(_NET, "jobs._net"),
+    **dict.fromkeys(_TRACE, "jobs._trace"),
+    "otel_enabled": "jobs._otel",
+    "otel_export": "jobs._otel",
 }
 
 

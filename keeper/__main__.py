@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from keeper.run_argv import OneShot, RunArgs
     from keeper.settings import KeeperSettings
+    from narration_core import EarlyChild
 
 # Used by nobody in the keeper, yet imported whenever installed: httpcore tries trio (a
 # test tool may bring it, ~100 ms) and httpx its own CLI (click, pygments: ~25 ms) on
@@ -86,18 +87,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: RunArgs) -> int:
     """`keeper run` without Typer (see keeper.run_argv): the same command, the same
-    settings, errors and exit codes as the command tree gives it."""
-    from keeper.commands import run as run_cmd
+    settings, errors and exit codes as the command tree gives it. The command starts
+    before the keeper loads its event loop and renderers (narration_core's EarlyChild),
+    so it runs during those imports rather than after them."""
     from keeper.errors import EXIT_INTERRUPTED, KeeperError
     from keeper.settings import KeeperSettings, check_home, check_queen_url
 
+    early = None
     try:
         check_home()
+        check_queen_url(None)
+        early = _start_early(args.command)
         settings = KeeperSettings.build(
             json=args.json, no_color=args.no_color, verbose=args.verbose, queen_url=None
         )
-        check_queen_url(None)
-        run_cmd.run(settings, args.command, actor=args.actor, job_id=args.job)
+        from keeper.commands import run as run_cmd
+
+        run_cmd.run(settings, args.command, actor=args.actor, job_id=args.job, early=early)
     except KeeperError as err:
         _report(err, verbose=args.verbose)
         return err.exit_code
@@ -106,7 +112,25 @@ def _run(args: RunArgs) -> int:
         return EXIT_INTERRUPTED
     except Exception as err:
         return _unexpected(err, verbose=args.verbose)
+    finally:
+        if early is not None and not early.taken:  # interrupted while loading: stop it
+            early.stop()
     return 0
+
+
+def _start_early(command: list[str]) -> EarlyChild | None:
+    """`command` started now, or None when it cannot be (no command, a missing program):
+    the command then starts it again later and reports why it could not, as the tree's
+    `keeper run` does."""
+    if not command:
+        return None
+    from narration_core import EarlyChild
+
+    try:
+        # The command reads our stdin; a stop signal waits for the supervisor's handlers.
+        return EarlyChild.start(command, stdin=None, hold_signals=True)
+    except OSError:
+        return None
 
 
 def _one_shot(shot: OneShot) -> int:

@@ -16,15 +16,13 @@ holds those readings equal to Typer's."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 GLOBAL_FLAGS = {"--json": "json", "--no-color": "no_color", "-v": "verbose", "--verbose": "verbose"}
 RUN_OPTIONS = {"--actor": "actor", "--job": "job"}
 
 
-@dataclass(frozen=True)
-class RunArgs:
+class RunArgs(NamedTuple):
     json: bool
     no_color: bool
     verbose: bool
@@ -88,8 +86,7 @@ INFER_FLAGS = {"--raw": "raw", "--no-autostart": "no_autostart"}
 INFER_VALUED = {*INFER_TEXT, *INFER_INTS, *INFER_FLOATS, "--stop"}
 
 
-@dataclass(frozen=True)
-class OneShot:
+class OneShot(NamedTuple):
     json: bool
     no_color: bool
     verbose: bool

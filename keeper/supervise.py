@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from narration_core import STOP_SIGNALS  # each means "stop the tree"
+
 if TYPE_CHECKING:
     from narration_core.capture import CapturedProcess
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each means "stop the tree"
 
 
 def live_stop_signals() -> list[signal.Signals]:

@@ -31,6 +31,7 @@ from narration_core.sinks import (
 )
 
 if typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers
+    from narration_core._early import STOP_SIGNALS, EarlyChild
     from narration_core._lines import LineSplitter, relay_line, relay_lines
     from narration_core.capture import CapturedProcess, ProcessNarrationCapture
     from narration_core.proctree import STOP_GRACE_S
@@ -43,6 +44,8 @@ _LAZY = {
     "CapturedNarration": "narration_core.testing",
     "capture_narration": "narration_core.testing",
     "CapturedProcess": "narration_core.capture",
+    "EarlyChild": "narration_core._early",
+    "STOP_SIGNALS": "narration_core._early",
     "ProcessNarrationCapture": "narration_core.capture",
     "LineSplitter": "narration_core._lines",
     "relay_line": "narration_core._lines",
@@ -66,8 +69,10 @@ __all__ = [
     "CAPTURE_ENV",
     "LEVELS",
     "STOP_GRACE_S",
+    "STOP_SIGNALS",
     "CapturedNarration",
     "CapturedProcess",
+    "EarlyChild",
     "Level",
     "LineSplitter",
     "NarrationBuilder",

@@ -34,15 +34,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import ByteReceiveStream, Process
 
+from narration_core._early import EarlyChild, popen_captured
 from narration_core._lines import MAX_LINE, LineSplitter, program_actor, relay_lines
 from narration_core.event import NarrationEvent
 from narration_core.narrator import emit_event
@@ -54,7 +54,6 @@ from narration_core.proctree import (
     signal_tree,
     tree_members,
 )
-from narration_core.sinks import CAPTURE_ENV
 
 if TYPE_CHECKING:  # psutil loads when a tree is stopped (proctree), not with every capture
     import psutil
@@ -62,7 +61,6 @@ if TYPE_CHECKING:  # psutil loads when a tree is stopped (proctree), not with ev
 # Called with (stream name, what a `\r` progress bar shows now, or None once its line ends).
 ProgressHook = Callable[[str, str | None], None]
 
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): signal sent when the parent dies
 READ_SIZE = 64 * 1024  # bytes per pipe read: one split and decode per chunk, not per line
 DRAIN_AFTER_STOP_S = 0.5  # seconds to keep reading pipes a stray process still holds open
 
@@ -122,28 +120,15 @@ class ProcessNarrationCapture:
         """
         if not argv:
             raise ValueError("spawn needs a program to run; argv is empty")
-        child_env = dict(os.environ if env is None else env)
-        child_env[CAPTURE_ENV] = "1"
-        extra: dict[str, Any] = {}  # Any: passed through untyped to subprocess.Popen
-        if sys.platform == "linux":
-            extra["preexec_fn"] = _die_with_parent()
         # anyio.open_process takes no preexec_fn; its backend passes extra keywords on to
         # the event loop's subprocess_exec (subprocess.Popen), which does.
         from anyio._core._eventloop import get_async_backend
 
+        options = popen_captured(argv, env=env, cwd=cwd, stdin=stdin)
         # Shielded: a cancel landing inside asyncio's spawn would kill the child alone and
         # then wait on its pipes, which grandchildren it already forked still hold.
         with anyio.CancelScope(shield=True):
-            process = await get_async_backend().open_process(
-                list(argv),
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=child_env,
-                cwd=cwd,
-                start_new_session=True,
-                **extra,
-            )
+            process = await get_async_backend().open_process(list(argv), **options)
         captured = CapturedProcess(
             process,
             job_id=self.job_id,
@@ -160,6 +145,24 @@ class ProcessNarrationCapture:
             await captured.aclose()
             raise
         return captured
+
+    def adopt(self, early: EarlyChild) -> CapturedProcess:
+        """Take over a child `EarlyChild.start` started before the event loop ran (see
+        narration_core._early): the output it held comes first, then the pipes; from
+        here on it is captured, stopped and reaped like a child `spawn` started."""
+        from narration_core._adopted import AdoptedProcess
+
+        process = AdoptedProcess(early)
+        return CapturedProcess(
+            process,
+            job_id=self.job_id,
+            actor=self.actor or program_actor(early.argv[0]),
+            origin=self.origin or f"pid {process.pid}",
+            grace=self.grace,
+            max_line=self.max_line,
+            on_progress=self.on_progress,
+            stdout_gone=self.stdout_gone,
+        )
 
 
 class CapturedProcess:
@@ -359,29 +362,6 @@ class CapturedProcess:
         # Polled: psutil has no event to await, and this runs only while a tree stops.
         while any_alive(members):  # noqa: ASYNC110
             await anyio.sleep(POLL_S)
-
-
-def _die_with_parent() -> Callable[[], None]:
-    """A preexec function asking the kernel to SIGKILL the child when this thread dies.
-
-    Runs in the forked child before exec, so it only calls a prctl bound beforehand
-    (no imports, no locks). If the parent died before the call, the child kills itself:
-    nobody is left to stop it.
-    """
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    kill, sigkill = os.kill, int(signal.SIGKILL)
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if os.getppid() != parent:
-            kill(os.getpid(), sigkill)
-
-    return preexec
 
 
 def _warn_kill(pid: int, grace: float) -> None:

@@ -24,15 +24,26 @@ from narration_core import Level
 if TYPE_CHECKING:
     from keeper.output import Renderer
     from keeper.supervise import StopSignals
+    from narration_core import EarlyChild
 
 EXIT_NOT_FOUND = 127  # the shell's code for "command not found"
 EXIT_NOT_EXECUTABLE = 126  # the shell's code for "found but cannot be executed"
 
 
 def run(
-    settings: KeeperSettings, argv: list[str], *, actor: str = "run", job_id: str | None = None
+    settings: KeeperSettings,
+    argv: list[str],
+    *,
+    actor: str = "run",
+    job_id: str | None = None,
+    early: EarlyChild | None = None,
 ) -> None:
     """Run `argv`, show everything it prints, and return when it exits with 0.
+
+    `early`: `argv` already started by `EarlyChild.start` while the keeper was loading
+    (keeper.__main__ does, so the command does not wait for the keeper's imports); it is
+    taken over here. The caller stops it if this raises before the take-over
+    (`early.taken` still False).
 
     Raises:
         UsageError: no command was given.
@@ -42,11 +53,17 @@ def run(
     """
     if not argv:
         raise UsageError("`keeper run` needs a command after --, e.g. `keeper run -- make test`")
-    if anyio.run(_run, settings, list(argv), actor, job_id):
+    if anyio.run(_run, settings, list(argv), actor, job_id, early):
         raise KeyboardInterrupt  # the tree is gone; __main__ reports it and exits 130
 
 
-async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: str | None) -> bool:
+async def _run(
+    settings: KeeperSettings,
+    argv: list[str],
+    actor: str,
+    job_id: str | None,
+    early: EarlyChild | None,
+) -> bool:
     """Run and relay the command; True when a stop signal ended it."""
     from keeper.output import make_renderer
     from keeper.supervise import open_stop_signals
@@ -54,13 +71,20 @@ async def _run(settings: KeeperSettings, argv: list[str], actor: str, job_id: st
 
     # Signals are taken over before the spawn, so none can cancel it half-way.
     with open_stop_signals() as stops:
+        if early is not None:  # a stop signal held since its spawn is acted on from here
+            early.release_signals()
         renderer = make_renderer(settings, err_file=sys.stderr)
         with renderer, narration_context(job_id=job_id):
-            return await _supervise(stops, renderer, argv, actor, job_id)
+            return await _supervise(stops, renderer, argv, actor, job_id, early)
 
 
 async def _supervise(
-    stops: StopSignals, renderer: Renderer, argv: list[str], actor: str, job_id: str | None
+    stops: StopSignals,
+    renderer: Renderer,
+    argv: list[str],
+    actor: str,
+    job_id: str | None,
+    early: EarlyChild | None,
 ) -> bool:
     from narration_core import Narrator
     from narration_core.capture import ProcessNarrationCapture
@@ -71,7 +95,10 @@ async def _supervise(
         job_id, actor=actor, on_progress=renderer.progress, stdout_gone=renderer.reader_left
     )
     try:
-        proc = await capture.spawn(argv, stdin=None)  # the command reads our stdin
+        if early is not None:
+            proc = capture.adopt(early)
+        else:
+            proc = await capture.spawn(argv, stdin=None)  # the command reads our stdin
     except FileNotFoundError as exc:
         raise JobFailed(
             f"command not found: {argv[0]!r}; check the name or give its full path",
