@@ -20,6 +20,7 @@ import anyio
 import httpx
 
 from jobs import LOOPBACK, RbeePaths
+from jobs.client import tls_for
 from keeper import daemons
 from keeper.errors import DaemonUnreachable
 from keeper.settings import KeeperSettings
@@ -78,7 +79,9 @@ def ensure_local_chain(settings: KeeperSettings) -> None:
 
 def _healthy(url: str) -> bool:
     try:
-        reply = httpx.get(f"{url}/health", timeout=HEALTH_TIMEOUT_S, trust_env=False)
+        reply = httpx.get(
+            f"{url}/health", timeout=HEALTH_TIMEOUT_S, trust_env=False, verify=tls_for(url)
+        )
     except httpx.HTTPError:
         return False
     return reply.status_code == 200

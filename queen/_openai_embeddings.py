@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from jobs import Infer, JobError
+from jobs.client import tls_for
 from jobs.server import Job, JobLog, until_hung_up
 from queen._openai_errors import DoorError, from_job_error, generation_timeout
 from queen._openai_wire import invalid
@@ -237,6 +238,7 @@ class Embeddings:
             headers=headers,
             timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=None),
             trust_env=False,  # loopback or the cluster's own addresses: never a proxy
+            verify=tls_for(worker.url),
         ) as http:
             with anyio.move_on_after(limit if limit is not None else math.inf) as scope:
                 for start in range(0, len(inputs), CHUNK_INPUTS):

@@ -9,7 +9,7 @@ decode the stream with `SSEDecoder`, in batches. The client imports the vocabula
 (`jobs`) and nothing of the server side.
 """
 
-from jobs.client._client import EventHandler, JobClient, SyncJobClient
+from jobs.client._client import EventHandler, JobClient, SyncJobClient, tls_for
 from jobs.client._decoder import SSEDecoder
 
-__all__ = ["EventHandler", "JobClient", "SSEDecoder", "SyncJobClient"]
+__all__ = ["EventHandler", "JobClient", "SSEDecoder", "SyncJobClient", "tls_for"]

@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # pydantic is only needed by a caller that passes a model (~4
 TIMEOUT_S = 10.0  # connect/write/pool timeout for every request
 STREAM_READ_TIMEOUT_S = 60.0  # silence tolerated on a stream (servers send keep-alives every 15 s)
 STATUS_PATH = "/v1/status"  # the queen's read-only snapshot (queen/status.py)
+PLACEMENTS_PATH = "/v1/placements"  # where the queen would place a model (queen/_split_plan.py)
 MAX_RECONNECTS = 5  # consecutive failed reconnects before a stream gives up
 RECONNECT_BACKOFF_S = 0.1  # first wait before reconnecting; doubles per failure
 
@@ -266,6 +267,14 @@ class SyncJobClient:
         reply: dict[str, Any] = self._json("GET", f"{_job_path(job_id)}/trace")
         return reply
 
+    def placement(self, model: str, **params: str | int | None) -> dict[str, Any]:
+        """Where the queen would place `model` (`GET /v1/placements`: `hive`, `ctx_size`,
+        `parallel`; None ones are left out), placing nothing; raises the JobError its
+        refusal stands for (404: no hive has the model, 503: the hives cannot hold it)."""
+        query = {"model": model, **{k: v for k, v in params.items() if v is not None}}
+        reply: dict[str, Any] = self._json("GET", PLACEMENTS_PATH, params=query)
+        return reply
+
     def cancel(self, job_id: str, *, timeout_s: float | None = None) -> JobState:
         """Cancel a running job; returns its state. Raises JobNotFound or JobFinished.
 
@@ -367,7 +376,7 @@ def _http_options(base_url: str, token: str | None, timeout_s: float) -> dict[st
         # rbee daemons are addressed directly: a proxy from the environment would
         # only break loopback calls, and would be handed the bearer token.
         "trust_env": False,
-        "verify": _tls_context() if base_url.lower().startswith("https:") else _no_tls(),
+        "verify": tls_for(base_url),
     }
 
 
@@ -416,6 +425,13 @@ def _answer(response: httpx.Response) -> str:
     return strip_control(
         f"{response.request.method} {response.url.path}: HTTP {response.status_code} {kind}"
     )
+
+
+def tls_for(url: str) -> ssl.SSLContext:
+    """httpx's `verify=` for requests to `url`: the one verifying context for https, and
+    for plain http one that loads no CA bundle. httpx's default (`verify=True`) builds and
+    loads a new one for every client, ~40 ms of a keeper command or a daemon's start."""
+    return _tls_context() if url.lower().startswith("https:") else _no_tls()
 
 
 @functools.cache

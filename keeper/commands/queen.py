@@ -176,8 +176,12 @@ def _health(url: str) -> _Health:
         return _Health()
     import httpx  # only once something listens: a stopped queen's port refuses at once
 
+    from jobs.client import tls_for
+
     try:
-        response = httpx.get(f"{url}/health", timeout=HEALTH_TIMEOUT_S, trust_env=False)
+        response = httpx.get(
+            f"{url}/health", timeout=HEALTH_TIMEOUT_S, trust_env=False, verify=tls_for(url)
+        )
         body = response.json()
     except (httpx.HTTPError, ValueError):
         return _Health()

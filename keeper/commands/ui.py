@@ -79,8 +79,12 @@ def _answers(url: str) -> bool:
     """True when something answers the queen's /health at `url` (200 or 503)."""
     import httpx
 
+    from jobs.client import tls_for
+
     try:
-        response = httpx.get(f"{url}/health", timeout=HEALTH_TIMEOUT_S, trust_env=False)
+        response = httpx.get(
+            f"{url}/health", timeout=HEALTH_TIMEOUT_S, trust_env=False, verify=tls_for(url)
+        )
     except httpx.HTTPError:
         return False
     return response.status_code in (200, 503)
