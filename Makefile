@@ -19,15 +19,29 @@ $(UV):
 # --locked: a uv.lock that disagrees with pyproject.toml fails the install (and so CI)
 # rather than being re-resolved against whatever the index holds today.
 # [worker] is llama-cpp-python, compiled from source the first time (about 4 min on 2
-# cores). pip compiles it, at the locked version and sdist hash: pip's wheel cache then
-# serves every later install and `keeper hive install`'s `pip wheel`, which would
-# otherwise compile it a second time (uv's cache holds no wheel pip can use).
-$(BIN)/.installed: pyproject.toml uv.lock | $(UV)
+# cores), at the locked version and sdist hash, with ggml's RPC backend built in
+# (-DGGML_RPC=on: a model split across hives, see docs/splitting.md) and CUDA when this
+# machine has both nvcc and a driver (nvidia-smi): a CUDA build without a driver cannot
+# even be imported. pip's wheel cache keys on the sdist, not on CMAKE_ARGS, so the build
+# gets a pip cache of rbee's own per variant (LLAMA_PIP_CACHE): the wheel found there is
+# always one built with these flags, and it serves every later install and `keeper hive
+# install`'s `pip wheel` (keeper/commands/hive_install.py sets the same environment).
+# uv sync removes llama-cpp-python (it is not uv's to install), so pip always puts the
+# wheel of that cache in place, over an older install without RPC too; the check after
+# it fails the install in one sentence if the build still lacks RPC.
+GGML_CUDA ?= $(if $(and $(shell command -v nvcc),$(shell command -v nvidia-smi)),on,off)
+LLAMA_CMAKE_ARGS := -DGGML_RPC=on$(if $(filter on,$(GGML_CUDA)), -DGGML_CUDA=on)
+LLAMA_PIP_CACHE := $(HOME)/.cache/rbee/pip-rpc$(if $(filter on,$(GGML_CUDA)),-cuda)
+LLAMA_PIP := CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" PIP_CACHE_DIR="$(LLAMA_PIP_CACHE)" $(BIN)/python -m pip
+HAS_RPC := import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_rpc())
+$(BIN)/.installed: pyproject.toml uv.lock Makefile | $(UV)
 	$(UV) sync --locked --python $(PYTHON) --extra dev --extra worker --no-install-package llama-cpp-python
 	$(UV) export --frozen --quiet --extra worker --no-emit-project --no-header -o $(VENV)/locked.txt
 	@$(BIN)/python -m pip show --quiet llama-cpp-python 2>/dev/null || echo "Installing \
 	llama-cpp-python (compiled from source the first time: about 4 min on 2 cores)" >&2
-	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r $(VENV)/locked.txt
+	$(LLAMA_PIP) install --quiet --no-deps --require-hashes -r $(VENV)/locked.txt
+	@$(BIN)/python -c '$(HAS_RPC)' || { echo "llama-cpp-python was built without GGML_RPC \
+	although CMAKE_ARGS asked for it; delete $(LLAMA_PIP_CACHE) and run make install again" >&2; exit 1; }
 	touch $@
 
 install: $(BIN)/.installed

@@ -329,6 +329,7 @@ def remote_hive(
     port: int,
     queen_url: str,
     beat_interval: float | None = None,
+    lend_bytes: int | None = None,
 ) -> Daemon:
     """The hive of `host`'s machine: its venv's rbee-hive on `port`, beating to
     `queen_url`, reached here at its configured URL or the address we connected to.
@@ -346,6 +347,7 @@ def remote_hive(
         bind=target.bind_address,
         queen_url=queen_url,
         beat_interval=beat_interval,
+        lend_bytes=lend_bytes,
     )
     env = {HOME_ENV: str(host.home), CAPTURE_ENV: "1", "PYTHONUNBUFFERED": "1"}
     if target.token:

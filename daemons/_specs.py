@@ -33,9 +33,11 @@ def hive_argv(
     bind: str,
     queen_url: str,
     beat_interval: float | None = None,
+    lend_bytes: int | None = None,
 ) -> list[str]:
     """`command` (`python -m hive`, or a venv's `rbee-hive`) with the hive's options: the
-    one copy of the hive's command line, local and remote."""
+    one copy of the hive's command line, local and remote. `lend_bytes`: the most memory
+    the queen's placement may use there (`--lend-memory`)."""
     argv = [
         *command,
         *("--hive-id", alias, "--port", str(port)),
@@ -43,6 +45,8 @@ def hive_argv(
     ]
     if beat_interval is not None:
         argv += ["--beat-interval", f"{beat_interval:g}"]
+    if lend_bytes is not None:
+        argv += ["--lend-memory", str(lend_bytes)]
     return argv
 
 
@@ -62,6 +66,7 @@ def local_hive(
     queen_url: str,
     beat_interval: float | None = None,
     env: Mapping[str, str] | None = None,
+    lend_bytes: int | None = None,
 ) -> Daemon:
     """The hive `alias` on this machine, on loopback `port`, logging into this home."""
     name = hive_daemon_name(alias)
@@ -72,6 +77,7 @@ def local_hive(
         bind=LOOPBACK,
         queen_url=queen_url,
         beat_interval=beat_interval,
+        lend_bytes=lend_bytes,
     )
     return Daemon(
         name,

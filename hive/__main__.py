@@ -17,7 +17,15 @@ import anyio
 
 from hive.errors import HiveConfigError
 from hive.settings import DEFAULT_HIVE_ID, HiveSettings
-from jobs import BEAT_INTERVAL_S, HIVE_CREDENTIAL_ENV, HIVE_PORT, LOOPBACK, TOKEN_ENV, tcp_port
+from jobs import (
+    BEAT_INTERVAL_S,
+    HIVE_CREDENTIAL_ENV,
+    HIVE_PORT,
+    LEND_MEMORY_ENV,
+    LOOPBACK,
+    TOKEN_ENV,
+    tcp_port,
+)
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
@@ -37,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--beat-interval", type=float, default=BEAT_INTERVAL_S, help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--lend-memory",
+        default=None,
+        metavar="SIZE",
+        help=f"most memory the queen may place here, e.g. 2G or 1.5GiB (env {LEND_MEMORY_ENV})",
+    )
     return parser.parse_args(argv)
 
 
@@ -50,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             token=args.token,
             queen_url=args.queen_url,
             beat_interval_s=args.beat_interval,
+            lend_memory=args.lend_memory,
         )
     except HiveConfigError as exc:
         print(f"rbee-hive: {exc}", file=sys.stderr)

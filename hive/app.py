@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hive._lending import lending_handlers
+from hive._rpc_server import RpcServers
 from hive.capabilities import capabilities
 from hive.catalog import Catalog
 from hive.heartbeat import LEAVE_S, Heartbeat
@@ -71,6 +73,8 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
         ready_timeout_s=settings.worker_ready_timeout_s,
     )
 
+    rpc_servers = RpcServers()  # what this hive lends to splits (hive/_lending.py)
+
     async def get_capabilities(request: Request) -> Response:
         found = await anyio.to_thread.run_sync(capabilities)
         return JSONResponse({"hive_id": settings.hive_id, **found})
@@ -85,6 +89,7 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
             workers=supervisor.infos,
             token=settings.credential,
             interval_s=settings.beat_interval_s,
+            lend_bytes=settings.lend_bytes,
         )
 
     async def beat_now(request: Request) -> Response:
@@ -97,7 +102,7 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        async with supervisor.running(), anyio.create_task_group() as tg:
+        async with supervisor.running(), rpc_servers.running(), anyio.create_task_group() as tg:
             if heartbeat is not None:
                 tg.start_soon(heartbeat.run, name="heartbeat")
             yield
@@ -107,7 +112,7 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
 
     return create_job_app(
         config,
-        create_router(catalog, supervisor),
+        {**create_router(catalog, supervisor), **lending_handlers(rpc_servers)},
         routes=[
             Route("/v1/capabilities", get_capabilities, methods=["GET"]),
             Route(BEAT_NOW_PATH, beat_now, methods=["POST"]),

@@ -1,7 +1,9 @@
-"""What this machine offers workers: CPU cores, RAM and NVIDIA GPUs.
+"""What this machine offers workers: CPU cores, RAM and NVIDIA GPUs, and whether its
+llama.cpp build can split a model across hives (ggml's RPC backend).
 
 GPUs come from `nvidia-smi`; a machine without it (or where it fails) is CPU-only, which
-is an answer, not an error.
+is an answer, not an error. The RPC facts are read once from the installed wheel with
+ctypes (hive/_rpc_host.py), never by importing llama_cpp.
 """
 
 from __future__ import annotations
@@ -36,7 +38,24 @@ def capabilities() -> dict[str, Any]:
         },
         "gpus": gpus,
         "devices": ["cpu", *(f"cuda:{gpu['index']}" for gpu in gpus)],
+        **rpc_support(),
     }
+
+
+@functools.cache
+def rpc_support() -> dict[str, Any]:
+    """`supports_rpc`, `llama_cpp_version` and `rpc_protocol` (what a split's peers must
+    match), and `rpc_reason` when RPC is not supported; read once (it loads libggml)."""
+    from hive._rpc_host import llama_cpp_version, rpc_unsupported_reason
+    from jobs import rpc_protocol
+
+    reason = rpc_unsupported_reason()
+    found: dict[str, Any] = {
+        "supports_rpc": reason is None,
+        "llama_cpp_version": llama_cpp_version(),
+        "rpc_protocol": rpc_protocol(),
+    }
+    return found if reason is None else {**found, "rpc_reason": reason}
 
 
 def nvidia_gpus(program: str = "nvidia-smi") -> list[dict[str, Any]]:

@@ -4,13 +4,14 @@
     entry = catalog.resolve("builtin:tiny")   # by id or by the ref it was added from
 
 An entry records its id, the ref it came from, its file, size, sha256, status
-(`downloading`, `available`, `failed`) and when it was added. Ids are made here from the
-ref (`tiny`, `llama-3.2-1b.Q4_K_M`), never taken from a request as a path: a model id
-from outside that names a path (`../x`, `a/b`) is refused with InvalidRequest (400), and
-only files inside the catalog folder are ever deleted. A local `.gguf` is registered where
-it is, not copied, once it passes hive.modelfile's checks, which `load` runs again on
-such files (a file that fails them is listed `failed`). Only the hive's event loop touches
-a Catalog, so it takes no lock.
+(`downloading`, `available`, `failed`) and when it was added; its listing adds the
+model's shape from the GGUF header (layers, bytes, KV per token: hive._model_shape). Ids
+are made here from the ref (`tiny`, `llama-3.2-1b.Q4_K_M`), never taken from a request as
+a path: a model id from outside that names a path (`../x`, `a/b`) is refused with
+InvalidRequest (400), and only files inside the catalog folder are ever deleted. A local
+`.gguf` is registered where it is, not copied, once it passes hive.modelfile's checks,
+which `load` runs again on such files (a file that fails them is listed `failed`). Only
+the hive's event loop touches a Catalog, so it takes no lock.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from hive._model_shape import shape_of
 from hive.errors import ModelFileRefused, ModelNotFound
 from hive.modelfile import check_model_file_blocking
 from jobs import FILE_MODE, InvalidRequest, private_folder
@@ -124,7 +126,12 @@ class ModelEntry:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The entry as `model_list` reports it: with its shape (hive._model_shape) when
+        available, for the queen's placement of a split; reads the header on first ask."""
+        listed = asdict(self)
+        shape = shape_of(Path(self.path)) if self.status == "available" else None
+        listed["shape"] = None if shape is None else shape.to_dict()
+        return listed
 
 
 class Catalog:
@@ -148,6 +155,8 @@ class Catalog:
                     entry.error = "the hive stopped during the download; download it again"
                 elif entry.status == "available" and not entry.owned:
                     _recheck(entry)
+                if entry.status == "available":
+                    shape_of(Path(entry.path))  # read here, in the loader's thread: cached
                 self._entries[entry.id] = entry
         return self
 
@@ -209,7 +218,7 @@ class Catalog:
     def save(self) -> None:
         """Write the index atomically (a crash leaves the old or the new one, never half)."""
         private_folder(self.folder)
-        body = json.dumps({"models": [e.to_dict() for e in self.entries()]}, indent=1)
+        body = json.dumps({"models": [asdict(e) for e in self.entries()]}, indent=1)
         tmp = self.folder / f"{INDEX_NAME}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)

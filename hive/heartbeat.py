@@ -27,6 +27,7 @@ from jobs import (
     HiveGoodbye,
     WorkerInfo,
 )
+from jobs.client import tls_for
 from narration_core import Narrator
 
 NARRATE = Narrator("rbee-hive")
@@ -61,6 +62,7 @@ class Heartbeat:
         token: str | None = None,
         interval_s: float = BEAT_INTERVAL_S,
         backoff_max_s: float = BEAT_BACKOFF_MAX_S,
+        lend_bytes: int | None = None,
     ) -> None:
         self.endpoint = queen_url.rstrip("/") + HEARTBEAT_PATH
         self.goodbye_endpoint = queen_url.rstrip("/") + GOODBYE_PATH
@@ -72,6 +74,7 @@ class Heartbeat:
         self.token = token
         self.interval_s = interval_s
         self.backoff_max_s = max(backoff_max_s, interval_s)
+        self.lend_bytes = lend_bytes  # --lend-memory: the most placement may use here
         self.sent = 0  # beats the queen accepted
         self.attempts = 0  # beats tried, accepted or not
         self.reachable: bool | None = None  # None until the first beat
@@ -94,6 +97,7 @@ class Heartbeat:
             memory_total_bytes=total,
             memory_free_bytes=free,
             gpu_free_bytes=self._gpu_free,
+            lend_bytes=self.lend_bytes,
         )
 
     async def read_gpus(self) -> None:
@@ -138,7 +142,9 @@ class Heartbeat:
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
         pause = self.interval_s
-        async with httpx.AsyncClient(timeout=BEAT_TIMEOUT_S, trust_env=False) as client:
+        async with httpx.AsyncClient(
+            timeout=BEAT_TIMEOUT_S, trust_env=False, verify=tls_for(self.queen_url)
+        ) as client:
             while not self._leaving.is_set():
                 await self.read_gpus()  # first: `leave()` cuts short only the beat in flight
                 if self._leaving.is_set():

@@ -88,6 +88,8 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             parallel=op.parallel,
             threads=op.threads,
             ctx_size=op.ctx_size,
+            rpc_servers=[peer.endpoint for peer in op.rpc_servers],
+            tensor_split=_shares(op),
         )
         return worker.to_dict()
 
@@ -284,6 +286,15 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
         "model_list": model_list,
         "model_delete": Upstream(model_delete),
     }
+
+
+def _shares(op: WorkerSpawn) -> list[float]:
+    """--tensor-split for a split spawn: each peer's share, then this hive's own (when
+    given); none for a spawn that splits nothing."""
+    if not op.rpc_servers:
+        return []
+    local = [] if op.local_share is None else [op.local_share]
+    return [peer.share for peer in op.rpc_servers] + local
 
 
 async def _check_file(path: Path) -> None:

@@ -1,6 +1,7 @@
 """rbee-hive's settings: built once at the entry point and passed down.
 
-Precedence: command-line flag > RBEE_* environment > default. Folders come from
+Precedence: command-line flag > RBEE_* environment > default. `--lend-memory` /
+RBEE_LEND_MEMORY caps what the queen's placement may use on this machine. Folders come from
 `jobs.RbeePaths` (RBEE_HOME or the platform's folders); the hive keeps its jobs in its own
 state subfolder, so a queen and a hive can share one RBEE_HOME.
 """
@@ -18,12 +19,14 @@ from jobs import (
     BEAT_INTERVAL_S,
     HIVE_CREDENTIAL_ENV,
     HIVE_PORT,
+    LEND_MEMORY_ENV,
     LOOPBACK,
     TOKEN_ENV,
     RbeePaths,
     cluster_secret,
     hive_credential,
     is_loopback,
+    parse_size,
 )
 
 HIVE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # the operations' id alphabet
@@ -46,6 +49,9 @@ class HiveSettings:
     credential: str = ""
     beat_interval_s: float = BEAT_INTERVAL_S
     worker_ready_timeout_s: float = WORKER_READY_TIMEOUT_S
+    # The most of this machine's memory the queen's placement may use (a worker, or a share
+    # of a split), reported in the beats; None: all that is free.
+    lend_bytes: int | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -71,6 +77,7 @@ class HiveSettings:
         token: str | None = None,
         queen_url: str | None = None,
         beat_interval_s: float = BEAT_INTERVAL_S,
+        lend_memory: str | None = None,
         env: Mapping[str, str] | None = None,
         paths: RbeePaths | None = None,
     ) -> HiveSettings:
@@ -93,6 +100,11 @@ class HiveSettings:
             )
         if beat_interval_s <= 0:
             raise HiveConfigError("--beat-interval must be a positive number of seconds")
+        lend = lend_memory if lend_memory is not None else env.get(LEND_MEMORY_ENV)
+        try:
+            lend_bytes = None if lend is None or not lend.strip() else parse_size(lend)
+        except ValueError as exc:
+            raise HiveConfigError(str(exc)) from None
         paths = (paths or RbeePaths.resolve()).ensure()
         # From the keeper (environment, or SSH's stdin for a remote hive); a hive started
         # by hand beside its queen derives it from the RBEE_HOME they share.
@@ -108,4 +120,5 @@ class HiveSettings:
             queen_url=queen_url.rstrip("/") if queen_url else None,
             credential=credential,
             beat_interval_s=beat_interval_s,
+            lend_bytes=lend_bytes,
         )

@@ -18,7 +18,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from jobs import (
     private_folder,
     worker_credential,
 )
+from jobs.client import tls_for
 from narration_core import (
     CapturedProcess,
     NarrationEvent,
@@ -176,11 +177,15 @@ class Supervisor:
         parallel: int | None = None,
         threads: int | None = None,
         ctx_size: int | None = None,
+        rpc_servers: Sequence[str] = (),
+        tensor_split: Sequence[float] = (),
     ) -> Worker:
         """Start a worker and return once its /health says ready.
 
         `parallel`, `threads` and `ctx_size` go to the worker's flags; None leaves the
         worker's own defaults (2 slots on a CPU, the physical cores, 4,096 tokens a slot).
+        `rpc_servers` (each `127.0.0.1:P`) split the model onto those RPC servers, in the
+        shares `tensor_split` gives (docs/splitting.md).
 
         Its output is relayed into `job_id` (and its log file). Raises WorkerStartError
         quoting the worker's failure line if it exits first or is not ready in time; the
@@ -222,6 +227,10 @@ class Supervisor:
         ):
             if value is not None:
                 argv += [flag, str(value)]
+        for endpoint in rpc_servers:
+            argv += ["--rpc", endpoint]
+        if tensor_split:
+            argv += ["--tensor-split", ",".join(f"{share:g}" for share in tensor_split)]
         NARRATE.action("worker_spawn").target(worker_id).human(
             f"Spawning worker {worker_id} for {model_id} on {device}, port {port}"
         ).emit()
@@ -290,7 +299,9 @@ class Supervisor:
             shutil.rmtree(self.state_dir / worker.id, ignore_errors=True)
 
     async def _wait_ready(self, worker: Worker) -> None:
-        async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, trust_env=False) as client:
+        async with httpx.AsyncClient(
+            timeout=HEALTH_TIMEOUT_S, trust_env=False, verify=tls_for(worker.url)
+        ) as client:
             with anyio.move_on_after(self.ready_timeout_s):
                 while not worker.exited.is_set():
                     status = await _health(client, worker.url)
@@ -316,7 +327,10 @@ class Supervisor:
     async def _refresh_forever(self) -> None:
         """Keep each started worker's state `ready` or `busy` as its /health says, so the
         heartbeats tell the queen which workers are free."""
-        async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, trust_env=False) as client:
+        # Workers listen on plain http on loopback (see `Worker.url`): no CA bundle to load.
+        async with httpx.AsyncClient(
+            timeout=HEALTH_TIMEOUT_S, trust_env=False, verify=tls_for(f"http://{LOOPBACK}")
+        ) as client:
             while True:
                 for worker in self.workers():
                     if worker.state in ("ready", "busy"):

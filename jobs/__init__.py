@@ -100,11 +100,13 @@ if typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type check
         BEAT_NOW_PATH,
         GOODBYE_PATH,
         HEARTBEAT_PATH,
+        LEND_MEMORY_ENV,
         STALE_AFTER_BEATS,
         HiveBeat,
         HiveGoodbye,
         WorkerInfo,
         WorkerState,
+        parse_size,
     )
     from jobs._credentials import (
         HIVE_CREDENTIAL_ENV,
@@ -115,6 +117,7 @@ if typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type check
         worker_credential,
     )
     from jobs._disk import FULL_ERRNOS, MIN_FREE_BYTES, check_room, free_bytes, storage_error
+    from jobs._llama_build import LLAMA_DISTRIBUTION, rpc_protocol
     from jobs._net import is_loopback, tcp_port
     from jobs._operations import (
         DEFAULT_HIVE,
@@ -138,6 +141,9 @@ if typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type check
         ModelServe,
         Operation,
         QueenStatus,
+        RpcPeer,
+        RpcServe,
+        RpcStop,
         WorkerList,
         WorkerSpawn,
         WorkerStop,
@@ -186,6 +192,9 @@ _OPERATIONS = (
     "ModelServe",
     "Operation",
     "QueenStatus",
+    "RpcPeer",
+    "RpcServe",
+    "RpcStop",
     "WorkerList",
     "WorkerSpawn",
     "WorkerStop",
@@ -198,11 +207,13 @@ _BEATS = (
     "BEAT_NOW_PATH",
     "GOODBYE_PATH",
     "HEARTBEAT_PATH",
+    "LEND_MEMORY_ENV",
     "STALE_AFTER_BEATS",
     "HiveBeat",
     "HiveGoodbye",
     "WorkerInfo",
     "WorkerState",
+    "parse_size",
 )
 _TRACE = (
     "TRACEPARENT",
@@ -235,6 +246,8 @@ _LAZY = {
     **dict.fromkeys(_DISK, "jobs._disk"),
     **dict.fromkeys(_NET, "jobs._net"),
     **dict.fromkeys(_TRACE, "jobs._trace"),
+    "LLAMA_DISTRIBUTION": "jobs._llama_build",
+    "rpc_protocol": "jobs._llama_build",
     "otel_enabled": "jobs._otel",
     "otel_export": "jobs._otel",
 }
@@ -274,6 +287,8 @@ __all__ = [
     "ID_MAX_CHARS",
     "ID_PATTERN",
     "JOB_STATES",
+    "LEND_MEMORY_ENV",
+    "LLAMA_DISTRIBUTION",
     "LOOPBACK",
     "MAX_TOKENS_DEFAULT",
     "MAX_TOKENS_LIMIT",
@@ -325,6 +340,9 @@ __all__ = [
     "OperationUnavailable",
     "QueenStatus",
     "RbeePaths",
+    "RpcPeer",
+    "RpcServe",
+    "RpcStop",
     "ServiceUnavailable",
     "StateFolderBusy",
     "StorageError",
@@ -365,10 +383,12 @@ __all__ = [
     "otel_export",
     "parse_jsonl",
     "parse_operation",
+    "parse_size",
     "parse_traceparent",
     "private_folder",
     "queen_status_op",
     "rbee_version",
+    "rpc_protocol",
     "same_credential",
     "set_parent_job",
     "storage_error",

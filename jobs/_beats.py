@@ -12,9 +12,10 @@ same credential (the queen's token, when it has one).
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, TypeAdapter, ValidationError
 
 HEARTBEAT_PATH = "/v1/heartbeats"  # on the queen: a hive's beat, signed with its credential
 GOODBYE_PATH = "/v1/heartbeats/goodbye"  # on the queen: a stopping hive's last word
@@ -22,6 +23,10 @@ BEAT_NOW_PATH = "/v1/heartbeats/now"  # on a hive, open: beat now (a queen just 
 BEAT_INTERVAL_S = 2.0  # seconds between a hive's heartbeats
 STALE_AFTER_BEATS = 3  # missed beats after which the queen calls a hive stale
 BEAT_BACKOFF_MAX_S = 30.0  # longest pause between beats while the queen is unreachable
+LEND_MEMORY_ENV = "RBEE_LEND_MEMORY"  # a hive's --lend-memory, from its environment
+# What --lend-memory reads: a number and a unit, whole (pydantic's ByteSize alone takes
+# "1.5.0G" as 1 byte); ByteSize then says what the unit is worth.
+SIZE_PATTERN = re.compile(r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$")
 
 WorkerState = Literal["starting", "loading", "ready", "busy", "stopping", "failed"]
 
@@ -64,6 +69,9 @@ class HiveBeat(_Wire):
     memory_total_bytes: int | None = Field(default=None, ge=0)
     memory_free_bytes: int | None = Field(default=None, ge=0)
     gpu_free_bytes: dict[str, int] = Field(default_factory=dict)
+    # What the hive lends placement (`--lend-memory`): the queen uses at most this much of
+    # its memory, for a worker or a share of a split. None: no cap but the free memory.
+    lend_bytes: int | None = Field(default=None, ge=0)
 
 
 class HiveGoodbye(_Wire):
@@ -79,3 +87,16 @@ class HiveGoodbye(_Wire):
     hive_id: str = Field(min_length=1, max_length=128)
     url: str
     ts: float  # the hive's wall clock when it left
+
+
+def parse_size(text: str) -> int:
+    """Bytes from a size as people write it for `--lend-memory`: `2G`, `512M` (powers of
+    ten), `1.5GiB`, `2 GiB` (powers of two), `1073741824` (bytes), as pydantic's ByteSize
+    reads them; raises ValueError with one sentence naming the value otherwise."""
+    problem = ValueError(f"--lend-memory {text!r} is not a size; write e.g. 2G, 512M or 1.5GiB")
+    if not SIZE_PATTERN.match(text):
+        raise problem
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(text.strip()))
+    except ValidationError:
+        raise problem from None

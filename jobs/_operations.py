@@ -72,6 +72,10 @@ PARALLEL_MAX = 64  # slots in one worker
 THREADS_MAX = 1024
 CTX_SIZE_MIN = 64  # context tokens per slot
 CTX_SIZE_MAX = 1 << 20
+RPC_SERVERS_MAX = 16  # peers one split worker reaches (ggml has room for more devices)
+Endpoint = Annotated[str, StringConstraints(pattern=r"^127\.0\.0\.1:[0-9]{1,5}$")]
+"""A peer's RPC server as a hive reaches it: on its own loopback, never an open address."""
+Share = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 """An integer as JSON Schema means it: 5 or 5.0, never "5" or true."""
 
 
@@ -133,6 +137,24 @@ class HiveStatus(_Op):
     hive_id: Id = DEFAULT_HIVE
 
 
+def _empty(value: Any) -> bool:
+    return not value
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+class RpcPeer(BaseModel):
+    """One peer's RPC server in a split worker's spawn: where this hive reaches it, and
+    its share of the model's layers (shares are relative; llama.cpp's tensor_split)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    endpoint: Endpoint
+    share: Share = 1.0
+
+
 class WorkerSpawn(_Op):
     operation: Literal["worker_spawn"] = "worker_spawn"
     hive_id: Id = DEFAULT_HIVE
@@ -143,6 +165,32 @@ class WorkerSpawn(_Op):
     parallel: Annotated[int, Field(ge=1, le=PARALLEL_MAX), _WHOLE] | None = None
     threads: Annotated[int, Field(ge=1, le=THREADS_MAX), _WHOLE] | None = None
     ctx_size: Annotated[int, Field(ge=CTX_SIZE_MIN, le=CTX_SIZE_MAX), _WHOLE] | None = None
+    # A split (docs/splitting.md): the peers' ggml RPC servers as this hive reaches them
+    # (127.0.0.1:P: a peer on this machine, or this hive's end of an SSH forward), each
+    # with its share of the layers, and the share this hive's own device keeps.
+    # Left out of the wire form when empty (no split), so a plain spawn stays plain.
+    rpc_servers: list[RpcPeer] = Field(
+        default_factory=list, max_length=RPC_SERVERS_MAX, exclude_if=_empty
+    )
+    local_share: Share | None = Field(default=None, exclude_if=_absent)
+
+
+class RpcServe(_Op):
+    """Lend this hive's memory to a split: start a ggml RPC server on its loopback (a free
+    port) for `split_id`; the result names its endpoint. The queen asks, never a user."""
+
+    operation: Literal["rpc_serve"] = "rpc_serve"
+    hive_id: Id = DEFAULT_HIVE
+    split_id: Id
+
+
+class RpcStop(_Op):
+    """Stop the RPC server this hive runs for `split_id` (the split unloaded)."""
+
+    operation: Literal["rpc_stop"] = "rpc_stop"
+    runs_on_full_disk = True
+    hive_id: Id = DEFAULT_HIVE
+    split_id: Id
 
 
 class WorkerList(_Op):
@@ -204,10 +252,6 @@ class ModelServe(_Op):
 
 
 ROLE_MAX_CHARS = 64  # system, user, assistant, tool: a name, not text
-
-
-def _absent(value: Any) -> bool:
-    return value is None
 
 
 class ChatMessage(BaseModel):
@@ -313,6 +357,8 @@ Operation = Annotated[
     | WorkerSpawn
     | WorkerList
     | WorkerStop
+    | RpcServe
+    | RpcStop
     | ModelDownload
     | ModelList
     | ModelDelete
@@ -330,6 +376,8 @@ OPERATION_MODELS: tuple[type[BaseModel], ...] = (
     WorkerSpawn,
     WorkerList,
     WorkerStop,
+    RpcServe,
+    RpcStop,
     ModelDownload,
     ModelList,
     ModelDelete,

@@ -194,9 +194,11 @@ def start_local_hive(
     timeout: float,
     beat_interval: float | None = None,
     any_port_if_running: bool = False,
+    lend_bytes: int | None = None,
 ) -> None:
     """Start this machine's hive `alias` beating to the keeper's queen, unless this home's
-    runs (then say where); stream its startup until healthy.
+    runs (then say where, and that a `lend_bytes` asked for is not applied to it); stream
+    its startup until healthy.
 
     A `port` given for a hive that already runs elsewhere is an error (JobFailed), as for
     the queen, unless `any_port_if_running` (autostart: any running hive will do).
@@ -207,7 +209,12 @@ def start_local_hive(
         raise UsageError(f"--port {port} is not a TCP port; pick one between 1 and 65535")
     paths = RbeePaths.resolve().ensure()
     daemon = daemons.local_hive(
-        paths, alias, port=port, queen_url=settings.queen_url, beat_interval=beat_interval
+        paths,
+        alias,
+        port=port,
+        queen_url=settings.queen_url,
+        beat_interval=beat_interval,
+        lend_bytes=lend_bytes,
     )
     host = LocalHost(paths.run)
     label = f"hive {alias}"
@@ -240,6 +247,11 @@ def start_local_hive(
                     )
                 )
             if running is not None:
+                if lend_bytes is not None:
+                    NARRATE.action("lend_memory").target(alias).level("warn").human(
+                        f"Hive {alias} already runs, so --lend-memory does not change what "
+                        f"it lends; stop it (`keeper hive stop {alias}`) and start it again"
+                    ).emit()
                 return
             start(
                 host,

@@ -4,11 +4,11 @@ A model's need is estimated from what the queen can know before loading it: its 
 size (from a hive's `model_list`) with a margin for llama.cpp's buffers, plus its KV cache
 (context × slots), taken from a worker of the same model that already runs (its beat
 reports `kv_bytes`), else guessed as a share of the weights. Hives report their free
-memory in their beats. A hive that reports none is never refused (nothing to compare);
-when some do and none fits, the request is refused in one sentence naming the model,
-its estimate and the largest free space. `spread` (the default, RBEE_PLACEMENT) puts a
-model's workers on different hives, the roomiest first; `pack` fills the tightest hive
-that fits first.
+memory in their beats, and what they lend (`--lend-memory`): placement uses the smaller.
+A hive that reports none is never refused (nothing to compare); when some do and none
+fits, the request is refused in one sentence naming the model, its estimate and the
+largest free space. `spread` (the default, RBEE_PLACEMENT) puts a model's workers on
+different hives, the roomiest first; `pack` fills the tightest hive that fits first.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ class Room:
 
     hive_id: str
     free_bytes: int | None
+
+
+def lendable(free_bytes: int | None, lend_bytes: int | None) -> int | None:
+    """What placement may use on a hive: its free memory, capped by what it lends
+    (`keeper hive start NAME --lend-memory SIZE`); None when it reports neither."""
+    if lend_bytes is None:
+        return free_bytes
+    return lend_bytes if free_bytes is None else min(free_bytes, lend_bytes)
 
 
 def estimate(size_bytes: int | None, *, kv_bytes: int | None = None) -> int | None:

@@ -18,6 +18,7 @@ import anyio
 from jobs import (
     DaemonUnreachable,
     Infer,
+    InvalidRequest,
     JobError,
     ModelDownload,
     UpstreamFailed,
@@ -28,9 +29,12 @@ from jobs.client import JobClient
 from jobs.relay import submit_and_forward
 from jobs.server import Job
 from narration_core import Narrator
-from queen._memory import Placement, Room, choose_device, estimate, roomiest
+from queen._memory import Placement, Room, choose_device, estimate, lendable, roomiest
 from queen._placement import hive_to_start_on
+from queen._placements_route import Placements
 from queen._refs import ASK_TIMEOUT_S, ModelRefs, list_workers, quietly
+from queen._split_plan import CTX_DEFAULT, SLOTS_DEFAULT
+from queen._splits import Lent, Splits
 from queen._workers import Pick, WorkerView
 from queen.errors import QueenError
 from queen.hives import Hive, HiveRegistry
@@ -52,8 +56,12 @@ class Provisioner:
         *,
         spawned: Callable[[str, str], None] | None = None,
         placement: Placement = "spread",
+        placements: Placements | None = None,
+        splits: Splits | None = None,
     ) -> None:
         self.hives = hives
+        self.placements = placements  # with `splits`: a model no hive holds is split
+        self.splits = splits
         self.view = view
         self.refs = refs
         self.placement = placement
@@ -87,7 +95,9 @@ class Provisioner:
                 if p.worker.kv_bytes is not None
                 and self.refs.serves(p.hive_id, p.worker.model, op.model)
             ]
-            need = estimate(self.refs.size_of(op.model), kv_bytes=max(kv, default=None))
+            need = self.refs.need_of(op.model) or estimate(
+                self.refs.size_of(op.model), kv_bytes=max(kv, default=None)
+            )
             room = roomiest(rooms, need, op.model, placement=self.placement, load=load)
             if room is not None:
                 return self.hives.get(room.hive_id)
@@ -130,7 +140,13 @@ class Provisioner:
         found = find()
         if found is not None:
             return found
-        hive = await self.hives.reachable((await self.choose_hive(op)).id)  # its beat's URL
+        try:
+            chosen = await self.choose_hive(op)
+        except InvalidRequest as refused:  # 503: no hive has the memory
+            if refused.status != 503 or op.hive_id is not None:
+                raise
+            return await self._start_split(op, job, find, refused)
+        hive = await self.hives.reachable(chosen.id)  # its beat's URL
         async with self._lock(hive, op.model, op.model):
             found = find()  # the request this one waited for started it
             if found is not None:
@@ -163,6 +179,33 @@ class Provisioner:
                 return None
             return await self._start(hive, op, job, enough, replica=True)
 
+    async def _start_split(self, op: Infer, job: Job, find: Find, refused: InvalidRequest) -> Pick:
+        """The worker for a model no hive can hold alone, split by layers across hives
+        (queen._splits); raises the plan's refusal when they cannot hold it together, or
+        `refused` when splitting is off or the model's shape is unknown."""
+        if self.placements is None or self.splits is None:
+            raise refused
+        try:
+            plan = await self.placements.plan(op.model, ctx=CTX_DEFAULT, slots=SLOTS_DEFAULT)
+        except InvalidRequest as exc:
+            raise refused if exc.status == 404 else exc from None
+        if not plan.split:
+            raise refused
+        hive = await self.hives.reachable(plan.worker_hive)
+        async with self._lock(hive, op.model, op.model):
+            found = find()  # the request this one waited for started it
+            if found is not None:
+                return found
+            lent = await self.splits.lend(plan, job)
+            try:
+                pick = await self._start(hive, op, job, find, lent=lent)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.splits.failed(lent)
+                raise
+            self.splits.started(lent, pick.hive_id, pick.worker.worker_id)
+            return pick
+
     def _lock(self, hive: Hive, key: str, model: str) -> anyio.Lock:
         """The lock held while a worker for `key` (a ref, or `id:` a catalog id) starts on
         `hive`; says so when another request holds it."""
@@ -175,7 +218,14 @@ class Provisioner:
         return lock
 
     async def _start(
-        self, hive: Hive, op: Infer, job: Job | None, find: Find, *, replica: bool = False
+        self,
+        hive: Hive,
+        op: Infer,
+        job: Job | None,
+        find: Find,
+        *,
+        replica: bool = False,
+        lent: Lent | None = None,
     ) -> Pick:
         hop = f"hive:{hive.id}"
         hive = await self.hives.reachable(hive.id)  # this machine's: once it has beaten
@@ -206,8 +256,16 @@ class Provisioner:
                     else f"No worker has {op.model} loaded; starting one on hive {hive.id}"
                 ).emit()
                 need = estimate(self.refs.size_of(op.model) or self.refs.size_of(model_id))
-                device = choose_device(gpu_memory(hive), need)
-                spawn = WorkerSpawn(hive_id=hive.id, model=model_id, device=device)
+                if lent is None:
+                    device = choose_device(gpu_memory(hive), need)
+                    spawn = WorkerSpawn(hive_id=hive.id, model=model_id, device=device)
+                else:  # a split's worker: its share on this CPU, the rest on the peers
+                    spawn = WorkerSpawn(
+                        hive_id=hive.id,
+                        model=model_id,
+                        rpc_servers=list(lent.servers),
+                        local_share=lent.local_share,
+                    )
                 result = await (
                     quietly(client, spawn)
                     if job is None
@@ -219,8 +277,9 @@ class Provisioner:
 
 
 def free_memory(hive: Hive) -> int | None:
-    """The free memory `hive`'s last beat reported (None before its first beat)."""
-    return hive.memory_free_bytes
+    """The memory placement may use on `hive`: the free memory its last beat reported,
+    capped by what it lends (`--lend-memory`); None before its first beat."""
+    return lendable(hive.memory_free_bytes, hive.lend_bytes)
 
 
 def gpu_memory(hive: Hive) -> dict[str, int]:

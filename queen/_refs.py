@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from jobs import JobError, ModelList, UpstreamFailed, WorkerInfo, WorkerList
 from jobs.client import JobClient
+from queen._split_plan import Shape, worker_need
 from queen.errors import QueenError
 from queen.hives import Hive, HiveRegistry
 
@@ -31,6 +32,8 @@ class ModelRefs:
         self._ids: dict[tuple[str, str], str] = {}
         self._missing: dict[tuple[str, str], float] = {}  # -> monotonic time it was asked
         self._sizes: dict[str, int] = {}  # ref or catalog id -> its file's size in bytes
+        # ref or catalog id -> bytes a worker of it needs, from its GGUF header's shape
+        self._needs: dict[str, int] = {}
 
     def cached(self, hive_id: str, ref: str) -> str | None:
         """The catalog id `ref` is on `hive_id`, if the queen has learned it."""
@@ -59,6 +62,12 @@ class ModelRefs:
         """The model file's size in bytes, as a catalog that has it said (any hive)."""
         return self._sizes.get(ref)
 
+    def need_of(self, ref: str) -> int | None:
+        """Bytes a worker of `ref` needs with the worker's default context and slots, from
+        the GGUF header a catalog that has it read (queen._split_plan.worker_need); None
+        when no catalog reported its shape."""
+        return self._needs.get(ref)
+
     def refs_of(self, model_ids: set[str]) -> set[str]:
         """Every ref the queen has seen name one of `model_ids`."""
         return {ref for (_, ref), model_id in self._ids.items() if model_id in model_ids}
@@ -71,9 +80,12 @@ class ModelRefs:
         models = await list_models(client, hive_id)
         for entry in models:
             if isinstance(entry.get("size"), int) and entry.get("status") == "available":
+                shape = Shape.from_listing(entry.get("shape"))
                 for name in (entry.get("id"), entry.get("source")):
                     if name:
                         self._sizes[str(name)] = entry["size"]
+                        if shape is not None:
+                            self._needs[str(name)] = worker_need(shape)
         found = match(models, ref)
         if found is None:
             self._missing[(hive_id, ref)] = time.monotonic()

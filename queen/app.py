@@ -10,6 +10,8 @@ from starlette.routing import BaseRoute
 from jobs import LOOPBACK, cluster_secret, rbee_version
 from jobs.server import BodyLimit, Handler, JobApp, JobService, ServerConfig
 from jobs.server import create_app as create_job_app
+from queen._placements_route import OPENAPI_PATHS as PLACEMENTS_OPENAPI_PATHS
+from queen._placements_route import Placements, placement_routes
 from queen.beats import BEAT_PATHS, OPENAPI_PATHS, heartbeat_routes
 from queen.dashboard import OPEN_PATHS, OPEN_PREFIXES, dashboard_routes
 from queen.hives import HiveRegistry
@@ -29,6 +31,7 @@ QUEEN_OPENAPI_PATHS = {
     **DOOR_OPENAPI_PATHS,
     **METRICS_OPENAPI_PATHS,
     **STATUS_OPENAPI_PATHS,
+    **PLACEMENTS_OPENAPI_PATHS,
 }
 
 
@@ -84,6 +87,7 @@ def create_app(settings: QueenSettings, *, hives: HiveRegistry | None = None) ->
             *metrics.routes(),
             *dashboard_routes(),
             *status_routes(StatusView(service, hives, workers, version=version)),
+            *placement_routes(Placements(hives)),
         ]
 
     return create_job_app(

@@ -34,6 +34,7 @@ from jobs import (
     hive_credential,
     worker_credential,
 )
+from jobs.client import tls_for
 from queen.errors import HiveNotHeard, UnknownHive
 
 # How long a job waits for the first beat of this machine's hive before failing: a hive
@@ -55,6 +56,7 @@ class Hive:
     memory_total_bytes: int | None = None  # the machine's RAM, as of the last beat
     memory_free_bytes: int | None = None
     gpu_free_bytes: dict[str, int] = field(default_factory=dict)  # "cuda:N" -> free VRAM
+    lend_bytes: int | None = None  # what it lends placement (--lend-memory); None: no cap
     beats: int = 0  # heartbeats received since this queen started
     # The gap between the last two beats (not between a forward and a beat, which can be
     # any length): a hive started with a short interval (tests) goes stale as quickly as
@@ -76,6 +78,8 @@ class Hive:
             "last_seen": self.last_seen,
             "version": self.version,
             "stale": self.is_stale(now),
+            "memory_free_bytes": self.memory_free_bytes,
+            "lend_bytes": self.lend_bytes,
             "workers": [w.model_dump(mode="json") for w in self.workers],
         }
 
@@ -182,6 +186,7 @@ class HiveRegistry:
         hive.memory_total_bytes = beat.memory_total_bytes
         hive.memory_free_bytes = beat.memory_free_bytes
         hive.gpu_free_bytes = dict(beat.gpu_free_bytes)
+        hive.lend_bytes = beat.lend_bytes
         hive.last_seen = hive.last_beat = now
         hive.beats += 1
         self._beaten.set()
@@ -206,7 +211,9 @@ async def _ask_for_a_beat(url: str) -> None:
     down would otherwise take up to 30 s). Nothing secret is sent, and only a signed beat
     counts, so asking an impostor costs nothing."""
     try:
-        async with httpx.AsyncClient(timeout=BEAT_NOW_TIMEOUT_S, trust_env=False) as client:
+        async with httpx.AsyncClient(
+            timeout=BEAT_NOW_TIMEOUT_S, trust_env=False, verify=tls_for(url)
+        ) as client:
             await client.post(f"{url}{BEAT_NOW_PATH}")
     except httpx.HTTPError:
         pass  # not there (yet): the wait for its beat says so

@@ -54,9 +54,11 @@ from queen._dispatch import WorkerBusy, send
 from queen._keepalive import KEEP_ALIVE_S, KeepAlive
 from queen._memory import Placement
 from queen._placement import best, named
+from queen._placements_route import Placements
 from queen._provision import Provisioner
 from queen._refs import ModelRefs, catalog_names
 from queen._replicas import REPLICAS_FILE, Replicas, ReplicaStore
+from queen._splits import Splits
 from queen._workers import USABLE, Pick, WorkerView
 from queen.hives import Hive, HiveRegistry
 from queen.metrics import QueenMetrics
@@ -100,8 +102,15 @@ class WorkerPool:
         self.refs = ModelRefs(hives)
         self.metrics = metrics
         spawned = None if metrics is None else metrics.spawned
+        self.splits = Splits(hives)
         self.provisioner = Provisioner(
-            hives, self.view, self.refs, spawned=spawned, placement=placement
+            hives,
+            self.view,
+            self.refs,
+            spawned=spawned,
+            placement=placement,
+            placements=Placements(hives),
+            splits=self.splits,
         )
         self.admission = Admission(max_queue)
         self.replicas = Replicas(
@@ -129,10 +138,14 @@ class WorkerPool:
             if self.keep_alive is not None:
                 tg.start_soon(self.keep_alive.run)
             tg.start_soon(self.replicas.run)
+            tg.start_soon(self.splits.run, self._alive)
             try:
                 yield
             finally:
                 tg.cancel_scope.cancel()
+
+    def _alive(self, hive_id: str, worker_id: str) -> bool:
+        return any(p.worker.worker_id == worker_id for p in self.view.known(hive_id))
 
     def known(self, hive_id: str | None = None) -> list[Pick]:
         """Every worker as this queen knows it now, in any state (see WorkerView.known)."""

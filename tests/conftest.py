@@ -42,6 +42,8 @@ SPAWNING_NAMES = frozenset(
         "keeper_into_a_left_pipe",
         "foreign_http_server",
         "imported_by",
+        "link_sshd",
+        "RpcServers",  # hive/_rpc_server.py: ggml RPC servers as children
     }
 )
 

@@ -2,6 +2,12 @@
 
     llm-worker-rbee --model PATH --port N --device cpu|cuda:N --worker-id ID [--hive-url URL]
                     [--parallel N] [--threads N] [--ctx-size TOKENS]
+                    [--rpc HOST:PORT ...] [--tensor-split SHARES]
+
+With --rpc (repeatable) the model is split: each ggml RPC server is registered as a device
+before the model loads and every layer is offloaded, in the proportions --tensor-split
+gives (comma-separated, in device order: the RPC servers, then this machine's GPUs or, on
+a cpu worker, its CPU; see docs/splitting.md).
 
 Narrates `startup` and `model_load` before its server exists (the hive relays those lines
 into the spawn job), then serves /health: `loading` until the model is in memory, then
@@ -59,7 +65,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="context tokens per slot (default 4096, at most the model's trained window)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--rpc",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a ggml RPC server to split the model onto (repeat for each)",
+    )
+    parser.add_argument(
+        "--tensor-split",
+        type=_shares,
+        default=None,
+        metavar="SHARES",
+        help="each device's share of the layers, e.g. 3,1 (default: equal); needs --rpc",
+    )
+    args = parser.parse_args(argv)
+    if args.tensor_split is not None and not args.rpc:
+        parser.error("--tensor-split splits the model across --rpc servers: give them too")
+    return args
+
+
+def _shares(text: str) -> list[float]:
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated numbers") from None
+    if any(not share >= 0 for share in shares) or sum(shares) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: shares are >= 0 and not all 0")
+    return shares
 
 
 def _positive(text: str) -> int:
@@ -130,11 +163,18 @@ async def _serve(
 
     state = WorkerState(worker_id, model, args.device)
     engine = Engine(
-        model, args.device, parallel=args.parallel, threads=args.threads, ctx_size=args.ctx_size
+        model,
+        args.device,
+        parallel=args.parallel,
+        threads=args.threads,
+        ctx_size=args.ctx_size,
+        rpc_servers=args.rpc,
+        tensor_split=args.tensor_split,
     )
     size = model.stat().st_size if model.is_file() else 0  # noqa: ASYNC240 - one stat, at start
+    split = f", split across {', '.join(args.rpc)}" if args.rpc else ""
     NARRATE.action("model_load").target(model.name).human(
-        f"Loading {model.name} ({size / 1e6:.1f} MB) on {args.device}"
+        f"Loading {model.name} ({size / 1e6:.1f} MB) on {args.device}{split}"
     ).field("bytes", size).emit()
     job_app = create_app(state, engine, state_dir=state_dir, token=credential, bind=args.bind)
     url = socket_url(sock)

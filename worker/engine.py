@@ -1,6 +1,9 @@
 """The loaded model: one GGUF on one device, in one llama.cpp context that holds `parallel`
 sequences (slots), through llama-cpp-python's low-level API.
 
+A split engine (`rpc_servers`) registers those ggml RPC servers as devices first
+(worker/_rpc.py) and offloads its layers to them, in the proportions `tensor_split` gives.
+
 `load()` blocks (seconds for a real model): the worker runs it in a thread. Afterwards the
 context belongs to the engine thread alone (worker/_slots.py); what other threads may call
 here (`tokenize`, the figures for /health) reads only the model, which llama.cpp never
@@ -43,6 +46,7 @@ PARALLEL_CPU = 2  # slots on a CPU: batching 2 streams costs little more than on
 PARALLEL_GPU = 4  # slots on a GPU, where a batch of 4 decodes about as fast as one
 BATCH_TOKENS = 512  # tokens one llama_decode takes at most (llama.cpp's default n_batch)
 KV_BYTES_PER_VALUE = 2  # the KV cache holds f16 (llama.cpp's default type_k / type_v)
+SPLIT_ALL_LAYERS = 9999  # n_gpu_layers of a split: every layer and the output offloaded
 LLAMA_LOG_LEVEL = logging.ERROR  # llama.cpp's own log lines below this are not printed
 
 
@@ -87,10 +91,20 @@ class Engine:
         parallel: int | None = None,
         threads: int | None = None,
         ctx_size: int | None = None,
+        rpc_servers: Sequence[str] = (),
+        tensor_split: Sequence[float] | None = None,
     ) -> None:
         for name, value in (("parallel", parallel), ("threads", threads), ("ctx_size", ctx_size)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
+        if tensor_split is not None and (
+            not rpc_servers or any(x < 0 for x in tensor_split) or sum(tensor_split) <= 0
+        ):
+            raise ValueError("tensor_split takes shares >= 0 (not all 0), with rpc_servers")
+        # A split: RPC servers' devices first, in llama.cpp's order, then this machine's
+        # GPUs (a cuda device) or its CPU (a cpu device: its share is the first layers).
+        self.rpc_servers = tuple(rpc_servers)
+        self.tensor_split = tuple(tensor_split) if tensor_split is not None else None
         self.path = path
         self.device = device
         self.parallel = parallel or (PARALLEL_CPU if device == "cpu" else PARALLEL_GPU)
@@ -137,7 +151,9 @@ class Engine:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.main_gpu = main_gpu
+        shares = self._split(llama_cpp, params) if self.rpc_servers else None
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+        del shares  # kept alive through the load, which copies the split's shares
         if not model:
             raise ModelLoadError(str(self.path), "llama.cpp cannot read it as a GGUF model")
         trained = llama_cpp.llama_model_n_ctx_train(model)
@@ -159,6 +175,30 @@ class Engine:
         template = llama_cpp.llama_model_chat_template(model, None)
         self._chat_template = template.decode("utf-8", errors="replace") if template else None
         self.load_time_s = time.perf_counter() - started
+
+    def _split(self, llama_cpp: Any, params: Any) -> Any:
+        """Register the RPC servers and offload to them: every layer (a cpu worker keeps
+        the first layers when its share, the last of `tensor_split`, is not 0); the
+        shares as a ctypes array set in `params`. Raises RpcUnavailable, DeviceUnavailable."""
+        from worker._rpc import add_rpc_servers
+
+        devices = len(add_rpc_servers(self.rpc_servers))
+        params.n_gpu_layers = SPLIT_ALL_LAYERS
+        shares = list(self.tensor_split or [1.0] * devices)
+        local = 1 if self.device == "cpu" else llama_cpp.llama_max_devices() - devices
+        if not devices <= len(shares) <= min(devices + local, llama_cpp.llama_max_devices()):
+            raise DeviceUnavailable(
+                f"--tensor-split has {len(shares)} shares for {devices} RPC devices; give one "
+                f"per RPC device{', then one for this CPU' if self.device == 'cpu' else ''}"
+            )
+        if self.device == "cpu" and len(shares) > devices:
+            n_layer = _layer_count(llama_cpp, self.path)
+            kept = round((n_layer + 1) * shares[-1] / sum(shares))
+            params.n_gpu_layers = n_layer + 1 - kept
+            shares = shares[:-1] if kept <= n_layer else [1.0] * devices
+        array = (ctypes.c_float * llama_cpp.llama_max_devices())(*shares)
+        params.tensor_split = array
+        return array
 
     def _context_params(self, llama_cpp: Any) -> Any:
         params = llama_cpp.llama_context_default_params()
@@ -213,6 +253,24 @@ class Engine:
             "ctx_size": self.ctx_size,
             "kv_bytes": self.kv_bytes,
         }
+
+
+def _layer_count(llama_cpp: Any, path: Path) -> int:
+    """The model's repeating layers (`{arch}.block_count`), from a vocab-only load (its
+    metadata and vocabulary: llama_model_n_layer is 0 there)."""
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelLoadError(str(path), "llama.cpp cannot read it as a GGUF model")
+    try:
+        arch = model_meta(model, "general.architecture") or "llama"
+        blocks = model_meta(model, f"{arch}.block_count")
+        if blocks is None or not blocks.isdigit():
+            raise ModelLoadError(str(path), f"its metadata has no {arch}.block_count")
+        return int(blocks)
+    finally:
+        llama_cpp.llama_model_free(model)
 
 
 def kv_bytes(model: llama_cpp.llama_model_p, n_ctx: int) -> int:

@@ -39,6 +39,15 @@ def hive_start(
     ] = 30.0,
     beat_interval: Annotated[float | None, typer.Option(hidden=True)] = None,
     accept_new_host_key: AcceptNewHostKey = False,
+    lend_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--lend-memory",
+            metavar="SIZE",
+            help="Most memory the queen may place on this hive (a worker or a share of a "
+            "split), e.g. 2G, 512M, 1.5GiB; default: all that is free.",
+        ),
+    ] = None,
 ) -> None:
     """Start a hive beating to the queen, stream its startup, leave it running once healthy."""
     from keeper.commands import hive
@@ -51,6 +60,7 @@ def hive_start(
         timeout=timeout,
         beat_interval=beat_interval,
         accept_new_host_key=accept_new_host_key,
+        lend_memory=lend_memory,
     )
 
 

@@ -30,7 +30,6 @@ def _probability_mass(value: float) -> float:
 
 def infer(
     ctx: typer.Context,
-    prompt: Annotated[str, typer.Argument(help="The prompt.")],
     model: Annotated[
         str,
         typer.Option(
@@ -38,6 +37,9 @@ def infer(
             "weights), hf:org/repo/file.gguf, a path, a URL."
         ),
     ],
+    prompt: Annotated[
+        str | None, typer.Argument(help="The prompt (not needed with --explain).")
+    ] = None,
     max_tokens: Annotated[
         int,
         typer.Option(help="Tokens to generate at most.", min=1, max=MAX_TOKENS_LIMIT),
@@ -86,6 +88,14 @@ def infer(
         ),
     ] = False,
     no_autostart: NoAutostart = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Print where the queen would place the model (one hive, or a split by "
+            "layers) and run nothing; with --json, the plan as JSON.",
+        ),
+    ] = False,
 ) -> None:
     """Run a prompt on a worker and print the tokens as they arrive.
 
@@ -94,9 +104,17 @@ def infer(
     With stdout redirected (`> answer.txt`) stdout holds exactly the text plus one final
     newline, and the narration goes to stderr. A worker with the model is started (and
     the model fetched into the hive's catalog) when none runs; Ctrl-C stops generation.
+    `--explain` prints where that worker would go instead, starting nothing.
     """
     from keeper.commands import infer as infer_cmd
 
+    if explain:
+        if worker is not None:
+            raise typer.BadParameter("--explain shows where a new worker would go, not --worker")
+        infer_cmd.explain(settings_of(ctx), model, hive=hive)
+        return
+    if prompt is None:
+        raise typer.BadParameter("a prompt is needed (or --explain)", param_hint="PROMPT")
     if raw and system is not None:
         raise typer.BadParameter("--system adds a chat message; it cannot go with --raw")
     operation = infer_cmd.operation(

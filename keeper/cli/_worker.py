@@ -37,9 +37,25 @@ def worker_spawn(
         ),
     ] = None,
     no_autostart: NoAutostart = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Print where the worker would go (the hive whole, or a split by layers with "
+            "its worker there) and spawn nothing; with --json, the plan as JSON.",
+        ),
+    ] = False,
 ) -> None:
     """Spawn a worker with a model on a hive; shows its startup until it is ready."""
     from keeper.commands import worker
+
+    if explain:
+        from keeper.commands.infer import explain as explain_plan
+
+        if device != "cpu":  # the plan weighs the hives' RAM, not a GPU's VRAM
+            raise typer.BadParameter("--explain plans by the hives' memory (RAM): use --device cpu")
+        explain_plan(settings_of(ctx), model, hive=hive, ctx_size=ctx_size, parallel=parallel)
+        return
 
     if not no_autostart and hive == "localhost":
         from keeper.autostart import ensure_local_chain

@@ -7,6 +7,7 @@ URL, or the default) as its heartbeat target, so the queen learns it from its fi
 beat. The hive gets its credential (RBEE_HIVE_CREDENTIAL, derived from the queen's secret
 in this RBEE_HOME, jobs._credentials) in its environment: it signs its beats with it and
 admits only the queen's calls. The keeper's RBEE_TOKEN (the queen's) never reaches it.
+`--lend-memory SIZE` reaches the hive as its own flag (in bytes), local or over SSH.
 """
 
 from __future__ import annotations
@@ -47,12 +48,16 @@ def start(
     beat_interval: float | None = None,
     accept_new_host_key: bool = False,
     any_port_if_running: bool = False,
+    lend_memory: str | None = None,
 ) -> None:
     """Start the hive beating to the keeper's queen; stream its startup until healthy.
 
     A `port` given for a local hive that already runs elsewhere is an error (JobFailed),
     as for the queen, unless `any_port_if_running` (autostart: any running hive will do).
+    `lend_memory` (`2G`, `512M`, `1.5GiB`) caps what the queen's placement may use on it;
+    a value that is not a size is a UsageError (exit 2) before anything starts.
     """
+    lend_bytes = None if lend_memory is None else _lend(lend_memory)
     if (target := remote_target(alias)) is not None:
         if foreground:
             raise UsageError(f"--foreground works for the local hive only, not {alias!r}")
@@ -65,6 +70,7 @@ def start(
             timeout=timeout,
             accept_new_host_key=accept_new_host_key,
             beat_interval=beat_interval,
+            lend_bytes=lend_bytes,
         )
         return
 
@@ -76,6 +82,7 @@ def start(
         timeout=timeout,
         beat_interval=beat_interval,
         any_port_if_running=any_port_if_running,
+        lend_bytes=lend_bytes,
     )
 
 
@@ -193,3 +200,13 @@ def logs(
     daemon_log.print_log(
         path, program=daemons.HIVE_PROGRAM, as_json=settings.json, follow=follow, lines=lines
     )
+
+
+def _lend(text: str) -> int:
+    """`--lend-memory`'s SIZE in bytes; UsageError (exit 2) for a value that is not one."""
+    from jobs import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

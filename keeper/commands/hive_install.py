@@ -9,10 +9,15 @@ there. Each step narrates, and what pip prints (here and there) streams through 
 splitter like any child's output (actor `pip`, origin `local` or `ssh:<alias>`). The
 wheels are built for this machine's Python and CPU: the remote needs the same Python minor
 version (or `--with-index`, which lets the remote's pip fetch what is missing).
+llama-cpp-python is built as the Makefile's install rule builds it (`llama_build_env`):
+with ggml's RPC backend, so the remote can take part in a split model, from a pip cache of
+rbee's own whose wheel is always such a build.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +49,22 @@ command -v "$1" >/dev/null || { echo "rbee-install: no $1 on this machine"; exit
 "$1" -m venv "$2"
 """
 PIP_SCRIPT = 'exec 2>&1; "$@"'
+
+
+def llama_build_env() -> dict[str, str]:
+    """This environment plus the Makefile's llama-cpp-python build (its install rule):
+    CMAKE_ARGS with GGML_RPC, and GGML_CUDA where nvcc and a driver (nvidia-smi) are
+    found or GGML_CUDA=on says so; PIP_CACHE_DIR the cache of rbee's own for that variant
+    (pip's wheel cache keys on the sdist, not on CMAKE_ARGS)."""
+    asked = os.environ.get("GGML_CUDA")
+    cuda = (
+        asked == "on"
+        if asked in ("on", "off")
+        else bool(shutil.which("nvcc") and shutil.which("nvidia-smi"))
+    )
+    cache = Path.home() / ".cache" / "rbee" / ("pip-rpc-cuda" if cuda else "pip-rpc")
+    cmake = "-DGGML_RPC=on" + (" -DGGML_CUDA=on" if cuda else "")
+    return {**os.environ, "CMAKE_ARGS": cmake, "PIP_CACHE_DIR": str(cache)}
 
 
 def project_root() -> Path:
@@ -96,7 +117,7 @@ async def _install(
                 f"Building the rbee wheel{'' if with_index else ' and its dependencies'} "
                 f"in {wheelhouse}"
             ).emit()
-            await _run_local(build, step="building the wheelhouse")
+            await _run_local(build, step="building the wheelhouse", env=llama_build_env())
             wheels, size = await anyio.to_thread.run_sync(_wheels, wheelhouse)
             await _put_in_place(host, target, wheels, size, venv_asked, with_index)
 
@@ -164,11 +185,11 @@ async def _relay(stream: ByteReceiveStream | None, origin: str) -> None:
     relay_lines(splitter.flush(), "stdout", actor="pip", origin=origin)
 
 
-async def _run_local(argv: list[str], *, step: str) -> None:
+async def _run_local(argv: list[str], *, step: str, env: dict[str, str] | None = None) -> None:
     import subprocess
 
     async with await anyio.open_process(
-        argv, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        argv, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env
     ) as process:
         await _relay(process.stdout, "local")
         code = await process.wait()

@@ -43,6 +43,7 @@ def start(
     timeout: float,
     accept_new_host_key: bool,
     beat_interval: float | None = None,
+    lend_bytes: int | None = None,
 ) -> None:
     """Start rbee-hive on `target` detached, stream its startup until healthy, disconnect."""
     from daemons.ssh import check_installed, remote_hive
@@ -58,7 +59,12 @@ def start(
         async with remote.open_host(target, accept_new_host_key=accept_new_host_key) as host:
             queen_url = target.queen_url or settings.queen_url
             daemon = remote_hive(
-                host, paths, port=hive_port, queen_url=queen_url, beat_interval=beat_interval
+                host,
+                paths,
+                port=hive_port,
+                queen_url=queen_url,
+                beat_interval=beat_interval,
+                lend_bytes=lend_bytes,
             )
             with launch.keeper_errors():
                 running = await lifecycle.already_running(
@@ -69,6 +75,12 @@ def start(
                     start_hint=f"keeper hive start {target.alias}",
                 )
             if running is not None:
+                if lend_bytes is not None:
+                    NARRATE.action("lend_memory").target(target.alias).level("warn").human(
+                        f"Hive {target.alias} already runs, so --lend-memory does not change "
+                        f"what it lends; stop it (`keeper hive stop {target.alias}`) and start "
+                        "it again"
+                    ).emit()
                 return None
             await check_installed(host)
             if _is_loopback_url(queen_url) and not is_loopback(host.peer_address()):

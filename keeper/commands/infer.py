@@ -10,6 +10,8 @@ Where the output goes:
 
 Ctrl-C cancels the queen job, which cancels the worker's generation, and exits 130.
 With autostart (the default) a missing local queen and hive are started first.
+`--explain` (also `keeper worker spawn --explain`) prints where the queen would place the
+model instead (`explain`), and runs nothing.
 """
 
 from __future__ import annotations
@@ -98,6 +100,76 @@ def infer(settings: KeeperSettings, operation: WireOperation, *, autostart: bool
         raise OutputLost.because(text.lost)
     if not text.wrote:
         sys.stderr.write(NO_TEXT)
+
+
+def explain(
+    settings: KeeperSettings,
+    model: str,
+    *,
+    hive: str | None = None,
+    ctx_size: int | None = None,
+    parallel: int | None = None,
+) -> None:
+    """Print where the queen would place `model` (`GET /v1/placements`): a table of hives,
+    layers and bytes, or with --json the plan as one JSON line. Runs nothing, and starts
+    no queen or hive (a refusal, 503 or 404, exits 1 with the queen's sentence)."""
+    from keeper.session import open_client
+
+    with open_client(settings) as client:
+        plan = client.placement(model, hive=hive, ctx_size=ctx_size, parallel=parallel)
+    if settings.json:
+        import json
+
+        sys.stdout.write(json.dumps(plan, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+        return
+    from keeper.output import print_tables
+
+    print_tables(settings, *plan_tables(plan))
+
+
+def plan_tables(plan: dict[str, Any]) -> list[Any]:
+    """The plan as Rich renderables: one line of need and verdict, the hives in device
+    order (the worker's hive last, holding the output), then the hives left out. Every
+    cell is a Text: hive ids and refs are the users' and never read as markup."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    hives = plan.get("hives") or []
+    verdict = (
+        f"split across {len(hives)} hives by layers (RPC), worker on {plan.get('worker_hive')}"
+        if plan.get("split")
+        else f"fits on hive {plan.get('worker_hive')} whole"
+    )
+    head = Text(f"{plan.get('model')} needs about {_size(plan.get('need_bytes'))}: {verdict}")
+    table = Table(title="placement", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("hive", "layers", "memory", "holds"):
+        table.add_column(column)
+    for share in hives:
+        first, last = (share.get("layers") or [0, -1])[:2]
+        layers = "-" if last < first else f"{first}-{last} ({last - first + 1})"
+        holds = "worker, output" if share.get("output") else "RPC server"
+        cells = (str(share.get("hive")), layers, _size(share.get("bytes")), holds)
+        table.add_row(*(Text(cell) for cell in cells))
+    shown: list[Any] = [head, table]
+    left_out = plan.get("left_out") or []
+    if left_out:
+        out = Table(title="left out", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        out.add_column("hive")
+        out.add_column("why")
+        for hive in left_out:
+            out.add_row(Text(str(hive.get("hive"))), Text(str(hive.get("reason"))))
+        shown.append(out)
+    return shown
+
+
+def _size(size: Any) -> str:
+    if not isinstance(size, int):
+        return "?"
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.1f} GiB"
+    return f"{size / (1 << 20):,.1f} MiB"
 
 
 NO_TEXT = (

@@ -68,7 +68,7 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
         _ago(snapshot.get("uptime_s")),
         counts or "none",
     )
-    hives = table("hives", "id", "url", "last beat", "state", "workers")
+    hives = table("hives", "id", "url", "last beat", "state", "workers", "lends")
     for hive in snapshot.get("hives", []):
         seen = hive.get("last_seen")
         state = (
@@ -83,6 +83,7 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
             "-" if seen is None else f"{_ago(now - seen)} ago",
             state,
             str(len(hive.get("workers", []))),
+            _lends(hive.get("lend_bytes")),
         )
     kept = _served(snapshot.get("served") or [], table, row)
     if not snapshot.get("workers"):
@@ -141,6 +142,16 @@ def _served(rows: list[dict[str, Any]], table: Any, row: Any) -> list[Any]:
             f"{len(live)}: {', '.join(live) or '-'}",
         )
     return [served]
+
+
+def _lends(size: int | None) -> str:
+    """What a hive lends placement (`--lend-memory`): `2.0 GiB`, `512 MiB`; `all free`
+    when it sets no cap."""
+    if size is None:
+        return "all free"
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.1f} GiB"
+    return f"{size / MIB:,.0f} MiB"
 
 
 def _ago(seconds: float | None) -> str:

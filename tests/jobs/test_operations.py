@@ -61,5 +61,5 @@ def test_every_operation_is_named() -> None:
     assert set(OPERATION_NAMES) == {
         "queen_status", "hive_start", "hive_stop", "hive_list", "hive_status", "worker_spawn",
         "worker_list", "worker_stop", "model_download", "model_list", "model_delete", "infer",
-        "model_serve",
+        "model_serve", "rpc_serve", "rpc_stop",
     }  # fmt: skip

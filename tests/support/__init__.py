@@ -37,6 +37,7 @@ from tests.support._programs import (
 from tests.support._queen import RunningQueen, queen_settings, spawn_queen, start_queen
 from tests.support._ranged import ranged_response
 from tests.support._recording import RecordingHive, recording_hive
+from tests.support._rpclink import LinkSshd, echo_server, link_sshd
 from tests.support._screen import Screen
 from tests.support._streams import cutting_proxy, emitter
 from tests.support._waiting import await_until, wait_until
@@ -66,6 +67,7 @@ __all__ = [
     "Chain",
     "JobsKit",
     "KeeperRunner",
+    "LinkSshd",
     "OtlpReceiver",
     "Ready",
     "ReceivedLog",
@@ -81,6 +83,7 @@ __all__ = [
     "closed_hive_url",
     "cutting_proxy",
     "door_client",
+    "echo_server",
     "emitter",
     "extra_hive",
     "fill_disk",
@@ -95,6 +98,7 @@ __all__ = [
     "job_result",
     "job_states",
     "keeper_into_a_left_pipe",
+    "link_sshd",
     "narration",
     "only_job",
     "otlp_receiver",
