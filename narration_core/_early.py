@@ -34,9 +34,9 @@ from typing import Any
 
 from narration_core.sinks import CAPTURE_ENV
 
-HOLD_MAX = 4 * 1024 * 1024  # bytes kept before take-over (~100 ms of a fast printer; the
-# keeper's peak memory stays flat), then the child waits on its pipe
-READ_SIZE = 256 * 1024  # bytes per read while holding: few reads, few wake-ups
+HOLD_MAX = 1024 * 1024  # bytes kept before take-over (~20 k lines: the command's start and
+# first output overlap the keeper's; peak memory stays within 1.2x), then it waits on its pipe
+READ_SIZE = 64 * 1024  # bytes per read while holding: as the capture reads (READ_SIZE)
 STOP_GRACE_EARLY_S = 2.0  # SIGTERM to SIGKILL when stopped before the take-over
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): signal sent when the parent dies
 # Ctrl-C, SIGTERM (CI timeouts, systemd) and SIGHUP (a closed terminal): each means "stop

@@ -17,7 +17,7 @@ from tests.support import all_gone, wait_until
 DEADLINE_S = 30.0  # seconds any single wait may take on a slow 2-core machine
 KEEPER = [sys.executable, "-m", "keeper"]
 # More than the keeper holds in memory while loading (narration_core._early.HOLD_MAX,
-# 4 MiB): the child then waits on its pipe, and every line still arrives once, in order.
+# 1 MiB): the child then waits on its pipe, and every line still arrives once, in order.
 MANY_LINES = 120_000
 FLOOD = f"""
 import sys
