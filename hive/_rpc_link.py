@@ -16,7 +16,7 @@ allows local forwards to 127.0.0.1:P only (Unix sockets included), `permitlisten
 remote forwards to 127.0.0.1:1 (OpenSSH has no "none" there; a port only root may bind),
 and a forced `command` runs `false` for any shell, command or subsystem asked for
 (`restrict` alone still runs them, sftp included). Host keys are checked against a
-known_hosts file, never accepted blindly. docs/splitting-link.md has the security model.
+known_hosts file, never accepted blindly. docs/splitting.md has the security model.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,17 +122,44 @@ def revoke(authorized_keys: Path, label: str) -> None:
     _rewrite(authorized_keys, label, None)
 
 
+def revoke_prefixed(authorized_keys: Path, prefix: str) -> int:
+    """Remove every rbee line whose label starts with `prefix` (a hive's leftovers of an
+    earlier run: `<hive id>@`); the number removed. A missing file is left missing."""
+    if not LABEL.fullmatch(prefix):
+        raise ValueError(f"label prefix {prefix!r} must be one word of letters, digits and ._@-")
+    if not authorized_keys.exists():
+        return 0
+    removed: list[bytes] = []
+
+    def ours(line: bytes) -> bool:
+        words = line.split()
+        found = bool(words) and words[-1].startswith(f"{COMMENT_PREFIX}{prefix}".encode())
+        if found:
+            removed.append(line)
+        return found
+
+    _rewrite(authorized_keys, prefix, None, ours=ours)
+    return len(removed)
+
+
 def _is_ours(line: bytes, label: str) -> bool:
     words = line.split()
     return bool(words) and words[-1] == f"{COMMENT_PREFIX}{label}".encode()
 
 
-def _rewrite(authorized_keys: Path, label: str, new: str | None) -> None:
-    """Replace (or drop, `new` None) rbee's line for `label`, under an exclusive lock on
-    the folder so two grants at once cannot lose one another's line."""
+def _rewrite(
+    authorized_keys: Path,
+    label: str,
+    new: str | None,
+    *,
+    ours: Callable[[bytes], bool] | None = None,
+) -> None:
+    """Replace (or drop, `new` None) rbee's line for `label` (or every line `ours` picks),
+    under an exclusive lock on the folder so two grants at once cannot lose one another's
+    line."""
     path = authorized_keys.resolve()  # a symlinked file is edited where it lives
     try:
-        _rewrite_locked(path, label, new)
+        _rewrite_locked(path, ours or (lambda line: _is_ours(line, label)), new)
     except OSError as exc:
         raise RpcLinkError(
             f"cannot update {path} for RPC link {label} ({exc.strerror or exc}); the hive's "
@@ -140,7 +167,7 @@ def _rewrite(authorized_keys: Path, label: str, new: str | None) -> None:
         ) from None
 
 
-def _rewrite_locked(path: Path, label: str, new: str | None) -> None:
+def _rewrite_locked(path: Path, ours: Callable[[bytes], bool], new: str | None) -> None:
     folder = path.parent
     if not folder.exists():
         private_folder(folder)
@@ -155,7 +182,7 @@ def _rewrite_locked(path: Path, label: str, new: str | None) -> None:
         wanted = [] if new is None else [new.encode()]
         kept: list[bytes] = []
         for line in lines:
-            if _is_ours(line, label):
+            if ours(line):
                 kept += wanted  # in the old line's place; a duplicate is dropped
                 wanted = []
             else:
@@ -358,10 +385,11 @@ def _host_key_refusal(
             f"be an attack; refusing: if the machine was reinstalled, replace its line for "
             f"{known_as} in {known_hosts} with its new key and link again"
         )
+    scan = f"ssh-keyscan{'' if port == 22 else f' -p {port}'} {host}"
     return RpcLinkError(
         f"peer {where} is not in {known_hosts} (it offers host key {fingerprint}); refusing: "
-        f"add its host key for {known_as} there, checked against the peer's own "
-        "`ssh-keygen -lf`, and link again"
+        f"add its host key for {known_as} there (`{scan}` prints the line; check it against "
+        "the peer's own `ssh-keygen -lf`) and link again"
     )
 
 

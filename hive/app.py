@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hive._lending import lending_handlers
+from hive._lending import lending_handlers, revoke_leftovers
+from hive._links import Links
 from hive._rpc_server import RpcServers
 from hive.capabilities import capabilities
 from hive.catalog import Catalog
@@ -38,7 +39,8 @@ LEAVE_DEADLINE_S = LEAVE_S + 0.5
 OPENAPI_PATHS: dict[str, Any] = {
     "/v1/capabilities": {
         "get": {
-            "summary": "CPU cores, RAM and NVIDIA GPUs of this machine",
+            "summary": "CPU cores, RAM and NVIDIA GPUs of this machine, its RPC support and "
+            "the public key of its split workers' SSH links (rpc_link_key)",
             "responses": {"200": {"description": "capabilities"}},
         }
     },
@@ -74,10 +76,13 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
     )
 
     rpc_servers = RpcServers()  # what this hive lends to splits (hive/_lending.py)
+    links = Links(settings.link_home, settings.known_hosts)  # its split workers' SSH links
 
     async def get_capabilities(request: Request) -> Response:
         found = await anyio.to_thread.run_sync(capabilities)
-        return JSONResponse({"hive_id": settings.hive_id, **found})
+        # The key a peer on another machine grants this hive's split workers' links.
+        key = await anyio.to_thread.run_sync(links.public_key)
+        return JSONResponse({"hive_id": settings.hive_id, **found, "rpc_link_key": key})
 
     heartbeat: Heartbeat | None = None
     if settings.queen_url is not None:
@@ -102,7 +107,14 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        async with supervisor.running(), rpc_servers.running(), anyio.create_task_group() as tg:
+        await anyio.to_thread.run_sync(revoke_leftovers, settings.hive_id, settings.authorized_keys)
+        async with (
+            _revoking_at_exit(settings),
+            links.running(),  # closed after the workers that use them stopped
+            supervisor.running(),
+            rpc_servers.running(),
+            anyio.create_task_group() as tg,
+        ):
             if heartbeat is not None:
                 tg.start_soon(heartbeat.run, name="heartbeat")
             yield
@@ -112,7 +124,12 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
 
     return create_job_app(
         config,
-        {**create_router(catalog, supervisor), **lending_handlers(rpc_servers)},
+        {
+            **create_router(catalog, supervisor, links=links),
+            **lending_handlers(
+                rpc_servers, hive_id=settings.hive_id, authorized_keys=settings.authorized_keys
+            ),
+        },
         routes=[
             Route("/v1/capabilities", get_capabilities, methods=["GET"]),
             Route(BEAT_NOW_PATH, beat_now, methods=["POST"]),
@@ -124,3 +141,16 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
         lifespan=lifespan,
         openapi_paths=OPENAPI_PATHS,
     )
+
+
+@asynccontextmanager
+async def _revoking_at_exit(settings: HiveSettings) -> AsyncIterator[None]:
+    """On the way out, revoke the SSH link grants this hive still holds: its RPC servers
+    stop with it."""
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(
+                revoke_leftovers, settings.hive_id, settings.authorized_keys
+            )

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from hive._links import Links
 from hive.capabilities import capabilities
 from hive.catalog import (
     REF_PREFIXES,
@@ -51,8 +52,11 @@ HF_HOSTS = ("https://huggingface.co/",)
 FETCH_STOP_WAIT_S = 5.0  # how long model_delete waits for a fetch it cancelled to end
 
 
-def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Handler]:
-    """The handlers this hive serves, closed over its catalog and supervisor."""
+def create_router(
+    catalog: Catalog, supervisor: Supervisor, *, links: Links | None = None
+) -> Mapping[str, Handler]:
+    """The handlers this hive serves, closed over its catalog and supervisor (and the SSH
+    links a split's worker reaches peers on other machines through)."""
     fetching: dict[str, Job] = {}  # model id -> the job downloading or hashing it
 
     async def worker_spawn(op: WorkerSpawn, job: Job) -> dict[str, Any]:
@@ -73,6 +77,13 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
                 detail={"device": op.device, "devices": found["devices"]},
                 status=400,
             )
+        if op.rpc_links and links is None:
+            raise InvalidRequest(
+                "this hive opens no SSH links for splits; give peers on this machine in "
+                "rpc_servers instead of rpc_links",
+                detail={"field": "rpc_links"},
+                status=400,
+            )
         job.mark_ready()
         if fetch is not None:
             NARRATE.action("model_download").target(op.model).human(
@@ -80,17 +91,29 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
             ).emit()
             entry = await _fetch(*fetch, job)
         assert entry is not None
-        worker = await supervisor.spawn(
-            entry.id,
-            Path(entry.path),
-            op.device,
-            job_id=job.id,
-            parallel=op.parallel,
-            threads=op.threads,
-            ctx_size=op.ctx_size,
-            rpc_servers=[peer.endpoint for peer in op.rpc_servers],
-            tensor_split=_shares(op),
-        )
+        held = None
+        if op.rpc_links:  # peers on other machines: their SSH links first
+            assert links is not None
+            held = await links.open(op.rpc_links)
+        try:
+            worker = await supervisor.spawn(
+                entry.id,
+                Path(entry.path),
+                op.device,
+                job_id=job.id,
+                parallel=op.parallel,
+                threads=op.threads,
+                ctx_size=op.ctx_size,
+                rpc_servers=[peer.endpoint for peer in op.rpc_servers]
+                + ([] if held is None else held.endpoints),
+                tensor_split=_shares(op),
+            )
+        except BaseException:
+            if held is not None:
+                held.close()
+            raise
+        if held is not None:
+            held.watch(worker, supervisor)
         return worker.to_dict()
 
     async def worker_list(op: WorkerList, job: Job) -> dict[str, Any]:
@@ -289,12 +312,13 @@ def create_router(catalog: Catalog, supervisor: Supervisor) -> Mapping[str, Hand
 
 
 def _shares(op: WorkerSpawn) -> list[float]:
-    """--tensor-split for a split spawn: each peer's share, then this hive's own (when
-    given); none for a spawn that splits nothing."""
-    if not op.rpc_servers:
+    """--tensor-split for a split spawn: each peer's share (rpc_servers, then rpc_links,
+    as their devices are registered), then this hive's own (when given); none for a spawn
+    that splits nothing."""
+    if not op.rpc_servers and not op.rpc_links:
         return []
     local = [] if op.local_share is None else [op.local_share]
-    return [peer.share for peer in op.rpc_servers] + local
+    return [peer.share for peer in op.rpc_servers] + [link.share for link in op.rpc_links] + local
 
 
 async def _check_file(path: Path) -> None:

@@ -1,7 +1,8 @@
 """rbee-hive's settings: built once at the entry point and passed down.
 
 Precedence: command-line flag > RBEE_* environment > default. `--lend-memory` /
-RBEE_LEND_MEMORY caps what the queen's placement may use on this machine. Folders come from
+RBEE_LEND_MEMORY caps what the queen's placement may use on this machine; RBEE_KNOWN_HOSTS and
+RBEE_AUTHORIZED_KEYS point a split's SSH links elsewhere than ~/.ssh. Folders come from
 `jobs.RbeePaths` (RBEE_HOME or the platform's folders); the hive keeps its jobs in its own
 state subfolder, so a queen and a hive can share one RBEE_HOME.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hive.errors import HiveConfigError
@@ -32,6 +33,13 @@ from jobs import (
 HIVE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # the operations' id alphabet
 DEFAULT_HIVE_ID = "localhost"  # the hive on the queen's own machine
 WORKER_READY_TIMEOUT_S = 120.0  # a large model on a slow disk takes a while to load
+# SSH links of a split (docs/splitting.md): the known_hosts this hive checks a peer's host
+# key against, and the authorized_keys its own sshd reads for this hive's user, where it
+# grants a peer's link key one forward to its RPC server.
+KNOWN_HOSTS_ENV = "RBEE_KNOWN_HOSTS"  # as the keeper's (daemons._hosts)
+AUTHORIZED_KEYS_ENV = "RBEE_AUTHORIZED_KEYS"
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+DEFAULT_AUTHORIZED_KEYS = "~/.ssh/authorized_keys"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,15 @@ class HiveSettings:
     # The most of this machine's memory the queen's placement may use (a worker, or a share
     # of a split), reported in the beats; None: all that is free.
     lend_bytes: int | None = None
+    known_hosts: Path = field(default_factory=lambda: Path(DEFAULT_KNOWN_HOSTS).expanduser())
+    authorized_keys: Path = field(
+        default_factory=lambda: Path(DEFAULT_AUTHORIZED_KEYS).expanduser()
+    )
+
+    @property
+    def link_home(self) -> Path:
+        """Where this hive's RPC link key lives (`keys/rpc-link`, hive/_rpc_link.py)."""
+        return self.paths.config
 
     @property
     def state_dir(self) -> Path:
@@ -111,7 +128,11 @@ class HiveSettings:
         credential = (env.get(HIVE_CREDENTIAL_ENV) or "").strip() or hive_credential(
             cluster_secret(paths), hive_id
         )
+        known_hosts = env.get(KNOWN_HOSTS_ENV) or DEFAULT_KNOWN_HOSTS
+        authorized_keys = env.get(AUTHORIZED_KEYS_ENV) or DEFAULT_AUTHORIZED_KEYS
         return cls(
+            known_hosts=Path(known_hosts).expanduser(),
+            authorized_keys=Path(authorized_keys).expanduser(),
             paths=paths,
             hive_id=hive_id,
             port=port,

@@ -8,6 +8,10 @@ Spawning happens in the spawn job's context: the capture re-emits the worker's l
 that job under the worker's own actor, so its `startup` and `model_load` narration reaches
 the keeper through the queen. Every line also goes to the worker's log file
 (logs/workers/<id>.log), which is all that carries it once the spawn job has ended.
+
+A split worker (`rpc_servers`) that exits unasked is narrated naming its RPC peers: the
+worker's own last error when it gave one (it names the peer that failed, see
+docs/splitting.md), else which peer no longer answers a connection.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class Worker:
     threads: int | None = None
     ctx_size: int | None = None
     kv_bytes: int | None = None
+    rpc_servers: tuple[str, ...] = ()  # a split's peers, as this hive reaches them
 
     @property
     def url(self) -> str:
@@ -182,10 +187,8 @@ class Supervisor:
     ) -> Worker:
         """Start a worker and return once its /health says ready.
 
-        `parallel`, `threads` and `ctx_size` go to the worker's flags; None leaves the
-        worker's own defaults (2 slots on a CPU, the physical cores, 4,096 tokens a slot).
-        `rpc_servers` (each `127.0.0.1:P`) split the model onto those RPC servers, in the
-        shares `tensor_split` gives (docs/splitting.md).
+        `parallel`, `threads`, `ctx_size`: the worker's flags (None: its defaults). A split's
+        `rpc_servers` (127.0.0.1:P each) take the shares `tensor_split` gives (splitting.md).
 
         Its output is relayed into `job_id` (and its log file). Raises WorkerStartError
         quoting the worker's failure line if it exits first or is not ready in time; the
@@ -204,6 +207,7 @@ class Supervisor:
             device,
             port,
             self.logs_dir / f"{worker_id}.log",
+            rpc_servers=tuple(rpc_servers),
         )
         argv = [
             *worker_command(),
@@ -289,6 +293,7 @@ class Supervisor:
         assert worker.process is not None
         try:
             worker.returncode = await worker.process.wait()
+            await _narrate_split_exit(worker)
         finally:
             worker.state = "failed" if worker.state != "stopping" else worker.state
             worker.exited.set()
@@ -394,6 +399,46 @@ class _Tee:
             self.worker.failure = event.human
         if not self.log.closed:
             self.log.write(line + "\n")
+
+
+async def _narrate_split_exit(worker: Worker) -> None:
+    """Say why a split worker ended unasked: its own reason, else the peers now gone."""
+    if not worker.rpc_servers or worker.state not in ("ready", "busy"):
+        return  # not a split, stopped by the hive, or a start-up failure spawn() reports
+    code = worker.returncode
+    how = (
+        f"exited with code {code}"
+        if code is None or code >= 0
+        else f"was killed by {_signal_name(-code)}"
+    )
+    peers = ", ".join(worker.rpc_servers)
+    if worker.failure:
+        why = worker.failure
+    else:
+        gone = await anyio.to_thread.run_sync(_unreachable, worker.rpc_servers)
+        why = (
+            f"its RPC peer{'s' * (len(gone) != 1)} {', '.join(gone)} went away"
+            if gone
+            else (worker.last_line or "it gave no reason")
+        )
+    NARRATE.action("worker_exit").target(worker.id).level("error").human(
+        f"Worker {worker.id} of a split across {peers} {how}: {why}"
+    ).emit()
+
+
+def _unreachable(endpoints: Sequence[str]) -> list[str]:
+    """The `127.0.0.1:P` endpoints nothing listens on any more (connection refused)."""
+    import socket
+
+    gone = []
+    for endpoint in endpoints:
+        host, _, port = endpoint.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=HEALTH_TIMEOUT_S):
+                pass
+        except OSError:
+            gone.append(endpoint)
+    return gone
 
 
 def worker_command() -> list[str]:

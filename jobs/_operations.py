@@ -72,11 +72,30 @@ PARALLEL_MAX = 64  # slots in one worker
 THREADS_MAX = 1024
 CTX_SIZE_MIN = 64  # context tokens per slot
 CTX_SIZE_MAX = 1 << 20
-RPC_SERVERS_MAX = 16  # peers one split worker reaches (ggml has room for more devices)
+RPC_SERVERS_MAX = 16  # peers on its machine one split worker reaches (ggml has room for more)
+RPC_LINKS_MAX = 8  # peers on other machines: one SSH connection each, held for its life
 Endpoint = Annotated[str, StringConstraints(pattern=r"^127\.0\.0\.1:[0-9]{1,5}$")]
 """A peer's RPC server as a hive reaches it: on its own loopback, never an open address."""
 Share = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 """An integer as JSON Schema means it: 5 or 5.0, never "5" or true."""
+Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_whole_number)]
+SshHost = Annotated[
+    str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")
+]
+"""A host name or address (IPv4, IPv6 without brackets) an SSH client connects to."""
+SshUser = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+]
+LINK_KEY_MAX_CHARS = 256  # an ed25519 public key line: type, 68 base64 characters, comment
+LinkKey = Annotated[
+    str,
+    StringConstraints(
+        max_length=LINK_KEY_MAX_CHARS,
+        pattern=r"^ssh-ed25519 [A-Za-z0-9+/]{68}(?: [A-Za-z0-9 ._@:+-]*)?$",
+    ),
+]
+"""rbee's RPC link key (hive/_rpc_link.py: always ed25519) in OpenSSH form: one line that
+goes into a peer's authorized_keys, so nothing but the key and a plain comment is let in."""
 
 
 def _operation_is_required(schema: dict[str, Any]) -> None:
@@ -155,7 +174,38 @@ class RpcPeer(BaseModel):
     share: Share = 1.0
 
 
+class RpcLinkPeer(BaseModel):
+    """One peer on another machine in a split worker's spawn: the worker's hive opens an
+    SSH local forward to the peer's sshd (`ssh_host`:`ssh_port` as `ssh_user`, with rbee's
+    link key, which the peer granted) reaching the peer's 127.0.0.1:`remote_port`, its RPC
+    server for the split; `share` as RpcPeer's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    hive_id: Id
+    ssh_host: SshHost
+    ssh_port: Port = 22
+    ssh_user: SshUser
+    remote_port: Port
+    share: Share = 1.0
+
+
+def _local_share_needs_peers(schema: dict[str, Any]) -> None:
+    """What `WorkerSpawn._peers` checks, stated in the schema: a number for local_share
+    comes with at least one peer."""
+    _operation_is_required(schema)
+    schema["if"] = {"required": ["local_share"], "properties": {"local_share": {"type": "number"}}}
+    schema["then"] = {
+        "anyOf": [
+            {"required": [name], "properties": {name: {"minItems": 1}}}
+            for name in ("rpc_servers", "rpc_links")
+        ]
+    }
+
+
 class WorkerSpawn(_Op):
+    model_config = ConfigDict(json_schema_extra=_local_share_needs_peers)
+
     operation: Literal["worker_spawn"] = "worker_spawn"
     hive_id: Id = DEFAULT_HIVE
     model: Text
@@ -172,16 +222,33 @@ class WorkerSpawn(_Op):
     rpc_servers: list[RpcPeer] = Field(
         default_factory=list, max_length=RPC_SERVERS_MAX, exclude_if=_empty
     )
+    # Peers on other machines, reached over SSH links this hive opens for the worker's
+    # life (docs/splitting.md); their devices follow `rpc_servers`' in that order.
+    rpc_links: list[RpcLinkPeer] = Field(
+        default_factory=list, max_length=RPC_LINKS_MAX, exclude_if=_empty
+    )
     local_share: Share | None = Field(default=None, exclude_if=_absent)
+
+    @model_validator(mode="after")
+    def _peers(self) -> WorkerSpawn:
+        if self.local_share is not None and not (self.rpc_servers or self.rpc_links):
+            raise ValueError("local_share is a split's: give rpc_servers or rpc_links with it")
+        return self
 
 
 class RpcServe(_Op):
     """Lend this hive's memory to a split: start a ggml RPC server on its loopback (a free
-    port) for `split_id`; the result names its endpoint. The queen asks, never a user."""
+    port) for `split_id`; the result names its endpoint. The queen asks, never a user.
+
+    With `grant_key` (the worker's hive's RPC link key, OpenSSH form), the hive also grants
+    that key, in the authorized_keys its sshd reads, an SSH forward to that server's port
+    and nothing else; `rpc_stop` revokes it. The result then adds `ssh_user`, the user to
+    log in as."""
 
     operation: Literal["rpc_serve"] = "rpc_serve"
     hive_id: Id = DEFAULT_HIVE
     split_id: Id
+    grant_key: LinkKey | None = Field(default=None, exclude_if=_absent)
 
 
 class RpcStop(_Op):

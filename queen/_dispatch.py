@@ -7,14 +7,24 @@ cancels the worker's job. A worker that vanishes mid-stream (kill -9) fails the 
 naming it within a bounded time (RECONNECTS short reconnects), and is marked gone so no
 later request is routed to it, even before its hive's next beat drops it. A worker that
 cannot take the prompt yet (503: still loading; or no answer while it is still starting)
-raises WorkerBusy, and the request goes back to the head of its queue.
+raises WorkerBusy, and the request goes back to the head of its queue. A worker whose
+job failed and whose /health then says `failed` (or nothing) is marked gone too: a split
+worker that lost an RPC peer fails its jobs naming the peer, then exits, and the next
+request must not be sent to it in the beat before its hive reports it gone.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jobs import DaemonUnreachable, Infer, InvalidRequest, JobError, UpstreamUnreachable
+from jobs import (
+    DaemonUnreachable,
+    Infer,
+    InvalidRequest,
+    JobError,
+    UpstreamFailed,
+    UpstreamUnreachable,
+)
 from jobs.client import JobClient
 from jobs.relay import forward
 from jobs.server import Job
@@ -75,4 +85,17 @@ async def send(view: WorkerView, pick: Pick, op: Infer, job: Job) -> dict[str, A
         except DaemonUnreachable:
             view.gone(worker)
             raise
+        except UpstreamFailed:
+            if not await _healthy(client):
+                view.gone(worker)
+            raise
     return {**(result or {}), "worker_id": worker.worker_id, "hive_id": pick.hive_id}
+
+
+async def _healthy(client: JobClient) -> bool:
+    """Whether the worker behind `client` still answers /health with a usable status."""
+    try:
+        health = await client.health()
+    except JobError:
+        return False
+    return health.get("status") in ("ready", "loading")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpx
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,12 +25,11 @@ from starlette.routing import BaseRoute, Route
 from jobs import DEFAULT_HIVE, InvalidRequest, JobError, WorkerSpawn
 from jobs.client import JobClient
 from queen._memory import lendable
-from queen._refs import ASK_TIMEOUT_S, list_models, match
+from queen._refs import ASK_TIMEOUT_S, hive_capabilities, list_models, match
 from queen._split_plan import CTX_DEFAULT, SLOTS_DEFAULT, Lender, Plan, Shape, split_plan
 from queen.hives import Hive, HiveRegistry
 
 PLACEMENTS_PATH = "/v1/placements"
-CAPABILITIES_PATH = "/v1/capabilities"  # on a hive
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _SPAWN = WorkerSpawn.model_json_schema()["properties"]  # a worker's bounds, stated once
@@ -134,26 +132,13 @@ class Placements:
             model_id = match(models, model)
             entry = next((m for m in models if m.get("id") == model_id), None)
             shape = None if entry is None else Shape.from_listing(entry.get("shape"))
-            found = await _capabilities(hive.url, token)
+            found = await hive_capabilities(hive.url, token)
         protocol = found.get("rpc_protocol")
         return _Heard(
             shape,
             found.get("supports_rpc") is True,
             None if protocol is None else str(protocol),
         )
-
-
-async def _capabilities(url: str, token: str) -> dict[str, Any]:
-    """The hive's `/v1/capabilities`, or {} when it does not answer it."""
-    try:
-        async with httpx.AsyncClient(timeout=ASK_TIMEOUT_S, trust_env=False) as client:
-            response = await client.get(
-                url + CAPABILITIES_PATH, headers={"authorization": f"Bearer {token}"}
-            )
-            found = response.json() if response.status_code == 200 else {}
-    except (httpx.HTTPError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
 
 
 def placement_routes(placements: Placements) -> list[BaseRoute]:

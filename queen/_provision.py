@@ -264,6 +264,7 @@ class Provisioner:
                         hive_id=hive.id,
                         model=model_id,
                         rpc_servers=list(lent.servers),
+                        rpc_links=list(lent.links),
                         local_share=lent.local_share,
                     )
                 result = await (

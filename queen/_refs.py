@@ -12,10 +12,11 @@ import time
 from typing import Any
 
 import anyio
+import httpx
 from pydantic import BaseModel
 
 from jobs import JobError, ModelList, UpstreamFailed, WorkerInfo, WorkerList
-from jobs.client import JobClient
+from jobs.client import JobClient, tls_for
 from queen._split_plan import Shape, worker_need
 from queen.errors import QueenError
 from queen.hives import Hive, HiveRegistry
@@ -175,3 +176,22 @@ async def quietly(client: JobClient, operation: BaseModel) -> dict[str, Any]:
         reason = final.get("error") or f"ended {final.get('state', 'without a final state')}"
         raise UpstreamFailed(f"hive at {client.base_url}", job_id, str(reason))
     return dict(final.get("result") or {})
+
+
+CAPABILITIES_PATH = "/v1/capabilities"  # on a hive
+
+
+async def hive_capabilities(url: str, token: str) -> dict[str, Any]:
+    """The hive's `/v1/capabilities` (its devices, RPC build and link key), or {} when it
+    does not answer it."""
+    try:
+        async with httpx.AsyncClient(
+            timeout=ASK_TIMEOUT_S, trust_env=False, verify=tls_for(url)
+        ) as client:
+            response = await client.get(
+                url + CAPABILITIES_PATH, headers={"authorization": f"Bearer {token}"}
+            )
+            found = response.json() if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}

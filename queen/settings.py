@@ -191,6 +191,46 @@ def read_hives_config(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return urls, tokens
 
 
+@dataclass(frozen=True, slots=True)
+class LinkHost:
+    """How another hive's machine reaches a hive's sshd for a split's SSH link, as the
+    hives config says: `link_host` (given for that purpose), the keeper's `host` (which
+    may be an SSH config alias only the keeper knows), and `link_port` else `port`; None
+    where it says nothing."""
+
+    link_host: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+def read_link_hosts(path: Path) -> dict[str, LinkHost]:
+    """hive id -> its sshd as peers reach it, from the hives config (read afresh for each
+    split, so an edit needs no restart). Raises QueenConfigError for a malformed entry."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise QueenConfigError(
+            f"cannot read the hives config {path} ({exc}); fix or remove it"
+        ) from None
+    section = data.get("hives", {})
+    found: dict[str, LinkHost] = {}
+    for hive_id, entry in section.items() if isinstance(section, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        where = f"{path} [hives.{hive_id}]"
+        link_host = _str_key(entry, "link_host", where)
+        host = _str_key(entry, "host", where)
+        port = entry.get("link_port", entry.get("port"))
+        if port is not None and (
+            not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536
+        ):
+            raise QueenConfigError(f"{where} link_port must be a TCP port number (1-65535)")
+        found[hive_id] = LinkHost(link_host, host, port)
+    return found
+
+
 def _str_key(entry: Mapping[str, Any], key: str, where: str) -> str | None:
     value = entry.get(key)
     if value is not None and not isinstance(value, str):

@@ -9,6 +9,12 @@ protocol (GGML_ABORT in its client), so each server is first greeted here, in Py
 with ggml's own HELLO message: a dead endpoint or a version mismatch is a WorkerError
 naming it, never a crash. Works through ctypes on the wheel's libggml (the library
 libllama is linked against, so the devices registered here are the ones the model sees).
+
+Once the model is loaded, `PeerWatch` keeps an eye on the peers (docs/splitting.md, "When
+a peer fails"): a peer that goes away mid-generation makes ggml abort in its RPC thread
+(RPC_STATUS_ASSERT), and a frozen one leaves that thread waiting on its socket for ever.
+Either way the watch names the peer in one sentence and hands it to the worker, which
+fails its jobs with it and exits (a model half of whose layers are gone cannot serve).
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import importlib.util
 import re
 import socket
 import struct
-from collections.abc import Sequence
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +42,21 @@ CONN_CAPS = 24  # RPC_CONN_CAPS_SIZE: the HELLO request's body, zeros for plain 
 HELLO_REPLY = 4 + CONN_CAPS  # major, minor, patch, padding, caps
 PROBE_TIMEOUT_S = 5.0  # a server busy with another client does not answer at all
 NO_RPC = "llama-cpp-python was built without GGML_RPC; run make install"
+WATCH_S = 0.25  # how often PeerWatch looks at the peers' connections
+STALL_S = 6.0  # a peer silent this long while a step waits on it is frozen (the job must
+# end within 10 s of a peer failing; a step on a live peer is a fraction of a second)
+TCP_LAST_DATA_RECV = 52  # offset of tcpi_last_data_recv (ms) in Linux's struct tcp_info
+TCP_INFO_SIZE = 104
 
 _registered: set[str] = set()  # endpoints registered in this process (ggml keeps them)
 
 
 class RpcUnavailable(WorkerError):
     """Raised when RPC is not built, or an RPC server cannot be reached or used."""
+
+
+class PeerLost(RpcUnavailable):
+    """Fails a split worker's jobs once one of its RPC peers failed (PeerWatch)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +73,10 @@ class RpcDevice:
 def _ggml() -> ctypes.CDLL | None:
     """libggml of the installed wheel with the functions used here typed; None when
     llama-cpp-python is not installed."""
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or not spec.submodule_search_locations:
+    path = _wheel_library("libggml")
+    if path is None:
         return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "lib"
-    # The wheel holds copies, not links: libggml.so, libggml.so.0, ... Only the one named
-    # by its soname (the shortest versioned name) is the instance libllama loads, whose
-    # device registry the model sees.
-    found = sorted(folder.glob("libggml.so.*"), key=lambda p: len(p.name))
-    found += [p for p in (folder / n for n in ("libggml.so", "libggml.dylib")) if p.exists()]
-    if not found:
-        return None
-    lib = ctypes.CDLL(str(found[0]))
+    lib = ctypes.CDLL(str(path))
     vp, cp, size = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
     for name, args, res in (
         ("ggml_backend_reg_by_name", [cp], vp),
@@ -83,6 +93,21 @@ def _ggml() -> ctypes.CDLL | None:
         function = getattr(lib, name)
         function.argtypes, function.restype = args, res
     return lib
+
+
+def _wheel_library(stem: str) -> Path | None:
+    """The copy of the wheel's `stem` library that libllama loads, if installed.
+
+    The wheel holds copies, not links: libggml.so, libggml.so.0, ... Only the one named by
+    its soname (the shortest versioned name) is the instance libllama loads, whose device
+    registry (and abort hook) the model sees."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    found = sorted(folder.glob(f"{stem}.so.*"), key=lambda p: len(p.name))
+    found += [p for p in (folder / f"{stem}{x}" for x in (".so", ".dylib")) if p.exists()]
+    return found[0] if found else None
 
 
 def supports_rpc() -> bool:
@@ -161,6 +186,156 @@ def rpc_devices() -> list[RpcDevice]:
         endpoint = lib.ggml_backend_dev_description(dev).decode()
         devices.append(RpcDevice(name, endpoint, free.value, total.value))
     return devices
+
+
+class PeerWatch:
+    """Watches a loaded split's RPC peers and calls `lost(sentence)` once, from its own
+    thread or ggml's, when one fails:
+
+    - gone: ggml's connection to it was closed by the other end (its server or the SSH
+      link died), whether ggml noticed yet (it aborts: the abort hook below) or not;
+    - frozen: `busy()` (a step is generating) and the peer has sent nothing for `stall_s`
+      (Linux: the socket's tcpi_last_data_recv); ggml would wait on it for ever.
+
+    After `lost`, the worker is expected to exit: ggml's thread that aborted is parked (so
+    the worker can say why before it goes) and the model cannot be used again."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        lost: Callable[[str], None],
+        busy: Callable[[], bool],
+        stall_s: float = STALL_S,
+    ) -> None:
+        self.endpoints = tuple(endpoints)
+        self.lost = lost
+        self.busy = busy
+        self.stall_s = stall_s
+        self.reason: str | None = None
+        self._busy_since: float | None = None  # monotonic time `busy()` was first seen true
+        self._once = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self) -> PeerWatch:
+        """Install the abort hook and start watching (once the model is loaded)."""
+        global _watch
+        _watch = self
+        _install_abort_hook()
+        threading.Thread(target=self._run, name="rpc peer watch", daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def check(self) -> str | None:
+        """Why a peer has failed, or None while all are well."""
+        found = _connections(self.endpoints)
+        for endpoint in self.endpoints:
+            states = [status for _, status in found[endpoint]]
+            if "ESTABLISHED" not in states:
+                how = "closed the connection" if states else "dropped the connection"
+                return f"its RPC peer {endpoint} went away (the server {how})"
+        now = time.monotonic()
+        if not self.busy():
+            self._busy_since = None
+            return None
+        if self._busy_since is None:
+            self._busy_since = now  # a peer silent while the worker idled is no stall
+        for endpoint in self.endpoints:
+            silent = [_silent_s(fd) for fd, status in found[endpoint] if status == "ESTABLISHED"]
+            known = [s for s in silent if s is not None]
+            waited = min([*known, now - self._busy_since]) if known else 0.0
+            if waited >= self.stall_s:
+                return (
+                    f"its RPC peer {endpoint} stopped answering (nothing for {waited:.0f} s "
+                    "while generating: its server or its link is frozen)"
+                )
+        return None
+
+    def fail(self, reason: str) -> None:
+        """Report `reason` once (any thread)."""
+        if not self._once.acquire(blocking=False):
+            return
+        self.reason = reason
+        self._stop.set()
+        self.lost(reason)
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCH_S):
+            try:
+                reason = self.check()
+            except Exception as exc:  # psutil refused: nothing to watch with, say so once
+                print(f"llm-worker-rbee: cannot watch the RPC peers: {exc}", file=sys.stderr)
+                return
+            if reason is not None:
+                self.fail(reason)
+
+
+_watch: PeerWatch | None = None  # the loaded split's watch: ggml's abort hook reports to it
+_ABORT_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+_hook: object | None = None  # the ctypes callback, kept alive while ggml holds it
+
+
+def _on_ggml_abort(message: bytes | None) -> None:
+    """ggml's abort hook (ggml_set_abort_callback): runs in the thread about to abort().
+    For a split, it reports the peer at fault and parks that thread instead, so the worker
+    fails its jobs with a sentence and exits on its own terms."""
+    text = (message or b"").decode(errors="replace").strip()
+    print(text, file=sys.stderr)  # what ggml prints (its backtrace aside) without a hook
+    watch = _watch
+    if watch is None:
+        return
+    reason = None
+    deadline = time.monotonic() + 1.0  # the peer's close may take a moment to be seen
+    while reason is None and time.monotonic() < deadline:
+        reason = watch.check()
+        if reason is None:
+            time.sleep(WATCH_S / 5)
+    watch.fail(reason or f"llama.cpp stopped it: {text}")
+    threading.Event().wait()  # never returns: abort() would end the worker unheard
+
+
+def _install_abort_hook() -> None:
+    global _hook
+    path = _wheel_library("libggml-base")  # where ggml_abort lives
+    if path is None or _hook is not None:
+        return
+    setter = getattr(ctypes.CDLL(str(path)), "ggml_set_abort_callback", None)
+    if setter is None:
+        return  # an older ggml: it aborts, and the hive reports the exit
+    setter.argtypes, setter.restype = [_ABORT_HOOK], ctypes.c_void_p
+    _hook = _ABORT_HOOK(_on_ggml_abort)
+    setter(_hook)
+
+
+def _connections(endpoints: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+    """endpoint -> (fd, TCP state) of each of this process's connections to it."""
+    import psutil
+
+    found: dict[str, list[tuple[int, str]]] = {e: [] for e in endpoints}
+    for conn in psutil.Process().net_connections(kind="tcp"):
+        if conn.raddr:
+            key = f"{conn.raddr.ip}:{conn.raddr.port}"
+            if key in found:
+                found[key].append((conn.fd, conn.status))
+    return found
+
+
+def _silent_s(fd: int) -> float | None:
+    """Seconds since the socket `fd` last received data (Linux's TCP_INFO); None elsewhere."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None or fd < 0:
+        return None
+    try:
+        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:  # a dup
+            info = sock.getsockopt(socket.IPPROTO_TCP, option, TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(info) < TCP_LAST_DATA_RECV + 4:
+        return None
+    (ms,) = struct.unpack_from("<I", info, TCP_LAST_DATA_RECV)
+    return float(ms) / 1000
 
 
 def _compatible(ours: str, theirs: str) -> bool:

@@ -3,6 +3,8 @@ sequences (slots), through llama-cpp-python's low-level API.
 
 A split engine (`rpc_servers`) registers those ggml RPC servers as devices first
 (worker/_rpc.py) and offloads its layers to them, in the proportions `tensor_split` gives.
+Once loaded it watches them (`worker._rpc.PeerWatch`): a peer that fails is reported to
+`on_peer_lost` in one sentence naming it.
 
 `load()` blocks (seconds for a real model): the worker runs it in a thread. Afterwards the
 context belongs to the engine thread alone (worker/_slots.py); what other threads may call
@@ -16,7 +18,7 @@ import ctypes
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -117,6 +119,11 @@ class Engine:
         self.vocab: Any = None
         self.n_vocab = 0  # tokens the model knows, once loaded
         self._chat_template: str | None = None
+        # A split's: told (any thread) when an RPC peer fails; `busy` says a step is
+        # generating, when a silent peer is a frozen one (worker/_rpc.py, PeerWatch).
+        self.on_peer_lost: Callable[[str], None] = lambda reason: None
+        self.busy: Callable[[], bool] = lambda: False
+        self.peer_watch: Any = None
 
     @property
     def is_loaded(self) -> bool:
@@ -175,6 +182,14 @@ class Engine:
         template = llama_cpp.llama_model_chat_template(model, None)
         self._chat_template = template.decode("utf-8", errors="replace") if template else None
         self.load_time_s = time.perf_counter() - started
+        if self.rpc_servers:
+            from worker._rpc import PeerWatch
+
+            self.peer_watch = PeerWatch(
+                self.rpc_servers,
+                lost=lambda reason: self.on_peer_lost(reason),
+                busy=lambda: self.busy(),
+            ).start()
 
     def _split(self, llama_cpp: Any, params: Any) -> Any:
         """Register the RPC servers and offload to them: every layer (a cpu worker keeps

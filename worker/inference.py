@@ -32,12 +32,16 @@ within a step, or within a chunk of a long prompt's evaluation, and frees its sl
 does its client going away without a word (a queen killed mid-stream): a job no stream
 has read for UNREAD_STOP_S is cancelled, rather than generating up to `max_tokens` for
 nobody, or waiting its turn.
+
+A split whose RPC peer fails (`peer_lost`, from worker/_rpc.py's PeerWatch) can generate
+no more: every job running or waiting fails at once with the sentence naming the peer,
+and `gave_up` is set (the app then ends the worker).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +95,8 @@ class Inference:
         self.slots = SlotLoop(engine, notify=self._wakeup.notify)
         self._waiters: dict[Order, _Waiter] = {}
         self.admitted = 0  # jobs made by the route and not yet ended
+        self.fault: str | None = None  # why the model cannot be used any more (a split's)
+        self.gave_up = anyio.Event()  # set once the jobs were failed with `fault`
 
     def statistics(self) -> dict[str, Any]:
         """/health's view: slots, busy ones, each slot's state, the context's shape."""
@@ -118,6 +124,8 @@ class Inference:
             while True:
                 await self._wakeup.wait()
                 self._deliver()
+                if self.fault is not None and not self.gave_up.is_set():
+                    self._fail_all(self.fault)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(engine_thread)
@@ -131,6 +139,17 @@ class Inference:
                 self._deliver()
                 tg.cancel_scope.cancel()
         self._wakeup.close()
+
+    def peer_lost(self, reason: str) -> None:
+        """A split's RPC peer failed (any thread): fail every job with `reason`."""
+        self.fault = reason
+        self._wakeup.notify()
+
+    def _fail_all(self, reason: str) -> None:
+        """End every job's wait with PeerLost: the engine thread may be stuck inside
+        llama.cpp for ever (a frozen peer), so nothing it would send is waited for."""
+        _fail(self._waiters.values(), reason)
+        self.gave_up.set()
 
     def _deliver(self) -> None:
         """Hand the engine thread's output to the jobs waiting for it."""
@@ -168,6 +187,8 @@ class Inference:
         return result
 
     async def _generate(self, op: Infer, job: Job) -> dict[str, Any]:
+        if self.fault is not None:
+            raise InvalidRequest(self.fault, status=503)
         if not self.engine.is_loaded:
             raise InvalidRequest("the model is not loaded yet; retry in a moment", status=503)
         if op.tokens is not None:
@@ -211,7 +232,7 @@ class Inference:
                 ).field("slot", waiter.slot).emit()
             await waiter.done.wait()
         finally:
-            if not waiter.done.is_set():  # cancelled: free the slot before the job ends
+            if not waiter.done.is_set() and self.fault is None:  # cancelled: free the slot
                 self.slots.cancel(order)
                 with anyio.move_on_after(CANCEL_WAIT_S, shield=True):
                     await waiter.done.wait()
@@ -261,6 +282,8 @@ class Inference:
 
     async def _submit(self, request: Request, service: JobService) -> Response:
         """POST /v1/inference: the `infer` fields without `operation` and `model`."""
+        if self.fault is not None:
+            return _unavailable(self.fault)
         if not self.engine.is_loaded:
             return _unavailable("the model is still loading; retry shortly")
         if self.admitted >= self.engine.parallel + QUEUE_MAX:
@@ -318,6 +341,15 @@ class Inference:
             _refuse(
                 "response_format", "the grammar made from the schema does not parse; simplify it"
             )
+
+
+def _fail(waiters: Iterable[_Waiter], reason: str) -> None:
+    from worker._rpc import PeerLost
+
+    for waiter in waiters:
+        waiter.outcome = PeerLost(reason)
+        waiter.started.set()
+        waiter.done.set()
 
 
 def _refuse(field: str, message: str) -> None:

@@ -15,7 +15,13 @@ import psutil
 import pytest
 
 from jobs.client import JobClient
-from tests.support import extra_hive, queen_with_hive, run_job, wait_until
+from tests.support import (
+    extra_hive,
+    queen_with_hive,
+    run_job,
+    stop_the_only_worker,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 # Less than either model needs with a worker's default context (4096 tokens x 2 slots):
@@ -113,14 +119,7 @@ async def test_a_split_of_tiny_stops_lending_once_its_worker_is_gone(
         pids = {hive.process.pid, peer.process.pid}
         lender = next(p for p in pids if rpc_servers_of(p))
         server = rpc_servers_of(lender)[0].pid
-        status = await run_job(jobs, {"operation": "queen_status"})
-        (worker,) = status[-1].data["result"]["workers"]
-        stopped = await run_job(
-            jobs,
-            {"operation": "worker_stop", "hive_id": worker["hive_id"],
-             "worker_id": worker["worker_id"]},
-        )  # fmt: skip
-        assert stopped[-1].data["state"] == "completed", stopped[-1].data
+        await stop_the_only_worker(jobs)
         # The queen notices the worker gone within a beat or two and asks the peer to stop.
         await anyio.to_thread.run_sync(
             lambda: wait_until(lambda: not _running(server), "the peer's RPC server to stop")

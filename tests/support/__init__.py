@@ -13,7 +13,7 @@ from tests.support._fuzz import fuzz_config, served_for_fuzzing
 from tests.support._hangup import CANCEL_DEADLINE_S, job_states, only_job, silent_hive, state_after
 from tests.support._hive import BeatAuth, BeatRecorder, hive_token, spawn_hive
 from tests.support._http import foreign_http_server
-from tests.support._jobs import narration, run_job, submit_followed
+from tests.support._jobs import narration, run_job, stop_the_only_worker, submit_followed
 from tests.support._jobserver import JobsKit, Served, Stream, parse_sse, read_stream, serve_jobs
 from tests.support._keeper import (
     NOT_FOR_A_QUERY,
@@ -121,6 +121,7 @@ __all__ = [
     "start_inference",
     "start_queen",
     "state_after",
+    "stop_the_only_worker",
     "submit_followed",
     "text_of",
     "timed_stream",

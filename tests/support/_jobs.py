@@ -39,3 +39,12 @@ def narration(events: list[JobEvent]) -> list[tuple[str, str, str]]:
         for e in events
         if e.kind == "narration"
     ]
+
+
+async def stop_the_only_worker(jobs: JobClient) -> None:
+    """Stop the one worker the queen behind `jobs` knows (`worker_stop` through it)."""
+    status = await run_job(jobs, {"operation": "queen_status"})
+    (worker,) = status[-1].data["result"]["workers"]
+    stop = {"operation": "worker_stop", "hive_id": worker["hive_id"]}
+    stopped = await run_job(jobs, {**stop, "worker_id": worker["worker_id"]})
+    assert stopped[-1].data["state"] == "completed", stopped[-1].data
