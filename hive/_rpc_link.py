@@ -23,19 +23,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import socket
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import asyncssh
 
 from hive.errors import HiveError
 from jobs import FILE_MODE, LOOPBACK, private_folder
+
+if TYPE_CHECKING:  # asyncssh (with cryptography) is imported where a key or link needs it:
+    import asyncssh  # ~0.3 s and a deprecation notice, not paid by every hive start
 
 KEY_FOLDER = "keys"  # under the home given: rbee's own keys
 KEY_NAME = "rpc-link"  # the ed25519 private key of this hive's RPC links (0600)
@@ -64,6 +69,9 @@ def link_keypair(home: Path) -> tuple[Path, str]:
 
     Made once under `home`/keys/rpc-link (0600, in a 0700 folder), then read back; two
     callers racing to make it end with one key (the first to link it into place)."""
+    _load_asyncssh()
+    import asyncssh
+
     folder = private_folder(home / KEY_FOLDER)
     path = folder / KEY_NAME
     if not path.exists():
@@ -89,6 +97,9 @@ def link_keypair(home: Path) -> tuple[Path, str]:
 def authorized_line(public_key: str, port: int, label: str) -> str:
     """rbee's authorized_keys line for the link `label`: `public_key` (OpenSSH form) may
     only forward to 127.0.0.1:`port`; no shell, command, pty or remote forward."""
+    _load_asyncssh()
+    import asyncssh
+
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is not a TCP port")
     if not LABEL.fullmatch(label):
@@ -238,32 +249,48 @@ class RpcLink:
             self.closed.set()
 
 
-class _LinkClient(asyncssh.SSHClient):
-    """asyncssh's callbacks: records the host key known_hosts refused (new or changed),
-    and ends the link when the connection is lost."""
+def _load_asyncssh() -> None:
+    """Import asyncssh once, its cryptography deprecation notices silenced: they are for
+    asyncssh's developers, and would reach the user's terminal through the keeper."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import asyncssh  # noqa: F401
 
-    def __init__(self, known_hosts: asyncssh.SSHKnownHosts, where: str) -> None:
-        self.known_hosts = known_hosts
-        self.where = where  # the peer, as messages name it
-        self.offered: asyncssh.SSHKey | None = None
-        self.changed = False
-        self.link: RpcLink | None = None
 
-    def validate_host_public_key(
-        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
-    ) -> bool:
-        self.offered = key
-        known_port = None if port == 22 else port  # how known_hosts names it
-        self.changed = bool(self.known_hosts.match(host, addr, known_port)[0])
-        return False  # known_hosts did not trust it: never accepted here
+@functools.cache
+def _link_client_class() -> type[Any]:
+    """asyncssh's client class for a link, made on first use (asyncssh loads then)."""
+    _load_asyncssh()
+    import asyncssh
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.link is not None:
-            cause = f" ({exc})" if exc is not None else ""
-            self.link._ended(
-                f"the RPC link to peer {self.where} closed{cause}; that machine, its sshd "
-                "or the network to it went away: the split cannot go on without it"
-            )
+    class _LinkClient(asyncssh.SSHClient):
+        """asyncssh's callbacks: records the host key known_hosts refused (new or changed),
+        and ends the link when the connection is lost."""
+
+        def __init__(self, known_hosts: asyncssh.SSHKnownHosts, where: str) -> None:
+            self.known_hosts = known_hosts
+            self.where = where  # the peer, as messages name it
+            self.offered: asyncssh.SSHKey | None = None
+            self.changed = False
+            self.link: RpcLink | None = None
+
+        def validate_host_public_key(
+            self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+        ) -> bool:
+            self.offered = key
+            known_port = None if port == 22 else port  # how known_hosts names it
+            self.changed = bool(self.known_hosts.match(host, addr, known_port)[0])
+            return False  # known_hosts did not trust it: never accepted here
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.link is not None:
+                cause = f" ({exc})" if exc is not None else ""
+                self.link._ended(
+                    f"the RPC link to peer {self.where} closed{cause}; that machine, its sshd "
+                    "or the network to it went away: the split cannot go on without it"
+                )
+
+    return _LinkClient
 
 
 @contextlib.asynccontextmanager
@@ -285,6 +312,9 @@ async def open_link(
     sentence, when the host key is unknown or changed, the key is refused, the host is
     unreachable, or the forward is refused or finds nothing listening. Keepalives notice
     a silent peer within 8 s; the connection closes when the block ends."""
+    _load_asyncssh()
+    import asyncssh
+
     where = f"{peer or host} ({username}@{host}:{ssh_port})"
     try:
         text = await anyio.Path(known_hosts).read_text(encoding="utf-8")
@@ -294,7 +324,7 @@ async def open_link(
             f"cannot read known_hosts {known_hosts} for peer {where} ({exc}); add the peer's "
             "host key there (check it against the peer's own `ssh-keygen -lf` first)"
         ) from None
-    client = _LinkClient(known, where)
+    client = _link_client_class()(known, where)
     conn = await _connect(client, host, ssh_port, username, key_path, known_hosts, where)
     link: RpcLink | None = None
     try:
@@ -323,7 +353,7 @@ async def open_link(
 
 
 async def _connect(
-    client: _LinkClient,
+    client: Any,
     host: str,
     ssh_port: int,
     username: str,
@@ -331,6 +361,9 @@ async def _connect(
     known_hosts: Path,
     where: str,
 ) -> asyncssh.SSHClientConnection:
+    _load_asyncssh()
+    import asyncssh
+
     try:
         return await asyncssh.connect(
             host,
@@ -373,7 +406,7 @@ async def _connect(
 
 
 def _host_key_refusal(
-    client: _LinkClient, host: str, port: int, known_hosts: Path, where: str
+    client: Any, host: str, port: int, known_hosts: Path, where: str
 ) -> RpcLinkError:
     known_as = host if port == 22 else f"[{host}]:{port}"
     if client.offered is None:
@@ -396,6 +429,9 @@ def _host_key_refusal(
 async def _probe(conn: asyncssh.SSHClientConnection, remote_port: int, where: str) -> None:
     """Open one channel to the peer's 127.0.0.1:`remote_port` and close it: a forward the
     peer refuses, or finds nothing listening behind, fails here in a sentence."""
+    _load_asyncssh()
+    import asyncssh
+
     try:
         with anyio.fail_after(PROBE_TIMEOUT_S):
             _, writer = await conn.open_connection(LOOPBACK, remote_port)

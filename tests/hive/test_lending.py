@@ -13,7 +13,15 @@ import pytest
 
 from jobs import InvalidRequest
 from jobs.client import JobClient
-from tests.support import free_port, link_sshd, run_job, spawn_hive, wait_until
+from tests.support import (
+    KeeperRunner,
+    free_port,
+    hive_token,
+    link_sshd,
+    run_job,
+    spawn_hive,
+    wait_until,
+)
 
 
 def listeners(endpoint: str) -> list[str]:
@@ -133,3 +141,27 @@ async def test_a_link_to_a_peer_whose_host_key_is_unknown_fails_the_spawn_naming
             assert f"ssh-keyscan -p {sshd.port} 127.0.0.1" in str(final["error"])
             listed = await run_job(client, {"operation": "worker_list"})
             assert listed[-1].data["result"]["workers"] == []
+
+
+def test_a_hive_that_can_lend_prints_no_third_party_warning(keeper: KeeperRunner) -> None:
+    """asyncssh (for the links) warns about cryptography's deprecations when imported:
+    neither `keeper hive start` nor the hive's log, once its link key is made (its
+    capabilities), shows that to the user."""
+    port = free_port()
+    env_url = f"http://127.0.0.1:{free_port()}"  # no queen: the hive retries its beats
+    started = keeper("--queen-url", env_url, "hive", "start", "--port", str(port))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "Warning" not in started.stdout + started.stderr
+        token = hive_token(keeper.home)
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/v1/capabilities",
+            headers={"authorization": f"Bearer {token}"},
+            trust_env=False,
+            timeout=30,
+        )
+        assert answer.json()["rpc_link_key"].startswith("ssh-ed25519 ")
+        log = (keeper.home / "logs" / "hive-localhost.log").read_text()
+        assert "ready" in log and "Warning" not in log
+    finally:
+        keeper("--queen-url", env_url, "hive", "stop")
