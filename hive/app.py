@@ -73,6 +73,7 @@ def create_app(settings: HiveSettings, catalog: Catalog, *, url: str) -> JobApp:
         hive_url=url,
         credential=settings.credential,
         ready_timeout_s=settings.worker_ready_timeout_s,
+        bind=settings.bind,
     )
 
     rpc_servers = RpcServers()  # what this hive lends to splits (hive/_lending.py)

@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -92,10 +93,11 @@ class Worker:
     ctx_size: int | None = None
     kv_bytes: int | None = None
     rpc_servers: tuple[str, ...] = ()  # a split's peers, as this hive reaches them
+    host: str = LOOPBACK  # where the queen reaches it: the hive's own address
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(
@@ -131,8 +133,15 @@ class Supervisor:
         credential: str | None = None,
         ready_timeout_s: float = 120.0,
         grace_s: float = STOP_GRACE_S,
+        bind: str = LOOPBACK,
     ) -> None:
         self.logs_dir = logs_dir
+        # Workers listen where the hive does, so a queen on another machine reaches them
+        # (each with a credential of its own); at the address the hive advertises.
+        self.bind = bind
+        wildcard = bind in ("0.0.0.0", "::")
+        advertised = urlsplit(hive_url).hostname if hive_url else None
+        self.worker_host = (advertised or LOOPBACK) if wildcard else bind
         # The hive's credential, from which each worker gets its own (never this one).
         self.credential = credential
         self.state_dir = state_dir  # one job registry folder per worker, removed when it exits
@@ -199,7 +208,7 @@ class Supervisor:
         worker_id = f"w-{secrets.token_hex(4)}"
         private_folder(self.logs_dir)
         private_folder(self.state_dir)  # the worker makes its own folder inside
-        port = free_port()
+        port = free_port(self.bind)
         worker = Worker(
             worker_id,
             model_id,
@@ -208,6 +217,7 @@ class Supervisor:
             port,
             self.logs_dir / f"{worker_id}.log",
             rpc_servers=tuple(rpc_servers),
+            host=self.worker_host,
         )
         argv = [
             *worker_command(),
@@ -224,6 +234,8 @@ class Supervisor:
         ]
         if self.hive_url:
             argv += ["--hive-url", self.hive_url]
+        if self.bind != LOOPBACK:
+            argv += ["--bind", self.bind]
         for flag, value in (
             ("--parallel", parallel),
             ("--threads", threads),
