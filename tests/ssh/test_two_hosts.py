@@ -218,6 +218,14 @@ def test_two_hives_in_two_namespaces_and_one_link_cut(
             ),
             "a worker on each hive in its beats",
         )
+        for ns in two_hosts:  # the queen sends prompts to the workers in the namespaces
+            answer = _keeper(
+                rbee_home, env, "--queen-url", queen, "infer", "--model", "builtin:tiny",
+                "--hive", ns.alias, "--no-autostart", "--seed", "3", "--max-tokens", "8",
+                "the hive",
+            )  # fmt: skip
+            assert answer.returncode == 0, (ns.alias, answer.stderr[-2000:])
+            assert answer.stdout.strip(), (ns.alias, answer.stderr[-2000:])
 
         _ip("link", "set", two_hosts[0].veth, "down")
         _wait(lambda: _hives(rbee_home, env, queen)["box1"]["stale"], "box1 to go stale")
