@@ -35,7 +35,7 @@ from narration_core import Narrator
 from narration_core.proctree import StopResult
 
 POLL_S = 0.05  # seconds between looks at the log and the child while starting
-HEALTH_EVERY_S = 0.2  # seconds between /health probes while starting
+HEALTH_EVERY_S = POLL_S  # between /health probes while starting: found ready within 50 ms
 HEALTH_TIMEOUT_S = 1.0  # one probe; a daemon still importing may not accept yet
 FREE_SOME_SPACE = "free some space there and start it again"
 ABANDON_GRACE_S = 1.0  # SIGTERM to SIGKILL for a daemon whose start was interrupted

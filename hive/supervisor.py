@@ -219,34 +219,13 @@ class Supervisor:
             rpc_servers=tuple(rpc_servers),
             host=self.worker_host,
         )
-        argv = [
-            *worker_command(),
-            "--model",
-            str(model_path),
-            "--port",
-            str(port),
-            "--device",
-            device,
-            "--worker-id",
-            worker_id,
-            "--state-dir",
-            str(self.state_dir / worker_id),
-        ]
-        if self.hive_url:
-            argv += ["--hive-url", self.hive_url]
+        flags: dict[str, object] = {"--hive-url": self.hive_url, "--parallel": parallel}
+        flags.update({"--threads": threads, "--ctx-size": ctx_size})
         if self.bind != LOOPBACK:
-            argv += ["--bind", self.bind]
-        for flag, value in (
-            ("--parallel", parallel),
-            ("--threads", threads),
-            ("--ctx-size", ctx_size),
-        ):
-            if value is not None:
-                argv += [flag, str(value)]
-        for endpoint in rpc_servers:
-            argv += ["--rpc", endpoint]
+            flags["--bind"] = self.bind
         if tensor_split:
-            argv += ["--tensor-split", ",".join(f"{share:g}" for share in tensor_split)]
+            flags["--tensor-split"] = ",".join(f"{share:g}" for share in tensor_split)
+        argv = worker_argv(worker, self.state_dir / worker_id, flags, rpc_servers)
         NARRATE.action("worker_spawn").target(worker_id).human(
             f"Spawning worker {worker_id} for {model_id} on {device}, port {port}"
         ).emit()
@@ -451,6 +430,21 @@ def _unreachable(endpoints: Sequence[str]) -> list[str]:
         except OSError:
             gone.append(endpoint)
     return gone
+
+
+def worker_argv(
+    worker: Worker, state_dir: Path, flags: dict[str, object], rpc_servers: Sequence[str]
+) -> list[str]:
+    """The command line that starts `worker`: its model, port, device, id and state
+    folder, each of `flags` that is set, and `--rpc` for each peer of a split."""
+    argv = [*worker_command(), "--model", str(worker.model_path), "--port", str(worker.port)]
+    argv += ["--device", worker.device, "--worker-id", worker.id, "--state-dir", str(state_dir)]
+    for flag, value in flags.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    for endpoint in rpc_servers:
+        argv += ["--rpc", endpoint]
+    return argv
 
 
 def worker_command() -> list[str]:

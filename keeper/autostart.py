@@ -33,7 +33,7 @@ HIVE_PORT_OFFSET = 2  # the hive beside the queen: 7833 -> 7835
 # Until the queen has a beat from the hive: a hive that outlived its queen retries on a
 # backoff of up to 30 s (jobs.BEAT_BACKOFF_MAX_S), so its next beat may be that far.
 HIVE_KNOWN_DEADLINE_S = 40.0
-HIVE_KNOWN_POLL_S = 0.1
+HIVE_KNOWN_POLL_S = 0.05  # a cold `keeper infer` waits on this: found within 50 ms
 LOCAL_HIVE = "localhost"
 HIVE_START_S = 30.0  # a cold interpreter importing the server stack on a busy machine
 

@@ -180,7 +180,10 @@ async def _serve(
     url = socket_url(sock)
 
     async def load() -> None:
+        from worker.chat import import_early, prepare
+
         started = time.perf_counter()
+        import_early()
         try:
             await anyio.to_thread.run_sync(engine.load, abandon_on_cancel=True)
         except WorkerError as exc:
@@ -189,6 +192,8 @@ async def _serve(
             stop.set()
             return
         took = time.perf_counter() - started
+        # The template compiled before `ready`: a cold start's first prompt is a chat.
+        await anyio.to_thread.run_sync(prepare, engine.chat_template)
         state.status = "ready"
         NARRATE.action("model_load").target(model.name).human(
             f"Loaded {model.name} ({size / 1e6:.1f} MB) in {took:.2f} s"

@@ -76,6 +76,27 @@ def render_chat(
         ) from exc
 
 
+def import_early() -> None:
+    """Import jinja2 in a thread of its own now (~0.1 s of Python), beside the model load
+    (C code that releases the GIL): `prepare` then only compiles."""
+    import threading
+
+    threading.Thread(target=_import_jinja, name="import jinja2", daemon=True).start()
+
+
+def _import_jinja() -> None:
+    import jinja2.sandbox  # noqa: F401
+
+
+def prepare(source: str | None) -> None:
+    """Compile the model's template now (jinja2's import is ~0.1 s, the compile more), so
+    the first chat does not wait for it; a template that does not compile is reported to
+    the chat that uses it, as before."""
+    if source is not None:
+        with contextlib.suppress(Exception):
+            _compiled(source)
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled(source: str) -> Template:
     """`source` compiled once in a sandbox: a worker renders its one template for every
