@@ -43,6 +43,8 @@ SPAWNING_NAMES = frozenset(
         "foreign_http_server",
         "imported_by",
         "link_sshd",
+        "peer_machines",  # tests/support/_splithosts.py: namespaces with their sshd
+        "hive_at",
         "RpcServers",  # hive/_rpc_server.py: ggml RPC servers as children
     }
 )

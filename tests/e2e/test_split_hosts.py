@@ -16,37 +16,32 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
-import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncssh
 import psutil
 import pytest
 
-from jobs import HIVE_CREDENTIAL_ENV, RbeePaths, cluster_secret, hive_credential
 from jobs.client import JobClient
 from tests.support import (
-    BEAT_S,
     LinkSshd,
-    RunningProgram,
+    Machine,
+    Queen,
     await_until,
     free_port,
+    hive_at,
     link_sshd,
+    listeners,
+    peer_machines,
+    queen_call,
     queen_with_hive,
+    rbee_lines,
     run_job,
-    spawn_program,
     spawn_queen,
     stop_the_only_worker,
-    url_of,
     wait_until,
 )
 
@@ -55,10 +50,6 @@ TINY_LENT = "512KiB"  # less than builtin:tiny needs with 4096 tokens x 2 slots 
 SSHD = "/usr/sbin/sshd"
 DEADLINE_S = 60.0  # a hive to beat, a split to unload: a loaded 2-core box lags
 TOKEN = "split-hosts-test-token"  # the queen's and the namespaced hives' (beyond loopback)
-
-
-def rbee_lines(authorized_keys: Path) -> list[str]:
-    return [line for line in authorized_keys.read_text().splitlines() if "rbee-rpc-link:" in line]
 
 
 async def infer_tiny(jobs: JobClient) -> list[Any]:
@@ -70,50 +61,6 @@ async def infer_tiny(jobs: JobClient) -> list[Any]:
     assert events[-1].data["state"] == "completed", events[-1].data
     assert any(e.kind == "token" for e in events)
     return events
-
-
-@dataclass(frozen=True)
-class Queen:
-    """Where the test's queen listens, its token (None on loopback) and its RBEE_HOME."""
-
-    url: str
-    token: str | None
-    home: Path
-
-
-@contextlib.asynccontextmanager
-async def hive_at(
-    queen: Queen,
-    home: Path,
-    hive_id: str,
-    bind: str,
-    *prefix: str,
-    beat_to: str | None = None,
-    env: dict[str, str] | None = None,
-) -> AsyncIterator[RunningProgram]:
-    """A real rbee-hive `hive_id` listening on `bind`, run through `prefix` (e.g. `ip
-    netns exec NS`), beating to `beat_to` (default the queen's URL); yields once the queen
-    lists it."""
-    credential = hive_credential(cluster_secret(RbeePaths.resolve(queen.home).ensure()), hive_id)
-    argv = [*prefix, sys.executable, "-m", "hive", "--port", "0", "--bind", bind]
-    argv += ["--queen-url", beat_to or queen.url, "--hive-id", hive_id]
-    argv += ["--beat-interval", f"{BEAT_S:g}"]
-    env = {HIVE_CREDENTIAL_ENV: credential, **(env or {})}
-    async with spawn_program(argv, home=home, ready=url_of("ready"), env=env) as hive:
-
-        async def known() -> bool:
-            hives = (await queen_call(queen, {"operation": "queen_status"}))["hives"]
-            return any(h["hive_id"] == hive_id and h["url"] == hive.url for h in hives)
-
-        await await_until(known, deadline_s=DEADLINE_S)
-        yield hive
-
-
-async def queen_call(queen: Queen, operation: dict[str, Any]) -> Any:
-    async with JobClient(queen.url, token=queen.token) as client:
-        events = await run_job(client, operation)
-    assert events[-1].data["state"] == "completed", events[-1].data
-    return events[-1].data["result"]
 
 
 def write_hives_config(rbee_home: Path, entries: dict[str, dict[str, object]]) -> None:
@@ -226,46 +173,6 @@ async def test_a_split_across_machines_without_a_known_sshd_is_refused_in_one_se
 
 # --- two machines: network namespaces ------------------------------------------------
 
-LISTENERS = """
-import json, psutil
-found = []
-for c in psutil.net_connections("tcp"):
-    if c.status == psutil.CONN_LISTEN:
-        try:
-            cmd = " ".join(psutil.Process(c.pid).cmdline()) if c.pid else ""
-        except psutil.Error:
-            cmd = ""
-        found.append([c.pid, c.laddr.ip, c.laddr.port, cmd])
-print(json.dumps(found))
-"""
-
-
-@dataclass
-class Machine:
-    """The peer's namespace: its address (`ip`) and this namespace's end of the veth
-    between them (`host_ip`, where the queen listens)."""
-
-    ns: str
-    ip: str
-    host_ip: str
-    home: Path
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
-def listeners(ns: str) -> list[tuple[int | None, str, int, str]]:
-    """(pid, address, port, command line) of every TCP listener in namespace `ns`."""
-    done = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", LISTENERS],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return [tuple(entry) for entry in json.loads(done.stdout)]  # type: ignore[misc]
-
 
 def tree_listeners(pid: int) -> set[str]:
     """The addresses a process and its children listen on (in this namespace)."""
@@ -279,68 +186,13 @@ def tree_listeners(pid: int) -> set[str]:
 
 @pytest.fixture
 def peer_machine(tmp_path: Path) -> Iterator[tuple[Machine, Path, Path]]:
-    """Namespace B linked to this one by a veth (its own /24), B's sshd on B's address;
-    (B, a known_hosts holding B's host key, the authorized_keys B's sshd reads). Skips,
-    saying why, where namespaces cannot be made."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root; the loopback-address split above still ran")
-    if not Path(SSHD).exists() or shutil.which("ip") is None:
-        pytest.skip(f"needs {SSHD} and iproute2's ip (apt-get install openssh-server iproute2)")
-    tag = os.getpid() % 250
-    b = Machine(f"rbsplit{tag}b", f"10.82.{tag}.2", f"10.82.{tag}.1", tmp_path / "b")
-    veth = f"rbs{tag}b"
-    sshd: subprocess.Popen[bytes] | None = None
-    try:
-        try:
-            _ip("netns", "add", b.ns)
-        except subprocess.CalledProcessError as exc:
-            pytest.skip(f"cannot make a network namespace here ({exc.stderr.decode().strip()})")
-        _ip("link", "add", veth, "type", "veth", "peer", "name", veth + "p")
-        _ip("link", "set", veth + "p", "netns", b.ns)
-        _ip("addr", "add", f"{b.host_ip}/24", "dev", veth)
-        _ip("link", "set", veth, "up")
-        for args in (
-            ("addr", "add", f"{b.ip}/24", "dev", veth + "p"),
-            ("link", "set", veth + "p", "up"),
-            ("link", "set", "lo", "up"),
-        ):
-            _ip("netns", "exec", b.ns, "ip", *args)
-        folder = tmp_path / "b-sshd"
-        folder.mkdir()
-        host_key = asyncssh.generate_private_key("ssh-ed25519")
-        host_key.write_private_key(str(folder / "host_ed25519"))
-        (folder / "host_ed25519").chmod(0o600)
-        authorized = folder / "authorized_keys"
-        authorized.write_text("")
-        (folder / "sshd_config").write_text(
-            f"Port 22\nListenAddress {b.ip}\nHostKey {folder / 'host_ed25519'}\n"
-            f"PidFile {folder / 'sshd.pid'}\nAuthorizedKeysFile {authorized}\n"
-            "PubkeyAuthentication yes\nPasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-            "StrictModes no\nUsePAM no\n"
-        )
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        sshd = subprocess.Popen(
-            ["ip", "netns", "exec", b.ns, SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    """Namespace B linked to this one by a veth, B's sshd on B's address; (B, a
+    known_hosts holding B's host key, the authorized_keys B's sshd reads). Skips, saying
+    why, where namespaces cannot be made (the loopback-address split above still ran)."""
+    with peer_machines(tmp_path, ["b"]) as (b,):
         known_hosts = tmp_path / "a-known_hosts"
-        known_hosts.write_text(f"{b.ip} {host_key.export_public_key().decode().strip()}\n")
-        wait_until(
-            lambda: any(port == 22 for _, _, port, _ in listeners(b.ns)), "B's sshd to listen"
-        )
-        yield b, known_hosts, authorized
-    finally:
-        found = subprocess.run(["ip", "netns", "pids", b.ns], capture_output=True, text=True)
-        for pid in found.stdout.split():
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        if sshd is not None:
-            sshd.kill()
-            sshd.wait(timeout=10)
-        subprocess.run(["ip", "link", "del", veth], capture_output=True)
-        subprocess.run(["ip", "netns", "del", b.ns], capture_output=True)
+        known_hosts.write_text(b.known_hosts_line)
+        yield b, known_hosts, b.authorized_keys
 
 
 async def test_tiny_split_with_a_peer_in_another_network_namespace_opens_nothing_but_sshd(
@@ -360,7 +212,7 @@ async def test_tiny_split_with_a_peer_in_another_network_namespace_opens_nothing
             hive_at(queen, rbee_home, "localhost", "127.0.0.1",
                     env={"RBEE_LEND_MEMORY": "600KiB", "RBEE_KNOWN_HOSTS": str(known_hosts)}
                     ) as hive_a,
-            hive_at(queen, b.home, "boxb", b.ip, "ip", "netns", "exec", b.ns,
+            hive_at(queen, b.home, "boxb", b.ip, *b.prefix,
                     env={"RBEE_LEND_MEMORY": TINY_LENT, "RBEE_TOKEN": TOKEN,
                          "RBEE_AUTHORIZED_KEYS": str(authorized)}) as hive_b,
         ):  # fmt: skip

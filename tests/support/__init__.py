@@ -10,6 +10,7 @@ from tests.support._door import door_client, job_result, queen_with_hive
 from tests.support._extra_hive import extra_hive
 from tests.support._fileserver import serve_models
 from tests.support._fuzz import fuzz_config, served_for_fuzzing
+from tests.support._gguf8 import write_gguf8
 from tests.support._hangup import CANCEL_DEADLINE_S, job_states, only_job, silent_hive, state_after
 from tests.support._hive import BeatAuth, BeatRecorder, hive_token, spawn_hive
 from tests.support._http import foreign_http_server
@@ -39,6 +40,15 @@ from tests.support._ranged import ranged_response
 from tests.support._recording import RecordingHive, recording_hive
 from tests.support._rpclink import LinkSshd, echo_server, link_sshd
 from tests.support._screen import Screen
+from tests.support._splithosts import (
+    Machine,
+    Queen,
+    hive_at,
+    listeners,
+    peer_machines,
+    queen_call,
+    rbee_lines,
+)
 from tests.support._streams import cutting_proxy, emitter
 from tests.support._waiting import await_until, wait_until
 from tests.support._worker import (
@@ -68,7 +78,9 @@ __all__ = [
     "JobsKit",
     "KeeperRunner",
     "LinkSshd",
+    "Machine",
     "OtlpReceiver",
+    "Queen",
     "Ready",
     "ReceivedLog",
     "ReceivedSpan",
@@ -91,6 +103,7 @@ __all__ = [
     "free_port",
     "freeze_once_spawned",
     "fuzz_config",
+    "hive_at",
     "hive_token",
     "imported_by",
     "in_process_llama",
@@ -99,13 +112,17 @@ __all__ = [
     "job_states",
     "keeper_into_a_left_pipe",
     "link_sshd",
+    "listeners",
     "narration",
     "only_job",
     "otlp_receiver",
     "parse_sse",
+    "peer_machines",
+    "queen_call",
     "queen_settings",
     "queen_with_hive",
     "ranged_response",
+    "rbee_lines",
     "read_stream",
     "recording_hive",
     "run_job",
@@ -129,4 +146,5 @@ __all__ = [
     "wait_busy",
     "wait_until",
     "worker_health",
+    "write_gguf8",
 ]
