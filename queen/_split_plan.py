@@ -206,7 +206,14 @@ def split_plan(
         lent = ranked[0].lend_bytes or 0 if ranked else 0
     else:
         lent = sum(h.lend_bytes or 0 for h in joined)
-    raise _short(model, need, lent, left_out, granular=worker is not None and lent >= need)
+    raise _short(
+        model,
+        need,
+        lent,
+        left_out,
+        granular=worker is not None and lent >= need,
+        layer=max(costs, default=0),
+    )
 
 
 def _why_not(hive: Lender, worker: Lender | None) -> str | None:
@@ -284,16 +291,23 @@ def _loads(counts: Sequence[int], costs: Sequence[int]) -> list[int]:
 
 
 def _short(
-    model: str, need: int, lent: int, left_out: Sequence[LeftOut], *, granular: bool
+    model: str,
+    need: int,
+    lent: int,
+    left_out: Sequence[LeftOut],
+    *,
+    granular: bool,
+    layer: int = 0,
 ) -> InvalidRequest:
     """The refusal: one sentence naming the model, its need, what the hives that can take
     part lend together and the shortfall (503: it may fit once hives lend more or another
     starts). `granular`: they lend enough, but not in pieces whole layers fit."""
     if granular:
         message = (
-            f"{model} needs about {size_text(need)} of memory and its layers do not split "
-            f"into what the hives lend ({size_text(lent)} together); lend more with "
-            "`keeper hive start NAME --lend-memory SIZE` or start another hive"
+            f"{model} needs about {size_text(need)} of memory in whole layers of up to "
+            f"{size_text(layer)} each, which do not fit into what the hives lend "
+            f"({size_text(lent)} together, but each hive's part must hold whole layers); "
+            "lend more with `keeper hive start NAME --lend-memory SIZE` or start another hive"
         )
     else:
         out = f" ({len(left_out)} left out: {_names(left_out)})" if left_out else ""
@@ -309,6 +323,7 @@ def _short(
             "need_bytes": need,
             "lend_bytes": lent,
             "short_bytes": max(need - lent, 0),
+            "layer_bytes": layer,
             "left_out": [{"hive": h.hive_id, "reason": h.reason} for h in left_out],
         },
         status=503,

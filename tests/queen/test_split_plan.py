@@ -136,8 +136,9 @@ REFUSALS: list[tuple[str, list[H], str]] = [
     (
         "enough together, but not in whole layers",
         [H("a", 40), H("b", 35), H("c", 30)],
-        "m needs about 99 MiB of memory and its layers do not split into what the hives lend "
-        "(105 MiB together)",
+        "m needs about 99 MiB of memory in whole layers of up to 11 MiB each, which do not "
+        "fit into what the hives lend (105 MiB together, but each hive's part must hold "
+        "whole layers)",
     ),
 ]
 
