@@ -181,3 +181,40 @@ class LlamaServer:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
             self.process.wait(10)
+
+
+RPC_TARGETS = {"rpc-server": "ggml-rpc-server", "llama-bench": "llama-bench"}  # name: target
+
+
+def rpc_binaries() -> dict[str, Path]:
+    """llama.cpp's own `rpc-server` and `llama-bench`, built with `-DGGML_RPC=ON` from the
+    same vendored sources (one build folder of their own, `build-rpc`, so llama-server's
+    build is untouched), cached beside llama-server; `Unavailable` says why not."""
+    folder = cache_dir()
+    made = {name: folder / name for name in RPC_TARGETS}
+    if all(path.exists() for path in made.values()):
+        return made
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            raise Unavailable(f"{tool} is not installed, so rpc-server cannot be built")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"building rpc-server and llama-bench {version()} into {folder} (once; minutes)...")
+    build = folder / "build-rpc"
+    tree = _previous_sources(build) or _previous_sources(folder / "build") or _sources(folder)
+    log = folder / "build-rpc.log"
+    steps = [
+        ["cmake", "-B", str(build), "-S", str(tree), *BUILD_FLAGS, "-DGGML_RPC=ON"],
+        ["cmake", "--build", str(build), "-j", str(BUILD_JOBS), "--target", *RPC_TARGETS.values()],
+    ]
+    with log.open("w") as out:
+        for argv in steps:
+            if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                raise Unavailable(f"building rpc-server failed; see {log}")
+    for name, path in made.items():
+        binary_made = build / "bin" / RPC_TARGETS[name]
+        if not binary_made.exists():
+            raise Unavailable(f"the build made no {binary_made}; see {log}")
+        partial = folder / f"{name}.partial"
+        shutil.copy2(binary_made, partial)
+        partial.rename(path)
+    return made
