@@ -155,15 +155,7 @@ def read_hives_config(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     Keys the queen does not use (the keeper's `host`, `ssh_user`, ...) are ignored; a hive
     without `url` is reached once its heartbeats say where. Raises QueenConfigError.
     """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}, {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise QueenConfigError(
-            f"cannot read the hives config {path} ({exc}); fix or remove it"
-        ) from None
-    section = data.get("hives", {})
+    section = _hives_section(path)
     if not isinstance(section, dict):
         raise QueenConfigError(f"{path}: `hives` must be a table of [hives.ID] sections")
     urls: dict[str, str] = {}
@@ -206,15 +198,7 @@ class LinkHost:
 def read_link_hosts(path: Path) -> dict[str, LinkHost]:
     """hive id -> its sshd as peers reach it, from the hives config (read afresh for each
     split, so an edit needs no restart). Raises QueenConfigError for a malformed entry."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise QueenConfigError(
-            f"cannot read the hives config {path} ({exc}); fix or remove it"
-        ) from None
-    section = data.get("hives", {})
+    section = _hives_section(path)
     found: dict[str, LinkHost] = {}
     for hive_id, entry in section.items() if isinstance(section, dict) else ():
         if not isinstance(entry, dict):
@@ -229,6 +213,20 @@ def read_link_hosts(path: Path) -> dict[str, LinkHost]:
             raise QueenConfigError(f"{where} link_port must be a TCP port number (1-65535)")
         found[hive_id] = LinkHost(link_host, host, port)
     return found
+
+
+def _hives_section(path: Path) -> object:
+    """The `hives` value of the hives config as written ({} when there is no file), for
+    each reader to check; raises QueenConfigError for a file that cannot be read."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise QueenConfigError(
+            f"cannot read the hives config {path} ({exc}); fix or remove it"
+        ) from None
+    return data.get("hives", {})
 
 
 def _str_key(entry: Mapping[str, Any], key: str, where: str) -> str | None:
