@@ -27,11 +27,10 @@ from hive.gguf_layout import (
     _ARRAY,
     _SCALAR_BYTES,
     _STRING,
-    MAGIC,
     MAX_NAME_BYTES,
-    VERSIONS,
     LayoutError,
     _Reader,
+    read_preamble,
 )
 
 KV_BYTES_PER_VALUE = 2  # f16 keys and values, llama.cpp's default (worker.engine's figure)
@@ -109,15 +108,7 @@ def _cached(path: str, size: int, mtime_ns: int) -> ModelShape | None:
 def read_shape(reader: _Reader) -> ModelShape | None:
     """Read the header `reader` is at the start of; raises LayoutError for a header that is
     not GGUF, None when it lacks what a shape needs."""
-    if reader.take(4) != MAGIC:
-        raise LayoutError("it does not start with the GGUF magic bytes")
-    version = reader.u32()
-    if version & 0xFFFF == 0 and version >> 16 in VERSIONS:  # written big-endian
-        reader.order = ">"
-        version >>= 16
-    if version not in VERSIONS:
-        raise LayoutError(f"its GGUF version is {version}, not one of {VERSIONS}")
-    tensors, kvs = reader.count(24), reader.count(9)
+    _, tensors, kvs = read_preamble(reader)
     values: dict[str, Any] = {}
     for _ in range(kvs):
         key = reader.string(MAX_NAME_BYTES)

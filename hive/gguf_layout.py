@@ -67,7 +67,9 @@ def read_layout(f: BinaryIO, file_size: int, stop: threading.Event) -> Layout:
         return _read(_Reader(view, min(file_size, len(view)), stop))
 
 
-def _read(reader: _Reader) -> Layout:
+def read_preamble(reader: _Reader) -> tuple[int, int, int]:
+    """(version, tensor count, key/value count) of the header `reader` is at the start of,
+    its byte order set; raises LayoutError for a header that is not GGUF this reads."""
     if reader.take(4) != MAGIC:
         raise LayoutError("it does not start with the GGUF magic bytes")
     version = reader.u32()
@@ -77,6 +79,11 @@ def _read(reader: _Reader) -> Layout:
     if version not in VERSIONS:
         raise LayoutError(f"its GGUF version is {version}, not one of {VERSIONS}")
     tensors, kvs = reader.count(24), reader.count(9)
+    return version, tensors, kvs
+
+
+def _read(reader: _Reader) -> Layout:
+    version, tensors, kvs = read_preamble(reader)
     alignment = DEFAULT_ALIGNMENT
     for _ in range(kvs):
         key = reader.string(MAX_NAME_BYTES)
