@@ -16,6 +16,7 @@ import pytest
 
 from jobs.client import JobClient
 from tests.support import (
+    answer_tiny,
     extra_hive,
     queen_with_hive,
     run_job,
@@ -107,13 +108,7 @@ async def test_a_split_of_tiny_stops_lending_once_its_worker_is_gone(
     ):
         fetched = await run_job(jobs, {"operation": "model_download", "model": "builtin:tiny"})
         assert fetched[-1].data["state"] == "completed", fetched[-1].data
-        events = await run_job(
-            jobs,
-            {"operation": "infer", "model": "builtin:tiny", "prompt": "the hive", "seed": 3,
-             "max_tokens": 8},
-        )  # fmt: skip
-        assert events[-1].data["state"] == "completed", events[-1].data
-        assert any(e.kind == "token" for e in events)
+        events = await answer_tiny(jobs)
         said = " ".join(str(e.data.get("human", "")) for e in events)
         assert "splitting it by layers" in said
         pids = {hive.process.pid, peer.process.pid}

@@ -19,7 +19,6 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import psutil
@@ -30,6 +29,7 @@ from tests.support import (
     LinkSshd,
     Machine,
     Queen,
+    answer_tiny,
     await_until,
     free_port,
     hive_at,
@@ -50,17 +50,6 @@ TINY_LENT = "512KiB"  # less than builtin:tiny needs with 4096 tokens x 2 slots 
 SSHD = "/usr/sbin/sshd"
 DEADLINE_S = 60.0  # a hive to beat, a split to unload: a loaded 2-core box lags
 TOKEN = "split-hosts-test-token"  # the queen's and the namespaced hives' (beyond loopback)
-
-
-async def infer_tiny(jobs: JobClient) -> list[Any]:
-    events = await run_job(
-        jobs,
-        {"operation": "infer", "model": "builtin:tiny", "prompt": "the hive", "seed": 3,
-         "max_tokens": 8},
-    )  # fmt: skip
-    assert events[-1].data["state"] == "completed", events[-1].data
-    assert any(e.kind == "token" for e in events)
-    return events
 
 
 def write_hives_config(rbee_home: Path, entries: dict[str, dict[str, object]]) -> None:
@@ -112,7 +101,7 @@ async def test_tiny_split_over_an_ssh_link_between_two_loopback_addresses(
                     {"operation": "model_download", "model": "builtin:tiny", "hive_id": hive_id},
                 )
                 assert fetched[-1].data["state"] == "completed", fetched[-1].data
-            events = await infer_tiny(jobs)
+            events = await answer_tiny(jobs)
             said = " ".join(str(e.data.get("human", "")) for e in events)
             assert "splitting it by layers" in said
             user = getpass.getuser()  # the peer hive's, whose authorized_keys it is
@@ -222,7 +211,7 @@ async def test_tiny_split_with_a_peer_in_another_network_namespace_opens_nothing
                             "hive_id": hive_id},
                 )  # fmt: skip
             async with JobClient(queen.url, token=TOKEN) as jobs:
-                events = await infer_tiny(jobs)
+                events = await answer_tiny(jobs)
                 said = " ".join(str(e.data.get("human", "")) for e in events)
                 assert "Hive localhost reaches hive boxb's RPC server over SSH" in said
                 assert f"@{b.ip}:22, forward to its 127.0.0.1:" in said

@@ -14,7 +14,13 @@ from tests.support._gguf8 import write_gguf8
 from tests.support._hangup import CANCEL_DEADLINE_S, job_states, only_job, silent_hive, state_after
 from tests.support._hive import BeatAuth, BeatRecorder, hive_token, spawn_hive
 from tests.support._http import foreign_http_server
-from tests.support._jobs import narration, run_job, stop_the_only_worker, submit_followed
+from tests.support._jobs import (
+    answer_tiny,
+    narration,
+    run_job,
+    stop_the_only_worker,
+    submit_followed,
+)
 from tests.support._jobserver import JobsKit, Served, Stream, parse_sse, read_stream, serve_jobs
 from tests.support._keeper import (
     NOT_FOR_A_QUERY,
@@ -91,6 +97,7 @@ __all__ = [
     "Served",
     "Stream",
     "all_gone",
+    "answer_tiny",
     "await_until",
     "closed_hive_url",
     "cutting_proxy",

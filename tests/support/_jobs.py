@@ -48,3 +48,16 @@ async def stop_the_only_worker(jobs: JobClient) -> None:
     stop = {"operation": "worker_stop", "hive_id": worker["hive_id"]}
     stopped = await run_job(jobs, {**stop, "worker_id": worker["worker_id"]})
     assert stopped[-1].data["state"] == "completed", stopped[-1].data
+
+
+async def answer_tiny(jobs: JobClient) -> list[JobEvent]:
+    """builtin:tiny asked through `jobs` for 8 tokens, seeded (unseeded, it may draw its end
+    token first): the events, once the job completed with tokens."""
+    events = await run_job(
+        jobs,
+        {"operation": "infer", "model": "builtin:tiny", "prompt": "the hive", "seed": 3,
+         "max_tokens": 8},
+    )  # fmt: skip
+    assert events[-1].data["state"] == "completed", events[-1].data
+    assert any(e.kind == "token" for e in events)
+    return events
