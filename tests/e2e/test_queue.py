@@ -12,7 +12,7 @@ import pytest
 
 from jobs import JobEvent
 from jobs.client import JobClient
-from tests.support import Chain, await_until, submit_followed
+from tests.support import Chain, await_until, cancel_running, submit_followed
 from tests.support.e2e import LONG, PROMPT
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -69,8 +69,7 @@ async def test_a_prompt_behind_busy_slots_waits_its_turn_and_says_so(
         tg.start_soon(follow_keepers)
         await await_until(lambda: any(e.data.get("action") == "queued" for e in seen))
         assert not generating(seen)  # it waits while every slot is busy
-        for job_id, _ in busy:
-            await client.cancel(job_id)
+        await cancel_running(client, [job_id for job_id, _ in busy])
     events = [json.loads(line) for line in answer["run"].stdout.splitlines()]
     said = [e.get("human") for e in events if e.get("action") == "queued"]
     assert said == [f"Waiting for a free slot on {slow_model}: 0 ahead"]

@@ -23,6 +23,7 @@ from queen.infer import WorkerPool
 from tests.support import (
     BEAT_S,
     await_until,
+    cancel_running,
     extra_hive,
     narration,
     queen_with_hive,
@@ -228,8 +229,7 @@ async def test_a_full_queue_answers_503_while_the_queued_request_waits_its_turn(
         assert refused.status_code == 503, refused.text
         assert "retry in" in refused.json()["error"]["message"]
         assert not tokens(waiting)  # it waited while every slot was busy
-        for job_id, _ in busy:
-            await client.cancel(job_id)
+        await cancel_running(client, [job_id for job_id, _ in busy])
         await await_until(lambda: bool(waiting) and waiting[-1].is_final, deadline_s=60)
     assert ended(waiting)["result"]["worker_id"] == sent_to(busy[0][1])
     assert ("queen-rbee", "queued", f"Waiting for a free slot on {model}: 0 ahead") in narration(

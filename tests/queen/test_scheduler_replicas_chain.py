@@ -23,6 +23,7 @@ from tests.support import (
     BEAT_S,
     Chain,
     await_until,
+    cancel_running,
     extra_hive,
     queen_with_hive,
     run_job,
@@ -33,6 +34,7 @@ from tests.support import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 REPLACED_DEADLINE_S = 120.0  # a beat drops the dead worker, a new one loads on 2 busy cores
+EOS = "2"  # the tiny model's end token, banned so a long answer runs its 2000 tokens
 
 
 def ended(events: list[JobEvent]) -> dict[str, Any]:
@@ -152,7 +154,8 @@ async def test_a_full_queue_answers_503_with_retry_after_and_makes_no_job(
         download: dict[str, object] = {"operation": "model_download", "model": str(slow)}
         model = ended(await run_job(client, download))["result"]["id"]
         ended(await run_job(client, {"operation": "worker_spawn", "model": model, "parallel": 1}))
-        long = {"operation": "infer", "model": model, "prompt": "bees", "max_tokens": 2000}
+        long = {"operation": "infer", "model": model, "prompt": "bees", "max_tokens": 2000,
+                "logit_bias": {EOS: -100}}  # fmt: skip
         async with anyio.create_task_group() as tg:
             busy, events = await submit_followed(client, tg, long)
             await await_until(lambda: any(e.kind == "token" for e in events), deadline_s=60)
@@ -161,8 +164,7 @@ async def test_a_full_queue_answers_503_with_retry_after_and_makes_no_job(
             async with httpx.AsyncClient(base_url=queen.url, trust_env=False) as http:
                 refused = await http.post("/v1/jobs", json=long)
             after = len(await client.list_jobs(limit=50))
-            for job_id in (busy, waiting):
-                await client.cancel(job_id)
+            await cancel_running(client, [busy, waiting])
     assert refused.status_code == 503, refused.text
     assert int(refused.headers["retry-after"]) >= 1
     body = refused.json()
@@ -191,7 +193,8 @@ async def test_a_queue_that_keeps_waiting_adds_a_worker_on_the_other_hive(
 
         assert len(await hives_serving()) == 1
         slots = next(w["slots"] for w in (await queen_status(queen.url))["workers"])
-        long = {"operation": "infer", "model": str(slow), "prompt": "bees", "max_tokens": 2000}
+        long = {"operation": "infer", "model": str(slow), "prompt": "bees", "max_tokens": 2000,
+                "logit_bias": {EOS: -100}}  # fmt: skip
         async with anyio.create_task_group() as tg:
             jobs = [(await submit_followed(client, tg, long))[0] for _ in range(slots + 2)]
 
@@ -199,6 +202,5 @@ async def test_a_queue_that_keeps_waiting_adds_a_worker_on_the_other_hive(
                 return sorted(await hives_serving()) == ["gpu2", "localhost"]
 
             await await_until(two_hives, deadline_s=90)
-            for job_id in jobs:
-                await client.cancel(job_id)
+            await cancel_running(client, jobs)
         assert len(await hives_serving()) == 2

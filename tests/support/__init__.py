@@ -16,6 +16,7 @@ from tests.support._hive import BeatAuth, BeatRecorder, hive_token, spawn_hive
 from tests.support._http import foreign_http_server
 from tests.support._jobs import (
     answer_tiny,
+    cancel_running,
     narration,
     run_job,
     stop_the_only_worker,
@@ -99,6 +100,7 @@ __all__ = [
     "all_gone",
     "answer_tiny",
     "await_until",
+    "cancel_running",
     "closed_hive_url",
     "cutting_proxy",
     "door_client",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from anyio.abc import TaskGroup
 
-from jobs import JobEvent
+from jobs import JobEvent, JobFinished
 from jobs.client import JobClient
 
 
@@ -30,6 +31,14 @@ async def submit_followed(
 
     tg.start_soon(follow)
     return job_id, events
+
+
+async def cancel_running(client: JobClient, job_ids: list[str]) -> None:
+    """Cancel each of `job_ids` still running; one that ended on its own meanwhile (a slow
+    machine finished its answer first) needs nothing."""
+    for job_id in job_ids:
+        with contextlib.suppress(JobFinished):
+            await client.cancel(job_id)
 
 
 def narration(events: list[JobEvent]) -> list[tuple[str, str, str]]:
