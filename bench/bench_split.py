@@ -8,7 +8,7 @@ them (hive/_rpc_server.py RpcServers: `python -m hive._rpc_host`, a tensor cache
 and `tensor_split` 1,1,1 (each server a third of the layers, this CPU the first third).
 
 The peer: llama.cpp's own `rpc-server -c` (twice) and `llama-bench --rpc` with the same
-split (`-ngl` leaves this CPU the same first layers, `-ts 1/1` the rest), built once from
+split (`-ngl` and `-ts` leave this CPU the same first layers, `-ot` the output), built once from
 the sources vendored in the installed llama-cpp-python's sdist (bench/_llama_server.py,
 `rpc_binaries`). Both sides: the same threads, flash attention off, one token per decode.
 Where the peer cannot be built, the bench prints why and measures rbee's side alone.
@@ -54,7 +54,7 @@ from bench_slots import load, model_path
 from hive._rpc_host import rpc_unsupported_reason
 from hive._rpc_server import RpcServers, free_loopback_port
 from hive.tiny_model import TinyShape, write_tiny_model
-from worker._rpc import RpcUnavailable, probe
+from worker._rpc import OUTPUT_TENSORS, RpcUnavailable, probe
 
 THREADS = 2  # the worker's and every RPC server's: the machine has 2 shared cores
 SPLIT = (1.0, 1.0, 1.0)  # server 1, server 2, this CPU
@@ -242,10 +242,15 @@ async def peer_round(
     n_layer: int,
 ) -> dict[str, float]:  # fmt: skip
     """The same shape with llama.cpp's rpc-server and llama-bench."""
-    kept = round((n_layer + 1) * SPLIT[-1] / sum(SPLIT))  # as worker/engine.py splits
+    # As worker/engine.py splits: this CPU keeps the output and the first kept-1 layers
+    # (the output is offloaded last, to the last device, and overridden back to the CPU).
+    kept = round((n_layer + 1) * SPLIT[-1] / sum(SPLIT))
+    offloaded = n_layer - (kept - 1)
+    shares = [offloaded * s / sum(SPLIT[:-1]) for s in SPLIT[:-1]]
+    shares[-1] += 1
     base = [str(bins["llama-bench"]), "-m", str(model), "-t", str(THREADS), "-fa", "0"]
-    base += ["-ngl", str(n_layer + 1 - kept), "-ts", "/".join(f"{s:g}" for s in SPLIT[:-1])]
-    base += ["-p", "0", "-o", "json"]
+    base += ["-ngl", str(offloaded + 1), "-ts", "/".join(f"{s:g}" for s in shares)]
+    base += ["-ot", f"{OUTPUT_TENSORS.decode()}=CPU", "-p", "0", "-o", "json"]
 
     def tg(report: str) -> float:
         return float(json.loads(report)[0]["avg_ts"])

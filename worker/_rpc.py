@@ -42,6 +42,8 @@ CONN_CAPS = 24  # RPC_CONN_CAPS_SIZE: the HELLO request's body, zeros for plain 
 HELLO_REPLY = 4 + CONN_CAPS  # major, minor, patch, padding, caps
 PROBE_TIMEOUT_S = 5.0  # a server busy with another client does not answer at all
 NO_RPC = "llama-cpp-python was built without GGML_RPC; run make install"
+DEVICE_TYPE_CPU = 0  # enum ggml_backend_dev_type
+OUTPUT_TENSORS = rb"^(output|output_norm|token_embd)\.weight$"  # the output layer's weights
 WATCH_S = 0.25  # how often PeerWatch looks at the peers' connections
 STALL_S = 6.0  # a peer silent this long while a step waits on it is frozen (the job must
 # end within 10 s of a peer failing; a step on a live peer is a fraction of a second)
@@ -89,6 +91,8 @@ def _ggml() -> ctypes.CDLL | None:
         ("ggml_backend_dev_description", [vp], cp),
         ("ggml_backend_dev_backend_reg", [vp], vp),
         ("ggml_backend_dev_memory", [vp, ctypes.POINTER(size), ctypes.POINTER(size)], None),
+        ("ggml_backend_dev_by_type", [ctypes.c_int], vp),
+        ("ggml_backend_dev_buffer_type", [vp], vp),
     ):
         function = getattr(lib, name)
         function.argtypes, function.restype = args, res
@@ -167,6 +171,30 @@ def add_rpc_servers(endpoints: Sequence[str]) -> list[RpcDevice]:
         lib.ggml_backend_register(server_reg)
         _registered.add(endpoint)
     return [d for d in rpc_devices() if d.endpoint in endpoints]
+
+
+class _BufferOverride(ctypes.Structure):
+    """llama.h's llama_model_tensor_buft_override: tensors whose name matches `pattern`
+    (a regex) go in buffers of type `buft`."""
+
+    _fields_ = (("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p))
+
+
+def output_kept_here() -> ctypes.Array[_BufferOverride]:
+    """Tensor overrides (llama.cpp's `-ot`) keeping the output layer in this process's CPU
+    memory: for `llama_model_params.tensor_buft_overrides` (its address), kept alive
+    through the load.
+
+    Why: llama.cpp offloads layers from the last, the output first, so a split that
+    leaves this CPU the first layers would put the output on the last RPC server, and
+    every token's logits (n_vocab floats: 196 KB for SmolLM2, 512 KB for Llama 3) would
+    cross the link back instead of its hidden state (n_embd floats: 2.3 KB). A model that
+    ties its output to the embedding loads `token_embd.weight` as its output."""
+    lib = _ggml()
+    if lib is None:
+        raise RpcUnavailable(NO_RPC)
+    buft = lib.ggml_backend_dev_buffer_type(lib.ggml_backend_dev_by_type(DEVICE_TYPE_CPU))
+    return (_BufferOverride * 2)(_BufferOverride(OUTPUT_TENSORS, buft), _BufferOverride())
 
 
 def rpc_devices() -> list[RpcDevice]:

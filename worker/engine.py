@@ -158,9 +158,9 @@ class Engine:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.main_gpu = main_gpu
-        shares = self._split(llama_cpp, params) if self.rpc_servers else None
+        arrays = self._split(llama_cpp, params) if self.rpc_servers else None
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
-        del shares  # kept alive through the load, which copies the split's shares
+        del arrays  # the split's shares and overrides, kept alive through the load
         if not model:
             raise ModelLoadError(str(self.path), "llama.cpp cannot read it as a GGUF model")
         trained = llama_cpp.llama_model_n_ctx_train(model)
@@ -193,9 +193,10 @@ class Engine:
 
     def _split(self, llama_cpp: Any, params: Any) -> Any:
         """Register the RPC servers and offload to them: every layer (a cpu worker keeps
-        the first layers when its share, the last of `tensor_split`, is not 0); the
-        shares as a ctypes array set in `params`. Raises RpcUnavailable, DeviceUnavailable."""
-        from worker._rpc import add_rpc_servers
+        the first layers and the output when its share, the last of `tensor_split`, is
+        not 0); the ctypes arrays set in `params`. Raises RpcUnavailable,
+        DeviceUnavailable."""
+        from worker._rpc import add_rpc_servers, output_kept_here
 
         devices = len(add_rpc_servers(self.rpc_servers))
         params.n_gpu_layers = SPLIT_ALL_LAYERS
@@ -206,14 +207,30 @@ class Engine:
                 f"--tensor-split has {len(shares)} shares for {devices} RPC devices; give one "
                 f"per RPC device{', then one for this CPU' if self.device == 'cpu' else ''}"
             )
+        overrides = None
         if self.device == "cpu" and len(shares) > devices:
             n_layer = _layer_count(llama_cpp, self.path)
+            # This CPU's share in units of the n_layer + 1 llama.cpp counts (the layers and
+            # the output): the output, then the first `kept - 1` layers.
             kept = round((n_layer + 1) * shares[-1] / sum(shares))
-            params.n_gpu_layers = n_layer + 1 - kept
-            shares = shares[:-1] if kept <= n_layer else [1.0] * devices
+            if kept > n_layer:
+                params.n_gpu_layers, shares = 0, [1.0] * devices  # the CPU keeps it all
+            elif kept > 0:
+                # Layers kept-1 onwards and the output are offloaded in layer order, the
+                # output last, to the last device: it is overridden back to this CPU, so
+                # that device's share gains a unit for it.
+                offloaded = n_layer - (kept - 1)
+                params.n_gpu_layers = offloaded + 1
+                peers = shares[:devices]
+                shares = [offloaded * share / sum(peers) for share in peers]
+                shares[-1] += 1.0
+                overrides = output_kept_here()
+                params.tensor_buft_overrides = ctypes.addressof(overrides)
+            else:
+                shares = shares[:devices]
         array = (ctypes.c_float * llama_cpp.llama_max_devices())(*shares)
         params.tensor_split = array
-        return array
+        return array, overrides
 
     def _context_params(self, llama_cpp: Any) -> Any:
         params = llama_cpp.llama_context_default_params()

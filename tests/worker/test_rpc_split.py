@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +33,7 @@ QUESTION = "What is the capital of France?"
 PROMPT = f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"  # SmolLM2's
 GREEDY = {"temperature": 0, "max_tokens": 16, "seed": 1}
 SHARE_MIN_BYTES = 15 * 2**20  # what a third of SmolLM2-135M's layers takes at least
+LOGITS_BYTES = 49152 * 4  # one token's logits, SmolLM2's vocabulary in f32
 
 
 @pytest.fixture
@@ -72,6 +74,35 @@ async def test_a_split_worker_answers_as_the_unsplit_one(
             )
     said = [e.human for e in worker.events() if e.action == "model_load"]
     assert any("split across" in line for line in said)
+
+
+async def test_the_output_layer_stays_on_the_worker(
+    rbee_home: Path, smollm2: Path, two_rpc_servers: list[RpcServer]
+) -> None:
+    """The worker keeps the output layer, as the plan says: per token, the last server
+    sends back a hidden state (576 floats), not the logits over SmolLM2's 49152 tokens
+    (196 KB), which llama.cpp would put on the last device by itself."""
+    rpc = [flag for server in two_rpc_servers for flag in ("--rpc", server.endpoint)]
+    flags = ("--parallel", "1", *rpc, "--tensor-split", "1,1,1")
+    async with spawn_worker(rbee_home, smollm2, *flags) as worker:
+        await worker.wait_action("ready")
+        before = [_received_from(server.port) for server in two_rpc_servers]
+        events = await infer(worker.url, PROMPT, **{**GREEDY, "max_tokens": 32})
+        after = [_received_from(server.port) for server in two_rpc_servers]
+    tokens = sum(e.kind == "token" for e in events)
+    assert tokens >= 5, text_of(events)
+    per_token = [(a - b) / tokens for a, b in zip(after, before, strict=True)]
+    assert all(0 < n < LOGITS_BYTES / 4 for n in per_token), per_token
+
+
+def _received_from(port: int) -> int:
+    """Bytes received so far on the connections to 127.0.0.1:`port` (the worker is the
+    only client of its RPC servers), as the kernel counts them (`ss -ti`)."""
+    out = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( dport = :{port} )"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return sum(int(n) for n in re.findall(r"bytes_received:(\d+)", out))
 
 
 async def test_an_unreachable_rpc_server_fails_the_worker_with_its_name(
