@@ -196,7 +196,7 @@ class Engine:
         the first layers and the output when its share, the last of `tensor_split`, is
         not 0); the ctypes arrays set in `params`. Raises RpcUnavailable,
         DeviceUnavailable."""
-        from worker._rpc import add_rpc_servers, output_kept_here
+        from worker._rpc import add_rpc_servers, block_count, output_kept_here
 
         devices = len(add_rpc_servers(self.rpc_servers))
         params.n_gpu_layers = SPLIT_ALL_LAYERS
@@ -209,7 +209,7 @@ class Engine:
             )
         overrides = None
         if self.device == "cpu" and len(shares) > devices:
-            n_layer = _layer_count(llama_cpp, self.path)
+            n_layer = block_count(self.path) or _layer_count(llama_cpp, self.path)
             # This CPU's share in units of the n_layer + 1 llama.cpp counts (the layers and
             # the output): the output, then the first `kept - 1` layers.
             kept = round((n_layer + 1) * shares[-1] / sum(shares))
