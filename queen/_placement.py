@@ -5,7 +5,8 @@ tested without processes:
 - a worker: the one the request names, else one serving the model, fresh hives before
   stale ones, ready before loading, the fewest of this queen's requests in flight first;
 - a hive to start a worker on: the one the request names, else the only fresh hive (or the
-  only hive at all: a late beat does not make a hive gone; a dead one fails the call).
+  only hive at all: a late beat does not make a hive gone; a dead one fails the call); a
+  hive from the config that never beat counts only while none has beaten.
 """
 
 from __future__ import annotations
@@ -45,10 +46,18 @@ def named(picks: Sequence[Pick], worker_id: str) -> Pick:
     )
 
 
+def candidates(hives: Sequence[Hive]) -> list[Hive]:
+    """The hives a worker may be started on when the request names none: the fresh ones
+    that have beaten, else the fresh ones (a hive from the config that never beat: its
+    URL is a guess, and a queen just started has heard from nobody yet), else all."""
+    fresh = [h for h in hives if not h.is_stale()]
+    return [h for h in fresh if h.beats] or fresh or list(hives)
+
+
 def hive_to_start_on(hives: Sequence[Hive], model: str) -> Hive:
     """The hive to start a worker for `model` on when the request names none: the only
-    fresh one (or the only hive at all); raises InvalidRequest when none or several could."""
-    fresh = [h for h in hives if not h.is_stale()]
+    candidate (or the only hive at all); raises InvalidRequest when none or several could."""
+    fresh = [h for h in candidates(hives) if not h.is_stale()]
     if len(fresh) == 1:
         return fresh[0]
     if not fresh and len(hives) == 1:

@@ -30,7 +30,7 @@ from jobs.relay import submit_and_forward
 from jobs.server import Job
 from narration_core import Narrator
 from queen._memory import Placement, Room, choose_device, estimate, lendable, roomiest
-from queen._placement import hive_to_start_on
+from queen._placement import candidates, hive_to_start_on
 from queen._placements_route import Placements
 from queen._refs import ASK_TIMEOUT_S, ModelRefs, list_workers, quietly
 from queen._split_plan import CTX_DEFAULT, SLOTS_DEFAULT
@@ -85,7 +85,7 @@ class Provisioner:
         if op.hive_id is not None:
             hives = [self.hives.get(op.hive_id)]
         else:
-            hives = [h for h in self.hives.all() if not h.is_stale()] or self.hives.all()
+            hives = candidates(self.hives.all())
         rooms = [Room(h.id, free_memory(h)) for h in hives]
         if any(r.free_bytes is not None for r in rooms):
             await self.refs.learn(op.model, {h.id for h in hives if h.beats})  # its size

@@ -117,3 +117,13 @@ def test_a_hive_is_chosen_only_when_the_choice_is_clear() -> None:
     with pytest.raises(InvalidRequest) as none:
         hive_to_start_on([], "tiny")
     assert none.value.status == 503
+
+
+def test_a_configured_hive_that_never_beat_does_not_block_the_one_that_did() -> None:
+    """The queen's config names `localhost`, which never started; hive `home` beats: a
+    worker goes to `home` (it was a 400 "several hives could start one"). With none heard
+    from, the configured one is still the only choice."""
+    hives = HiveRegistry({"localhost": "http://127.0.0.1:7835"}, secret="test-secret")
+    assert hive_to_start_on(hives.all(), "tiny").id == "localhost"
+    hives.beat(HiveBeat(hive_id="home", url="http://home", version="1", workers=[], ts=0))
+    assert hive_to_start_on(hives.all(), "tiny").id == "home"

@@ -48,10 +48,13 @@ from tests.support._recording import RecordingHive, recording_hive
 from tests.support._rpclink import LinkSshd, echo_server, link_sshd
 from tests.support._screen import Screen
 from tests.support._splithosts import (
+    HomeSshd,
     Machine,
     Queen,
     hive_at,
+    home_sshd,
     listeners,
+    listeners_here,
     peer_machines,
     queen_call,
     rbee_lines,
@@ -82,6 +85,7 @@ __all__ = [
     "BeatAuth",
     "BeatRecorder",
     "Chain",
+    "HomeSshd",
     "JobsKit",
     "KeeperRunner",
     "LinkSshd",
@@ -114,6 +118,7 @@ __all__ = [
     "fuzz_config",
     "hive_at",
     "hive_token",
+    "home_sshd",
     "imported_by",
     "in_process_llama",
     "infer",
@@ -122,6 +127,7 @@ __all__ = [
     "keeper_into_a_left_pipe",
     "link_sshd",
     "listeners",
+    "listeners_here",
     "narration",
     "only_job",
     "otlp_receiver",

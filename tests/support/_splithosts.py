@@ -103,9 +103,45 @@ def _sshd_listens(ns: str) -> bool:
     return any(port == 22 for _, _, port, _ in listeners(ns))
 
 
-def _start_sshd(folder: Path, ns: str, ip: str) -> tuple[subprocess.Popen[bytes], str]:
-    """sshd in `ns` on `ip`:22, key auth only, reading `folder/authorized_keys`; with the
-    known_hosts line of its host key."""
+@dataclass(frozen=True)
+class HomeSshd:
+    """An sshd of this namespace on one machine's `host_ip`:22, as that machine reaches
+    this one: its authorized_keys and the known_hosts line of its host key."""
+
+    authorized_keys: Path
+    known_hosts_line: str
+
+
+@contextlib.contextmanager
+def home_sshd(folder: Path, machine: Machine) -> Iterator[HomeSshd]:
+    """An sshd in this namespace listening on `machine`'s `host_ip` (port 22), killed
+    after: for a split whose worker runs on `machine` and links back to a hive here."""
+    sshd, line = _start_sshd(folder, None, machine.host_ip)
+    try:
+        wait_until(
+            lambda: any(
+                port == 22 and address == machine.host_ip
+                for _, address, port, _ in listeners_here()
+            ),
+            "this namespace's sshd",
+        )
+        yield HomeSshd(folder / "authorized_keys", line)
+    finally:
+        sshd.kill()
+        sshd.wait(timeout=10)
+
+
+def listeners_here() -> list[tuple[int | None, str, int, str]]:
+    """(pid, address, port, command line) of every TCP listener in this namespace."""
+    done = subprocess.run(
+        [sys.executable, "-c", LISTENERS], check=True, capture_output=True, text=True, timeout=60
+    )
+    return [tuple(entry) for entry in json.loads(done.stdout)]
+
+
+def _start_sshd(folder: Path, ns: str | None, ip: str) -> tuple[subprocess.Popen[bytes], str]:
+    """sshd in `ns` (None: this namespace) on `ip`:22, key auth only, reading
+    `folder/authorized_keys`; with the known_hosts line of its host key."""
     import asyncssh
 
     folder.mkdir(parents=True)
@@ -122,8 +158,9 @@ def _start_sshd(folder: Path, ns: str, ip: str) -> tuple[subprocess.Popen[bytes]
         "StrictModes no\nUsePAM no\n"
     )
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    prefix = ["ip", "netns", "exec", ns] if ns is not None else []
     sshd = subprocess.Popen(
-        ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
+        [*prefix, SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
