@@ -15,17 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from jobs.client import JobClient
-from tests.e2e.test_split_three import GREEDY, PROMPT, answer_tokens, placement, unsplit_answer
+from tests.e2e.test_split_three import (
+    download_on,
+    placement,
+    rpc_listeners,
+    split_answer,
+    unsplit_answer,
+)
 from tests.support import (
     Queen,
     hive_at,
     home_sshd,
     listeners_here,
     peer_machines,
-    queen_call,
-    rbee_lines,
-    run_job,
     spawn_queen,
     write_gguf8,
 )
@@ -67,26 +69,14 @@ async def test_a_worker_on_another_machine_reaches_the_queen_machines_layers_ove
                         env={"RBEE_LEND_MEMORY": FAR_LENT, "RBEE_TOKEN": TOKEN,
                              "RBEE_KNOWN_HOSTS": str(known_hosts)})
             )  # fmt: skip
-            for hive_id in ("home", "farbox"):
-                await queen_call(
-                    queen, {"operation": "model_download", "model": str(model),
-                            "hive_id": hive_id},
-                )  # fmt: skip
-
+            await download_on(queen, model, ["home", "farbox"])
             plan = await placement(queen, model)
             assert plan["split"] and plan["worker_hive"] == "farbox", plan
 
-            async with JobClient(queen.url, token=TOKEN) as jobs:
-                events = await run_job(
-                    jobs,
-                    {"operation": "infer", "model": str(model), "prompt": PROMPT, **GREEDY},
-                )
-            said = " ".join(str(e.data.get("human", "")) for e in events)
+            said, tokens = await split_answer(queen, model)
             assert "Hive farbox reaches hive home's RPC server over SSH" in said, said
-            assert answer_tokens(events) == expected
+            assert tokens == expected
 
-            (granted,) = rbee_lines(sshd.authorized_keys)
-            rpc_port = int(granted.split('permitopen="127.0.0.1:')[1].split('"')[0])
-            rpc = [entry for entry in listeners_here() if entry[2] == rpc_port]
+            rpc = rpc_listeners(sshd.authorized_keys, listeners_here())
             assert [entry[1] for entry in rpc] == ["127.0.0.1"], rpc
             assert "hive._rpc_host" in rpc[0][3], rpc

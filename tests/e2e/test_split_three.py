@@ -77,6 +77,31 @@ async def placement(queen: Queen, model: Path) -> dict[str, Any]:
     return reply.json()  # type: ignore[no-any-return]
 
 
+async def download_on(queen: Queen, model: Path, hive_ids: list[str]) -> None:
+    for hive_id in hive_ids:
+        op = {"operation": "model_download", "model": str(model), "hive_id": hive_id}
+        await queen_call(queen, op)
+
+
+async def split_answer(queen: Queen, model: Path) -> tuple[str, list[bytes]]:
+    """PROMPT through the queen, greedy: what the job narrated (one string) and the
+    answer's tokens."""
+    async with JobClient(queen.url, token=queen.token) as jobs:
+        op = {"operation": "infer", "model": str(model), "prompt": PROMPT, **GREEDY}
+        events = await run_job(jobs, op)
+    return " ".join(str(e.data.get("human", "")) for e in events), answer_tokens(events)
+
+
+def rpc_listeners(
+    authorized_keys: Path, found: list[tuple[int | None, str, int, str]]
+) -> list[tuple[int | None, str, int, str]]:
+    """Among `found` listeners, those on the RPC port the one link grant in
+    `authorized_keys` opens."""
+    (granted,) = rbee_lines(authorized_keys)
+    rpc_port = int(granted.split('permitopen="127.0.0.1:')[1].split('"')[0])
+    return [entry for entry in found if entry[2] == rpc_port]
+
+
 def assert_only_sshd_and_hive_beyond_loopback(peer: Machine, hive_url: str) -> None:
     """In `peer`'s namespace every listener off loopback is its sshd or its hive's HTTP
     port; its RPC server (the port its grant names) listens on 127.0.0.1 only."""
@@ -87,9 +112,7 @@ def assert_only_sshd_and_hive_beyond_loopback(peer: Machine, hive_url: str) -> N
             assert "sshd" in command or (address, port) == (peer.ip, hive_port), (
                 peer.ns, pid, address, port, command,
             )  # fmt: skip
-    (granted,) = rbee_lines(peer.authorized_keys)
-    rpc_port = int(granted.split('permitopen="127.0.0.1:')[1].split('"')[0])
-    rpc = [entry for entry in found if entry[2] == rpc_port]
+    rpc = rpc_listeners(peer.authorized_keys, found)
     assert [entry[1] for entry in rpc] == ["127.0.0.1"], (peer.ns, rpc)
     assert "hive._rpc_host" in rpc[0][3], rpc
 
@@ -121,26 +144,17 @@ async def test_an_8_layer_model_split_across_three_hives_answers_as_one_worker_w
                                  "RBEE_AUTHORIZED_KEYS": str(peer.authorized_keys)})
                 )  # fmt: skip
                 peer_urls[hive_id] = hive.url
-            for hive_id in ("localhost", "boxb", "boxc"):
-                await queen_call(
-                    queen, {"operation": "model_download", "model": str(model),
-                            "hive_id": hive_id},
-                )  # fmt: skip
+            await download_on(queen, model, ["localhost", "boxb", "boxc"])
 
             plan = await placement(queen, model)
             assert plan["split"] and plan["worker_hive"] == "localhost", plan
             assert sorted(h["hive"] for h in plan["hives"]) == ["boxb", "boxc", "localhost"], plan
 
-            async with JobClient(queen.url, token=TOKEN) as jobs:
-                events = await run_job(
-                    jobs,
-                    {"operation": "infer", "model": str(model), "prompt": PROMPT, **GREEDY},
-                )
-            said = " ".join(str(e.data.get("human", "")) for e in events)
+            said, tokens = await split_answer(queen, model)
             assert "splitting it by layers" in said, said
             for hive_id in ("boxb", "boxc"):
                 assert f"Hive localhost reaches hive {hive_id}'s RPC server over SSH" in said
-            assert answer_tokens(events) == expected
+            assert tokens == expected
 
             assert_only_sshd_and_hive_beyond_loopback(b, peer_urls["boxb"])
             assert_only_sshd_and_hive_beyond_loopback(c, peer_urls["boxc"])
