@@ -106,6 +106,8 @@ def create_router(
                 ctx_size=op.ctx_size,
                 rpc_servers=[peer.endpoint for peer in op.rpc_servers]
                 + ([] if held is None else held.endpoints),
+                rpc_names=[peer.hive_id or "" for peer in op.rpc_servers]
+                + [link.hive_id for link in op.rpc_links],
                 tensor_split=_shares(op),
             )
         except BaseException:

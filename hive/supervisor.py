@@ -93,6 +93,13 @@ class Worker:
     ctx_size: int | None = None
     kv_bytes: int | None = None
     rpc_servers: tuple[str, ...] = ()  # a split's peers, as this hive reaches them
+    rpc_names: tuple[str, ...] = ()  # the hives lending them, in order ("": unnamed)
+
+    def peer_label(self, endpoint: str) -> str:
+        """`endpoint` with the hive lending it, as messages name a peer."""
+        names = dict(zip(self.rpc_servers, self.rpc_names, strict=False))
+        return f"{endpoint} (hive {names[endpoint]})" if names.get(endpoint) else endpoint
+
     host: str = LOOPBACK  # where the queen reaches it: the hive's own address
 
     @property
@@ -192,12 +199,15 @@ class Supervisor:
         threads: int | None = None,
         ctx_size: int | None = None,
         rpc_servers: Sequence[str] = (),
+        rpc_names: Sequence[str] = (),
         tensor_split: Sequence[float] = (),
     ) -> Worker:
         """Start a worker and return once its /health says ready.
 
         `parallel`, `threads`, `ctx_size`: the worker's flags (None: its defaults). A split's
-        `rpc_servers` (127.0.0.1:P each) take the shares `tensor_split` gives (splitting.md).
+        `rpc_servers` (127.0.0.1:P each) take the shares `tensor_split` gives (splitting.md);
+        `rpc_names`, the hives lending them in the same order ("" for none), name them in
+        the worker's messages and in this hive's.
 
         Its output is relayed into `job_id` (and its log file). Raises WorkerStartError
         quoting the worker's failure line if it exits first or is not ready in time; the
@@ -217,6 +227,7 @@ class Supervisor:
             port,
             self.logs_dir / f"{worker_id}.log",
             rpc_servers=tuple(rpc_servers),
+            rpc_names=tuple(rpc_names),
             host=self.worker_host,
         )
         flags: dict[str, object] = {"--hive-url": self.hive_url, "--parallel": parallel}
@@ -225,6 +236,8 @@ class Supervisor:
             flags["--bind"] = self.bind
         if tensor_split:
             flags["--tensor-split"] = ",".join(f"{share:g}" for share in tensor_split)
+        if any(rpc_names):
+            flags["--rpc-names"] = ",".join(rpc_names)
         argv = worker_argv(worker, self.state_dir / worker_id, flags, rpc_servers)
         NARRATE.action("worker_spawn").target(worker_id).human(
             f"Spawning worker {worker_id} for {model_id} on {device}, port {port}"
@@ -402,13 +415,14 @@ async def _narrate_split_exit(worker: Worker) -> None:
         if code is None or code >= 0
         else f"was killed by {_signal_name(-code)}"
     )
-    peers = ", ".join(worker.rpc_servers)
+    peers = ", ".join(map(worker.peer_label, worker.rpc_servers))
     if worker.failure:
         why = worker.failure
     else:
         gone = await anyio.to_thread.run_sync(_unreachable, worker.rpc_servers)
         why = (
-            f"its RPC peer{'s' * (len(gone) != 1)} {', '.join(gone)} went away"
+            f"its RPC peer{'s' * (len(gone) != 1)} {', '.join(map(worker.peer_label, gone))} "
+            "went away"
             if gone
             else (worker.last_line or "it gave no reason")
         )

@@ -172,6 +172,7 @@ class RpcPeer(BaseModel):
 
     endpoint: Endpoint
     share: Share = 1.0
+    hive_id: Id | None = None  # the hive lending it, named in the worker's messages
 
 
 class RpcLinkPeer(BaseModel):

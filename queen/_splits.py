@@ -117,7 +117,7 @@ class Splits:
                 lent.append(share.hive_id)
                 endpoint = str(result["endpoint"])
                 if share.hive_id not in far:
-                    servers.append(RpcPeer(endpoint=endpoint, share=layers))
+                    servers.append(RpcPeer(endpoint=endpoint, share=layers, hive_id=share.hive_id))
                     continue
                 host, port = ssh[share.hive_id]
                 link = RpcLinkPeer(

@@ -73,6 +73,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a ggml RPC server to split the model onto (repeat for each)",
     )
     parser.add_argument(
+        "--rpc-names",
+        type=lambda text: text.split(","),
+        default=None,
+        metavar="HIVES",
+        help="the hives lending the --rpc servers, in their order, comma-separated (named "
+        "in messages about them)",
+    )
+    parser.add_argument(
         "--tensor-split",
         type=_shares,
         default=None,
@@ -82,6 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tensor_split is not None and not args.rpc:
         parser.error("--tensor-split splits the model across --rpc servers: give them too")
+    if args.rpc_names is not None and len(args.rpc_names) != len(args.rpc):
+        parser.error("--rpc-names names each --rpc server: give one name per server")
     return args
 
 
@@ -172,7 +182,12 @@ async def _serve(
         tensor_split=args.tensor_split,
     )
     size = model.stat().st_size if model.is_file() else 0  # noqa: ASYNC240 - one stat, at start
-    split = f", split across {', '.join(args.rpc)}" if args.rpc else ""
+    split = ""
+    if args.rpc:
+        from worker._rpc import name_peers, peer_label
+
+        name_peers(args.rpc, args.rpc_names or [])
+        split = f", split across {', '.join(map(peer_label, args.rpc))}"
     NARRATE.action("model_load").target(model.name).human(
         f"Loading {model.name} ({size / 1e6:.1f} MB) on {args.device}{split}"
     ).field("bytes", size).emit()

@@ -52,6 +52,7 @@ TCP_LAST_DATA_RECV = 52  # offset of tcpi_last_data_recv (ms) in Linux's struct 
 TCP_INFO_SIZE = 104
 
 _registered: set[str] = set()  # endpoints registered in this process (ggml keeps them)
+_names: dict[str, str] = {}  # endpoint -> the hive lending it (the worker's --rpc-names)
 
 
 class RpcUnavailable(WorkerError):
@@ -115,6 +116,19 @@ def _wheel_library(stem: str) -> Path | None:
     return found[0] if found else None
 
 
+def name_peers(endpoints: Sequence[str], hives: Sequence[str]) -> None:
+    """Remember the hive lending each endpoint (the worker's --rpc-names, in --rpc order;
+    "" for none): every message about a peer then names its hive, not only the loopback
+    port this worker reaches it at (an SSH forward's, for a peer on another machine)."""
+    _names.update((e, h) for e, h in zip(endpoints, hives, strict=False) if h)
+
+
+def peer_label(endpoint: str) -> str:
+    """`endpoint`, with the hive lending it when known: "127.0.0.1:41234 (hive gpu2)"."""
+    name = _names.get(endpoint)
+    return f"{endpoint} (hive {name})" if name else endpoint
+
+
 def supports_rpc() -> bool:
     """Whether the installed llama.cpp has ggml's RPC backend (GGML_RPC=on)."""
     lib = _ggml()
@@ -132,13 +146,14 @@ def probe(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> str:
             reply = _read(sock, 8 + HELLO_REPLY)
     except OSError as exc:
         raise RpcUnavailable(
-            f"the RPC server {endpoint} cannot be reached ({exc}); check that its hive "
+            f"the RPC server {peer_label(endpoint)} cannot be reached ({exc}); check that its hive "
             "lends it and that the link to it is up"
         ) from None
     (size,) = struct.unpack_from("<Q", reply)
     if size != HELLO_REPLY:
         raise RpcUnavailable(
-            f"{endpoint} did not answer as a ggml RPC server of protocol {rpc_protocol()} "
+            f"{peer_label(endpoint)} did not answer as a ggml RPC server of protocol "
+            f"{rpc_protocol()} "
             "(another version or another program); install the same rbee on both hives"
         )
     major, minor, patch = reply[8:11]
@@ -163,12 +178,15 @@ def add_rpc_servers(endpoints: Sequence[str]) -> list[RpcDevice]:
         theirs = probe(endpoint)
         if ours is not None and not _compatible(ours, theirs):
             raise RpcUnavailable(
-                f"the RPC server {endpoint} speaks protocol {theirs}, this worker {ours}; "
+                f"the RPC server {peer_label(endpoint)} speaks protocol {theirs}, this worker "
+                f"{ours}; "
                 "install the same rbee (make install) on both hives"
             )
         server_reg = add_server(endpoint.encode())
         if not server_reg:
-            raise RpcUnavailable(f"the RPC server {endpoint} offers no device to load onto")
+            raise RpcUnavailable(
+                f"the RPC server {peer_label(endpoint)} offers no device to load onto"
+            )
         lib.ggml_backend_register(server_reg)
         _registered.add(endpoint)
     return [d for d in rpc_devices() if d.endpoint in endpoints]
@@ -306,7 +324,7 @@ class PeerWatch:
             states = [status for _, status in found[endpoint]]
             if "ESTABLISHED" not in states:
                 how = "closed the connection" if states else "dropped the connection"
-                return f"its RPC peer {endpoint} went away (the server {how})"
+                return f"its RPC peer {peer_label(endpoint)} went away (the server {how})"
         now = time.monotonic()
         if not self.busy():
             self._busy_since = None
@@ -319,7 +337,8 @@ class PeerWatch:
             waited = min([*known, now - self._busy_since]) if known else 0.0
             if waited >= self.stall_s:
                 return (
-                    f"its RPC peer {endpoint} stopped answering (nothing for {waited:.0f} s "
+                    f"its RPC peer {peer_label(endpoint)} stopped answering (nothing for "
+                    f"{waited:.0f} s "
                     "while generating: its server or its link is frozen)"
                 )
         return None

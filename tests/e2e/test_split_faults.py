@@ -50,6 +50,7 @@ class Split:
 
     jobs: JobClient
     hives: tuple[RunningProgram, RunningProgram]
+    ids: tuple[str, str] = ("localhost", "gpu2")  # the hives' ids, in the same order
 
     def lender(self) -> tuple[RunningProgram, psutil.Process]:
         """The hive lending its memory, and its one RPC server."""
@@ -100,8 +101,8 @@ async def workers(jobs: JobClient) -> set[str]:
 async def fail_mid_generation(split: Split, fault: signal.Signals) -> dict[str, Any]:
     """Start an endless generation, send `fault` to the peer's RPC server once the first
     token is out, and return how the job ended: its final data, `after_s` (from the fault
-    to the end), the server's `endpoint` and `pid`, the `worker` that generated and the
-    `workers_hive` it ran on."""
+    to the end), the server's `endpoint`, `pid` and hive (`lent_by`), the `worker` that
+    generated and the `workers_hive` it ran on."""
     events: list[JobEvent] = []
     first = anyio.Event()
     job_id = await split.jobs.submit(ENDLESS)
@@ -130,7 +131,8 @@ async def fail_mid_generation(split: Split, fault: signal.Signals) -> dict[str, 
     tokens = sum(1 for e in events if e.kind == "token")
     assert tokens < ENDLESS["max_tokens"], "the generation ended before the fault"
     return {**final, "after_s": ended - faulted, "endpoint": endpoint, "pid": server.pid,
-            "worker": worker, "workers_hive": workers_hive}  # fmt: skip
+            "lent_by": split.ids[split.hives.index(lender)], "worker": worker,
+            "workers_hive": workers_hive}  # fmt: skip
 
 
 async def assert_served_afresh(split: Split, before: dict[str, Any]) -> None:
@@ -151,14 +153,13 @@ async def test_a_peer_killed_mid_generation_fails_the_job_naming_it_and_the_next
         ended = await fail_mid_generation(split, signal.SIGKILL)
         assert ended["state"] == "failed", ended
         error = ended["error"]
-        assert f"its RPC peer {ended['endpoint']} went away" in error, error
+        peer = f"{ended['endpoint']} (hive {ended['lent_by']})"
+        assert f"its RPC peer {peer} went away" in error, error
         assert ended["worker"] in error, error
         assert ended["after_s"] < PEER_FAULT_S, ended
         # The worker's hive says the same in its own words.
         said = ended["workers_hive"].lines
-        await await_until(
-            lambda: any("worker_exit" in line and ended["endpoint"] in line for line in said)
-        )
+        await await_until(lambda: any("worker_exit" in line and peer in line for line in said))
         await assert_served_afresh(split, ended)
 
 
@@ -169,7 +170,8 @@ async def test_a_peer_frozen_mid_generation_fails_the_job_naming_it_and_is_stopp
         ended = await fail_mid_generation(split, signal.SIGSTOP)
         assert ended["state"] == "failed", ended
         error = ended["error"]
-        assert f"its RPC peer {ended['endpoint']} stopped answering" in error, error
+        peer = f"{ended['endpoint']} (hive {ended['lent_by']})"
+        assert f"its RPC peer {peer} stopped answering" in error, error
         assert ended["after_s"] < PEER_FAULT_S, ended
         # Its worker gone, the queen has the peer stop lending: the frozen server is ended.
         await anyio.to_thread.run_sync(

@@ -111,11 +111,13 @@ async def test_an_unreachable_rpc_server_fails_the_worker_with_its_name(
     with socket.socket() as taken:  # bound, never listening: connections are refused
         taken.bind(("127.0.0.1", 0))
         endpoint = f"127.0.0.1:{taken.getsockname()[1]}"
-        async with spawn_worker(rbee_home, smollm2, "--rpc", endpoint) as worker:
+        flags = ("--rpc", endpoint, "--rpc-names", "gpu9")  # the hive lending it
+        async with spawn_worker(rbee_home, smollm2, *flags) as worker:
             await worker.wait_action("failed")
             assert await worker.process.wait() == 1
     failed = [e.human for e in worker.events() if e.action == "failed"]
-    assert len(failed) == 1 and f"the RPC server {endpoint} cannot be reached" in failed[0]
+    assert len(failed) == 1, failed
+    assert f"the RPC server {endpoint} (hive gpu9) cannot be reached" in failed[0]
 
 
 def test_an_rpc_server_of_another_protocol_or_beyond_loopback_is_refused() -> None:
