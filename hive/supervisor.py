@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,6 +33,7 @@ import anyio.abc
 import httpx
 import psutil
 
+from hive._exits import signal_name, unreachable
 from hive.errors import WorkerNotFound, WorkerStartError
 from jobs import (
     FILE_MODE,
@@ -324,7 +324,7 @@ class Supervisor:
                 reason = (
                     f"it exited with code {code}"
                     if code is None or code >= 0
-                    else f"it was killed by {_signal_name(-code)}"
+                    else f"it was killed by {signal_name(-code)}"
                 )
                 raise WorkerStartError(worker.id, reason, worker.failure or worker.last_line)
         raise WorkerStartError(
@@ -413,13 +413,13 @@ async def _narrate_split_exit(worker: Worker) -> None:
     how = (
         f"exited with code {code}"
         if code is None or code >= 0
-        else f"was killed by {_signal_name(-code)}"
+        else f"was killed by {signal_name(-code)}"
     )
     peers = ", ".join(map(worker.peer_label, worker.rpc_servers))
     if worker.failure:
         why = worker.failure
     else:
-        gone = await anyio.to_thread.run_sync(_unreachable, worker.rpc_servers)
+        gone = await anyio.to_thread.run_sync(unreachable, worker.rpc_servers)
         why = (
             f"its RPC peer{'s' * (len(gone) != 1)} {', '.join(map(worker.peer_label, gone))} "
             "went away"
@@ -429,21 +429,6 @@ async def _narrate_split_exit(worker: Worker) -> None:
     NARRATE.action("worker_exit").target(worker.id).level("error").human(
         f"Worker {worker.id} of a split across {peers} {how}: {why}"
     ).emit()
-
-
-def _unreachable(endpoints: Sequence[str]) -> list[str]:
-    """The `127.0.0.1:P` endpoints nothing listens on any more (connection refused)."""
-    import socket
-
-    gone = []
-    for endpoint in endpoints:
-        host, _, port = endpoint.rpartition(":")
-        try:
-            with socket.create_connection((host, int(port)), timeout=HEALTH_TIMEOUT_S):
-                pass
-        except OSError:
-            gone.append(endpoint)
-    return gone
 
 
 def worker_argv(
@@ -496,10 +481,3 @@ def _rss(pid: int) -> int | None:
         return int(psutil.Process(pid).memory_info().rss)
     except psutil.Error:
         return None
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

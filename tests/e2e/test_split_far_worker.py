@@ -15,20 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_split_three import (
-    download_on,
-    placement,
-    rpc_listeners,
-    split_answer,
-    unsplit_answer,
-)
 from tests.support import (
     Queen,
+    download_on,
     hive_at,
     home_sshd,
     listeners_here,
     peer_machines,
+    placement,
+    rpc_listeners,
     spawn_queen,
+    split_answer,
+    unsplit_answer,
     write_gguf8,
 )
 

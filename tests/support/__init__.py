@@ -47,6 +47,13 @@ from tests.support._ranged import ranged_response
 from tests.support._recording import RecordingHive, recording_hive
 from tests.support._rpclink import LinkSshd, echo_server, link_sshd
 from tests.support._screen import Screen
+from tests.support._splitanswers import (
+    download_on,
+    placement,
+    rpc_listeners,
+    split_answer,
+    unsplit_answer,
+)
 from tests.support._splithosts import (
     HomeSshd,
     Machine,
@@ -108,6 +115,7 @@ __all__ = [
     "closed_hive_url",
     "cutting_proxy",
     "door_client",
+    "download_on",
     "echo_server",
     "emitter",
     "extra_hive",
@@ -133,6 +141,7 @@ __all__ = [
     "otlp_receiver",
     "parse_sse",
     "peer_machines",
+    "placement",
     "queen_call",
     "queen_settings",
     "queen_with_hive",
@@ -140,6 +149,7 @@ __all__ = [
     "rbee_lines",
     "read_stream",
     "recording_hive",
+    "rpc_listeners",
     "run_job",
     "serve_jobs",
     "serve_models",
@@ -149,6 +159,7 @@ __all__ = [
     "spawn_program",
     "spawn_queen",
     "spawn_worker",
+    "split_answer",
     "start_in_background",
     "start_inference",
     "start_queen",
@@ -157,6 +168,7 @@ __all__ = [
     "submit_followed",
     "text_of",
     "timed_stream",
+    "unsplit_answer",
     "url_of",
     "wait_busy",
     "wait_until",
