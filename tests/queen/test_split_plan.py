@@ -107,6 +107,24 @@ ROWS: list[tuple[str, list[H], Layers, dict[str, str]]] = [
         [("b", 0, 3), ("c", 4, 7)],
         {"a": "reports no memory yet"},
     ),
+    (
+        "four alike: three are enough, taken by id",
+        [H("d", 35), H("c", 35), H("b", 35), H("a", 35)],
+        [("a", 0, 1), ("b", 2, 4), ("c", 5, 7)],
+        OUT,
+    ),
+    (
+        "a big lender and a small one: 69 MiB after the outside tensors against 25",
+        [H("a", 80), H("b", 25)],
+        [("a", 0, 5), ("b", 6, 7)],
+        OUT,
+    ),
+    (
+        "the roomiest hive runs the worker, however the ids sort",
+        [H("a", 50), H("b", 56)],
+        [("b", 0, 3), ("a", 4, 7)],
+        OUT,
+    ),
 ]
 
 REFUSALS: list[tuple[str, list[H], str]] = [
