@@ -14,10 +14,13 @@ hive allocate or loop without end. `stop` (a threading.Event) is checked between
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import mmap
 import struct
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 MAGIC = b"GGUF"
@@ -101,6 +104,25 @@ def _read(reader: _Reader) -> Layout:
     return Layout(version, tensors, data_start, data_end, alignment)
 
 
+@functools.cache
+def quant_sizes() -> dict[int, tuple[int, int]]:
+    """ggml type -> (elements per block, bytes per block): gguf's own GGML_QUANT_SIZES.
+
+    Read from gguf's `constants` module loaded on its own: importing it the usual way
+    runs the package's __init__, which imports numpy and the whole writer (0.1-0.2 s on
+    every hive start with a model in its catalog, for a table of a few dozen entries)."""
+    spec = importlib.util.find_spec("gguf")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations))) / "constants.py"
+    loading = importlib.util.spec_from_file_location("_rbee_gguf_constants", path)
+    if loading is None or loading.loader is None:
+        return {}
+    module = importlib.util.module_from_spec(loading)
+    loading.loader.exec_module(module)
+    return {int(kind): sizes for kind, sizes in module.GGML_QUANT_SIZES.items()}
+
+
 def _align(n: int, alignment: int) -> int:
     return n + (-n) % alignment
 
@@ -115,9 +137,7 @@ class _Reader:
         self.offset = 0
         self.order = "<"
         self.records = 0
-        from gguf.constants import GGML_QUANT_SIZES  # numpy comes with it: only when asked
-
-        self.quant_sizes = {int(kind): sizes for kind, sizes in GGML_QUANT_SIZES.items()}
+        self.quant_sizes = quant_sizes()
 
     def skip(self, n: int) -> int:
         """Step over `n` bytes; returns where they start."""
