@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import httpx
 
-from hive.capabilities import gpu_free_memory, gpu_offload, machine_memory
+from hive.capabilities import gpu_free_memory, gpu_offload, machine_memory, rpc_support
 from jobs import (
     BEAT_BACKOFF_MAX_S,
     BEAT_INTERVAL_S,
@@ -85,6 +86,7 @@ class Heartbeat:
         self._in_flight: anyio.CancelScope | None = None  # the beat being sent, if any
         self._gpu_free: dict[str, int] = {}  # "cuda:N" -> free VRAM bytes, from nvidia-smi
         self._gpu_read_at = -float("inf")
+        self._rpc: dict[str, Any] | None = None  # rpc_support(), read after the first beat
 
     def beat(self) -> HiveBeat:
         total, free = machine_memory()
@@ -98,6 +100,8 @@ class Heartbeat:
             memory_free_bytes=free,
             gpu_free_bytes=self._gpu_free,
             lend_bytes=self.lend_bytes,
+            supports_rpc=None if self._rpc is None else self._rpc["supports_rpc"],
+            rpc_reason=None if self._rpc is None else self._rpc.get("rpc_reason"),
         )
 
     async def read_gpus(self) -> None:
@@ -155,6 +159,8 @@ class Heartbeat:
                 self._in_flight = None
                 if self._leaving.is_set():
                     break  # stopping: no news about the queen's reachability to tell
+                if self._rpc is None:  # after the first beat: it need not wait for libggml
+                    self._rpc = await anyio.to_thread.run_sync(rpc_support)
                 if problem is None:
                     self._went_well()
                     pause = self.interval_s

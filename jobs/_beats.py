@@ -72,6 +72,10 @@ class HiveBeat(_Wire):
     # What the hive lends placement (`--lend-memory`): the queen uses at most this much of
     # its memory, for a worker or a share of a split. None: no cap but the free memory.
     lend_bytes: int | None = Field(default=None, ge=0)
+    # Whether its llama.cpp can serve a split (GGML_RPC), and why not; None until the hive
+    # has looked (after its first beat: it loads libggml), or from an older hive.
+    supports_rpc: bool | None = None
+    rpc_reason: str | None = Field(default=None, max_length=500)
 
 
 class HiveGoodbye(_Wire):

@@ -57,6 +57,8 @@ class Hive:
     memory_free_bytes: int | None = None
     gpu_free_bytes: dict[str, int] = field(default_factory=dict)  # "cuda:N" -> free VRAM
     lend_bytes: int | None = None  # what it lends placement (--lend-memory); None: no cap
+    supports_rpc: bool | None = None  # can its llama.cpp serve a split; None: not said yet
+    rpc_reason: str | None = None  # why not
     beats: int = 0  # heartbeats received since this queen started
     # The gap between the last two beats (not between a forward and a beat, which can be
     # any length): a hive started with a short interval (tests) goes stale as quickly as
@@ -80,6 +82,8 @@ class Hive:
             "stale": self.is_stale(now),
             "memory_free_bytes": self.memory_free_bytes,
             "lend_bytes": self.lend_bytes,
+            "supports_rpc": self.supports_rpc,
+            "rpc_reason": self.rpc_reason,
             "workers": [w.model_dump(mode="json") for w in self.workers],
         }
 
@@ -187,6 +191,8 @@ class HiveRegistry:
         hive.memory_free_bytes = beat.memory_free_bytes
         hive.gpu_free_bytes = dict(beat.gpu_free_bytes)
         hive.lend_bytes = beat.lend_bytes
+        if beat.supports_rpc is not None:
+            hive.supports_rpc, hive.rpc_reason = beat.supports_rpc, beat.rpc_reason
         hive.last_seen = hive.last_beat = now
         hive.beats += 1
         self._beaten.set()

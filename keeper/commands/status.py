@@ -68,7 +68,7 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
         _ago(snapshot.get("uptime_s")),
         counts or "none",
     )
-    hives = table("hives", "id", "url", "last beat", "state", "workers", "lends")
+    hives = table("hives", "id", "url", "last beat", "state", "workers", "lends", "splits")
     for hive in snapshot.get("hives", []):
         seen = hive.get("last_seen")
         state = (
@@ -84,6 +84,7 @@ def tables(snapshot: dict[str, Any], url: str, *, now: float) -> list[Any]:
             state,
             str(len(hive.get("workers", []))),
             _lends(hive.get("lend_bytes")),
+            _splits(hive),
         )
     kept = _served(snapshot.get("served") or [], table, row)
     if not snapshot.get("workers"):
@@ -152,6 +153,17 @@ def _lends(size: int | None) -> str:
     if size >= 1 << 30:
         return f"{size / (1 << 30):.1f} GiB"
     return f"{size / MIB:,.0f} MiB"
+
+
+def _splits(hive: dict[str, Any]) -> str:
+    """Whether the hive can take part in a model split across hives (docs/splitting.md),
+    or why not: its llama.cpp has no RPC (the hive's reason), or it lends nothing."""
+    can = hive.get("supports_rpc")
+    if can is None:
+        return "?"
+    if not can:
+        return f"no: {hive.get('rpc_reason') or 'its llama.cpp has no RPC'}"
+    return "no: it lends no memory (--lend-memory 0)" if hive.get("lend_bytes") == 0 else "yes"
 
 
 def _ago(seconds: float | None) -> str:

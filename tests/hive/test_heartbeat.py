@@ -51,6 +51,24 @@ async def test_beats_carry_the_hive_and_its_workers(tmp_path: Path) -> None:
     assert beats[1].ts >= beats[0].ts
 
 
+async def test_beats_after_the_first_say_whether_the_hive_can_serve_a_split(
+    tmp_path: Path,
+) -> None:
+    """The first beat does not wait for libggml to be read (`supports_rpc` None: not said
+    yet); the next ones say this build serves splits (GGML_RPC on), with no reason."""
+    recorder = BeatRecorder(tmp_path)
+    async with recorder.serving(), anyio.create_task_group() as tg:
+        beat = Heartbeat(
+            recorder.url, hive_id="gpu1", url="http://127.0.0.1:7835", version="9.9",
+            workers=list, interval_s=0.05,
+        )  # fmt: skip
+        tg.start_soon(beat.run)
+        beats = await recorder.wait_beats(3)
+        tg.cancel_scope.cancel()
+    assert beats[0].supports_rpc is None
+    assert (beats[-1].supports_rpc, beats[-1].rpc_reason) == (True, None)
+
+
 async def test_queen_away_backs_off_and_says_so_once_each_way(tmp_path: Path) -> None:
     """While the queen is down the hive narrates one warning (not one per beat), backs off,
     and says once that the queen is back when beats are accepted again."""
