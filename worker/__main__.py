@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ NARRATE = Narrator("llm-worker-rbee")
 EXIT_FAILED = 1  # the model did not load, the port was taken, or the hive died
 EXIT_USAGE = 2
 PARENT_POLL_S = 0.5  # how often the worker checks that its hive still lives
+PROGRESS_EVERY_S = 1.0  # a long load says how far it is at most this often
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -195,6 +197,7 @@ async def _serve(
         f"Loading {model.name} ({size / 1e6:.1f} MB) on {args.device}{split}"
     ).field("bytes", size).emit()
     started = time.perf_counter()
+    engine.on_progress = _narrate_progress(model.name, split=bool(args.rpc))
     loaded = _load_in_background(engine)  # its C part overlaps the imports below
     from jobs.server import serve, socket_url
     from worker.app import WorkerState, create_app
@@ -251,6 +254,31 @@ async def _serve(
     if failures:
         raise failures[0]
     NARRATE.action("stopped").human(f"Worker {worker_id} stopped").emit()
+
+
+def _narrate_progress(name: str, *, split: bool) -> Callable[[float, str], None]:
+    """The engine's load progress hook: a `model_load` line once a second of a long load,
+    and for a split each time the weights start going to another place (this CPU, then
+    each RPC peer in turn: "… 40%: layers for 127.0.0.1:41235 (hive gpu2)")."""
+    said_at = [time.monotonic()]
+    said_where = [""]
+
+    def told(progress: float, where: str) -> None:
+        now = time.monotonic()
+        moved = split and where != said_where[0]
+        if not moved and now - said_at[0] < PROGRESS_EVERY_S:
+            return
+        said_at[0], said_where[0] = now, where
+        if split:
+            from worker._rpc import peer_label
+
+            where = where if where == "this CPU" else peer_label(where)
+        whose = f": layers for {where}" if split else ""
+        NARRATE.action("model_load").target(name).human(
+            f"Loading {name}: {progress:.0%}{whose}"
+        ).field("progress", round(progress, 3)).emit()
+
+    return told
 
 
 def _load_in_background(engine: Engine) -> concurrent.futures.Future[None]:

@@ -122,6 +122,10 @@ class Engine:
         # A split's: told (any thread) when an RPC peer fails; `busy` says a step is
         # generating, when a silent peer is a frozen one (worker/_rpc.py, PeerWatch).
         self.on_peer_lost: Callable[[str], None] = lambda reason: None
+        # Told (the loading thread) how far the load is, 0..1, and where those weights go:
+        # "this CPU" or a split's RPC peer (its endpoint), estimated from the layer order.
+        self.on_progress: Callable[[float, str], None] | None = None
+        self._places: list[tuple[int, str]] = []  # (first layer, where), a split's, in order
         self.busy: Callable[[], bool] = lambda: False
         self.peer_watch: Any = None
 
@@ -159,8 +163,9 @@ class Engine:
         params.n_gpu_layers = n_gpu_layers
         params.main_gpu = main_gpu
         arrays = self._split(llama_cpp, params) if self.rpc_servers else None
+        progress = self._progress_hook(llama_cpp, params)
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
-        del arrays  # the split's shares and overrides, kept alive through the load
+        del arrays, progress  # the split's shares and overrides, the hook: kept through the load
         if not model:
             raise ModelLoadError(str(self.path), "llama.cpp cannot read it as a GGUF model")
         trained = llama_cpp.llama_model_n_ctx_train(model)
@@ -224,6 +229,7 @@ class Engine:
                 peers = shares[:devices]
                 shares = [offloaded * share / sum(peers) for share in peers]
                 shares[-1] += 1.0
+                self._places = _places(kept - 1, shares, self.rpc_servers, n_layer)
                 overrides = output_kept_here()
                 params.tensor_buft_overrides = ctypes.addressof(overrides)
             else:
@@ -231,6 +237,24 @@ class Engine:
         array = (ctypes.c_float * llama_cpp.llama_max_devices())(*shares)
         params.tensor_split = array
         return array, overrides
+
+    def _progress_hook(self, llama_cpp: Any, params: Any) -> Any:
+        """Set llama.cpp's load progress callback to tell `on_progress`; the ctypes hook."""
+        told = self.on_progress
+        if told is None:
+            return None
+        places = self._places
+        n_layer = places[-1][0] + 1 if places else 1
+
+        def hook(progress: float, _: Any) -> bool:
+            layer = min(int(progress * n_layer), n_layer - 1)
+            where = next((w for first, w in reversed(places) if first <= layer), "this CPU")
+            told(float(progress), where)
+            return True  # go on loading
+
+        callback = llama_cpp.llama_progress_callback(hook)
+        params.progress_callback = callback
+        return callback
 
     def _context_params(self, llama_cpp: Any) -> Any:
         params = llama_cpp.llama_context_default_params()
@@ -285,6 +309,25 @@ class Engine:
             "ctx_size": self.ctx_size,
             "kv_bytes": self.kv_bytes,
         }
+
+
+def _places(
+    local: int, shares: Sequence[float], endpoints: Sequence[str], n_layer: int
+) -> list[tuple[int, str]]:
+    """(first layer, where) for this CPU's `local` first layers, then each RPC device's,
+    as llama.cpp deals the offloaded units (the layers, then the output) by cumulative
+    share; a device dealt no layer is left out. The last entry marks `n_layer - 1`'s."""
+    units = n_layer - local + 1
+    total = sum(shares)
+    bounds = [sum(shares[: i + 1]) / total for i in range(len(shares))]
+    places = [(0, "this CPU")] if local else []
+    for unit in range(units - 1):  # the output, last, stays here (overridden)
+        device = next(i for i, b in enumerate(bounds) if b > unit / units)
+        where = endpoints[device] if device < len(endpoints) else "this CPU"
+        if not places or places[-1][1] != where:
+            places.append((local + unit, where))
+    places.append((n_layer - 1, places[-1][1] if places else "this CPU"))
+    return places
 
 
 def _layer_count(llama_cpp: Any, path: Path) -> int:

@@ -95,6 +95,23 @@ async def test_the_output_layer_stays_on_the_worker(
     assert all(0 < n < LOGITS_BYTES / 4 for n in per_token), per_token
 
 
+async def test_a_split_load_narrates_each_place_the_weights_go(
+    rbee_home: Path, smollm2: Path, two_rpc_servers: list[RpcServer]
+) -> None:
+    """While a split loads, the worker says where the weights are going, in layer order:
+    this CPU, then each peer by its endpoint and hive, with the share loaded so far."""
+    rpc = [flag for server in two_rpc_servers for flag in ("--rpc", server.endpoint)]
+    flags = ("--parallel", "1", *rpc, "--rpc-names", "gpu2,gpu3", "--tensor-split", "1,1,1")
+    async with spawn_worker(rbee_home, smollm2, *flags) as worker:
+        await worker.wait_action("ready")
+    said = [e.human for e in worker.events() if e.action == "model_load" and "%" in e.human]
+    first, second = (s.endpoint for s in two_rpc_servers)
+    places = [line.split("layers for ", 1)[1] for line in said]
+    assert places == ["this CPU", f"{first} (hive gpu2)", f"{second} (hive gpu3)"], said
+    shares = [int(line.split(": ")[-2].rstrip("%")) for line in said]
+    assert shares == sorted(shares) and shares[-1] < 100, said
+
+
 def _received_from(port: int) -> int:
     """Bytes received so far on the connections to 127.0.0.1:`port` (the worker is the
     only client of its RPC servers), as the kernel counts them (`ss -ti`)."""
