@@ -271,8 +271,9 @@ def _narrate_progress(name: str, *, split: bool) -> Callable[[float, str], None]
         said_at[0], said_where[0] = now, where
         if split:
             from worker._rpc import peer_label
+            from worker.engine import HERE
 
-            where = where if where == "this CPU" else peer_label(where)
+            where = where if where == HERE else peer_label(where)
         whose = f": layers for {where}" if split else ""
         NARRATE.action("model_load").target(name).human(
             f"Loading {name}: {progress:.0%}{whose}"

@@ -46,6 +46,7 @@ CTX_SIZE_DEFAULT = 4096  # context tokens per slot: a long chat, at a fraction o
 # whole trained window costs (131,072 tokens of Llama-3.2-1B is ~4 GiB per worker)
 PARALLEL_CPU = 2  # slots on a CPU: batching 2 streams costs little more than one
 PARALLEL_GPU = 4  # slots on a GPU, where a batch of 4 decodes about as fast as one
+HERE = "this CPU"  # where a split's own layers go, as its load progress names it
 BATCH_TOKENS = 512  # tokens one llama_decode takes at most (llama.cpp's default n_batch)
 KV_BYTES_PER_VALUE = 2  # the KV cache holds f16 (llama.cpp's default type_k / type_v)
 SPLIT_ALL_LAYERS = 9999  # n_gpu_layers of a split: every layer and the output offloaded
@@ -126,6 +127,7 @@ class Engine:
         # "this CPU" or a split's RPC peer (its endpoint), estimated from the layer order.
         self.on_progress: Callable[[float, str], None] | None = None
         self._places: list[tuple[int, str]] = []  # (first layer, where), a split's, in order
+        self._layers = 1  # the model's repeating layers, once a split has read them
         self.busy: Callable[[], bool] = lambda: False
         self.peer_watch: Any = None
 
@@ -230,6 +232,7 @@ class Engine:
                 shares = [offloaded * share / sum(peers) for share in peers]
                 shares[-1] += 1.0
                 self._places = _places(kept - 1, shares, self.rpc_servers, n_layer)
+                self._layers = n_layer
                 overrides = output_kept_here()
                 params.tensor_buft_overrides = ctypes.addressof(overrides)
             else:
@@ -243,12 +246,11 @@ class Engine:
         told = self.on_progress
         if told is None:
             return None
-        places = self._places
-        n_layer = places[-1][0] + 1 if places else 1
+        places, n_layer = self._places, self._layers
 
         def hook(progress: float, _: Any) -> bool:
             layer = min(int(progress * n_layer), n_layer - 1)
-            where = next((w for first, w in reversed(places) if first <= layer), "this CPU")
+            where = next((w for first, w in reversed(places) if first <= layer), HERE)
             told(float(progress), where)
             return True  # go on loading
 
@@ -316,17 +318,16 @@ def _places(
 ) -> list[tuple[int, str]]:
     """(first layer, where) for this CPU's `local` first layers, then each RPC device's,
     as llama.cpp deals the offloaded units (the layers, then the output) by cumulative
-    share; a device dealt no layer is left out. The last entry marks `n_layer - 1`'s."""
+    share; a device dealt no layer is left out."""
     units = n_layer - local + 1
     total = sum(shares)
     bounds = [sum(shares[: i + 1]) / total for i in range(len(shares))]
-    places = [(0, "this CPU")] if local else []
+    places = [(0, HERE)] if local else []
     for unit in range(units - 1):  # the output, last, stays here (overridden)
         device = next(i for i, b in enumerate(bounds) if b > unit / units)
-        where = endpoints[device] if device < len(endpoints) else "this CPU"
+        where = endpoints[device] if device < len(endpoints) else HERE
         if not places or places[-1][1] != where:
             places.append((local + unit, where))
-    places.append((n_layer - 1, places[-1][1] if places else "this CPU"))
     return places
 
 
