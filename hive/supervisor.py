@@ -238,7 +238,7 @@ class Supervisor:
             flags["--tensor-split"] = ",".join(f"{share:g}" for share in tensor_split)
         if any(rpc_names):
             flags["--rpc-names"] = ",".join(rpc_names)
-        argv = worker_argv(worker, self.state_dir / worker_id, flags, rpc_servers)
+        argv = worker_argv(worker, self.state_dir / worker_id, flags)
         NARRATE.action("worker_spawn").target(worker_id).human(
             f"Spawning worker {worker_id} for {model_id} on {device}, port {port}"
         ).emit()
@@ -431,9 +431,7 @@ async def _narrate_split_exit(worker: Worker) -> None:
     ).emit()
 
 
-def worker_argv(
-    worker: Worker, state_dir: Path, flags: dict[str, object], rpc_servers: Sequence[str]
-) -> list[str]:
+def worker_argv(worker: Worker, state_dir: Path, flags: dict[str, object]) -> list[str]:
     """The command line that starts `worker`: its model, port, device, id and state
     folder, each of `flags` that is set, and `--rpc` for each peer of a split."""
     argv = [*worker_command(), "--model", str(worker.model_path), "--port", str(worker.port)]
@@ -441,7 +439,7 @@ def worker_argv(
     for flag, value in flags.items():
         if value is not None:
             argv += [flag, str(value)]
-    for endpoint in rpc_servers:
+    for endpoint in worker.rpc_servers:
         argv += ["--rpc", endpoint]
     return argv
 
