@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hive.tiny_model import write_tiny_model
+from hive.tiny_model import TinyShape, write_tiny_model
 from jobs.client import JobClient
 from tests.support import (
     WORKER_AUTH,
@@ -28,6 +28,8 @@ from worker.inference import QUEUE_MAX
 pytestmark = pytest.mark.anyio
 
 LONG = {"prompt": "a", "max_tokens": 240, "seed": 1}  # runs to the limit on builtin:tiny
+# Seconds of tokens on slow_worker's model: its end token (2) banned, 2000 of them.
+ENDLESS = {"prompt": "a", "max_tokens": 2000, "seed": 1, "logit_bias": {"2": -100}}
 SAMPLING = {"max_tokens": 24, "temperature": 0.8, "top_p": 0.95, "top_k": 40, "seed": 42}
 # With SAMPLING, builtin:tiny answers this in 24 tokens that make fewer pieces of text
 # (byte tokens that join into one character), and create_completion runs on past
@@ -39,6 +41,17 @@ CHAT_PROMPT = "<|user|>\nhello bee</s>\n<|assistant|>\n"
 async def worker(rbee_home: Path, tmp_path: Path) -> AsyncIterator[RunningProgram]:
     model = tmp_path / "tiny.gguf"
     write_tiny_model(model)
+    async with spawn_worker(rbee_home, model) as running:
+        await running.wait_action("ready")
+        yield running
+
+
+@pytest.fixture
+async def slow_worker(rbee_home: Path, tmp_path: Path) -> AsyncIterator[RunningProgram]:
+    """A worker of a model wide enough that a long answer takes seconds: a test that must
+    cancel a generation still running does not race it to its end."""
+    model = tmp_path / "slow.gguf"
+    write_tiny_model(model, shape=TinyShape(n_ctx=2048, n_embd=512, n_layer=8, n_ff=2048))
     async with spawn_worker(rbee_home, model) as running:
         await running.wait_action("ready")
         yield running
@@ -158,15 +171,16 @@ async def test_cancel_stops_generation_and_the_worker_serves_the_next(
     assert after[-1].state == "completed" and text_of(after)
 
 
-async def test_busy_worker_queues_then_answers_503(worker: RunningProgram) -> None:
+async def test_busy_worker_queues_then_answers_503(slow_worker: RunningProgram) -> None:
     """While every slot generates, QUEUE_MAX more requests are queued (201) and the next is
     refused with 503 and Retry-After; cancelling them all leaves the worker idle."""
+    worker = slow_worker  # 240 tokens of builtin:tiny could end before the cancel
     async with httpx.AsyncClient(base_url=worker.url, trust_env=False, headers=WORKER_AUTH) as http:
         slots = (await http.get("/health")).json()["slots"]
-        running = [await http.post("/v1/inference", json=LONG) for _ in range(slots)]
+        running = [await http.post("/v1/inference", json=ENDLESS) for _ in range(slots)]
         await wait_busy(http, slots)
-        queued = [await http.post("/v1/inference", json=LONG) for _ in range(QUEUE_MAX)]
-        refused = await http.post("/v1/inference", json=LONG)
+        queued = [await http.post("/v1/inference", json=ENDLESS) for _ in range(QUEUE_MAX)]
+        refused = await http.post("/v1/inference", json=ENDLESS)
         waiting = (await http.get("/health")).json()["waiting"]
         ids = [r.json()["job_id"] for r in (*running, *queued)]
         for job_id in reversed(ids):  # the waiting ones first, then the running ones
